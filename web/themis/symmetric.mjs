@@ -14,18 +14,22 @@ export async function hmacSha256(key, data) {
 
 const aesKey = (key, name) => subtle().importKey('raw', key, { name }, false, ['encrypt', 'decrypt']);
 
-/** AES-GCM with a 12-byte nonce and 16-byte tag; returns ciphertext || tag. */
+/** Import a raw AES-GCM key once, for callers that use it many times (Secure Session). */
+export const importGcmKey = (key) => aesKey(key, 'AES-GCM');
+const gcmKey = (key) => (key instanceof Uint8Array ? aesKey(key, 'AES-GCM') : key);
+
+/** AES-GCM with a 12-byte nonce and 16-byte tag; returns ciphertext || tag. `key`: raw bytes or CryptoKey. */
 export async function gcmEncrypt(key, nonce, plaintext, aad) {
   const params = { name: 'AES-GCM', iv: nonce, tagLength: 128 };
   if (aad && aad.length) params.additionalData = aad;
-  return new Uint8Array(await subtle().encrypt(params, await aesKey(key, 'AES-GCM'), plaintext));
+  return new Uint8Array(await subtle().encrypt(params, await gcmKey(key), plaintext));
 }
 
 /** AES-GCM decryption of ciphertext || tag; throws authenticationFailed. */
 export async function gcmDecrypt(key, nonce, sealed, aad) {
   const params = { name: 'AES-GCM', iv: nonce, tagLength: 128 };
   if (aad && aad.length) params.additionalData = aad;
-  const k = await aesKey(key, 'AES-GCM');
+  const k = await gcmKey(key);
   try {
     return new Uint8Array(await subtle().decrypt(params, k, sealed));
   } catch {
