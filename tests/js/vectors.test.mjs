@@ -340,7 +340,6 @@ test('secure_session.json: every transcript, data message and negative', async (
 test('vector count', (t) => {
   const total = Object.values(checked).reduce((a, b) => a + b, 0);
   const line = `checked ${total} vectors from ${VECTOR_DIR}: ${JSON.stringify(checked)}`;
-  console.log(line);
   t.diagnostic(line);
   assert.ok(total > 0);
 });
