@@ -7,6 +7,7 @@ import {
 } from './bytes.mjs';
 import { buildContainer, readContainer, HEADER_SIZE } from './container.mjs';
 import { N, compressPoint, decodePoint, scalarMultBase, uncompressedPoint } from './p256.mjs';
+import { sha256 } from './symmetric.mjs';
 
 const subtle = () => globalThis.crypto.subtle;
 const PUBLIC_LENGTHS = [45, 77];
@@ -105,8 +106,7 @@ export async function generateKeyPair() {
  */
 export async function fingerprint(publicKey) {
   parsePublicKey(publicKey);
-  const digest = new Uint8Array(await subtle().digest('SHA-256', publicKey));
-  return bytesToHex(digest.subarray(0, 10)).match(/.{4}/g).join(' ');
+  return bytesToHex((await sha256(publicKey)).subarray(0, 10)).match(/.{4}/g).join(' ');
 }
 
 // ---- WebCrypto import (internal to the library) ----

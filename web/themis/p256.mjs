@@ -29,7 +29,7 @@ function curveRhs(x) {
   return mod(x * x * x - 3n * x + B);
 }
 
-export function isOnCurve(x, y) {
+function isOnCurve(x, y) {
   return x >= 0n && x < P && y >= 0n && y < P && mod(y * y) === curveRhs(x);
 }
 
