@@ -338,13 +338,18 @@ export class SecureSession {
       check(message.length <= 0xffffffff - 12, 'invalidArgument', 'message too long');
       const iv = this.random(16);
       check(iv instanceof Uint8Array && iv.length === 16, 'invalidArgument', 'random source returned wrong size');
-      const now = Math.floor(this.clock());
-      check(Number.isSafeInteger(now) && now >= 0, 'invalidArgument', 'clock returned an invalid time');
-      const plain = concatBytes(u32BE(message.length + 12), u32BE(this.outSeq), u64BE(now), message);
+      const plain = concatBytes(u32BE(message.length + 12), u32BE(this.outSeq), u64BE(this._now()), message);
       const sealed = await gcmEncrypt(this.sendKey, iv.subarray(0, 12), plain); // Themis' nonce rule
       this.outSeq = (this.outSeq + 1) >>> 0;
       return concatBytes(this.wireSid, iv, sealed);
     });
+  }
+
+  /** The injected clock, validated: whole non-negative unix seconds. */
+  _now() {
+    const now = Math.floor(this.clock());
+    check(Number.isSafeInteger(now) && now >= 0, 'invalidArgument', 'clock returned an invalid time');
+    return now;
   }
 
   async _unwrap(data) {
@@ -357,7 +362,7 @@ export class SecureSession {
     check(ahead < 0x80000000, 'replay', 'sequence number already used or too old');
     check(ahead < SEQ_WINDOW, 'sequenceOutOfWindow', 'sequence number too far ahead');
     const ts = readU64BE(plain, 8);
-    const now = BigInt(Math.floor(this.clock()));
+    const now = BigInt(this._now());
     check(ts >= now - TIME_WINDOW && ts <= now + TIME_WINDOW, 'staleTimestamp', 'timestamp outside +-1 day');
     this.nextInSeq = (seq + 1) >>> 0;
     this.receivedAny = true;
