@@ -37,4 +37,7 @@ public enum ThemisError: Error, Equatable, Sendable {
     case sequenceOutOfWindow
     /// A Secure Session data message's timestamp is outside the accepted window.
     case timestampOutOfWindow
+    /// A Secure Session call its state does not allow: `wrap` before the handshake has
+    /// completed, or `connectRequest` on a session that has already started one.
+    case invalidState
 }
