@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Loads the Themis vector files: the fixture copy in this repository, or the folder named by
 /// `HUSH_THEMIS_VECTORS` (same file names and schema), so another vector set runs unchanged.
@@ -32,13 +33,15 @@ struct VectorFileError: Error, CustomStringConvertible {
 }
 
 /// Counts every vector a suite checks, so a run can say how many it exercised.
-actor VectorCounter {
+final class VectorCounter: Sendable {
     static let shared = VectorCounter()
-    private var counts: [String: Int] = [:]
+    private let counts = Mutex<[String: Int]>([:])
 
     func add(_ file: String, _ count: Int) {
-        counts[file, default: 0] += count
-        let total = counts.values.reduce(0, +)
+        let total = counts.withLock { counts in
+            counts[file, default: 0] += count
+            return counts.values.reduce(0, +)
+        }
         print("themis vectors checked: \(file) +\(count) (total so far \(total) from \(Vectors.directory.path))")
     }
 }
