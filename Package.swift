@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "ThemisKit", targets: ["ThemisKit"]),
+        .library(name: "HushProtocol", targets: ["HushProtocol"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
@@ -22,6 +23,15 @@ let package = Package(
             name: "ThemisKitTests",
             dependencies: ["ThemisKit"],
             exclude: []
+        ),
+        // Wire messages, validation, invite links, the end-to-end payload format and the pure
+        // room/join state machines. No I/O.
+        .target(
+            name: "HushProtocol",
+            dependencies: [
+                "ThemisKit",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
     ]
 )

@@ -1,0 +1,31 @@
+/// Error codes of docs/PROTOCOL.md §5.
+public enum ErrorCode: String, Codable, Sendable, CaseIterable {
+    case badRequest = "bad_request"
+    case tooLarge = "too_large"
+    case rateLimited = "rate_limited"
+    case limitReached = "limit_reached"
+    case notFound = "not_found"
+    case notMember = "not_member"
+    case notOwner = "not_owner"
+    case unknownInvite = "unknown_invite"
+    case inviteExpired = "invite_expired"
+    case inviteUsed = "invite_used"
+    case noPendingJoin = "no_pending_join"
+    case badSignature = "bad_signature"
+    case epochChanged = "epoch_changed"
+    case wrapsRequired = "wraps_required"
+    case alreadyMember = "already_member"
+    case removed
+    case `internal`
+}
+
+/// A protocol-level refusal: becomes an `error` reply and changes nothing.
+public struct HushError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let code: ErrorCode
+    public let message: String
+    public init(_ code: ErrorCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+    public var description: String { "\(code.rawValue): \(message)" }
+}

@@ -1,0 +1,22 @@
+/// Bounds on everything a peer controls (docs/PROTOCOL.md §7).
+public struct Limits: Sendable {
+    public var maxFrameBytes = 256 * 1024
+    public var maxRequestBytes = 200 * 1024
+    public var maxPayloadBytes = 64 * 1024
+    public var maxSmallBlobBytes = 4 * 1024
+    public var requestsPerSecond = 20.0
+    public var requestBurst = 40.0
+    public var maxOpenInvitesPerRoom = 64
+    public var maxPendingJoinsPerRoom = 16
+    public var maxRoomsPerKey = 8
+    public var maxMembersPerRoom = 256
+    public var maxHistoryPage = 100
+    public var maxOutgoingFrames = 256
+    public var handshakeTimeout: Duration = .seconds(10)
+    public var maxInviteLifetime: Int64 = 30 * 24 * 3600
+    public var maxRotateEvery = 10_000
+    public var defaultRotateEvery = 100
+
+    public init() {}
+    public static let standard = Limits()
+}

@@ -1,0 +1,145 @@
+import Crypto
+import Foundation
+import ThemisKit
+
+/// Inner content of a chat message (docs/PROTOCOL.md §6.1).
+public struct ChatMessage: Codable, Sendable, Equatable {
+    public var v = 1
+    public var room: String
+    public var epoch: Int
+    public var counter: Int
+    public var ts: Int64
+    public var text: String
+
+    public init(room: String, epoch: Int, counter: Int, ts: Int64, text: String) {
+        self.room = room
+        self.epoch = epoch
+        self.counter = counter
+        self.ts = ts
+        self.text = text
+    }
+}
+
+/// Inner content of a rotation (docs/PROTOCOL.md §6.3) and of a join grant (§6.2).
+public struct RoomKeyGrant: Codable, Sendable, Equatable {
+    public var v: Int? = 1
+    public var type: String?
+    public var room: String
+    public var epoch: Int
+    public var key: Base64Bytes
+
+    public init(type: String?, room: String, epoch: Int, key: [UInt8]) {
+        self.type = type
+        self.room = room
+        self.epoch = epoch
+        self.key = Base64Bytes(key)
+    }
+}
+
+/// Why an end-to-end blob was refused by a member.
+public enum PayloadError: Error, Sendable, Equatable {
+    case undecryptable
+    case badSignature
+    case malformed
+    case wrongRoomOrEpoch
+}
+
+/// The end-to-end formats: signed, then sealed (docs/PROTOCOL.md §6).
+public enum RoomPayload {
+    public static func json<T: Encodable>(_ value: T) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try! encoder.encode(value))
+    }
+
+    static func parse<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) throws(PayloadError) -> T {
+        guard let value = try? JSONDecoder().decode(type, from: Data(bytes)) else { throw .malformed }
+        return value
+    }
+
+    static func cell(_ key: [UInt8]) -> SecureCell.Seal {
+        try! SecureCell.Seal(key: SymmetricKey(data: key))
+    }
+
+    public static func newRoomKey() -> [UInt8] { randomBytes(32) }
+
+    public static func randomBytes(_ count: Int) -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+    }
+
+    // MARK: chat messages
+
+    public static func seal(_ message: ChatMessage, roomKey: [UInt8], signer: ThemisPrivateKey) throws(ThemisError) -> [UInt8] {
+        let signed = try SecureMessage.sign(json(message), with: signer)
+        return try cell(roomKey).encrypt(signed, context: Statement.roomContext(room: message.room, epoch: message.epoch))
+    }
+
+    public static func open(_ payload: [UInt8], roomKey: [UInt8], room: String, epoch: Int,
+                            sender: ThemisPublicKey) throws(PayloadError) -> ChatMessage {
+        guard let signed = try? cell(roomKey).decrypt(payload, context: Statement.roomContext(room: room, epoch: epoch))
+        else { throw .undecryptable }
+        guard let inner = try? SecureMessage.verify(signed, with: sender) else { throw .badSignature }
+        let message = try parse(ChatMessage.self, inner)
+        guard message.room == room, message.epoch == epoch else { throw .wrongRoomOrEpoch }
+        return message
+    }
+
+    // MARK: rotations
+
+    public static func signRotation(room: String, epoch: Int, key: [UInt8], owner: ThemisPrivateKey) throws(ThemisError) -> [UInt8] {
+        try SecureMessage.sign(json(RoomKeyGrant(type: "rotation", room: room, epoch: epoch, key: key)), with: owner)
+    }
+
+    /// Plain rotation: the signed grant sealed under the previous epoch's key.
+    public static func sealRotation(_ signed: [UInt8], oldKey: [UInt8], room: String, oldEpoch: Int) throws(ThemisError) -> [UInt8] {
+        try cell(oldKey).encrypt(signed, context: Statement.roomContext(room: room, epoch: oldEpoch))
+    }
+
+    /// Wrapped rotation: the signed grant encrypted to one member.
+    public static func wrapRotation(_ signed: [UInt8], owner: ThemisPrivateKey, member: ThemisPublicKey) throws(ThemisError) -> [UInt8] {
+        try SecureMessage.encrypt(signed, from: owner, to: member)
+    }
+
+    public static func openRotation(payload: [UInt8], oldKey: [UInt8], room: String, newEpoch: Int,
+                                    owner: ThemisPublicKey) throws(PayloadError) -> [UInt8] {
+        guard let signed = try? cell(oldKey).decrypt(payload, context: Statement.roomContext(room: room, epoch: newEpoch - 1))
+        else { throw .undecryptable }
+        return try verifyRotation(signed, room: room, newEpoch: newEpoch, owner: owner)
+    }
+
+    public static func openRotation(wrap: [UInt8], me: ThemisPrivateKey, room: String, newEpoch: Int,
+                                    owner: ThemisPublicKey) throws(PayloadError) -> [UInt8] {
+        guard let signed = try? SecureMessage.decrypt(wrap, by: me, from: owner) else { throw .undecryptable }
+        return try verifyRotation(signed, room: room, newEpoch: newEpoch, owner: owner)
+    }
+
+    static func verifyRotation(_ signed: [UInt8], room: String, newEpoch: Int, owner: ThemisPublicKey) throws(PayloadError) -> [UInt8] {
+        guard let inner = try? SecureMessage.verify(signed, with: owner) else { throw .badSignature }
+        let grant = try parse(RoomKeyGrant.self, inner)
+        guard grant.type == "rotation", grant.room == room, grant.epoch == newEpoch else { throw .wrongRoomOrEpoch }
+        return grant.key.bytes
+    }
+
+    // MARK: joins
+
+    public static func sealJoinGrant(room: String, epoch: Int, roomKey: [UInt8], joiningKey: [UInt8], token: [UInt8]) throws(ThemisError) -> [UInt8] {
+        try cell(joiningKey).encrypt(json(RoomKeyGrant(type: nil, room: room, epoch: epoch, key: roomKey)), context: token)
+    }
+
+    public static func openJoinGrant(_ sealed: [UInt8], joiningKey: [UInt8], token: [UInt8], room: String) throws(PayloadError) -> RoomKeyGrant {
+        guard let inner = try? cell(joiningKey).decrypt(sealed, context: token) else { throw .undecryptable }
+        let grant = try parse(RoomKeyGrant.self, inner)
+        guard grant.room == room, grant.key.bytes.count == 32 else { throw .wrongRoomOrEpoch }
+        return grant
+    }
+
+    public static func sealConfirmation(room: String, joiner: String, roomKey: [UInt8], token: [UInt8]) throws(ThemisError) -> [UInt8] {
+        try cell(roomKey).encrypt(Statement.confirmation(room: room, key: joiner), context: token)
+    }
+
+    public static func checkConfirmation(_ sealed: [UInt8], room: String, joiner: String, roomKey: [UInt8], token: [UInt8]) -> Bool {
+        guard let inner = try? cell(roomKey).decrypt(sealed, context: token) else { return false }
+        return constantTimeEquals(inner, Statement.confirmation(room: room, key: joiner))
+    }
+}

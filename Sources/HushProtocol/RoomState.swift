@@ -1,0 +1,129 @@
+import ThemisKit
+
+/// A member's end-to-end view of one room: keys per epoch, admitted members, replay counters.
+/// Pure: fed with server envelopes, it answers what they mean; it never does I/O.
+public struct RoomState: Sendable {
+    public enum Event: Sendable, Equatable {
+        case chat(seq: Int, from: String, counter: Int, ts: Int64, text: String)
+        case rotated(seq: Int, epoch: Int)
+        /// Dropped: a replay, a sender the owner never admitted, or a blob that does not open.
+        case rejected(seq: Int, reason: String)
+    }
+
+    public let room: String
+    public let owner: ThemisPublicKey
+    public let me: ThemisPrivateKey
+    public private(set) var epoch: Int
+    public private(set) var keys: [Int: [UInt8]]
+    /// Non-owner keys admitted by a verified membership signature.
+    public private(set) var members: Set<String> = []
+    public private(set) var lastSeq = 0
+    private var myCounter = 0
+    /// The sequence number each (sender, counter) was first accepted at: the same message
+    /// again (history after a push) is a duplicate, the same counter at another seq a replay.
+    private var accepted: [String: [Int: Int]] = [:]
+
+    public init(room: String, owner: ThemisPublicKey, me: ThemisPrivateKey, epoch: Int, roomKey: [UInt8]) {
+        self.room = room
+        self.owner = owner
+        self.me = me
+        self.epoch = epoch
+        self.keys = [epoch: roomKey]
+    }
+
+    public var isOwner: Bool { me.publicKey == owner }
+    public var myKey: String { KeyID.json(me.publicKey) }
+    public var currentKey: [UInt8] { keys[epoch]! }
+
+    /// Admits a member if the owner's signature over it verifies.
+    @discardableResult
+    public mutating func admit(key: String, signature: [UInt8]) -> Bool {
+        guard Statement.verify(signature, signs: Statement.membership(room: room, key: key), by: owner) else { return false }
+        members.insert(key)
+        return true
+    }
+
+    public mutating func forget(key: String) { members.remove(key) }
+
+    /// Seals the next chat message of this key.
+    public mutating func compose(text: String, now: Int64) throws(ThemisError) -> [UInt8] {
+        myCounter += 1
+        let message = ChatMessage(room: room, epoch: epoch, counter: myCounter, ts: now, text: text)
+        return try RoomPayload.seal(message, roomKey: currentKey, signer: me)
+    }
+
+    /// Owner: a rotation to a fresh key, plain (sealed under the current key) or, with
+    /// `recipients`, wrapped for each of them. `install` it once the server accepted it.
+    public func makeRotation(wrappedFor recipients: [String]? = nil) throws -> Rotation {
+        let newKey = RoomPayload.newRoomKey()
+        let signed = try RoomPayload.signRotation(room: room, epoch: epoch + 1, key: newKey, owner: me)
+        guard let recipients else {
+            let payload = try RoomPayload.sealRotation(signed, oldKey: currentKey, room: room, oldEpoch: epoch)
+            return Rotation(epoch: epoch + 1, key: newKey, payload: payload, wraps: nil)
+        }
+        let wraps = try recipients.map { key in
+            Wrap(key: key, wrap: try RoomPayload.wrapRotation(signed, owner: me, member: try KeyID.key(fromJSON: key)))
+        }
+        return Rotation(epoch: epoch + 1, key: newKey, payload: nil, wraps: wraps)
+    }
+
+    public struct Rotation: Sendable {
+        public let epoch: Int
+        public let key: [UInt8]
+        public let payload: [UInt8]?
+        public let wraps: [Wrap]?
+    }
+
+    public mutating func install(_ rotation: Rotation) {
+        keys[rotation.epoch] = rotation.key
+        epoch = max(epoch, rotation.epoch)
+    }
+
+    /// Interprets one envelope from the server (push or history).
+    public mutating func receive(_ envelope: Envelope) -> Event {
+        lastSeq = max(lastSeq, envelope.seq)
+        switch envelope.kind {
+        case "rotation": return receiveRotation(envelope)
+        default: return receiveChat(envelope)
+        }
+    }
+
+    private mutating func receiveChat(_ envelope: Envelope) -> Event {
+        let reject = { (reason: String) in Event.rejected(seq: envelope.seq, reason: reason) }
+        guard envelope.from == KeyID.json(owner) || members.contains(envelope.from) || envelope.from == myKey else {
+            return reject("sender not admitted by the owner")
+        }
+        guard let key = keys[envelope.epoch], let payload = envelope.payload?.bytes,
+              let sender = try? KeyID.key(fromJSON: envelope.from) else { return reject("no key for epoch") }
+        let message: ChatMessage
+        do {
+            message = try RoomPayload.open(payload, roomKey: key, room: room, epoch: envelope.epoch, sender: sender)
+        } catch {
+            return reject("payload does not open: \(error)")
+        }
+        if let seq = accepted[envelope.from]?[message.counter], seq != envelope.seq { return reject("replayed counter") }
+        accepted[envelope.from, default: [:]][message.counter] = envelope.seq
+        if envelope.from == myKey { myCounter = max(myCounter, message.counter) }
+        return .chat(seq: envelope.seq, from: envelope.from, counter: message.counter, ts: message.ts, text: message.text)
+    }
+
+    private mutating func receiveRotation(_ envelope: Envelope) -> Event {
+        guard envelope.from == KeyID.json(owner) else { return .rejected(seq: envelope.seq, reason: "rotation not from owner") }
+        if keys[envelope.epoch] != nil { return .rotated(seq: envelope.seq, epoch: envelope.epoch) }
+        let newKey: [UInt8]
+        do {
+            if let wrap = envelope.wrap?.bytes {
+                newKey = try RoomPayload.openRotation(wrap: wrap, me: me, room: room, newEpoch: envelope.epoch, owner: owner)
+            } else if let payload = envelope.payload?.bytes, let old = keys[envelope.epoch - 1] {
+                newKey = try RoomPayload.openRotation(payload: payload, oldKey: old, room: room, newEpoch: envelope.epoch, owner: owner)
+            } else {
+                return .rejected(seq: envelope.seq, reason: "rotation not readable by this key")
+            }
+        } catch {
+            return .rejected(seq: envelope.seq, reason: "rotation does not open: \(error)")
+        }
+        keys[envelope.epoch] = newKey
+        epoch = max(epoch, envelope.epoch)
+        return .rotated(seq: envelope.seq, epoch: envelope.epoch)
+    }
+}

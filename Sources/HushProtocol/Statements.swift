@@ -1,0 +1,38 @@
+import ThemisKit
+
+/// The exact byte strings that get signed, sealed or used as context (docs/PROTOCOL.md §6).
+public enum Statement {
+    /// Secure Cell context of room payloads: `<room>:<epoch>`.
+    public static func roomContext(room: String, epoch: Int) -> [UInt8] { Array("\(room):\(epoch)".utf8) }
+
+    public static func membership(room: String, key: String) -> [UInt8] { Array("hush-member:\(room):\(key)".utf8) }
+
+    public static func removal(room: String, key: String) -> [UInt8] { Array("hush-remove:\(room):\(key)".utf8) }
+
+    public static func confirmation(room: String, key: String) -> [UInt8] { Array("hush-confirm:\(room):\(key)".utf8) }
+
+    /// Verifies a Secure Message signature by `signer` and that it signs exactly `expected`.
+    public static func verify(_ signature: [UInt8], signs expected: [UInt8], by signer: ThemisPublicKey) -> Bool {
+        guard let signed = try? SecureMessage.verify(signature, with: signer) else { return false }
+        return constantTimeEquals(signed, expected)
+    }
+}
+
+/// Key identities: the b64 of the container in JSON, the b64url as Secure Session id.
+public enum KeyID {
+    public static func json(_ key: ThemisPublicKey) -> String { Base64.encode(key.containerBytes) }
+    public static func sessionID(_ key: ThemisPublicKey) -> [UInt8] { Array(Base64.encodeURL(key.containerBytes).utf8) }
+
+    public static func key(fromJSON text: String) throws(HushError) -> ThemisPublicKey {
+        guard let bytes = Base64.decode(text), let key = try? ThemisPublicKey(containerBytes: bytes) else {
+            throw HushError(.badRequest, "not a valid public key")
+        }
+        return key
+    }
+
+    public static func key(fromSessionID id: [UInt8]) -> ThemisPublicKey? {
+        guard id.count <= 512, let text = String(bytes: id, encoding: .ascii),
+              let bytes = Base64.decodeURL(text) else { return nil }
+        return try? ThemisPublicKey(containerBytes: bytes)
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+
+/// One JSON object inside the Secure Session, in either direction (docs/PROTOCOL.md §4).
+/// A flat record: each message type uses the fields its table lists and leaves the rest nil,
+/// which keeps the JSON exactly as documented and easy to produce from any language.
+public struct WireMessage: Codable, Sendable, Equatable {
+    public var type: String
+    public var id: String?
+    // errors
+    public var code: String?
+    public var message: String?
+    // rooms
+    public var room: String?
+    public var rotateEvery: Int?
+    public var epoch: Int?
+    public var role: String?
+    // invites and joins
+    public var inviteId: Base64Bytes?
+    public var expiresAt: Int64?
+    public var joiningKey: Base64Bytes?
+    public var sealed: Base64Bytes?
+    public var key: String?
+    public var signature: Base64Bytes?
+    // messages
+    public var seq: Int?
+    public var kind: String?
+    public var from: String?
+    public var at: Int64?
+    public var payload: Base64Bytes?
+    public var wrap: Base64Bytes?
+    public var wraps: [Wrap]?
+    public var count: Int?
+    // history and hello
+    public var after: Int?
+    public var limit: Int?
+    public var more: Bool?
+    public var messages: [Envelope]?
+    public var rooms: [RoomSummary]?
+    public var joins: [JoinSummary]?
+
+    public init(type: String, id: String? = nil) {
+        self.type = type
+        self.id = id
+    }
+
+    public static func error(_ error: HushError, id: String?) -> WireMessage {
+        var reply = WireMessage(type: "error", id: id)
+        reply.code = error.code.rawValue
+        reply.message = error.message
+        return reply
+    }
+
+    public func encoded() -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try! encoder.encode(self))
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(HushError) -> WireMessage {
+        do {
+            return try JSONDecoder().decode(WireMessage.self, from: Data(bytes))
+        } catch {
+            throw HushError(.badRequest, "not a valid request object")
+        }
+    }
+}
+
+/// One member's copy of a wrapped rotation.
+public struct Wrap: Codable, Sendable, Equatable {
+    public var key: String
+    public var wrap: Base64Bytes
+    public init(key: String, wrap: [UInt8]) {
+        self.key = key
+        self.wrap = Base64Bytes(wrap)
+    }
+}
+
+/// A stored room message as delivered to a member (push `message`, `history` entries).
+public struct Envelope: Codable, Sendable, Equatable {
+    public var room: String
+    public var seq: Int
+    public var kind: String
+    public var from: String
+    public var epoch: Int
+    public var at: Int64
+    public var payload: Base64Bytes?
+    public var wrap: Base64Bytes?
+
+    public init(room: String, seq: Int, kind: String, from: String, epoch: Int, at: Int64,
+                payload: [UInt8]?, wrap: [UInt8]?) {
+        self.room = room
+        self.seq = seq
+        self.kind = kind
+        self.from = from
+        self.epoch = epoch
+        self.at = at
+        self.payload = payload.map(Base64Bytes.init)
+        self.wrap = wrap.map(Base64Bytes.init)
+    }
+
+    public var push: WireMessage {
+        var push = WireMessage(type: "message")
+        push.room = room
+        push.seq = seq
+        push.kind = kind
+        push.from = from
+        push.epoch = epoch
+        push.at = at
+        push.payload = payload
+        push.wrap = wrap
+        return push
+    }
+
+    public init?(push: WireMessage) {
+        guard push.type == "message", let room = push.room, let seq = push.seq, let kind = push.kind,
+              let from = push.from, let epoch = push.epoch, let at = push.at else { return nil }
+        self.init(room: room, seq: seq, kind: kind, from: from, epoch: epoch, at: at,
+                  payload: push.payload?.bytes, wrap: push.wrap?.bytes)
+    }
+}
+
+public struct MemberEntry: Codable, Sendable, Equatable {
+    public var key: String
+    public var signature: Base64Bytes
+    public init(key: String, signature: [UInt8]) {
+        self.key = key
+        self.signature = Base64Bytes(signature)
+    }
+}
+
+public struct RoomSummary: Codable, Sendable, Equatable {
+    public var room: String
+    public var role: String
+    public var owner: String
+    public var epoch: Int
+    public var lastSeq: Int
+    public var floor: Int
+    public var delivered: Int
+    public var rotateEvery: Int
+    public var sinceRotation: Int
+    public var wrapRequired: Bool
+    public var members: [MemberEntry]
+
+    public init(room: String, role: String, owner: String, epoch: Int, lastSeq: Int, floor: Int,
+                delivered: Int, rotateEvery: Int, sinceRotation: Int, wrapRequired: Bool, members: [MemberEntry]) {
+        self.room = room
+        self.role = role
+        self.owner = owner
+        self.epoch = epoch
+        self.lastSeq = lastSeq
+        self.floor = floor
+        self.delivered = delivered
+        self.rotateEvery = rotateEvery
+        self.sinceRotation = sinceRotation
+        self.wrapRequired = wrapRequired
+        self.members = members
+    }
+}
+
+public struct JoinSummary: Codable, Sendable, Equatable {
+    public var room: String
+    public var inviteId: Base64Bytes
+    public var state: String
+    public init(room: String, inviteId: [UInt8], state: String) {
+        self.room = room
+        self.inviteId = Base64Bytes(inviteId)
+        self.state = state
+    }
+}
