@@ -1,0 +1,85 @@
+import HushProtocol
+import Synchronization
+
+/// What a connection's writer gets: a message to wrap and send, or the order to close.
+public enum Outgoing: Sendable {
+    case message(WireMessage)
+    case close(reason: String)
+}
+
+/// A connection's bounded outgoing queue. A reader too slow to drain it is disconnected:
+/// when the queue is full the connection is closed rather than buffered without limit.
+public final class Outbox: Sendable {
+    public let id: UInt64
+    public let key: String
+    private let continuation: AsyncStream<Outgoing>.Continuation
+    public let stream: AsyncStream<Outgoing>
+    private let overflowed = Atomic<Bool>(false)
+
+    init(id: UInt64, key: String, capacity: Int) {
+        self.id = id
+        self.key = key
+        (stream, continuation) = AsyncStream.makeStream(of: Outgoing.self, bufferingPolicy: .bufferingOldest(capacity))
+    }
+
+    public func send(_ message: WireMessage) {
+        if case .dropped = continuation.yield(.message(message)) {
+            overflowed.store(true, ordering: .relaxed)
+            continuation.finish()
+        }
+    }
+
+    public func close(reason: String) {
+        continuation.yield(.close(reason: reason))
+        continuation.finish()
+    }
+
+    public var didOverflow: Bool { overflowed.load(ordering: .relaxed) }
+    func finish() { continuation.finish() }
+}
+
+/// Who is online: established connections by key. The fan-out seam: a multi-node deployment
+/// replaces this with one that also publishes to the other nodes.
+public final class Hub: Sendable {
+    private let connections = Mutex<[String: [UInt64: Outbox]]>([:])
+    private let nextID = Atomic<UInt64>(1)
+    let capacity: Int
+
+    public init(capacity: Int) { self.capacity = capacity }
+
+    public func register(key: String) -> Outbox {
+        let outbox = Outbox(id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, key: key, capacity: capacity)
+        connections.withLock { $0[key, default: [:]][outbox.id] = outbox }
+        return outbox
+    }
+
+    public func unregister(_ outbox: Outbox) {
+        connections.withLock { table in
+            table[outbox.key]?[outbox.id] = nil
+            if table[outbox.key]?.isEmpty == true { table[outbox.key] = nil }
+        }
+        outbox.finish()
+    }
+
+    private func outboxes(of key: String) -> [Outbox] {
+        connections.withLock { Array(($0[key] ?? [:]).values) }
+    }
+
+    public func push(_ message: WireMessage, to key: String, except: Outbox? = nil) {
+        for outbox in outboxes(of: key) where outbox.id != except?.id { outbox.send(message) }
+    }
+
+    public func push(_ message: WireMessage, to keys: [String], except: Outbox? = nil) {
+        for key in keys { push(message, to: key, except: except) }
+    }
+
+    /// Sends a last message to every connection of `key`, then closes them.
+    public func close(key: String, with message: WireMessage) {
+        for outbox in outboxes(of: key) {
+            outbox.send(message)
+            outbox.close(reason: message.code ?? "closed")
+        }
+    }
+
+    public var connectionCount: Int { connections.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import HushProtocol
+import Logging
+import NIOCore
+
+/// How to run a server.
+public struct ServerConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    public var dataDirectory: URL
+    public var webRoot: URL?
+    public var limits = Limits.standard
+
+    public init(dataDirectory: URL) { self.dataDirectory = dataDirectory }
+}
+
+/// The Hush server: durable store, identity, relay, HTTP and WebSocket routes.
+public struct HushServer: Sendable {
+    public let configuration: ServerConfiguration
+    public let identity: ServerIdentity
+    public let store: any Store
+    public let metrics: ServerMetrics
+    let hub: Hub
+
+    public init(configuration: ServerConfiguration, metrics: ServerMetrics = ServerMetrics()) throws {
+        self.configuration = configuration
+        identity = try ServerIdentity.loadOrCreate(in: configuration.dataDirectory)
+        store = try SQLiteStore(path: configuration.dataDirectory.appendingPathComponent("hush.sqlite").path)
+        self.metrics = metrics
+        hub = Hub(capacity: configuration.limits.maxOutgoingFrames)
+    }
+
+    /// The Hummingbird application; `onListening` receives the actually bound port.
+    public func application(logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in })
+        -> some ApplicationProtocol {
+        let limits = configuration.limits
+        let router = Router()
+        // Request counts and durations through swift-metrics; `hush serve` points them at /metrics.
+        router.add(middleware: MetricsMiddleware())
+        WebRoutes(identity: identity, webRoot: configuration.webRoot ?? WebRoutes.defaultWebRoot, metrics: metrics)
+            .add(to: router)
+        let relay = Relay(store: store, hub: hub, limits: limits, metrics: metrics, clock: { Date() })
+        let connection = SessionConnection(identity: identity, relay: relay, hub: hub, limits: limits,
+                                           metrics: metrics, logger: logger)
+        let wsRouter = Router(context: BasicWebSocketRequestContext.self)
+        wsRouter.ws("/ws") { inbound, outbound, _ in
+            await connection.run(inbound: inbound, outbound: outbound)
+        }
+        var wsConfiguration = WebSocketServerConfiguration(maxFrameSize: limits.maxFrameBytes)
+        wsConfiguration.autoPing = .enabled(timePeriod: .seconds(30))
+        return Application(
+            router: router,
+            server: .http1WebSocketUpgrade(webSocketRouter: wsRouter, configuration: .init(ws: wsConfiguration)),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "hush"),
+            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
+            logger: logger
+        )
+    }
+}

@@ -1,0 +1,53 @@
+import HushProtocol
+
+/// A room as stored. Keys are the b64 of Themis public key containers.
+public struct RoomRecord: Sendable, Equatable {
+    public var id: String
+    public var owner: String
+    public var epoch: Int
+    public var lastSeq: Int
+    public var lastRotationSeq: Int
+    public var sinceRotation: Int
+    public var rotateEvery: Int
+    public var wrapRequired: Bool
+}
+
+public enum Role: String, Sendable { case owner, member }
+
+public struct MemberRecord: Sendable, Equatable {
+    public var room: String
+    public var key: String
+    public var role: Role
+    public var signature: [UInt8]
+    public var floor: Int
+    public var delivered: Int
+}
+
+public enum InviteState: String, Sendable { case open, requested, responded, confirmed }
+
+public struct InviteRecord: Sendable, Equatable {
+    public var room: String
+    public var inviteID: [UInt8]
+    public var expiresAt: Int64
+    public var state: InviteState
+    public var joiner: String?
+    public var joiningKey: [UInt8]?
+    public var response: [UInt8]?
+    public var confirmation: [UInt8]?
+    public var responseEpoch: Int?
+}
+
+/// A stored message; `wraps` only for a wrapped rotation.
+public struct MessageRecord: Sendable, Equatable {
+    public var room: String
+    public var seq: Int
+    public var kind: String
+    public var sender: String
+    public var epoch: Int
+    public var at: Int64
+    public var payload: [UInt8]?
+
+    public func envelope(wrap: [UInt8]?) -> Envelope {
+        Envelope(room: room, seq: seq, kind: kind, from: sender, epoch: epoch, at: at, payload: payload, wrap: wrap)
+    }
+}

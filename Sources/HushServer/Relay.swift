@@ -1,0 +1,265 @@
+import Foundation
+import HushProtocol
+import Logging
+import Prometheus
+
+/// Turns one authenticated request into a reply and the pushes it causes. The connection's key
+/// is the only identity: it comes from the completed Secure Session handshake.
+public struct Relay: Sendable {
+    let store: any Store
+    let hub: Hub
+    let limits: Limits
+    let metrics: ServerMetrics
+    let clock: @Sendable () -> Date
+
+    var nowSeconds: Int64 { Int64(clock().timeIntervalSince1970) }
+    var nowMillis: Int64 { Int64(clock().timeIntervalSince1970 * 1000) }
+
+    /// Answers `request` from `key`; pushes go through the hub. Never throws: a refusal is an
+    /// `error` reply.
+    /// The reply comes first, then any pushes that must follow it on this connection.
+    func handle(_ request: WireMessage, from key: String, outbox: Outbox) async -> [WireMessage] {
+        guard let id = request.id, (1...64).contains(id.count) else {
+            return [.error(HushError(.badRequest, "every request needs an id of 1–64 characters"), id: nil)]
+        }
+        do {
+            if try await store.isRetired(key) {
+                throw HushError(.removed, "this key was removed from its room")
+            }
+            if request.type == "hello" {
+                var (reply, waiting) = try await hello(key: key)
+                reply.id = id
+                return [reply] + waiting
+            }
+            var reply = try await dispatch(request, from: key, outbox: outbox)
+            reply.id = id
+            return [reply]
+        } catch let error as HushError {
+            metrics.refused.increment()
+            return [.error(error, id: id)]
+        } catch {
+            return [.error(HushError(.internal, "the server failed; nothing was committed"), id: id)]
+        }
+    }
+
+    private func dispatch(_ request: WireMessage, from key: String, outbox: Outbox) async throws -> WireMessage {
+        switch request.type {
+        case "create_room":
+            let rotateEvery = try RoomRules.checkRotateEvery(request.rotateEvery, limits: limits)
+            let room = try await store.createRoom(id: Base64.encodeURL(RoomPayload.randomBytes(16)), owner: key,
+                                                  rotateEvery: rotateEvery, limits: limits)
+            var reply = WireMessage(type: "room_created")
+            reply.room = room.id
+            reply.epoch = 0
+            reply.rotateEvery = rotateEvery
+            return reply
+        case "invite":
+            let room = try field(request.room, "room")
+            let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
+            guard inviteID.count == 32 else { throw HushError(.badRequest, "inviteId must be 32 bytes") }
+            try await store.addInvite(room: room, by: key, inviteID: inviteID, expiresAt: try field(request.expiresAt, "expiresAt"),
+                                      now: nowSeconds, limits: limits)
+            return reply("invited", room: room, inviteID: inviteID)
+        case "join":
+            let room = try field(request.room, "room")
+            let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
+            let joiningKey = try bytes(request.joiningKey, "joiningKey", max: limits.maxSmallBlobBytes)
+            let outcome = try await store.requestJoin(room: room, inviteID: inviteID, joiner: key, joiningKey: joiningKey,
+                                                      now: nowSeconds, limits: limits)
+            hub.push(Self.joinRequest(outcome.invite), to: outcome.room.owner)
+            return reply("join_pending", room: room, inviteID: inviteID)
+        case "join_response":
+            let room = try field(request.room, "room")
+            let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
+            let sealed = try bytes(request.sealed, "sealed", max: limits.maxSmallBlobBytes)
+            let outcome = try await store.respondJoin(room: room, inviteID: inviteID, by: key, sealed: sealed)
+            if let joiner = outcome.invite.joiner { hub.push(Self.joinResponse(outcome.invite), to: joiner) }
+            return reply("join_response_sent", room: room, inviteID: inviteID)
+        case "join_confirm":
+            let room = try field(request.room, "room")
+            let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
+            let sealed = try bytes(request.sealed, "sealed", max: limits.maxSmallBlobBytes)
+            let outcome = try await store.confirmJoin(room: room, inviteID: inviteID, by: key, sealed: sealed)
+            hub.push(Self.joinConfirm(outcome.invite), to: outcome.room.owner)
+            return reply("join_confirm_sent", room: room, inviteID: inviteID)
+        case "add_member":
+            let room = try field(request.room, "room")
+            let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
+            let member = try field(request.key, "key")
+            let signature = try bytes(request.signature, "signature", max: limits.maxSmallBlobBytes)
+            let keys = try await store.addMember(room: room, inviteID: inviteID, key: member, signature: signature,
+                                                 by: key, limits: limits)
+            var push = WireMessage(type: "member_joined")
+            push.room = room
+            push.key = member
+            push.signature = Base64Bytes(signature)
+            hub.push(push, to: keys)
+            var reply = WireMessage(type: "member_added")
+            reply.room = room
+            reply.key = member
+            return reply
+        case "send":
+            let room = try field(request.room, "room")
+            let payload = try bytes(request.payload, "payload", max: limits.maxPayloadBytes)
+            let outcome = try await store.append(room: room, from: key, payload: payload, now: nowMillis)
+            metrics.messages.increment()
+            hub.push(outcome.message.envelope(wrap: nil).push, to: outcome.recipients, except: outbox)
+            if outcome.room.sinceRotation == outcome.room.rotateEvery {
+                hub.push(Self.rotationDue(outcome.room), to: outcome.room.owner)
+            }
+            var reply = WireMessage(type: "sent")
+            reply.room = room
+            reply.seq = outcome.message.seq
+            return reply
+        case "rotate":
+            let room = try field(request.room, "room")
+            let payload = try request.payload.map { b throws(HushError) in try bytes(b, "payload", max: limits.maxPayloadBytes) }
+            for wrap in request.wraps ?? [] where wrap.wrap.bytes.count > limits.maxPayloadBytes {
+                throw HushError(.tooLarge, "a wrap is too large")
+            }
+            let outcome = try await store.rotate(room: room, by: key, epoch: try field(request.epoch, "epoch"),
+                                                 payload: payload, wraps: request.wraps, now: nowMillis)
+            metrics.rotations.increment()
+            for recipient in outcome.recipients {
+                let wrap = outcome.wraps[recipient]
+                guard outcome.wraps.isEmpty || wrap != nil || recipient == key else { continue }
+                hub.push(outcome.message.envelope(wrap: wrap).push, to: recipient, except: outbox)
+            }
+            var reply = WireMessage(type: "rotated")
+            reply.room = room
+            reply.seq = outcome.message.seq
+            reply.epoch = outcome.room.epoch
+            return reply
+        case "history":
+            let room = try field(request.room, "room")
+            let page = try await store.history(room: room, for: key, after: request.after, limit: request.limit, limits: limits)
+            var reply = WireMessage(type: "history")
+            reply.room = room
+            reply.messages = page.messages
+            reply.more = page.more
+            return reply
+        case "remove_member":
+            let room = try field(request.room, "room")
+            let member = try field(request.key, "key")
+            let signature = try bytes(request.signature, "signature", max: limits.maxSmallBlobBytes)
+            let remaining = try await store.removeMember(room: room, key: member, signature: signature, by: key)
+            var removed = WireMessage(type: "removed")
+            removed.room = room
+            hub.close(key: member, with: removed)
+            var push = WireMessage(type: "member_removed")
+            push.room = room
+            push.key = member
+            push.signature = Base64Bytes(signature)
+            hub.push(push, to: remaining, except: outbox)
+            var reply = WireMessage(type: "member_removed")
+            reply.room = room
+            reply.key = member
+            return reply
+        case "leave":
+            let room = try field(request.room, "room")
+            let remaining = try await store.leave(room: room, key: key)
+            var push = WireMessage(type: "member_left")
+            push.room = room
+            push.key = key
+            hub.push(push, to: remaining)
+            var reply = WireMessage(type: "left")
+            reply.room = room
+            return reply
+        case "delete_room":
+            let room = try field(request.room, "room")
+            let keys = try await store.deleteRoom(room: room, by: key)
+            var push = WireMessage(type: "room_deleted")
+            push.room = room
+            hub.push(push, to: keys, except: outbox)
+            return push
+        default:
+            throw HushError(.badRequest, "unknown request type")
+        }
+    }
+
+    /// The `hello` reply, then what waits for this key (docs/PROTOCOL.md §4.1).
+    private func hello(key: String) async throws -> (WireMessage, [WireMessage]) {
+        var reply = WireMessage(type: "hello")
+        reply.key = key
+        var rooms: [RoomSummary] = []
+        var waiting: [WireMessage] = []
+        for (room, member) in try await store.rooms(of: key) {
+            let members = try await store.members(of: room.id).filter { $0.role == .member }
+                .map { MemberEntry(key: $0.key, signature: $0.signature) }
+            rooms.append(RoomSummary(room: room.id, role: member.role.rawValue, owner: room.owner, epoch: room.epoch,
+                                     lastSeq: room.lastSeq, floor: member.floor, delivered: member.delivered,
+                                     rotateEvery: room.rotateEvery, sinceRotation: room.sinceRotation,
+                                     wrapRequired: room.wrapRequired, members: members))
+            guard member.role == .owner else { continue }
+            for invite in try await store.pendingJoins(room: room.id) {
+                switch invite.state {
+                case .requested: waiting.append(Self.joinRequest(invite))
+                case .confirmed: waiting.append(Self.joinConfirm(invite))
+                default: break
+                }
+            }
+            if room.sinceRotation >= room.rotateEvery { waiting.append(Self.rotationDue(room)) }
+        }
+        let joins = try await store.joins(of: key)
+        for invite in joins where invite.state == .responded { waiting.append(Self.joinResponse(invite)) }
+        reply.rooms = rooms
+        reply.joins = joins.map { JoinSummary(room: $0.room, inviteId: $0.inviteID, state: $0.state.rawValue) }
+        return (reply, waiting)
+    }
+
+    // MARK: pushes
+
+    static func joinRequest(_ invite: InviteRecord) -> WireMessage {
+        var push = WireMessage(type: "join_request")
+        push.room = invite.room
+        push.inviteId = Base64Bytes(invite.inviteID)
+        push.key = invite.joiner
+        push.joiningKey = invite.joiningKey.map(Base64Bytes.init)
+        return push
+    }
+
+    static func joinResponse(_ invite: InviteRecord) -> WireMessage {
+        var push = WireMessage(type: "join_response")
+        push.room = invite.room
+        push.inviteId = Base64Bytes(invite.inviteID)
+        push.sealed = invite.response.map(Base64Bytes.init)
+        return push
+    }
+
+    static func joinConfirm(_ invite: InviteRecord) -> WireMessage {
+        var push = WireMessage(type: "join_confirm")
+        push.room = invite.room
+        push.inviteId = Base64Bytes(invite.inviteID)
+        push.key = invite.joiner
+        push.sealed = invite.confirmation.map(Base64Bytes.init)
+        return push
+    }
+
+    static func rotationDue(_ room: RoomRecord) -> WireMessage {
+        var push = WireMessage(type: "rotation_due")
+        push.room = room.id
+        push.count = room.sinceRotation
+        return push
+    }
+
+    // MARK: field checks
+
+    private func reply(_ type: String, room: String, inviteID: [UInt8]) -> WireMessage {
+        var reply = WireMessage(type: type)
+        reply.room = room
+        reply.inviteId = Base64Bytes(inviteID)
+        return reply
+    }
+
+    private func field<T>(_ value: T?, _ name: String) throws(HushError) -> T {
+        guard let value else { throw HushError(.badRequest, "missing field \(name)") }
+        return value
+    }
+
+    private func bytes(_ value: Base64Bytes?, _ name: String, max: Int) throws(HushError) -> [UInt8] {
+        let value = try field(value, name)
+        guard value.bytes.count <= max else { throw HushError(.tooLarge, "\(name) is larger than \(max) bytes") }
+        guard !value.bytes.isEmpty else { throw HushError(.badRequest, "\(name) is empty") }
+        return value.bytes
+    }
+}

@@ -1,0 +1,27 @@
+import Prometheus
+
+/// The server's Prometheus metrics, on a registry of its own (several servers can share a
+/// process in tests). Nothing here carries a key, a room id or a payload.
+public struct ServerMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    let connections: Gauge
+    let messages: Counter
+    let rotations: Counter
+    let refused: Counter
+    let closed: Counter
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        connections = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "connections", helpText: "Established Secure Session connections"))
+        messages = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "messages_total", helpText: "Messages committed"))
+        rotations = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "rotations_total", helpText: "Key rotations committed"))
+        refused = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "refused_requests_total", helpText: "Requests answered with an error"))
+        closed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "closed_connections_total", helpText: "Connections closed for a protocol violation or slow reading"))
+    }
+
+    public func render() -> String {
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return String(decoding: buffer, as: UTF8.self)
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import HushProtocol
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import Synchronization
+import ThemisKit
+
+/// A Secure Session shared by a connection's reader and writer.
+final class SessionBox: Sendable {
+    private let session: Mutex<SecureSession>
+    init(_ session: SecureSession) { self.session = Mutex(session) }
+    func receive(_ bytes: [UInt8]) throws(ThemisError) -> SecureSession.Event {
+        try session.withLock { (session: inout SecureSession) throws(ThemisError) in try session.receive(bytes) }
+    }
+    func wrap(_ bytes: [UInt8]) throws(ThemisError) -> [UInt8] {
+        try session.withLock { (session: inout SecureSession) throws(ThemisError) in try session.wrap(bytes) }
+    }
+}
+
+/// One WebSocket at `/ws`: the Secure Session handshake, then requests in and replies and
+/// pushes out. Everything decided lives in `Relay`; this type only moves frames.
+struct SessionConnection: Sendable {
+    let identity: ServerIdentity
+    let relay: Relay
+    let hub: Hub
+    let limits: Limits
+    let metrics: ServerMetrics
+    let logger: Logger
+
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
+        var frames = inbound.messages(maxSize: limits.maxFrameBytes).makeAsyncIterator()
+        guard let (session, key) = await handshake(&frames, outbound) else {
+            metrics.closed.increment()
+            try? await outbound.close(.policyViolation, reason: "handshake failed")
+            return
+        }
+        let keyID = KeyID.json(key)
+        let box = SessionBox(session)
+        if (try? await relay.store.isRetired(keyID)) == true {
+            if let frame = try? box.wrap(WireMessage.error(HushError(.removed, "this key was removed from its room"), id: nil).encoded()) {
+                try? await outbound.write(.binary(ByteBuffer(bytes: frame)))
+            }
+            try? await outbound.close(.policyViolation, reason: "removed")
+            return
+        }
+        let outbox = hub.register(key: keyID)
+        metrics.connections.increment()
+        defer { metrics.connections.decrement() }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await writeLoop(outbox: outbox, box: box, outbound: outbound, key: keyID) }
+            await readLoop(&frames, box: box, outbox: outbox, key: keyID)
+            hub.unregister(outbox)
+            await group.waitForAll()
+        }
+        try? await outbound.close(.normalClosure, reason: nil)
+    }
+
+    /// Runs the handshake under a deadline; returns the session and the peer's proven key.
+    private func handshake(_ frames: inout WebSocketInboundMessageStream.AsyncIterator,
+                           _ outbound: WebSocketOutboundWriter) async -> (SecureSession, ThemisPublicKey)? {
+        var session = SecureSession(id: Array(identity.serverID.utf8), privateKey: identity.privateKey,
+                                    peerKeyLookup: { KeyID.key(fromSessionID: $0) })
+        let deadline = Task { [limits] in
+            try await Task.sleep(for: limits.handshakeTimeout)
+            try? await outbound.close(.policyViolation, reason: "handshake timeout")
+        }
+        defer { deadline.cancel() }
+        do {
+            while let frame = try await frames.next() {
+                guard case .binary(let buffer) = frame else { return nil }
+                switch try session.receive(Array(buffer.readableBytesView)) {
+                case .reply(let bytes):
+                    try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+                case .established(let reply):
+                    if let reply { try await outbound.write(.binary(ByteBuffer(bytes: reply))) }
+                    guard let key = session.peerPublicKey else { return nil }
+                    return (session, key)
+                case .data:
+                    return nil
+                }
+            }
+        } catch {
+            logger.debug("handshake refused", metadata: ["error": "\(error)"])
+        }
+        return nil
+    }
+
+    private func readLoop(_ frames: inout WebSocketInboundMessageStream.AsyncIterator, box: SessionBox,
+                          outbox: Outbox, key: String) async {
+        var limiter = RateLimiter(rate: limits.requestsPerSecond, burst: limits.requestBurst)
+        do {
+            while let frame = try await frames.next() {
+                guard case .binary(let buffer) = frame,
+                      case .data(let plaintext) = try box.receive(Array(buffer.readableBytesView)) else {
+                    throw HushError(.badRequest, "not a Secure Session data message")
+                }
+                guard limiter.allow() else {
+                    outbox.send(.error(HushError(.rateLimited, "too many requests; slow down"), id: Self.peekID(plaintext)))
+                    continue
+                }
+                guard plaintext.count <= limits.maxRequestBytes else {
+                    outbox.send(.error(HushError(.tooLarge, "request larger than \(limits.maxRequestBytes) bytes"), id: nil))
+                    continue
+                }
+                let request: WireMessage
+                do {
+                    request = try WireMessage.decode(plaintext)
+                } catch {
+                    outbox.send(.error(error, id: Self.peekID(plaintext)))
+                    continue
+                }
+                for reply in await relay.handle(request, from: key, outbox: outbox) { outbox.send(reply) }
+            }
+        } catch {
+            // An invalid frame or a transport error ends this connection only.
+            metrics.closed.increment()
+            logger.debug("connection closed", metadata: ["reason": "\(error)"])
+        }
+    }
+
+    private func writeLoop(outbox: Outbox, box: SessionBox, outbound: WebSocketOutboundWriter, key: String) async {
+        var delivered: [String: Int] = [:]
+        drain: for await item in outbox.stream {
+            switch item {
+            case .message(let message):
+                guard let frame = try? box.wrap(message.encoded()) else { continue }
+                do {
+                    try await outbound.write(.binary(ByteBuffer(bytes: frame)))
+                } catch {
+                    break drain
+                }
+                if message.type == "message", let room = message.room, let seq = message.seq {
+                    delivered[room] = max(delivered[room] ?? 0, seq)
+                }
+            case .close(let reason):
+                try? await outbound.close(.policyViolation, reason: reason)
+            }
+        }
+        if outbox.didOverflow {
+            metrics.closed.increment()
+            try? await outbound.close(.policyViolation, reason: "slow reader")
+        }
+        for (room, seq) in delivered { try? await relay.store.saveDelivered(room: room, key: key, seq: seq) }
+    }
+
+    /// The request id of a request we refuse without decoding it fully, when it has one.
+    static func peekID(_ plaintext: [UInt8]) -> String? {
+        struct IDOnly: Decodable { var id: String? }
+        return (try? JSONDecoder().decode(IDOnly.self, from: Data(plaintext)))?.id
+    }
+}

@@ -1,0 +1,47 @@
+import HushProtocol
+
+/// What a join or membership change means for whom.
+public struct JoinOutcome: Sendable {
+    public var room: RoomRecord
+    public var invite: InviteRecord
+}
+
+/// The result of appending a message or rotation.
+public struct AppendOutcome: Sendable {
+    public var message: MessageRecord
+    public var room: RoomRecord
+    /// Every key of the room (owner and members).
+    public var recipients: [String]
+    /// Per-member wraps of a wrapped rotation.
+    public var wraps: [String: [UInt8]]
+}
+
+/// Durable state of rooms. Each method is one atomic transaction that reads what it needs,
+/// applies `RoomRules`, and either commits or throws `HushError` having changed nothing.
+/// SQLite is the embedded default; a PostgreSQL implementation can follow the same contract.
+public protocol Store: Sendable {
+    func isRetired(_ key: String) async throws -> Bool
+    func createRoom(id: String, owner: String, rotateEvery: Int, limits: Limits) async throws -> RoomRecord
+    func room(_ id: String) async throws -> RoomRecord?
+    func rooms(of key: String) async throws -> [(RoomRecord, MemberRecord)]
+    func members(of room: String) async throws -> [MemberRecord]
+    func joins(of key: String) async throws -> [InviteRecord]
+    func pendingJoins(room: String) async throws -> [InviteRecord]
+
+    func addInvite(room: String, by key: String, inviteID: [UInt8], expiresAt: Int64, now: Int64, limits: Limits) async throws
+    func requestJoin(room: String, inviteID: [UInt8], joiner: String, joiningKey: [UInt8], now: Int64, limits: Limits) async throws -> JoinOutcome
+    func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8]) async throws -> JoinOutcome
+    func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8]) async throws -> JoinOutcome
+    func addMember(room: String, inviteID: [UInt8], key: String, signature: [UInt8], by owner: String, limits: Limits) async throws -> [String]
+
+    func append(room: String, from key: String, payload: [UInt8], now: Int64) async throws -> AppendOutcome
+    func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64) async throws -> AppendOutcome
+    func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> (messages: [Envelope], more: Bool)
+    func saveDelivered(room: String, key: String, seq: Int) async throws
+
+    /// Returns the keys still in the room.
+    func removeMember(room: String, key: String, signature: [UInt8], by owner: String) async throws -> [String]
+    func leave(room: String, key: String) async throws -> [String]
+    /// Returns the keys that were in the room.
+    func deleteRoom(room: String, by key: String) async throws -> [String]
+}

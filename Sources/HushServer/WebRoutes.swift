@@ -1,0 +1,83 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HushProtocol
+
+/// HTTP: discovery, health, metrics and the web client's static files, each with a strict
+/// Content-Security-Policy.
+struct WebRoutes: Sendable {
+    let identity: ServerIdentity
+    let webRoot: URL
+    let metrics: ServerMetrics
+
+    static let securityHeaders: HTTPFields = [
+        .contentSecurityPolicy: "default-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        HTTPField.Name("X-Content-Type-Options")!: "nosniff",
+        HTTPField.Name("Referrer-Policy")!: "no-referrer",
+    ]
+
+    static let contentTypes = [
+        "html": "text/html; charset=utf-8", "css": "text/css; charset=utf-8", "mjs": "text/javascript; charset=utf-8",
+        "js": "text/javascript; charset=utf-8", "svg": "image/svg+xml", "png": "image/png",
+        "json": "application/json",
+    ]
+
+    func add(to router: Router<BasicRequestContext>) {
+        router.get("/.well-known/hush") { _, _ in
+            respond(Array(RoomPayload.json(identity.wellKnown)), type: "application/json")
+        }
+        router.get("/healthz") { _, _ in respond(Array("ok\n".utf8), type: "text/plain; charset=utf-8") }
+        router.get("/metrics") { _, _ in respond(Array(metrics.render().utf8), type: "text/plain; version=0.0.4") }
+        router.get("/") { _, _ in index() }
+        router.get("/**") { request, _ in try file(at: request.uri.path) }
+    }
+
+    func respond(_ body: [UInt8], type: String, status: HTTPResponse.Status = .ok) -> Response {
+        var headers = Self.securityHeaders
+        headers[.contentType] = type
+        headers[.cacheControl] = "no-store"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    /// `index.html` with the server key and id in `<meta>` tags, or a placeholder page.
+    func index() -> Response {
+        let meta = """
+            <meta name="hush-server-key" content="\(Base64.encode(identity.publicKey.containerBytes))">
+            <meta name="hush-server-id" content="\(identity.serverID)">
+            <meta name="hush-server-fingerprint" content="\(identity.fingerprint)">
+            """
+        let page: String
+        if let html = try? String(contentsOf: webRoot.appendingPathComponent("index.html"), encoding: .utf8) {
+            page = html.replacingOccurrences(of: "<head>", with: "<head>\n" + meta)
+        } else {
+            page = """
+                <!doctype html>
+                <html><head>\(meta)<title>Hush</title></head>
+                <body><h1>Hush</h1><p>This server speaks the Hush protocol. The web client is not installed.</p>
+                <p>Server key fingerprint: <code>\(identity.fingerprint)</code></p></body></html>
+                """
+        }
+        return respond(Array(page.utf8), type: Self.contentTypes["html"]!)
+    }
+
+    /// A static file under the web root: no traversal, no dotfiles, known types only.
+    func file(at path: String) throws -> Response {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        guard !parts.isEmpty, parts.allSatisfy({ part in
+            !part.isEmpty && !part.hasPrefix(".") && part.allSatisfy { $0.isLetter || $0.isNumber || "-_.".contains($0) }
+        }), let ext = parts.last?.split(separator: ".").last, let type = Self.contentTypes[String(ext)] else {
+            throw HTTPError(.notFound)
+        }
+        let url = parts.reduce(webRoot) { $0.appendingPathComponent(String($1)) }
+        guard url.standardizedFileURL.path.hasPrefix(webRoot.standardizedFileURL.path + "/"),
+              let data = FileManager.default.contents(atPath: url.path) else { throw HTTPError(.notFound) }
+        if parts.count == 1, parts.first == "index.html" { return index() }
+        return respond(Array(data), type: type)
+    }
+
+    /// The repository's `web/` folder, found from this source file's path.
+    static var defaultWebRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("web")
+    }
+}

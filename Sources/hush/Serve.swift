@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import HushServer
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a Hush server.")
+
+    @Option(help: "Address to listen on (env HUSH_HOST).")
+    var host: String = ProcessInfo.processInfo.environment["HUSH_HOST"] ?? "127.0.0.1"
+
+    @Option(help: "Port to listen on; 0 picks a free one (env HUSH_PORT).")
+    var port: Int = Int(ProcessInfo.processInfo.environment["HUSH_PORT"] ?? "") ?? 8080
+
+    @Option(help: "Folder for the server key and the database (env HUSH_DATA).")
+    var data: String = ProcessInfo.processInfo.environment["HUSH_DATA"] ?? "./hush-data"
+
+    @Option(help: "Folder of the web client (env HUSH_WEB_ROOT; default: the repository's web/).")
+    var webRoot: String?
+
+    func run() async throws {
+        var configuration = ServerConfiguration(dataDirectory: URL(fileURLWithPath: data))
+        configuration.host = host
+        configuration.port = port
+        configuration.webRoot = (webRoot ?? ProcessInfo.processInfo.environment["HUSH_WEB_ROOT"]).map { URL(fileURLWithPath: $0) }
+        let metrics = ServerMetrics()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
+        let server = try HushServer(configuration: configuration, metrics: metrics)
+        var logger = Logger(label: "hush")
+        logger.logLevel = .info
+        let fingerprint = server.identity.fingerprint
+        let app = server.application(logger: logger) { [host] port in
+            print("Hush is listening on http://\(host):\(port)")
+            print("Server key fingerprint: \(fingerprint)")
+            fflush(nil)  // the banner must reach a pipe at once: tests and scripts wait for it
+        }
+        // SIGTERM/SIGINT: stop accepting, let connections finish, close the database.
+        let services = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint],
+                                                         logger: logger))
+        try await services.run()
+    }
+}
