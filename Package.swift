@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "ThemisKit", targets: ["ThemisKit"]),
         .library(name: "HushProtocol", targets: ["HushProtocol"]),
         .library(name: "HushServer", targets: ["HushServer"]),
+        .library(name: "HushClient", targets: ["HushClient"]),
         .executable(name: "hush", targets: ["hush"]),
     ],
     dependencies: [
@@ -54,6 +55,16 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        .target(
+            name: "HushClient",
+            dependencies: [
+                "HushProtocol",
+                "ThemisKit",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(

@@ -1,0 +1,165 @@
+import Foundation
+import HummingbirdWSClient
+import HushProtocol
+import Logging
+import NIOCore
+import Synchronization
+import ThemisKit
+
+/// One WebSocket + Secure Session to a Hush server, acting for one key: requests with replies
+/// matched by id, and a stream of pushes. It holds no room logic.
+public final class HushConnection: Sendable {
+    public let key: ThemisPrivateKey
+    public let server: ServerInfo
+    /// Server pushes, in order.
+    public let pushes: AsyncStream<WireMessage>
+    private let pushSink: AsyncStream<WireMessage>.Continuation
+    private let outgoing: AsyncStream<Outgoing>.Continuation
+    private let outgoingStream: AsyncStream<Outgoing>
+    private let pending = Mutex<[String: CheckedContinuation<WireMessage, any Error>]>([:])
+    private let state = Mutex<(nextID: Int, closed: Bool)>((1, false))
+    private let closedSignal = AsyncStream<Void>.makeStream()
+    private let ready = Mutex<CheckedContinuation<Void, any Error>?>(nil)
+
+    enum Outgoing: Sendable {
+        case plaintext([UInt8])
+        case raw([UInt8])
+        case close
+    }
+
+    private init(key: ThemisPrivateKey, server: ServerInfo) {
+        self.key = key
+        self.server = server
+        (pushes, pushSink) = AsyncStream.makeStream(of: WireMessage.self)
+        (outgoingStream, outgoing) = AsyncStream.makeStream(of: Outgoing.self)
+    }
+
+    /// Connects and completes the handshake against the pinned server key. `sessionID`
+    /// overrides the id derived from `key` (only tests want that).
+    public static func open(server: ServerInfo, key: ThemisPrivateKey, sessionID: [UInt8]? = nil,
+                            logger: Logger = Logger(label: "hush.client")) async throws -> HushConnection {
+        let connection = HushConnection(key: key, server: server)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            connection.ready.withLock { $0 = continuation }
+            Task {
+                do {
+                    try await WebSocketClient.connect(url: server.webSocketURL,
+                                                      configuration: .init(maxFrameSize: 1 << 20), logger: logger) {
+                        inbound, outbound, _ in
+                        try await connection.run(inbound: inbound, outbound: outbound, sessionID: sessionID)
+                    }
+                } catch {
+                    connection.finish(error)
+                }
+                connection.finish(ClientError.connectionClosed)
+            }
+        }
+        return connection
+    }
+
+    private func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, sessionID: [UInt8]?) async throws {
+        let server = self.server
+        var session = SecureSession(id: sessionID ?? KeyID.sessionID(key.publicKey), privateKey: key,
+                                    peerKeyLookup: { id in id == Array(server.wellKnown.serverId.utf8) ? server.publicKey : nil })
+        var frames = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+        try await outbound.write(.binary(ByteBuffer(bytes: try session.connectRequest())))
+        while !session.isEstablished {
+            guard case .binary(let buffer)? = try await frames.next() else { throw ClientError.handshakeFailed }
+            switch try session.receive(Array(buffer.readableBytesView)) {
+            case .reply(let bytes): try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+            case .established(let reply):
+                if let reply { try await outbound.write(.binary(ByteBuffer(bytes: reply))) }
+            case .data: throw ClientError.handshakeFailed
+            }
+        }
+        let box = LockedSession(session)
+        ready.withLock { $0?.resume(); $0 = nil }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await item in self.outgoingStream {
+                    switch item {
+                    case .plaintext(let bytes):
+                        let frame = try box.wrap(bytes)
+                        try await outbound.write(.binary(ByteBuffer(bytes: frame)))
+                    case .raw(let bytes):
+                        try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+                    case .close:
+                        try await outbound.close(.normalClosure, reason: nil)
+                        return
+                    }
+                }
+            }
+            defer { group.cancelAll() }
+            while let frame = try await frames.next() {
+                guard case .binary(let buffer) = frame,
+                      case .data(let plaintext) = try box.receive(Array(buffer.readableBytesView)) else { throw ClientError.unexpectedReply("not a data message") }
+                let message = try WireMessage.decode(plaintext)
+                if let id = message.id, let waiter = pending.withLock({ $0.removeValue(forKey: id) }) {
+                    waiter.resume(returning: message)
+                } else {
+                    pushSink.yield(message)
+                }
+            }
+        }
+    }
+
+    private func finish(_ error: any Error) {
+        ready.withLock { $0?.resume(throwing: error); $0 = nil }
+        let waiters = pending.withLock { table in defer { table = [:] }; return Array(table.values) }
+        for waiter in waiters { waiter.resume(throwing: ClientError.connectionClosed) }
+        state.withLock { $0.closed = true }
+        pushSink.finish()
+        outgoing.finish()
+        closedSignal.continuation.finish()
+    }
+
+    /// Sends `request` with a fresh id; returns the reply, or throws the server's `HushError`.
+    @discardableResult
+    public func request(_ request: WireMessage) async throws -> WireMessage {
+        let reply = try await exchange(request)
+        if reply.type == "error" {
+            throw HushError(ErrorCode(rawValue: reply.code ?? "") ?? .internal, reply.message ?? "")
+        }
+        return reply
+    }
+
+    /// Like `request` but returns an `error` reply as it is.
+    public func exchange(_ request: WireMessage) async throws -> WireMessage {
+        var request = request
+        let id = request.id ?? state.withLock { state in defer { state.nextID += 1 }; return "r\(state.nextID)" }
+        request.id = id
+        return try await withCheckedThrowingContinuation { continuation in
+            let closed = state.withLock { $0.closed }
+            if closed { return continuation.resume(throwing: ClientError.connectionClosed) }
+            pending.withLock { $0[id] = continuation }
+            outgoing.yield(.plaintext(request.encoded()))
+        }
+    }
+
+    /// Sends a plaintext inside the session without waiting for a reply (tests).
+    public func sendPlaintext(_ bytes: [UInt8]) { outgoing.yield(.plaintext(bytes)) }
+
+    /// Sends a frame as it is, outside the session (tests).
+    public func sendRawFrame(_ bytes: [UInt8]) { outgoing.yield(.raw(bytes)) }
+
+    public func close() { outgoing.yield(.close) }
+
+    /// Waits until the connection has ended.
+    public func waitUntilClosed() async {
+        for await _ in closedSignal.stream {}
+    }
+
+    public var isClosed: Bool { state.withLock { $0.closed } }
+}
+
+/// The session shared by the connection's reader and writer.
+final class LockedSession: Sendable {
+    private let session: Mutex<SecureSession>
+    init(_ session: SecureSession) { self.session = Mutex(session) }
+    func receive(_ bytes: [UInt8]) throws(ThemisError) -> SecureSession.Event {
+        try session.withLock { (session: inout SecureSession) throws(ThemisError) in try session.receive(bytes) }
+    }
+    func wrap(_ bytes: [UInt8]) throws(ThemisError) -> [UInt8] {
+        try session.withLock { (session: inout SecureSession) throws(ThemisError) in try session.wrap(bytes) }
+    }
+}
