@@ -78,5 +78,15 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .testTarget(
+            name: "HushServerTests",
+            dependencies: [
+                "HushServer",
+                "HushClient",
+                "HushProtocol",
+                "ThemisKit",
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+            ]
+        ),
     ]
 )

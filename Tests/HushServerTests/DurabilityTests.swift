@@ -1,0 +1,55 @@
+import Foundation
+import HushClient
+import HushProtocol
+import Testing
+
+/// The built `hush serve` binary, killed with SIGKILL and restarted.
+@Suite(.serialized) struct DurabilityTests {
+    /// `hush` sits beside the test bundle in the build products folder.
+    static var binary: URL {
+        if let path = ProcessInfo.processInfo.environment["HUSH_BINARY"] { return URL(fileURLWithPath: path) }
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("hush").path), directory.path != "/" {
+            directory.deleteLastPathComponent()
+        }
+        return directory.appendingPathComponent("hush")
+    }
+
+    /// Starts `hush serve --port 0` and returns the process and its URL from the banner.
+    static func serve(data: URL) async throws -> (Process, String) {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["serve", "--port", "0", "--data", data.path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let (lines, sink) = AsyncStream.makeStream(of: String.self)
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let chunk = handle.availableData
+            if chunk.isEmpty { sink.finish(); handle.readabilityHandler = nil; return }
+            for line in String(decoding: chunk, as: UTF8.self).split(separator: "\n") { sink.yield(String(line)) }
+        }
+        let banner = try await next(lines, timeout: .seconds(30)) { $0.hasPrefix("Hush is listening on ") }
+        return (process, String(banner.dropFirst("Hush is listening on ".count)))
+    }
+
+    @Test func ackedMessagesSurviveKillNine() async throws {
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("hush-kill-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: data) }
+        let (first, url) = try await Self.serve(data: data)
+        let info = try await ServerInfo.fetch(url)
+        let owner = try await RoomClient.create(server: info)
+        let count = 25
+        for index in 1...count { try await owner.send("durable \(index)") }
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+
+        let (second, newURL) = try await Self.serve(data: data)
+        defer { second.terminate(); second.waitUntilExit() }
+        let again = try await ServerInfo.fetch(newURL, expectedFingerprint: info.fingerprint)
+        #expect(again.wellKnown.publicKey == info.wellKnown.publicKey)
+        let resumed = try await RoomClient.resume(await owner.state, on: again)
+        let history = try await resumed.history(after: 0)
+        #expect(history.compactMap(RoomFlowTests.text) == (1...count).map { "durable \($0)" })
+    }
+}
