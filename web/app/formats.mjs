@@ -1,0 +1,208 @@
+// The end-to-end formats of docs/PROTOCOL.md §6 (opaque to the server), and the invite link
+// of §6.6. Every opener is strict: bounded sizes, exact JSON shapes, typed failures.
+import {
+  SecureCellSeal, secureMessageSign, secureMessageVerify, secureMessageEncrypt, secureMessageDecrypt,
+  base64ToBytes, bytesToBase64, bytesToBase64Url, base64UrlToBytes, utf8Encode, constantTimeEqual,
+  parsePublicKey,
+} from '../themis/index.mjs';
+
+/** Why an end-to-end blob was refused; `reason` is shown to the user. */
+export class PayloadError extends Error {
+  constructor(reason, message) {
+    super(message);
+    this.reason = reason;
+  }
+}
+
+export const REASONS = {
+  missingKey: 'missing epoch key',
+  undecryptable: 'cannot be decrypted',
+  badSignature: 'bad signature',
+  notMember: 'sender is not a member',
+  malformed: 'malformed content',
+  wrongRoom: 'wrong room or epoch',
+  replay: 'replayed message',
+};
+
+const MAX_TEXT_BYTES = 16 * 1024;
+const MAX_PAYLOAD_BYTES = 64 * 1024;
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+export const randomBytes = (n) => crypto.getRandomValues(new Uint8Array(n));
+
+/** Strict b64 → bytes with an upper bound; throws PayloadError('malformed'). */
+export function b64(text, max = MAX_PAYLOAD_BYTES) {
+  if (typeof text !== 'string' || text.length > Math.ceil(max / 3) * 4) throw new PayloadError('malformed', 'blob too large');
+  try { return base64ToBytes(text); } catch { throw new PayloadError('malformed', 'bad base64'); }
+}
+
+/** A public key in JSON (b64 of the 45-byte container) → bytes, validated. */
+export function keyBytes(keyB64) {
+  const key = b64(keyB64, 128);
+  try { parsePublicKey(key); } catch { throw new PayloadError('malformed', 'not a public key'); }
+  return key;
+}
+
+function parseJSON(bytes) {
+  try { return JSON.parse(decoder.decode(bytes)); } catch { throw new PayloadError('malformed', 'not JSON'); }
+}
+
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isCount = (v) => Number.isSafeInteger(v) && v >= 0;
+const json = (value) => utf8Encode(JSON.stringify(value));
+
+/** Secure Cell context of room payloads: UTF-8 of `<room>:<epoch>`. */
+export const roomContext = (room, epoch) => utf8Encode(`${room}:${epoch}`);
+export const membershipStatement = (room, key) => utf8Encode(`hush-member:${room}:${key}`);
+export const removalStatement = (room, key) => utf8Encode(`hush-remove:${room}:${key}`);
+const confirmationStatement = (room, key) => utf8Encode(`hush-confirm:${room}:${key}`);
+
+// ---- §6.1 chat messages ----
+
+export async function sealChat({ room, epoch, counter, ts, text }, roomKey, signerPrivate) {
+  const inner = json({ counter, epoch, room, text, ts, v: 1 });
+  if (inner.length > MAX_TEXT_BYTES + 256) throw new PayloadError('malformed', 'message too long');
+  const signed = await secureMessageSign(signerPrivate, inner);
+  return SecureCellSeal.withKey(roomKey).encrypt(signed, roomContext(room, epoch));
+}
+
+/** Opens a chat payload; returns {counter, ts, text}. */
+export async function openChat(payload, roomKey, { room, epoch, sender }) {
+  let signed;
+  try { signed = await SecureCellSeal.withKey(roomKey).decrypt(payload, roomContext(room, epoch)); } catch {
+    throw new PayloadError('undecryptable', 'does not open with the epoch key');
+  }
+  let inner;
+  try { inner = await secureMessageVerify(sender, signed); } catch {
+    throw new PayloadError('badSignature', 'signature does not verify');
+  }
+  const m = parseJSON(inner);
+  if (!isObject(m) || m.v !== 1 || typeof m.room !== 'string' || !isCount(m.epoch) || !isCount(m.counter) ||
+      m.counter < 1 || !isCount(m.ts) || typeof m.text !== 'string' || m.text.length > MAX_TEXT_BYTES) {
+    throw new PayloadError('malformed', 'bad chat message');
+  }
+  if (m.room !== room || m.epoch !== epoch) throw new PayloadError('wrongRoom', 'room or epoch differ');
+  return { counter: m.counter, ts: m.ts, text: m.text };
+}
+
+// ---- §6.3 rotations ----
+
+export async function signRotation({ room, epoch, key }, ownerPrivate) {
+  return secureMessageSign(ownerPrivate, json({ epoch, key: bytesToBase64(key), room, type: 'rotation', v: 1 }));
+}
+
+export const sealRotation = (signed, oldKey, room, oldEpoch) =>
+  SecureCellSeal.withKey(oldKey).encrypt(signed, roomContext(room, oldEpoch));
+
+export const wrapRotation = (signed, ownerPrivate, memberPublic) => secureMessageEncrypt(ownerPrivate, memberPublic, signed);
+
+async function verifyRotation(signed, { room, epoch, owner }) {
+  let inner;
+  try { inner = await secureMessageVerify(owner, signed); } catch {
+    throw new PayloadError('badSignature', 'rotation not signed by the owner');
+  }
+  const g = parseJSON(inner);
+  if (!isObject(g) || g.type !== 'rotation' || typeof g.key !== 'string') throw new PayloadError('malformed', 'bad rotation');
+  if (g.room !== room || g.epoch !== epoch) throw new PayloadError('wrongRoom', 'rotation for another room or epoch');
+  const key = b64(g.key, 32);
+  if (key.length !== 32) throw new PayloadError('malformed', 'room key must be 32 bytes');
+  return key;
+}
+
+/** Plain rotation sealed under the previous epoch's key → the new key. */
+export async function openRotation(payload, oldKey, { room, epoch, owner }) {
+  let signed;
+  try { signed = await SecureCellSeal.withKey(oldKey).decrypt(payload, roomContext(room, epoch - 1)); } catch {
+    throw new PayloadError('undecryptable', 'rotation does not open with the previous key');
+  }
+  return verifyRotation(signed, { room, epoch, owner });
+}
+
+/** Wrapped rotation (after a removal) → the new key. */
+export async function openRotationWrap(wrap, myPrivate, { room, epoch, owner }) {
+  let signed;
+  try { signed = await secureMessageDecrypt(myPrivate, owner, wrap); } catch {
+    throw new PayloadError('undecryptable', 'wrap does not open with this key');
+  }
+  return verifyRotation(signed, { room, epoch, owner });
+}
+
+// ---- §6.4, §6.5 signatures ----
+
+export const signStatement = (ownerPrivate, statement) => secureMessageSign(ownerPrivate, statement);
+
+/** True when `signature` is the owner's signature over exactly `statement`. */
+export async function verifyStatement(signature, statement, owner) {
+  try { return constantTimeEqual(await secureMessageVerify(owner, signature), statement); } catch { return false; }
+}
+
+// ---- §6.2 joins ----
+
+export const encryptJoiningKey = (joinerPrivate, ownerPublic, joiningKey) =>
+  secureMessageEncrypt(joinerPrivate, ownerPublic, joiningKey);
+
+export async function decryptJoiningKey(blob, ownerPrivate, joinerPublic) {
+  let key;
+  try { key = await secureMessageDecrypt(ownerPrivate, joinerPublic, blob); } catch {
+    throw new PayloadError('undecryptable', 'joining key does not open');
+  }
+  if (key.length !== 32) throw new PayloadError('malformed', 'joining key must be 32 bytes');
+  return key;
+}
+
+export const sealJoinGrant = ({ room, epoch, key }, joiningKey, token) =>
+  SecureCellSeal.withKey(joiningKey).encrypt(json({ epoch, key: bytesToBase64(key), room }), token);
+
+/** The joiner opens the owner's join response → {epoch, key}. */
+export async function openJoinGrant(sealed, joiningKey, token, room) {
+  let inner;
+  try { inner = await SecureCellSeal.withKey(joiningKey).decrypt(sealed, token); } catch {
+    throw new PayloadError('undecryptable', 'join response does not open');
+  }
+  const g = parseJSON(inner);
+  if (!isObject(g) || g.room !== room || !isCount(g.epoch) || typeof g.key !== 'string') {
+    throw new PayloadError('malformed', 'bad join response');
+  }
+  const key = b64(g.key, 32);
+  if (key.length !== 32) throw new PayloadError('malformed', 'room key must be 32 bytes');
+  return { epoch: g.epoch, key };
+}
+
+export const sealConfirmation = (room, joinerKeyB64, roomKey, token) =>
+  SecureCellSeal.withKey(roomKey).encrypt(confirmationStatement(room, joinerKeyB64), token);
+
+export async function checkConfirmation(sealed, room, joinerKeyB64, roomKey, token) {
+  try {
+    const inner = await SecureCellSeal.withKey(roomKey).decrypt(sealed, token);
+    return constantTimeEqual(inner, confirmationStatement(room, joinerKeyB64));
+  } catch { return false; }
+}
+
+// ---- §6.6 invite link ----
+
+export async function inviteId(token) {
+  return new Uint8Array(await crypto.subtle.digest('SHA-256', token));
+}
+
+export function inviteLink(baseUrl, { room, token, owner, server }) {
+  const body = json({ owner, room, server, token: bytesToBase64(token), v: 1 });
+  return `${baseUrl.replace(/\/+$/, '')}/#${bytesToBase64Url(body)}`;
+}
+
+const ROOM_ID = /^[A-Za-z0-9_-]{22}$/;
+const FINGERPRINT = /^[0-9a-f]{4}( [0-9a-f]{4}){4}$/;
+
+/** The fragment of an invite link (without '#') → {room, token, owner, server}; throws Error. */
+export function parseInviteFragment(fragment) {
+  const fail = () => { throw new Error('This is not a valid Hush invite link.'); };
+  if (typeof fragment !== 'string' || fragment.length === 0 || fragment.length > 2048) fail();
+  let body;
+  try { body = JSON.parse(decoder.decode(base64UrlToBytes(fragment))); } catch { fail(); }
+  if (!isObject(body) || body.v !== 1 || typeof body.room !== 'string' || !ROOM_ID.test(body.room) ||
+      typeof body.token !== 'string' || typeof body.owner !== 'string' ||
+      typeof body.server !== 'string' || !FINGERPRINT.test(body.server)) fail();
+  let token;
+  try { token = b64(body.token, 32); keyBytes(body.owner); } catch { fail(); }
+  if (token.length !== 32) fail();
+  return { room: body.room, token, owner: body.owner, server: body.server };
+}

@@ -1,0 +1,182 @@
+// One room as one key sees it (docs/PROTOCOL.md §6): epoch keys, admitted members, replay
+// detection, composing and reading messages, rotations. No I/O: the caller feeds server
+// envelopes in and sends what these functions return. State is a plain object whose durable
+// part (`durable(state)`) is kept in the sealed key store.
+import { base64ToBytes, bytesToBase64, publicKeyFromPrivate } from '../themis/index.mjs';
+import {
+  PayloadError, REASONS, b64, keyBytes, sealChat, openChat, signRotation, sealRotation, wrapRotation,
+  openRotation, openRotationWrap, verifyStatement, membershipStatement, removalStatement, signStatement,
+  randomBytes,
+} from './formats.mjs';
+
+const MAX_SEQ = 2 ** 53 - 1;
+
+/** A fresh state: for the owner after `room_created`, for a joiner after the join grant. */
+export function newRoomState({ room, owner, privateKey, epoch, roomKey }) {
+  const me = bytesToBase64(publicKeyFromPrivate(privateKey));
+  return {
+    room, owner, me, privateKey: bytesToBase64(privateKey),
+    epoch, keys: { [epoch]: bytesToBase64(roomKey) },
+    members: {}, // non-owner key → owner's membership signature (b64), each verified
+    former: {}, // removed/left key → {signature, untilSeq}: their earlier messages stay readable
+    counter: 0, // my last chat counter (§6.1); durable so that it never repeats
+    accepted: {}, // sender → {counter: seq}; rebuilt from history each session
+    lastSeq: 0,
+  };
+}
+
+/** The part of the state that must survive a reload (the rest is rebuilt from history). */
+export function durable(state) {
+  const { accepted, lastSeq, ...rest } = state;
+  return rest;
+}
+
+export function restoreRoomState(saved) {
+  return { ...saved, accepted: {}, lastSeq: 0 };
+}
+
+export const isOwner = (state) => state.me === state.owner;
+const privateKey = (state) => base64ToBytes(state.privateKey);
+const ownerKey = (state) => base64ToBytes(state.owner);
+export const currentKey = (state) => base64ToBytes(state.keys[state.epoch]);
+
+/** Admits `key` if the owner's membership signature over it verifies; returns whether it did. */
+export async function admit(state, key, signatureB64) {
+  if (typeof key !== 'string' || typeof signatureB64 !== 'string' || key === state.owner) return false;
+  let signature;
+  try { keyBytes(key); signature = b64(signatureB64, 4096); } catch { return false; }
+  if (!await verifyStatement(signature, membershipStatement(state.room, key), ownerKey(state))) return false;
+  state.members[key] = signatureB64;
+  delete state.former[key];
+  return true;
+}
+
+/** Checks the owner's removal signature (§6.5). */
+export async function verifyRemoval(state, key, signatureB64) {
+  let signature;
+  try { signature = b64(signatureB64, 4096); } catch { return false; }
+  return verifyStatement(signature, removalStatement(state.room, key), ownerKey(state));
+}
+
+/** A member left or was removed: its messages up to now stay readable, later ones do not. */
+export function forget(state, key) {
+  if (state.members[key]) state.former[key] = { signature: state.members[key], untilSeq: state.lastSeq };
+  delete state.members[key];
+}
+
+/** Replaces the member list with the server's (hello), keeping only verified entries. */
+export async function syncMembers(state, entries) {
+  const next = {};
+  for (const entry of Array.isArray(entries) ? entries.slice(0, 256) : []) {
+    if (entry && state.members[entry.key] === entry.signature) next[entry.key] = entry.signature;
+    else if (entry && await admit(state, entry.key, entry.signature)) next[entry.key] = entry.signature;
+  }
+  for (const key of Object.keys(state.members)) if (!next[key]) forget(state, key);
+  state.members = next;
+}
+
+export const signMembership = (state, key) => signStatement(privateKey(state), membershipStatement(state.room, key));
+export const signRemoval = (state, key) => signStatement(privateKey(state), removalStatement(state.room, key));
+
+/** Seals my next chat message; the counter is consumed even if sending fails. */
+export async function compose(state, text, now) {
+  state.counter += 1;
+  const message = { room: state.room, epoch: state.epoch, counter: state.counter, ts: now, text };
+  const payload = await sealChat(message, currentKey(state), privateKey(state));
+  return { payload: bytesToBase64(payload), counter: state.counter, epoch: state.epoch };
+}
+
+/** Records my own message once the server assigned its seq (it is not pushed back to me). */
+export function recordSent(state, counter, seq) {
+  (state.accepted[state.me] ??= {})[counter] = seq;
+  state.lastSeq = Math.max(state.lastSeq, seq);
+}
+
+/** Owner: a rotation to a fresh key, plain or wrapped for `recipients`; `install` it once accepted. */
+export async function makeRotation(state, recipients = null) {
+  const epoch = state.epoch + 1;
+  const key = randomBytes(32);
+  const signed = await signRotation({ room: state.room, epoch, key }, privateKey(state));
+  if (!recipients) {
+    return { epoch, key, payload: bytesToBase64(await sealRotation(signed, currentKey(state), state.room, state.epoch)) };
+  }
+  const wraps = [];
+  for (const member of recipients) {
+    wraps.push({ key: member, wrap: bytesToBase64(await wrapRotation(signed, privateKey(state), base64ToBytes(member))) });
+  }
+  return { epoch, key, wraps };
+}
+
+export function install(state, rotation) {
+  state.keys[rotation.epoch] = bytesToBase64(rotation.key);
+  state.epoch = Math.max(state.epoch, rotation.epoch);
+}
+
+/** Validates a message object from the server (push or history entry); null when malformed. */
+export function parseEnvelope(state, m) {
+  if (m === null || typeof m !== 'object' || m.room !== state.room) return null;
+  if (!Number.isSafeInteger(m.seq) || m.seq < 1 || m.seq > MAX_SEQ) return null;
+  if (m.kind !== 'message' && m.kind !== 'rotation') return null;
+  if (typeof m.from !== 'string' || m.from.length > 128 || !Number.isSafeInteger(m.epoch) || m.epoch < 0) return null;
+  if (!Number.isSafeInteger(m.at) || m.at < 0) return null;
+  if (m.payload !== undefined && typeof m.payload !== 'string') return null;
+  if (m.wrap !== undefined && typeof m.wrap !== 'string') return null;
+  return { seq: m.seq, kind: m.kind, from: m.from, epoch: m.epoch, at: m.at, payload: m.payload, wrap: m.wrap };
+}
+
+/**
+ * Interprets one envelope. Returns
+ *   {type: 'chat', seq, at, from, ts, text, counter, own}
+ *   {type: 'rotation', seq, at, epoch}
+ *   {type: 'rejected', seq, at, from, epoch, reason}
+ *   {type: 'duplicate', seq}   (already shown at this seq)
+ */
+export async function receive(state, env) {
+  state.lastSeq = Math.max(state.lastSeq, env.seq);
+  const base = { seq: env.seq, at: env.at };
+  try {
+    if (env.kind === 'rotation') return { ...base, type: 'rotation', epoch: await receiveRotation(state, env) };
+    return { ...base, ...await receiveChat(state, env) };
+  } catch (error) {
+    if (!(error instanceof PayloadError)) throw error;
+    return { ...base, type: 'rejected', from: env.from, epoch: env.epoch, reason: REASONS[error.reason] ?? error.reason };
+  }
+}
+
+function isAdmitted(state, from, seq) {
+  if (from === state.owner || from === state.me || state.members[from]) return true;
+  const former = state.former[from];
+  return Boolean(former && seq <= former.untilSeq);
+}
+
+async function receiveChat(state, env) {
+  if (!isAdmitted(state, env.from, env.seq)) throw new PayloadError('notMember', 'sender not admitted');
+  const keyB64 = state.keys[env.epoch];
+  if (!keyB64) throw new PayloadError('missingKey', `no key for epoch ${env.epoch}`);
+  if (typeof env.payload !== 'string') throw new PayloadError('malformed', 'no payload');
+  const message = await openChat(b64(env.payload), base64ToBytes(keyB64),
+    { room: state.room, epoch: env.epoch, sender: keyBytes(env.from) });
+  const seen = state.accepted[env.from]?.[message.counter];
+  if (seen !== undefined && seen !== env.seq) throw new PayloadError('replay', 'counter already used');
+  if (seen === env.seq) return { type: 'duplicate' };
+  (state.accepted[env.from] ??= {})[message.counter] = env.seq;
+  const own = env.from === state.me;
+  if (own) state.counter = Math.max(state.counter, message.counter);
+  return { type: 'chat', from: env.from, ts: message.ts, text: message.text, counter: message.counter, own };
+}
+
+async function receiveRotation(state, env) {
+  if (env.from !== state.owner) throw new PayloadError('badSignature', 'rotation not from the owner');
+  if (state.keys[env.epoch]) return env.epoch;
+  const meta = { room: state.room, epoch: env.epoch, owner: ownerKey(state) };
+  let key;
+  if (typeof env.wrap === 'string') {
+    key = await openRotationWrap(b64(env.wrap), privateKey(state), meta);
+  } else if (typeof env.payload === 'string' && state.keys[env.epoch - 1]) {
+    key = await openRotation(b64(env.payload), base64ToBytes(state.keys[env.epoch - 1]), meta);
+  } else {
+    throw new PayloadError('missingKey', `no key for epoch ${env.epoch - 1}`);
+  }
+  install(state, { epoch: env.epoch, key });
+  return env.epoch;
+}
