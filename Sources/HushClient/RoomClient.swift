@@ -17,7 +17,7 @@ public actor RoomClient {
         case roomDeleted
     }
 
-    public let server: ServerInfo
+    public private(set) var server: ServerInfo
     public private(set) var state: RoomState
     private var joins: OwnerJoins
     private var connection: HushConnection
@@ -187,10 +187,15 @@ public actor RoomClient {
         try await connection.request(request)
     }
 
-    /// Opens a new connection with the same key (after a drop or a restart) and re-reads the
-    /// room summary: members, and the delivered mark for "history since last departure".
+    /// Opens a new connection with the same key (after a drop or a restart, optionally at a
+    /// new address of the same server) and re-reads the room summary: members, and the
+    /// delivered mark for "history since last departure".
     @discardableResult
-    public func reconnect(using existing: HushConnection? = nil) async throws -> RoomSummary? {
+    public func reconnect(to newServer: ServerInfo? = nil, using existing: HushConnection? = nil) async throws -> RoomSummary? {
+        if let newServer {
+            guard newServer.publicKey == server.publicKey else { throw ClientError.serverKeyMismatch }
+            server = newServer
+        }
         if existing == nil {
             connection.close()
             connection = try await HushConnection.open(server: server, key: state.me)

@@ -41,6 +41,17 @@ import Testing
         let owner = try await RoomClient.create(server: info)
         let count = 25
         for index in 1...count { try await owner.send("durable \(index)") }
+        // A join request waiting for an offline owner must survive too.
+        let link = try await owner.invite()
+        await owner.disconnect()
+        let invite = try InviteLink.parse(link).invite
+        let flow = try JoinerFlow(invite: invite)
+        let joiner = try await HushConnection.open(server: info, key: flow.me)
+        var join = WireMessage(type: "join")
+        join.room = invite.room
+        join.inviteId = Base64Bytes(invite.inviteID)
+        join.joiningKey = Base64Bytes(try flow.joiningKeyBlob())
+        try await joiner.request(join)
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
 
@@ -48,8 +59,16 @@ import Testing
         defer { second.terminate(); second.waitUntilExit() }
         let again = try await ServerInfo.fetch(newURL, expectedFingerprint: info.fingerprint)
         #expect(again.wellKnown.publicKey == info.wellKnown.publicKey)
-        let resumed = try await RoomClient.resume(await owner.state, on: again)
-        let history = try await resumed.history(after: 0)
+        let summary = try await owner.reconnect(to: again)
+        #expect(summary?.lastSeq == count)
+        let history = try await owner.history(after: 0)
         #expect(history.compactMap(RoomFlowTests.text) == (1...count).map { "durable \($0)" })
+
+        // The owner's hello delivered the stored join request and answered it.
+        let joinerAgain = try await HushConnection.open(server: again, key: flow.me)
+        let hello = try await joinerAgain.request(WireMessage(type: "hello"))
+        #expect(hello.joins?.first?.room == invite.room)
+        let response = try await next(joinerAgain.pushes) { $0.type == "join_response" }
+        #expect(try flow.accept(sealed: response.sealed!.bytes).state.epoch == 0)
     }
 }
