@@ -1,0 +1,32 @@
+import Foundation
+import HummingbirdWSClient
+import HushProtocol
+import HushServer
+import Logging
+import Testing
+
+/// Bounds that need no room: slow readers and silent peers.
+@Suite struct BoundsTests {
+    @Test func slowReaderIsDisconnectedNotBuffered() async {
+        let hub = Hub(capacity: 4)
+        let outbox = hub.register(key: "k")
+        for index in 0..<10 { hub.push(WireMessage(type: "message\(index)"), to: "k") }
+        #expect(outbox.didOverflow)
+        var delivered = 0
+        for await _ in outbox.stream { delivered += 1 }
+        #expect(delivered == 4)
+    }
+
+    @Test func silentPeerIsClosedAfterHandshakeTimeout() async throws {
+        var limits = Limits()
+        limits.handshakeTimeout = .milliseconds(300)
+        let server = try await TestServer.start(limits: limits)
+        defer { Task { await server.stop() } }
+        let started = ContinuousClock.now
+        let url = server.url.replacingOccurrences(of: "http://", with: "ws://") + "/ws"
+        try await WebSocketClient.connect(url: url, logger: Logger(label: "silent")) { inbound, _, _ in
+            for try await _ in inbound {}
+        }
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+}
