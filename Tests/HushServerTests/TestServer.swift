@@ -25,7 +25,7 @@ struct TestServer {
         configuration.webRoot = directory.appendingPathComponent("web")
         let server = try HushServer(configuration: configuration)
         var logger = Logger(label: "hush.test")
-        logger.logLevel = .error
+        logger.logLevel = .critical  // shutdown of the test server logs a cancellation at error level
         let (ports, sink) = AsyncStream.makeStream(of: Int.self)
         let app = server.application(logger: logger) { port in sink.yield(port) }
         let task = Task { try await app.run() }
