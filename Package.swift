@@ -35,6 +35,8 @@ let package = Package(
             dependencies: ["ThemisKit"],
             exclude: []
         ),
+        // JSON-over-stdio front end to ThemisKit for the JS cross-implementation tests.
+        .executableTarget(name: "themis-interop", dependencies: ["ThemisKit"]),
         // Wire messages, validation, invite links, the end-to-end payload format and the pure
         // room/join state machines. No I/O.
         .target(
