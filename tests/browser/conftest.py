@@ -1,0 +1,279 @@
+"""Browser end-to-end fixtures: a real `hush serve`, and people, each a browser with its own
+profile (Chromium through chromedriver, Firefox ESR through Marionette), driven through the
+page's stable ids and data-testid attributes."""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+WAIT_S = 30
+
+
+@pytest.fixture(scope="module")
+def server():
+    """Starts `hush serve` on a free port with a fresh data folder; yields its base URL."""
+    binary = os.environ.get("HUSH_BIN", str(REPO / ".build/debug/hush"))
+    data = tempfile.mkdtemp(prefix="hush-browser-data-")
+    proc = subprocess.Popen(
+        [binary, "serve", "--host", "127.0.0.1", "--port", "0", "--data", data, "--web-root", str(REPO / "web")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = None
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        match = re.search(r"Hush is listening on (http://\S+)", line)
+        if match:
+            url = match.group(1)
+            break
+    if not url:
+        proc.kill()
+        raise RuntimeError("hush serve did not start")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+class Person:
+    """One person in one browser. `driver` adapts Selenium or Marionette to: get, js, find, shot, quit."""
+
+    def __init__(self, name, driver):
+        self.name = name
+        self.driver = driver
+
+    # -- low level
+    def js(self, script, *args):
+        return self.driver.js(script, *args)
+
+    def wait(self, what, predicate, timeout=WAIT_S):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except Exception:  # the page may be between renders or reloading
+                pass
+            time.sleep(0.15)
+        raise AssertionError(f"{self.name}: timed out waiting for {what}; page state: {self.debug()}")
+
+    def debug(self):
+        try:
+            return self.js("""return {notice: document.getElementById('room-notice')?.textContent,
+                lockError: document.getElementById('lock-error')?.textContent,
+                joinError: document.getElementById('join-error')?.textContent,
+                conn: document.getElementById('connection-state')?.textContent,
+                toast: document.getElementById('toast')?.textContent,
+                lines: [...document.querySelectorAll('#messages li')].map(e => e.textContent)}""")
+        except Exception as error:  # noqa: BLE001 - diagnostics only
+            return repr(error)
+
+    def visible(self, element_id):
+        return self.js("const e = document.getElementById(arguments[0]); return !!e && !e.closest('[hidden]')", element_id)
+
+    def type(self, element_id, text):
+        element = self.driver.find(f"#{element_id}")
+        element.clear()
+        element.send_keys(text)
+
+    def click(self, css):
+        self.wait(f"{css} to be enabled", lambda: self.js(
+            "const e = document.querySelector(arguments[0]); return !!e && !e.disabled && !e.closest('[hidden]')", css))
+        self.driver.find(css).click()
+
+    # -- the app
+    def open(self, url):
+        self.driver.get(url)
+        self.wait("the lock screen", lambda: self.js("return document.getElementById('lock-form').dataset.mode"))
+
+    def unlock(self, password, expect_error=False):
+        self.wait("the password field", lambda: self.visible("password"))
+        mode = self.js("return document.getElementById('lock-form').dataset.mode")
+        self.type("password", password)
+        if mode == "create":
+            self.type("password-confirm", password)
+        self.click("#unlock-button")
+        if expect_error:
+            return self.wait("the lock error", lambda: self.visible("lock-error") and self.js(
+                "return document.getElementById('lock-error').textContent"))
+        self.wait("the unlocked app", lambda: self.visible("app-view"))
+        return None
+
+    def create_room(self, name, rotate_every=None):
+        self.type("new-room-name", name)
+        if rotate_every is not None:
+            self.js("document.querySelector('#new-room-form details').open = true")
+            self.type("new-room-rotate", str(rotate_every))
+        self.click("#create-room-button")
+        self.wait("the new room", lambda: self.visible("room-pane") and self.js(
+            "return document.getElementById('room-name').textContent") == name)
+        self.wait("a connected room", lambda: self.js(
+            "return document.getElementById('connection-state').dataset.state") == "online")
+
+    def invite(self):
+        self.js("document.getElementById('invite-link').value = ''")
+        self.click("#invite-button")
+        return self.wait("an invite link", lambda: self.js("return document.getElementById('invite-link').value"))
+
+    def join(self, name):
+        self.wait("the server key check", lambda: self.js("return document.getElementById('join-check').dataset.ok"))
+        self.type("join-name", name)
+        self.click("#join-button")
+        self.wait("the room", lambda: self.visible("room-pane"))
+
+    def wait_joined(self):
+        self.wait("the owner to admit me", lambda: self.js(
+            "return !document.getElementById('composer-input').disabled"))
+
+    def open_room(self, name):
+        self.wait(f"room {name} in the list", lambda: self.js(
+            "return [...document.querySelectorAll('[data-testid=room-item]')].some(e => e.querySelector('.room-item-name').textContent === arguments[0])", name))
+        self.js("[...document.querySelectorAll('[data-testid=room-item]')].find(e => e.querySelector('.room-item-name').textContent === arguments[0]).click()", name)
+        self.wait("the room", lambda: self.visible("room-pane"))
+
+    def send(self, text):
+        before = len(self.texts())
+        self.type("composer-input", text)
+        self.click("#send-button")
+        self.wait(f"my message {text!r}", lambda: len(self.texts()) > before and text in self.texts())
+
+    def texts(self):
+        return self.js("return [...document.querySelectorAll('[data-testid=message-text]')].map(e => e.textContent)")
+
+    def messages(self):
+        return self.js("""return [...document.querySelectorAll('[data-testid=message]')].map(e => ({
+            seq: Number(e.dataset.seq), own: e.dataset.own === 'true', text: e.querySelector('.text').textContent,
+            sender: e.querySelector('.sender').textContent, fp: e.querySelector('.fp').textContent}))""")
+
+    def wait_text(self, text):
+        return self.wait(f"message {text!r}", lambda: text in self.texts())
+
+    def system_lines(self, kind=None):
+        return self.js("""return [...document.querySelectorAll('[data-testid=system]')]
+            .filter(e => !arguments[0] || e.dataset.kind === arguments[0]).map(e => e.textContent)""", kind)
+
+    def screenshot(self, name):
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / name
+        self.driver.shot(str(path))
+        return path
+
+
+class ChromeDriver:
+    def __init__(self, profile, size):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        options = webdriver.ChromeOptions()
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+                    f"--window-size={size[0]},{size[1]}", "--disable-gpu"):
+            options.add_argument(arg)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+    def get(self, url):
+        self.d.get(url)
+
+    def js(self, script, *args):
+        return self.d.execute_script(script, *args)
+
+    def find(self, css):
+        from selenium.webdriver.common.by import By
+        return self.d.find_element(By.CSS_SELECTOR, css)
+
+    def shot(self, path):
+        self.d.save_screenshot(path)
+
+    def console(self):
+        return [entry["message"] for entry in self.d.get_log("browser")]
+
+    def quit(self):
+        self.d.quit()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FirefoxDriver:
+    """Firefox ESR under Marionette (Debian ships no geckodriver)."""
+
+    def __init__(self, profile, size):
+        from marionette_driver.marionette import Marionette
+        port = free_port()
+        Path(profile, "user.js").write_text(
+            f'user_pref("marionette.port", {port});\n'
+            'user_pref("browser.shell.checkDefaultBrowser", false);\n'
+            'user_pref("datareporting.policy.dataSubmissionEnabled", false);\n'
+            'user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);\n'
+            'user_pref("browser.aboutwelcome.enabled", false);\n')
+        env = dict(os.environ, MOZ_HEADLESS="1", MOZ_HEADLESS_WIDTH=str(size[0]), MOZ_HEADLESS_HEIGHT=str(size[1]))
+        self.proc = subprocess.Popen(["firefox-esr", "--marionette", "--headless", "--no-remote", "-profile", profile],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        self.c = Marionette(host="127.0.0.1", port=port)
+        self.c.wait_for_port(timeout=60)
+        self.c.start_session()
+        self.c.set_window_rect(width=size[0], height=size[1])
+
+    def get(self, url):
+        self.c.navigate(url)
+
+    def js(self, script, *args):
+        return self.c.execute_script(script, script_args=list(args), sandbox=None)
+
+    def find(self, css):
+        return self.c.find_element("css selector", css)
+
+    def shot(self, path):
+        Path(path).write_bytes(self.c.screenshot(format="binary", full=False))
+
+    def console(self):
+        return []
+
+    def quit(self):
+        try:
+            self.c.delete_session()
+        finally:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def people():
+    """people(name, kind='chrome'|'firefox', size=(w, h)) → Person; all are closed after the test."""
+    made = []
+    profiles = []
+
+    def make(name, kind="chrome", size=(1280, 820)):
+        profile = tempfile.mkdtemp(prefix=f"hush-{kind}-{name}-")
+        profiles.append(profile)
+        driver = ChromeDriver(profile, size) if kind == "chrome" else FirefoxDriver(profile, size)
+        person = Person(name, driver)
+        made.append(person)
+        return person
+
+    yield make
+    for person in made:
+        try:
+            person.driver.quit()
+        except Exception:  # noqa: BLE001 - best effort cleanup
+            pass
+    for profile in profiles:
+        shutil.rmtree(profile, ignore_errors=True)

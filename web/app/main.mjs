@@ -1,0 +1,367 @@
+// The web client's controller: reads the pinned server key from the page, unlocks the key
+// store, runs one RoomClient per room, and wires the page's controls to them.
+import { base64ToBytes, fingerprint, constantTimeEqual } from '../themis/index.mjs';
+import { KeyStore, WrongPassword, requestPersistence } from './store.mjs';
+import { RoomClient, MAX_TEXT_CHARS } from './rooms.mjs';
+import { parseInviteFragment } from './formats.mjs';
+import { $, renderConnection, renderRoomList, renderRoom, renderMembers, toast } from './ui.mjs';
+
+const app = {
+  store: null,
+  server: null,
+  rooms: new Map(),
+  current: null, // id of the open room
+  invite: null, // a parsed invite from the page's fragment
+  changed: (room) => scheduleRender(room),
+  isViewing: (room) => app.current === room.id && document.visibilityState === 'visible',
+};
+
+// ---- server identity (pinned: rooms remember the key they were made with) ----
+
+async function readServer() {
+  const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? '';
+  const keyB64 = meta('hush-server-key');
+  const id = meta('hush-server-id');
+  const key = base64ToBytes(keyB64);
+  const fp = await fingerprint(key);
+  const ws = new URL('/ws', location.href);
+  ws.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return { id, key, keyB64, fingerprint: fp, wsUrl: ws.href, baseUrl: location.origin };
+}
+
+// ---- rendering, batched per frame ----
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => { renderQueued = false; render(); });
+}
+
+function render() {
+  const rooms = [...app.rooms.values()].sort((a, b) => a.record.createdAt - b.record.createdAt);
+  const room = app.rooms.get(app.current);
+  if (room && app.isViewing(room)) room.markRead();
+  renderRoomList(rooms, app.current, openRoom);
+  $('empty-room').hidden = Boolean(room) || !$('join-panel').hidden;
+  $('room-pane').hidden = !room;
+  $('members-panel').hidden = !room || $('members-button').getAttribute('aria-expanded') !== 'true';
+  document.body.classList.toggle('show-room', Boolean(room) || !$('join-panel').hidden);
+  if (room) {
+    renderRoom(room);
+    renderMembers(room, removeMember);
+    renderConnection(room.connState, room.connDetail);
+  } else {
+    const states = rooms.filter((r) => r.record.status === 'active').map((r) => r.connState);
+    renderConnection(states.length === 0 ? 'online' : states.every((s) => s === 'online') ? 'online'
+      : states.includes('connecting') ? 'connecting' : 'offline');
+  }
+  const unread = rooms.reduce((n, r) => n + r.unread(), 0);
+  document.title = unread ? `(${unread}) Hush` : 'Hush';
+}
+
+function openRoom(id) {
+  app.current = id;
+  $('invite-panel').hidden = true;
+  $('join-panel').hidden = true;
+  render();
+  const list = $('messages');
+  list.scrollTop = list.scrollHeight;
+  if (window.matchMedia('(min-width: 760px)').matches) $('composer-input').focus();
+}
+
+function addRoom(id, record) {
+  const room = new RoomClient(app, id, record);
+  app.rooms.set(id, room);
+  room.start();
+  return room;
+}
+
+// ---- lock screen ----
+
+async function showLock() {
+  const exists = await KeyStore.exists();
+  $('lock-title').textContent = exists ? 'Unlock your keys' : 'Create your key store';
+  $('lock-intro').textContent = exists
+    ? 'Your room keys are sealed in this browser with your password.'
+    : 'Hush keeps a fresh key for every room in this browser, sealed with a password that never leaves this device. There is no way to recover it.';
+  $('confirm-row').hidden = exists;
+  $('password').autocomplete = exists ? 'current-password' : 'new-password';
+  $('unlock-button').textContent = exists ? 'Unlock' : 'Create key store';
+  $('lock-form').dataset.mode = exists ? 'unlock' : 'create';
+  $('password').focus();
+}
+
+function lockError(text) {
+  $('lock-error').textContent = text;
+  $('lock-error').hidden = !text;
+}
+
+async function submitLock(event) {
+  event.preventDefault();
+  const password = $('password').value;
+  const creating = $('lock-form').dataset.mode === 'create';
+  lockError('');
+  if (creating && password.length < 8) return lockError('Use at least 8 characters.');
+  if (creating && password !== $('password-confirm').value) return lockError('The two passwords differ.');
+  $('unlock-button').disabled = true;
+  try {
+    app.store = creating ? await KeyStore.create(password) : await KeyStore.unlock(password);
+  } catch (error) {
+    lockError(error instanceof WrongPassword ? error.message : `Cannot open the key store: ${error.message}`);
+    $('password').select();
+    return;
+  } finally {
+    $('unlock-button').disabled = false;
+  }
+  $('password').value = '';
+  $('password-confirm').value = '';
+  unlocked();
+}
+
+function unlocked() {
+  document.body.classList.remove('locked');
+  $('lock-view').hidden = true;
+  $('app-view').hidden = false;
+  $('lock-button').hidden = false;
+  for (const [id, record] of Object.entries(app.store.data.rooms)) addRoom(id, record);
+  requestPersistence().then((result) => {
+    $('persist-state').textContent = { granted: 'granted', denied: 'not granted (the browser may clear it under pressure — export your keys)', unavailable: 'not available in this browser' }[result];
+    $('persist-state').dataset.state = result;
+  });
+  if (app.invite) showJoin();
+  render();
+}
+
+// ---- join flow ----
+
+async function showJoin() {
+  const invite = app.invite;
+  if (app.rooms.has(invite.room)) {
+    clearInvite();
+    return openRoom(invite.room);
+  }
+  app.current = null;
+  $('join-panel').hidden = false;
+  $('join-server-fp').textContent = invite.server;
+  $('join-button').disabled = true;
+  $('join-error').hidden = true;
+  $('join-check').textContent = 'Checking the server’s key…';
+  render();
+  try {
+    // Before anything is sent: the server must hold the key the invite names.
+    const response = await fetch('/.well-known/hush', { cache: 'no-store', credentials: 'omit' });
+    const text = await response.text();
+    if (!response.ok || text.length > 4096) throw new Error('no answer');
+    const known = JSON.parse(text);
+    const key = base64ToBytes(known.publicKey);
+    const matches = (await fingerprint(key)) === invite.server && known.serverId === app.server.id &&
+      constantTimeEqual(key, app.server.key) && app.server.fingerprint === invite.server;
+    if (!matches) {
+      $('join-check').textContent = '';
+      return joinError('This server’s key does not match the invite. Someone may be impersonating the server; nothing was sent.');
+    }
+  } catch {
+    return joinError('Could not check the server’s key; nothing was sent. Reload to try again.');
+  }
+  $('join-check').textContent = '✓ The server’s key matches the invite.';
+  $('join-check').dataset.ok = 'true';
+  $('join-button').disabled = false;
+  $('join-name').focus();
+}
+
+function joinError(text) {
+  $('join-error').textContent = text;
+  $('join-error').hidden = false;
+  $('join-button').disabled = true;
+}
+
+function clearInvite() {
+  app.invite = null;
+  history.replaceState(null, '', location.pathname);
+  $('join-panel').hidden = true;
+}
+
+async function join() {
+  const name = $('join-name').value.trim() || 'Room';
+  $('join-button').disabled = true;
+  try {
+    const record = await RoomClient.joinRecord(app, app.invite, name.slice(0, 80));
+    app.store.data.rooms[app.invite.room] = record;
+    await app.store.save();
+    const id = app.invite.room;
+    clearInvite();
+    addRoom(id, record);
+    openRoom(id);
+  } catch (error) {
+    joinError(`Could not start the join: ${error.message}`);
+  }
+}
+
+// ---- room actions ----
+
+async function createRoom(event) {
+  event.preventDefault();
+  const name = $('new-room-name').value.trim();
+  if (!name) return;
+  const rotate = Number($('new-room-rotate').value);
+  if (!Number.isInteger(rotate) || rotate < 1 || rotate > 10000) return toast('Rotation must be a whole number from 1 to 10000.');
+  $('create-room-button').disabled = true;
+  try {
+    const { id, record } = await RoomClient.create(app, { name: name.slice(0, 80), rotateEvery: rotate });
+    app.store.data.rooms[id] = record;
+    await app.store.save();
+    $('new-room-name').value = '';
+    addRoom(id, record);
+    openRoom(id);
+  } catch (error) {
+    toast(`Could not create the room: ${error.message}`);
+  } finally {
+    $('create-room-button').disabled = false;
+  }
+}
+
+async function sendMessage(event) {
+  event.preventDefault();
+  const room = app.rooms.get(app.current);
+  const input = $('composer-input');
+  const text = input.value.trim();
+  if (!room || !text) return;
+  if (text.length > MAX_TEXT_CHARS) return toast(`A message can have at most ${MAX_TEXT_CHARS} characters.`);
+  $('send-button').disabled = true;
+  try {
+    await room.send(text);
+    input.value = '';
+  } catch (error) {
+    toast(`Not sent: ${error.message}. Your text is still in the box.`);
+  } finally {
+    $('send-button').disabled = false;
+    input.focus();
+  }
+}
+
+async function makeInvite() {
+  const room = app.rooms.get(app.current);
+  if (!room) return;
+  $('invite-button').disabled = true;
+  try {
+    const link = await room.invite();
+    $('invite-link').value = link;
+    $('invite-panel').hidden = false;
+    await copyInvite();
+  } catch (error) {
+    toast(`Could not make an invite: ${error.message}`);
+  } finally {
+    $('invite-button').disabled = false;
+  }
+}
+
+async function copyInvite() {
+  const input = $('invite-link');
+  try {
+    await navigator.clipboard.writeText(input.value);
+    $('invite-status').textContent = 'Copied. It opens the join flow in any browser, once.';
+  } catch {
+    input.select();
+    $('invite-status').textContent = 'Selected — press Ctrl+C (⌘C) to copy. It works once.';
+  }
+}
+
+async function removeMember(member) {
+  const room = app.rooms.get(app.current);
+  if (!room || !confirm(`Remove the member ${member.fp}? The room key is replaced so that this key cannot read new messages.`)) return;
+  try {
+    await room.remove(member.key);
+    toast('Member removed; the room key was rotated.');
+  } catch (error) {
+    toast(`Could not remove: ${error.message}`);
+  }
+}
+
+async function leaveRoom() {
+  const room = app.rooms.get(app.current);
+  if (!room) return;
+  const verb = $('leave-button').textContent;
+  const warning = verb === 'Delete room' ? 'Delete this room for everyone? Its history is gone for good.'
+    : verb === 'Leave' ? 'Leave this room? This key can never come back; you would need a new invite.'
+      : 'Forget this room on this device?';
+  if (!confirm(warning)) return;
+  try {
+    await room.leaveOrDelete();
+  } catch (error) {
+    return toast(`Could not ${verb.toLowerCase()}: ${error.message}`);
+  }
+  app.rooms.delete(room.id);
+  delete app.store.data.rooms[room.id];
+  await app.store.save();
+  app.current = null;
+  render();
+}
+
+// ---- key store file ----
+
+async function exportKeys() {
+  const text = await app.store.exportText();
+  const url = URL.createObjectURL(new Blob([text], { type: 'application/json' }));
+  const a = Object.assign(document.createElement('a'), { href: url, download: `hush-keys-${new Date().toISOString().slice(0, 10)}.json` });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  toast('Exported. The file is sealed with your password.');
+}
+
+async function importKeys(event) {
+  const file = event.target.files?.[0];
+  event.target.value = '';
+  if (!file) return;
+  const exists = await KeyStore.exists();
+  if (exists && !confirm('Replace the keys in this browser with the file’s? Keys not in the file are lost.')) return;
+  try {
+    await KeyStore.importText(await file.text());
+  } catch (error) {
+    return app.store ? toast(error.message) : lockError(error.message);
+  }
+  location.replace(location.pathname + location.hash); // unlock the imported store with its password
+}
+
+// ---- start ----
+
+async function start() {
+  try {
+    app.server = await readServer();
+  } catch {
+    document.body.textContent = 'This page must be opened from a Hush server (hush serve).';
+    return;
+  }
+  const fragment = location.hash.slice(1);
+  if (fragment) {
+    try { app.invite = parseInviteFragment(fragment); } catch (error) { lockError(error.message); }
+  }
+  $('lock-form').addEventListener('submit', submitLock);
+  $('import-file-lock').addEventListener('change', importKeys);
+  $('import-file').addEventListener('change', importKeys);
+  $('export-button').addEventListener('click', exportKeys);
+  $('lock-button').addEventListener('click', () => location.replace(location.pathname));
+  $('new-room-form').addEventListener('submit', createRoom);
+  $('composer').addEventListener('submit', sendMessage);
+  $('composer-input').addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) $('composer').requestSubmit();
+  });
+  $('invite-button').addEventListener('click', makeInvite);
+  $('copy-invite').addEventListener('click', copyInvite);
+  $('leave-button').addEventListener('click', leaveRoom);
+  $('members-button').addEventListener('click', () => {
+    const open = $('members-button').getAttribute('aria-expanded') !== 'true';
+    $('members-button').setAttribute('aria-expanded', String(open));
+    render();
+  });
+  $('join-button').addEventListener('click', join);
+  $('join-cancel').addEventListener('click', () => { clearInvite(); render(); });
+  $('back-button').addEventListener('click', () => { app.current = null; render(); });
+  window.addEventListener('online', () => { for (const room of app.rooms.values()) room.connection.retryNow(); });
+  document.addEventListener('visibilitychange', () => { if (app.store) render(); });
+  await showLock();
+}
+
+start();

@@ -1,0 +1,442 @@
+// A room as this browser lives in it: its connection, its state, its timeline, and the
+// protocol flows (docs/PROTOCOL.md §4) — hello and history on every (re)connect, the owner's
+// automatic join handling and rotations, the joiner's side of a join. Everything a room does
+// runs through one queue, so pushes, replies and user actions never interleave.
+import { base64ToBytes, fingerprint } from '../themis/index.mjs';
+import { Connection, ServerError } from './connection.mjs';
+import { keyBytes } from './formats.mjs';
+import {
+  newRoomState, restoreRoomState, durable, isOwner, admit, forget, syncMembers, verifyRemoval, compose,
+  recordSent, makeRotation, install, receive, parseEnvelope, signRemoval,
+} from './room.mjs';
+import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant } from './joins.mjs';
+import { bytesToBase64, generateKeyPair } from '../themis/index.mjs';
+
+const INVITE_LIFETIME_S = 7 * 24 * 3600;
+export const MAX_TEXT_CHARS = 4000;
+const HISTORY_PAGE = 100;
+
+const fingerprints = new Map();
+/** The fingerprint of a b64 key, cached ('' when the key is malformed). */
+export async function keyFingerprint(keyB64) {
+  if (!fingerprints.has(keyB64)) {
+    let fp = '';
+    try { fp = await fingerprint(keyBytes(keyB64)); } catch { /* shown as unknown */ }
+    fingerprints.set(keyB64, fp);
+  }
+  return fingerprints.get(keyB64);
+}
+
+const JOIN_ERRORS = {
+  unknown_invite: 'This invite is not known to the server (wrong link, or the owner deleted the room).',
+  invite_expired: 'This invite has expired. Ask the owner for a new one.',
+  invite_used: 'This invite was already used. Invites work once; ask the owner for a new one.',
+  limit_reached: 'The room or the server is full right now. Try again later.',
+  already_member: 'This key is already a member of the room.',
+  not_found: 'The room does not exist any more.',
+};
+
+/**
+ * @param {object} app {store, server: {id, key, keyB64, fingerprint, wsUrl, baseUrl},
+ *   changed(room), isViewing(room) → bool}
+ */
+export class RoomClient {
+  constructor(app, id, record) {
+    this.app = app;
+    this.id = id;
+    this.record = record;
+    this.state = record.state ? restoreRoomState(record.state) : null;
+    this.items = new Map();
+    this.localLines = 0;
+    this.members = [];
+    this.queue = Promise.resolve();
+    this.connState = 'offline';
+    this.connDetail = '';
+    this.wrapRequired = false;
+    this.error = '';
+    const privateKey = base64ToBytes(record.phase === 'joining' ? record.join.privateKey : record.state.privateKey);
+    this.connection = new Connection({
+      url: app.server.wsUrl,
+      server: { id: record.server.id, key: base64ToBytes(record.server.key) },
+      privateKey,
+      onPush: (push) => this.serial(() => this.push(push)),
+      onOpen: () => this.serial(() => this.sync(), { rethrow: true }),
+      onState: (state, detail) => { this.connState = state; this.connDetail = detail ?? ''; this.changed(); },
+    });
+  }
+
+  // ---- creation ----
+
+  /** Owner: makes a key, a connection and a room on the server; resolves with the record. */
+  static async create(app, { name, rotateEvery }) {
+    const pair = await generateKeyPair();
+    const probe = new Connection({
+      url: app.server.wsUrl, server: app.server, privateKey: pair.privateKey,
+      onPush: () => {}, onOpen: async () => {}, onState: () => {},
+    });
+    const opened = new Promise((resolve) => { probe.onOpen = async () => resolve(); });
+    probe.start();
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('The server cannot be reached.')), 15_000));
+    try {
+      await Promise.race([opened, timeout]);
+      const fields = Number.isSafeInteger(rotateEvery) ? { rotateEvery } : {};
+      const reply = await probe.request('create_room', fields);
+      if (typeof reply.room !== 'string' || !/^[A-Za-z0-9_-]{22}$/.test(reply.room)) throw new Error('bad reply from the server');
+      const state = newRoomState({
+        room: reply.room, owner: bytesToBase64(pair.publicKey), privateKey: pair.privateKey, epoch: 0,
+        roomKey: crypto.getRandomValues(new Uint8Array(32)),
+      });
+      return {
+        id: reply.room,
+        record: {
+          name, phase: 'ready', status: 'active', server: { id: app.server.id, key: app.server.keyB64 },
+          state: durable(state), invites: {}, lastRead: 0, rotateEvery: reply.rotateEvery, createdAt: Date.now(),
+        },
+      };
+    } finally {
+      probe.stop();
+    }
+  }
+
+  /** Joiner: the record for a pending join (the `join` request is sent on connect). */
+  static async joinRecord(app, invite, name) {
+    const { join, joiningKeyBlob } = await startJoin(invite);
+    return {
+      name, phase: 'joining', status: 'active', server: { id: app.server.id, key: app.server.keyB64 },
+      join: { ...join, joiningKeyBlob }, joinSent: false, state: null, invites: {}, lastRead: 0, createdAt: Date.now(),
+    };
+  }
+
+  // ---- plumbing ----
+
+  start() {
+    if (this.record.status === 'active') this.connection.start();
+    else this.connState = this.record.status;
+  }
+
+  stop() { this.connection.stop(); }
+
+  changed() { this.app.changed(this); }
+
+  serial(fn, { rethrow = false } = {}) {
+    const run = this.queue.then(fn);
+    this.queue = run.catch((error) => {
+      if (!rethrow) this.fail(error);
+    });
+    return run;
+  }
+
+  fail(error) {
+    this.error = error instanceof ServerError ? `The server refused: ${error.message}` : String(error.message ?? error);
+    this.changed();
+  }
+
+  async save() {
+    if (this.state) this.record.state = durable(this.state);
+    this.app.store.data.rooms[this.id] = this.record;
+    await this.app.store.save();
+  }
+
+  request(type, fields) {
+    return this.connection.request(type, { room: this.id, ...fields });
+  }
+
+  get isOwner() { return this.state ? isOwner(this.state) : false; }
+  get myKey() { return this.state ? this.state.me : this.record.join.publicKey; }
+
+  /** Timeline items in order. */
+  timeline() {
+    return [...this.items.values()].sort((a, b) => a.seq - b.seq || a.n - b.n);
+  }
+
+  unread() {
+    let count = 0;
+    for (const item of this.items.values()) if (item.kind === 'chat' && !item.own && item.seq > this.record.lastRead) count += 1;
+    return count;
+  }
+
+  markRead() {
+    const last = this.state?.lastSeq ?? 0;
+    if (last > this.record.lastRead) {
+      this.record.lastRead = last;
+      this.save();
+    }
+  }
+
+  /** A system line (joins, removals, …) after what is shown now. */
+  line(text, tone = 'info') {
+    this.localLines += 1;
+    this.items.set(`l${this.localLines}`, { kind: 'system', seq: this.state?.lastSeq ?? 0, n: this.localLines, text, tone, at: Date.now() });
+  }
+
+  async addEvent(event) {
+    if (event.type === 'duplicate') return;
+    const base = { seq: event.seq, n: 0, at: event.at };
+    if (event.type === 'chat') {
+      this.items.set(`s${event.seq}`, { ...base, kind: 'chat', from: event.from, own: event.own, text: event.text, ts: event.ts,
+        role: this.roleOf(event.from), fp: await keyFingerprint(event.from) });
+    } else if (event.type === 'rotation') {
+      this.items.set(`s${event.seq}`, { ...base, kind: 'system', tone: 'rotation', text: `Room key rotated (epoch ${event.epoch})` });
+    } else {
+      this.items.set(`s${event.seq}`, { ...base, kind: 'rejected', from: event.from, reason: event.reason,
+        fp: event.from ? await keyFingerprint(event.from) : '' });
+    }
+  }
+
+  roleOf(key) {
+    if (key === this.myKey) return 'you';
+    if (key === this.state?.owner) return 'owner';
+    return 'member';
+  }
+
+  async refreshMembers() {
+    if (!this.state) return;
+    const keys = [this.state.owner, ...Object.keys(this.state.members)];
+    this.members = await Promise.all(keys.map(async (key) => ({ key, role: this.roleOf(key), owner: key === this.state.owner, fp: await keyFingerprint(key) })));
+  }
+
+  // ---- (re)connect ----
+
+  async sync() {
+    const hello = await this.connection.request('hello');
+    const rooms = Array.isArray(hello.rooms) ? hello.rooms : [];
+    const summary = rooms.find((r) => r && r.room === this.id);
+    if (this.record.phase === 'joining') return this.syncJoin(hello, summary);
+    if (!summary) return this.ended('deleted', 'This room no longer exists: the owner deleted it.');
+    if (summary.owner !== this.state.owner) throw new Error('The server reports another owner for this room; refusing it.');
+    await syncMembers(this.state, summary.members);
+    this.wrapRequired = summary.wrapRequired === true;
+    const now = Date.now() / 1000;
+    for (const [id, invite] of Object.entries(this.record.invites)) if (invite.expiresAt < now) delete this.record.invites[id];
+    await this.refreshMembers();
+    await this.history();
+    await this.save();
+    this.error = '';
+    this.changed();
+  }
+
+  async history() {
+    let after = this.state.lastSeq;
+    for (;;) {
+      const reply = await this.request('history', { after, limit: HISTORY_PAGE });
+      const messages = Array.isArray(reply.messages) ? reply.messages.slice(0, HISTORY_PAGE) : [];
+      for (const raw of messages) {
+        const env = parseEnvelope(this.state, raw);
+        if (!env || env.seq <= after) continue;
+        after = env.seq;
+        await this.addEvent(await receive(this.state, env));
+      }
+      if (reply.more !== true || messages.length === 0) break;
+    }
+  }
+
+  async syncJoin(hello, summary) {
+    const join = this.record.join;
+    if (summary && this.state) {
+      const mine = (summary.members ?? []).find((m) => m && m.key === join.publicKey);
+      if (mine) return this.joined(mine.signature);
+    }
+    const open = (Array.isArray(hello.joins) ? hello.joins : []).find((j) => j && j.room === this.id && j.inviteId === join.inviteId);
+    if (open) return this.changed(); // the server pushes the owner's response, if any, after hello
+    if (this.record.joinSent) return this.ended('failed', 'The join was not completed: the invite is no longer open.');
+    try {
+      await this.request('join', { inviteId: join.inviteId, joiningKey: join.joiningKeyBlob });
+    } catch (error) {
+      if (error instanceof ServerError && JOIN_ERRORS[error.code]) return this.ended('failed', JOIN_ERRORS[error.code]);
+      throw error;
+    }
+    this.record.joinSent = true;
+    await this.save();
+    this.changed();
+  }
+
+  async joined(signature) {
+    if (!await admit(this.state, this.state.me, signature)) throw new Error('The owner’s membership signature does not verify.');
+    this.record.phase = 'ready';
+    delete this.record.join;
+    delete this.record.joinSent;
+    this.line('You joined the room.', 'join');
+    await this.save();
+    await this.sync();
+  }
+
+  async ended(status, text) {
+    this.record.status = status;
+    this.record.statusText = text;
+    this.connection.stop();
+    this.connState = status;
+    this.line(text, 'warning');
+    await this.save();
+    this.changed();
+  }
+
+  // ---- pushes ----
+
+  async push(push) {
+    switch (push.type) {
+      case 'message': {
+        if (!this.state || this.record.phase !== 'ready') return;
+        const env = parseEnvelope(this.state, push);
+        if (!env) return;
+        await this.addEvent(await receive(this.state, env));
+        if (this.app.isViewing(this)) this.markRead();
+        break;
+      }
+      case 'member_joined': {
+        if (push.room !== this.id || !this.state) return;
+        if (this.record.phase === 'joining' && push.key === this.state.me) return this.joined(push.signature);
+        if (await admit(this.state, push.key, push.signature)) {
+          this.line(`A new member joined: ${await keyFingerprint(push.key)}`, 'join');
+          await this.refreshMembers();
+          await this.save();
+        }
+        break;
+      }
+      case 'member_left':
+      case 'member_removed': {
+        if (push.room !== this.id || !this.state || !this.state.members[push.key]) return;
+        if (push.type === 'member_removed' && !await verifyRemoval(this.state, push.key, push.signature)) return;
+        forget(this.state, push.key);
+        this.wrapRequired = true;
+        const fp = await keyFingerprint(push.key);
+        this.line(push.type === 'member_left' ? `A member left: ${fp}` : `The owner removed a member: ${fp}`, 'removal');
+        await this.refreshMembers();
+        await this.save();
+        break;
+      }
+      case 'rotation_due':
+        if (push.room === this.id && this.isOwner) await this.rotate();
+        break;
+      case 'removed':
+        await this.ended('removed', 'You were removed from this room. You cannot read new messages.');
+        break;
+      case 'room_deleted':
+        if (push.room === this.id) await this.ended('deleted', 'The owner deleted this room.');
+        break;
+      case 'join_request':
+        if (push.room === this.id && this.isOwner) await this.answerJoin(push);
+        break;
+      case 'join_confirm':
+        if (push.room === this.id && this.isOwner) await this.admitJoin(push);
+        break;
+      case 'join_response':
+        if (push.room === this.id && this.record.phase === 'joining') await this.acceptResponse(push);
+        break;
+      default:
+        return;
+    }
+    this.changed();
+  }
+
+  async answerJoin({ inviteId, key, joiningKey }) {
+    const invite = this.record.invites[inviteId];
+    if (!invite || typeof key !== 'string') return;
+    const { sealed, remember } = await respondToJoin(this.state, invite, { joiner: key, joiningKey });
+    Object.assign(invite, remember);
+    await this.save();
+    await this.request('join_response', { inviteId, sealed });
+    this.line(`Someone is joining with an invite (${await keyFingerprint(key)})…`, 'join');
+  }
+
+  async admitJoin({ inviteId, key, sealed }) {
+    const invite = this.record.invites[inviteId];
+    if (!invite || invite.joiner !== key) return;
+    if (invite.epoch !== this.state.epoch) return this.answerJoin({ inviteId, key }); // rotated meanwhile
+    const signature = await confirmJoin(this.state, invite, { joiner: key, sealed });
+    if (!signature) {
+      this.line('A join confirmation did not verify; the joiner was not admitted.', 'warning');
+      return;
+    }
+    try {
+      await this.request('add_member', { inviteId, key, signature });
+    } catch (error) {
+      if (error instanceof ServerError && error.code === 'epoch_changed') return this.answerJoin({ inviteId, key });
+      throw error;
+    }
+    delete this.record.invites[inviteId];
+    await admit(this.state, key, signature);
+    await this.refreshMembers();
+    await this.save();
+  }
+
+  async acceptResponse({ inviteId, sealed }) {
+    if (inviteId !== this.record.join.inviteId) return;
+    const { state, confirmation } = await acceptGrant(this.record.join, sealed);
+    this.state = state;
+    await this.save();
+    await this.request('join_confirm', { inviteId, sealed: confirmation });
+  }
+
+  // ---- actions ----
+
+  async rotate(retried = false) {
+    const recipients = this.wrapRequired ? Object.keys(this.state.members) : null;
+    const rotation = await makeRotation(this.state, recipients);
+    let reply;
+    try {
+      reply = await this.request('rotate', rotation.wraps ? { epoch: rotation.epoch, wraps: rotation.wraps }
+        : { epoch: rotation.epoch, payload: rotation.payload });
+    } catch (error) {
+      if (!retried && error instanceof ServerError && error.code === 'wraps_required') {
+        this.wrapRequired = true;
+        return this.rotate(true);
+      }
+      throw error;
+    }
+    install(this.state, rotation);
+    this.wrapRequired = false;
+    if (Number.isSafeInteger(reply.seq)) {
+      this.state.lastSeq = Math.max(this.state.lastSeq, reply.seq);
+      await this.addEvent({ type: 'rotation', seq: reply.seq, at: Date.now(), epoch: rotation.epoch });
+    }
+    await this.save();
+  }
+
+  send(text) {
+    return this.serial(async () => {
+      const { payload, counter } = await compose(this.state, text, Date.now());
+      await this.save(); // the counter must never repeat, even after a crash
+      const reply = await this.request('send', { payload });
+      if (!Number.isSafeInteger(reply.seq)) throw new Error('bad reply from the server');
+      recordSent(this.state, counter, reply.seq);
+      await this.addEvent({ type: 'chat', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, text, ts: Date.now() });
+      this.markRead();
+      this.changed();
+    }, { rethrow: true });
+  }
+
+  invite() {
+    return this.serial(async () => {
+      const made = await makeInvite(this.state, { baseUrl: this.app.server.baseUrl, serverFingerprint: this.app.server.fingerprint });
+      const expiresAt = Math.floor(Date.now() / 1000) + INVITE_LIFETIME_S;
+      this.record.invites[made.inviteId] = { token: made.token, expiresAt };
+      await this.save();
+      await this.request('invite', { inviteId: made.inviteId, expiresAt });
+      return made.link;
+    }, { rethrow: true });
+  }
+
+  remove(key) {
+    return this.serial(async () => {
+      const signature = bytesToBase64(await signRemoval(this.state, key));
+      await this.request('remove_member', { key, signature });
+      forget(this.state, key);
+      this.wrapRequired = true;
+      this.line(`You removed a member: ${await keyFingerprint(key)}`, 'removal');
+      await this.rotate();
+      await this.refreshMembers();
+      this.changed();
+    }, { rethrow: true });
+  }
+
+  /** Member: leave (the key is retired). Owner: delete the room for everyone. */
+  leaveOrDelete() {
+    return this.serial(async () => {
+      if (this.record.status === 'active') {
+        if (this.isOwner) await this.request('delete_room');
+        else if (this.record.phase === 'ready') await this.request('leave');
+      }
+      this.connection.stop();
+    }, { rethrow: true });
+  }
+}

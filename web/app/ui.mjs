@@ -1,0 +1,129 @@
+// Rendering: turns the app's rooms into DOM. Text only ever goes in through textContent,
+// never as HTML; no inline styles (the server's CSP forbids them).
+
+export const $ = (id) => document.getElementById(id);
+
+/** A small element builder: h('li', {class: 'x', dataset: {k: 'v'}}, child, 'text'). */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === 'dataset') Object.assign(el.dataset, value);
+    else if (name === 'class') el.className = value;
+    else if (name === 'onclick') el.addEventListener('click', value);
+    else el.setAttribute(name, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) if (child !== null && child !== undefined && child !== false) el.append(child);
+  return el;
+}
+
+export const shortFp = (fp) => (fp ? fp.split(' ').slice(0, 2).join(' ') : 'unknown key');
+const ROLE = { you: 'You', owner: 'Owner', member: 'Member' };
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+function time(ms) {
+  const d = new Date(ms);
+  return h('time', { datetime: d.toISOString(), title: dateFormat.format(d) }, timeFormat.format(d));
+}
+
+const CONN_TEXT = {
+  online: 'connected', connecting: 'connecting…', offline: 'offline', removed: 'removed', deleted: 'deleted',
+  failed: 'failed', locked: 'locked',
+};
+
+export function renderConnection(state, detail) {
+  const el = $('connection-state');
+  el.dataset.state = state;
+  el.textContent = CONN_TEXT[state] ?? state;
+  el.title = detail || '';
+  if (detail && state === 'offline') el.textContent = `offline — ${detail}`;
+}
+
+export function renderRoomList(rooms, currentId, onOpen) {
+  const list = $('room-list');
+  list.replaceChildren(...rooms.map((room) => {
+    const unread = room.unread();
+    const status = room.record.phase === 'joining' ? 'waiting for the owner' : room.record.status !== 'active' ? room.record.status : '';
+    return h('li', {},
+      h('button', {
+        type: 'button', class: `room-item${room.id === currentId ? ' current' : ''}`,
+        dataset: { testid: 'room-item', room: room.id }, 'aria-current': room.id === currentId ? 'true' : null,
+        'aria-label': `${room.record.name}${unread ? `, ${unread} unread` : ''}`, onclick: () => onOpen(room.id),
+      },
+      h('span', { class: 'room-item-name' }, room.record.name),
+      status ? h('span', { class: 'room-item-status' }, status) : null,
+      unread ? h('span', { class: 'badge', dataset: { testid: 'unread' } }, String(unread)) : null));
+  }));
+  $('no-rooms').hidden = rooms.length > 0;
+}
+
+function messageItem(item) {
+  if (item.kind === 'system') {
+    return h('li', { class: `system ${item.tone}`, dataset: { testid: 'system', kind: item.tone, seq: item.seq } },
+      h('span', {}, item.text), ' ', time(item.at));
+  }
+  if (item.kind === 'rejected') {
+    return h('li', { class: 'rejected', dataset: { testid: 'undecryptable', seq: item.seq, reason: item.reason } },
+      h('span', { class: 'lock-icon', 'aria-hidden': 'true' }, '⚠'),
+      h('span', {}, `A message from ${shortFp(item.fp)} cannot be shown: ${item.reason}.`), ' ', time(item.at));
+  }
+  return h('li', { class: `message${item.own ? ' own' : ''}`, dataset: { testid: 'message', seq: item.seq, own: item.own ? 'true' : 'false' } },
+    h('div', { class: 'meta' },
+      h('span', { class: `sender ${item.role}` }, ROLE[item.role]),
+      h('span', { class: 'fp', title: `Key fingerprint ${item.fp}` }, shortFp(item.fp)),
+      time(item.ts || item.at)),
+    h('div', { class: 'text', dataset: { testid: 'message-text' } }, item.text));
+}
+
+export function renderRoom(room) {
+  const record = room.record;
+  $('room-name').textContent = record.name;
+  const meta = [];
+  if (room.state) meta.push(`epoch ${room.state.epoch}`, room.isOwner ? 'you own this room' : 'member');
+  if (record.phase === 'joining') meta.push('joining');
+  $('room-meta').textContent = meta.join(' · ');
+  const active = record.status === 'active';
+  const ready = active && record.phase === 'ready';
+  $('invite-button').hidden = !(ready && room.isOwner);
+  $('leave-button').textContent = !active || record.phase === 'joining' ? 'Forget' : room.isOwner ? 'Delete room' : 'Leave';
+  $('leave-button').setAttribute('aria-label', $('leave-button').textContent + ' this room');
+  $('composer-input').disabled = !ready;
+  $('send-button').disabled = !ready;
+
+  const notice = $('room-notice');
+  let text = '';
+  if (record.phase === 'joining' && active) text = 'Waiting for the owner to let you in. This page completes the join by itself; the owner’s browser must be open.';
+  else if (!active) text = record.statusText ?? '';
+  else if (room.error) text = room.error;
+  notice.textContent = text;
+  notice.hidden = !text;
+  notice.dataset.testid = record.phase === 'joining' && active ? 'waiting' : 'notice';
+  notice.className = `notice ${!active || room.error ? 'warn' : ''}`;
+
+  const list = $('messages');
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.replaceChildren(...room.timeline().map(messageItem));
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+export function renderMembers(room, onRemove) {
+  const canRemove = room.isOwner && room.record.status === 'active';
+  $('member-list').replaceChildren(...room.members.map((m) => h('li', { class: 'member', dataset: { testid: 'member', key: m.key } },
+    h('div', {},
+      h('span', { class: `sender ${m.role}` }, m.owner ? (m.role === 'you' ? 'You (owner)' : 'Owner') : ROLE[m.role]),
+      h('code', { class: 'fp-full' }, m.fp || 'unknown key')),
+    canRemove && !m.owner ? h('button', {
+      type: 'button', class: 'danger small', dataset: { testid: 'remove-member' },
+      'aria-label': `Remove member ${m.fp}`, onclick: () => onRemove(m),
+    }, 'Remove') : null)));
+}
+
+let toastTimer;
+export function toast(text) {
+  const el = $('toast');
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { el.hidden = true; }, 4000);
+}
