@@ -45,17 +45,25 @@ struct DataChannel: Sendable {
         self.receiveWindow = receiveWindow
     }
 
-    static func randomIV() -> [UInt8] {
-        var generator = SystemRandomNumberGenerator()
-        var iv: [UInt8] = []
-        iv.reserveCapacity(ivCount)
-        iv.appendBE64(generator.next())
-        iv.appendBE64(generator.next())
-        return iv
+    /// Encrypts with a fresh random IV field.
+    mutating func wrap(_ message: [UInt8], timestamp: UInt64) throws(ThemisError) -> [UInt8] {
+        try wrap(message, timestamp: timestamp) { out in
+            var generator = SystemRandomNumberGenerator()
+            out.appendBE64(generator.next())
+            out.appendBE64(generator.next())
+        }
     }
 
+    /// Encrypts with the given 16-byte IV field, to reproduce recorded messages.
     mutating func wrap(_ message: [UInt8], timestamp: UInt64, iv: [UInt8]) throws(ThemisError) -> [UInt8] {
         precondition(iv.count == Self.ivCount, "the session IV field is 16 bytes")
+        return try wrap(message, timestamp: timestamp) { $0.append(contentsOf: iv) }
+    }
+
+    /// `appendIV` writes the 16-byte IV field straight into the output buffer.
+    private mutating func wrap(
+        _ message: [UInt8], timestamp: UInt64, appendIV: (inout [UInt8]) -> Void
+    ) throws(ThemisError) -> [UInt8] {
         guard !message.isEmpty else { throw .emptyInput }
         guard message.count <= Int(UInt32.max) - 12 else { throw .invalidParameter }
         // Build the clear header and the plaintext in the output buffer, then encrypt the
@@ -63,13 +71,13 @@ struct DataChannel: Sendable {
         var out: [UInt8] = []
         out.reserveCapacity(Self.overhead + message.count)
         out.append(contentsOf: sessionIDOnWire)
-        out.append(contentsOf: iv)
+        appendIV(&out)
         out.appendBE32(UInt32(message.count + 12))
         out.appendBE32(sendSequence)
         out.appendBE64(timestamp)
         out.append(contentsOf: message)
         do {
-            let nonce = try AES.GCM.Nonce(data: iv[..<Self.nonceCount])
+            let nonce = try AES.GCM.Nonce(data: out[4..<(4 + Self.nonceCount)])
             let sealed = try AES.GCM.seal(out[Self.headerCount...], using: sendKey, nonce: nonce)
             out.removeSubrange(Self.headerCount...)
             out.append(contentsOf: sealed.ciphertext)

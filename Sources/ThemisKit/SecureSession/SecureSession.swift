@@ -62,7 +62,7 @@ public struct SecureSession: Sendable {
         clock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) }
     ) {
         self.init(id: id, privateKey: privateKey, peerKeyLookup: peerKeyLookup, clock: clock,
-                  ephemeralKey: ThemisPrivateKey())
+                  ephemeralKey: .ephemeral())
     }
 
     /// With a chosen ephemeral key, to replay a recorded handshake.
@@ -137,13 +137,21 @@ public struct SecureSession: Sendable {
     /// Encrypts a non-empty data message for the peer. Throws `.invalidState` before the
     /// handshake has completed.
     public mutating func wrap(_ plaintext: [UInt8]) throws(ThemisError) -> [UInt8] {
-        try wrap(plaintext, iv: DataChannel.randomIV())
+        let now = clock()
+        return try withEstablishedChannel { channel throws(ThemisError) in try channel.wrap(plaintext, timestamp: now) }
     }
 
     /// With a chosen 16-byte IV field, to reproduce recorded messages.
     mutating func wrap(_ plaintext: [UInt8], iv: [UInt8]) throws(ThemisError) -> [UInt8] {
+        let now = clock()
+        return try withEstablishedChannel { channel throws(ThemisError) in try channel.wrap(plaintext, timestamp: now, iv: iv) }
+    }
+
+    private mutating func withEstablishedChannel(
+        _ body: (inout DataChannel) throws(ThemisError) -> [UInt8]
+    ) throws(ThemisError) -> [UInt8] {
         guard case .established(var channel) = state else { throw .invalidState }
-        let message = try channel.wrap(plaintext, timestamp: clock(), iv: iv)
+        let message = try body(&channel)
         state = .established(channel)
         return message
     }
