@@ -38,7 +38,7 @@ import Testing
         return try #require(entry.dict("parsed")?["parts"] as? [[String: Any]])
     }
 
-    @Test func handshakeMessagesParseAndVerify() async throws {
+    @Test func handshakeMessagesParseAndVerify() throws {
         var checked = 0
         for t in try Self.transcripts() {
             let keys = try Keys(t)
@@ -89,7 +89,7 @@ import Testing
             checked += 1
         }
         #expect(checked == 2)
-        await VectorCounter.shared.add(Self.file, checked)
+        VectorCounter.shared.add(Self.file, checked)
     }
 
     /// Our server answers a real Themis client's message 1 (with its own ephemeral key, so the
@@ -115,7 +115,7 @@ import Testing
         }
     }
 
-    @Test func savedStatesParseAndDeriveTheRecordedKeys() async throws {
+    @Test func savedStatesParseAndDeriveTheRecordedKeys() throws {
         var checked = 0
         for t in try Self.transcripts() {
             let clientKey = try #require(t.dict("derived_message_keys")?.bytes("client_key"))
@@ -140,13 +140,13 @@ import Testing
                 checked += 1
             }
         }
-        await VectorCounter.shared.add(Self.file, checked)
+        VectorCounter.shared.add(Self.file, checked)
     }
 
     /// Restores both saved states, decrypts every recorded message in order, re-creates each
     /// one byte-for-byte from its recorded IV and timestamp, then runs the negative messages
     /// against the server.
-    @Test func recordedDataMessages() async throws {
+    @Test func recordedDataMessages() throws {
         var checked = 0
         for t in try Self.transcripts() {
             let keys = try Keys(t)
@@ -216,7 +216,7 @@ import Testing
             #expect(throws: ThemisError.replayedMessage) { try server.receive(replay) }
             checked += 4
         }
-        await VectorCounter.shared.add(Self.file, checked)
+        VectorCounter.shared.add(Self.file, checked)
     }
 }
 
