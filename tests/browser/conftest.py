@@ -224,8 +224,16 @@ class FirefoxDriver:
         env = dict(os.environ, MOZ_HEADLESS="1", MOZ_HEADLESS_WIDTH=str(size[0]), MOZ_HEADLESS_HEIGHT=str(size[1]))
         self.proc = subprocess.Popen(["firefox-esr", "--marionette", "--headless", "--no-remote", "-profile", profile],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.time() + 60
+        while True:  # Marionette listens once the browser is up
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("firefox-esr did not start Marionette")
+                time.sleep(0.3)
         self.c = Marionette(host="127.0.0.1", port=port)
-        self.c.wait_for_port(timeout=60)
         self.c.start_session()
         self.c.set_window_rect(width=size[0], height=size[1])
 

@@ -125,6 +125,7 @@ function unlocked() {
   $('app-view').hidden = false;
   $('lock-button').hidden = false;
   for (const [id, record] of Object.entries(app.store.data.rooms)) addRoom(id, record);
+  $('persist-state').textContent = 'asked the browser, waiting for its answer';
   requestPersistence().then((result) => {
     $('persist-state').textContent = { granted: 'granted', denied: 'not granted (the browser may clear it under pressure — export your keys)', unavailable: 'not available in this browser' }[result];
     $('persist-state').dataset.state = result;
