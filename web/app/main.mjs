@@ -351,6 +351,7 @@ async function start() {
   });
   $('invite-button').addEventListener('click', makeInvite);
   $('copy-invite').addEventListener('click', copyInvite);
+  $('close-invite').addEventListener('click', () => { $('invite-panel').hidden = true; });
   $('leave-button').addEventListener('click', leaveRoom);
   $('members-button').addEventListener('click', () => {
     const open = $('members-button').getAttribute('aria-expanded') !== 'true';

@@ -2,7 +2,7 @@
 // protocol flows (docs/PROTOCOL.md §4) — hello and history on every (re)connect, the owner's
 // automatic join handling and rotations, the joiner's side of a join. Everything a room does
 // runs through one queue, so pushes, replies and user actions never interleave.
-import { base64ToBytes, fingerprint } from '../themis/index.mjs';
+import { base64ToBytes, bytesToBase64, fingerprint, generateKeyPair } from '../themis/index.mjs';
 import { Connection, ServerError } from './connection.mjs';
 import { keyBytes } from './formats.mjs';
 import {
@@ -10,7 +10,6 @@ import {
   recordSent, makeRotation, install, receive, parseEnvelope, signRemoval,
 } from './room.mjs';
 import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant } from './joins.mjs';
-import { bytesToBase64, generateKeyPair } from '../themis/index.mjs';
 
 const INVITE_LIFETIME_S = 7 * 24 * 3600;
 export const MAX_TEXT_CHARS = 4000;
