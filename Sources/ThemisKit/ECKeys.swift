@@ -64,10 +64,25 @@ public struct ThemisPrivateKey: Sendable {
     let signingKey: P256.Signing.PrivateKey
     let agreementKey: P256.KeyAgreement.PrivateKey
 
-    /// A fresh random key.
+    /// A fresh random key: a uniformly random scalar in [1, n−1] from the system CSPRNG.
+    ///
+    /// Drawn here rather than by `P256.Signing.PrivateKey()`, which runs a FIPS pairwise
+    /// consistency test and retries for "compact representable" keys: ten times the cost, for
+    /// properties Hush does not use (it always exports compressed points). Out-of-range draws
+    /// (probability ≈ 2⁻³²) are rejected and drawn again.
     public init() {
-        signingKey = P256.Signing.PrivateKey()
-        agreementKey = try! P256.KeyAgreement.PrivateKey(rawRepresentation: signingKey.rawRepresentation)
+        var generator = SystemRandomNumberGenerator()
+        while true {
+            var scalar: [UInt8] = []
+            for _ in 0..<4 { scalar.appendBE64(generator.next()) }
+            guard Self.isValidScalar(scalar[...]),
+                  let signing = try? P256.Signing.PrivateKey(rawRepresentation: scalar),
+                  let agreement = try? P256.KeyAgreement.PrivateKey(rawRepresentation: scalar)
+            else { continue }
+            signingKey = signing
+            agreementKey = agreement
+            return
+        }
     }
 
     /// Parses a 45-byte (`00 ‖ d`) or 44-byte (`d`) `REC2` container. Stricter than Themis: the

@@ -20,6 +20,11 @@ import Foundation
 ///   window error.
 /// * An authenticated message with an empty payload is rejected (`.emptyInput`); Themis never
 ///   produces one.
+///
+/// Sending, the IV field is `random(4) ‖ BE64(counter) ‖ random(4)`, the random bytes drawn once
+/// per session: a counter-based GCM nonce (NIST SP 800-38D §8.2.1) never repeats under the
+/// session's fresh key, and costs no system call per message as 16 random bytes would. The
+/// receiver never interprets the IV, so Themis peers are unaffected.
 struct DataChannel: Sendable {
     static let overhead = 52
     static let ivCount = 16
@@ -35,6 +40,8 @@ struct DataChannel: Sendable {
     let receiveKey: SymmetricKey
     private(set) var sendSequence: UInt32
     private(set) var receiveWindow: SequenceWindow
+    private let ivSalt: UInt64
+    private var ivCounter: UInt64 = 0
 
     init(sessionIDOnWire: [UInt8], sendKey: SymmetricKey, receiveKey: SymmetricKey,
          sendSequence: UInt32, receiveWindow: SequenceWindow) {
@@ -43,15 +50,20 @@ struct DataChannel: Sendable {
         self.receiveKey = receiveKey
         self.sendSequence = sendSequence
         self.receiveWindow = receiveWindow
+        var generator = SystemRandomNumberGenerator()
+        ivSalt = generator.next()
     }
 
-    /// Encrypts with a fresh random IV field.
+    /// Encrypts with the next counter-based IV field.
     mutating func wrap(_ message: [UInt8], timestamp: UInt64) throws(ThemisError) -> [UInt8] {
-        try wrap(message, timestamp: timestamp) { out in
-            var generator = SystemRandomNumberGenerator()
-            out.appendBE64(generator.next())
-            out.appendBE64(generator.next())
+        let (salt, counter) = (ivSalt, ivCounter)
+        let out = try wrap(message, timestamp: timestamp) { out in
+            out.appendBE32(UInt32(truncatingIfNeeded: salt >> 32))
+            out.appendBE64(counter)
+            out.appendBE32(UInt32(truncatingIfNeeded: salt))
         }
+        ivCounter += 1
+        return out
     }
 
     /// Encrypts with the given 16-byte IV field, to reproduce recorded messages.

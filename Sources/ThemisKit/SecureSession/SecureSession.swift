@@ -62,7 +62,7 @@ public struct SecureSession: Sendable {
         clock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970) }
     ) {
         self.init(id: id, privateKey: privateKey, peerKeyLookup: peerKeyLookup, clock: clock,
-                  ephemeralKey: .ephemeral())
+                  ephemeralKey: ThemisPrivateKey())
     }
 
     /// With a chosen ephemeral key, to replay a recorded handshake.
