@@ -1,13 +1,20 @@
+import Foundation
+
 /// Bounds-checked reading of fixed-width integers and slices. Every read checks the bytes
 /// actually present before touching them, so length fields from hostile input can never
 /// index out of range or size an allocation.
 struct ByteReader {
-    private let bytes: [UInt8]
+    private let bytes: ArraySlice<UInt8>
+    /// Position relative to the start of `bytes`.
     private(set) var offset: Int
 
-    init(_ bytes: [UInt8], offset: Int = 0) {
+    init(_ bytes: ArraySlice<UInt8>, offset: Int = 0) {
         self.bytes = bytes
         self.offset = offset
+    }
+
+    init(_ bytes: [UInt8], offset: Int = 0) {
+        self.init(bytes[...], offset: offset)
     }
 
     var remainingCount: Int { bytes.count - offset }
@@ -15,7 +22,8 @@ struct ByteReader {
     mutating func read(_ count: Int) throws(ThemisError) -> ArraySlice<UInt8> {
         guard count >= 0, count <= remainingCount else { throw .truncated }
         defer { offset += count }
-        return bytes[offset..<(offset + count)]
+        let start = bytes.startIndex + offset
+        return bytes[start..<(start + count)]
     }
 
     mutating func readLE32() throws(ThemisError) -> UInt32 {
@@ -38,7 +46,7 @@ struct ByteReader {
 
     mutating func readRest() -> ArraySlice<UInt8> {
         defer { offset = bytes.count }
-        return bytes[offset...]
+        return bytes[(bytes.startIndex + offset)...]
     }
 }
 
@@ -67,6 +75,15 @@ extension Array where Element == UInt8 {
         out.appendLE32(value)
         return out
     }
+}
+
+/// The bytes as an array: the same storage when they already are one, else one contiguous copy.
+func byteArray<Bytes: DataProtocol>(_ bytes: Bytes) -> [UInt8] {
+    if let array = bytes as? [UInt8] { return array }
+    if bytes.regions.count == 1, let region = bytes.regions.first {
+        return region.withUnsafeBytes { Array($0) }
+    }
+    return Array(bytes)
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

@@ -11,11 +11,11 @@ public enum SecureCell {}
 extension SecureCell {
     /// Seal mode: `header ‖ ciphertext`, authenticated, with an optional context as AAD.
     public struct Seal: Sendable {
-        let masterKey: SymmetricKey
+        let kdf: SoterKDF
 
         public init(key: SymmetricKey) throws(ThemisError) {
             guard key.bitCount > 0 else { throw .emptyInput }
-            masterKey = key
+            kdf = SoterKDF(key: key, label: CellCore.keyLabel)
         }
 
         public func encrypt<Message: DataProtocol>(_ message: Message, context: [UInt8] = []) throws(ThemisError) -> [UInt8] {
@@ -23,26 +23,26 @@ extension SecureCell {
         }
 
         func encrypt<Message: DataProtocol>(_ message: Message, context: [UInt8], iv: [UInt8]) throws(ThemisError) -> [UInt8] {
-            let (token, ciphertext) = try CellCore.seal(
-                Array(message), prekey: masterKey, algorithm: CellCore.masterKeyAlgorithm, context: context, iv: iv)
-            return token.serialized + ciphertext
+            try CellCore.seal(
+                byteArray(message), kdf: kdf, algorithm: CellCore.masterKeyAlgorithm, context: context, iv: iv
+            ).sealed
         }
 
         public func decrypt<Sealed: DataProtocol>(_ sealed: Sealed, context: [UInt8] = []) throws(ThemisError) -> [UInt8] {
-            let (token, ciphertext) = try CellCore.splitSealed(Array(sealed))
+            let (token, ciphertext) = try CellCore.splitSealed(byteArray(sealed))
             let header = try CellHeader(parsing: token, messageLength: ciphertext.count, passphrase: false)
-            return try CellCore.open(ciphertext, header: header, prekey: masterKey, context: context)
+            return try CellCore.open(ciphertext, header: header, kdf: kdf, context: context)
         }
     }
 
     /// Token Protect mode: the Seal header is returned separately as an authentication token
     /// and the ciphertext keeps the plaintext's length.
     public struct TokenProtect: Sendable {
-        let masterKey: SymmetricKey
+        let kdf: SoterKDF
 
         public init(key: SymmetricKey) throws(ThemisError) {
             guard key.bitCount > 0 else { throw .emptyInput }
-            masterKey = key
+            kdf = SoterKDF(key: key, label: CellCore.keyLabel)
         }
 
         public func encrypt<Message: DataProtocol>(
@@ -54,37 +54,36 @@ extension SecureCell {
         func encrypt<Message: DataProtocol>(
             _ message: Message, context: [UInt8], iv: [UInt8]
         ) throws(ThemisError) -> (ciphertext: [UInt8], token: [UInt8]) {
-            let (token, ciphertext) = try CellCore.seal(
-                Array(message), prekey: masterKey, algorithm: CellCore.masterKeyAlgorithm, context: context, iv: iv)
-            return (ciphertext, token.serialized)
+            let (sealed, tokenCount) = try CellCore.seal(
+                byteArray(message), kdf: kdf, algorithm: CellCore.masterKeyAlgorithm, context: context, iv: iv)
+            return (Array(sealed[tokenCount...]), Array(sealed[..<tokenCount]))
         }
 
         public func decrypt<Ciphertext: DataProtocol, Token: DataProtocol>(
             _ ciphertext: Ciphertext, token: Token, context: [UInt8] = []
         ) throws(ThemisError) -> [UInt8] {
-            let ciphertext = Array(ciphertext)
+            let ciphertext = byteArray(ciphertext)
             guard !ciphertext.isEmpty else { throw .emptyInput }
-            let header = try CellHeader(parsing: Array(token)[...], messageLength: ciphertext.count, passphrase: false)
-            return try CellCore.open(ciphertext[...], header: header, prekey: masterKey, context: context)
+            let header = try CellHeader(parsing: byteArray(token)[...], messageLength: ciphertext.count, passphrase: false)
+            return try CellCore.open(ciphertext[...], header: header, kdf: kdf, context: context)
         }
     }
 
     /// Context Imprint mode: deterministic, length-preserving and **unauthenticated**
     /// (AES-256-CTR). A wrong key or context yields garbage, not an error.
     public struct ContextImprint: Sendable {
-        let masterKey: SymmetricKey
+        let kdf: SoterKDF
 
         public init(key: SymmetricKey) throws(ThemisError) {
             guard key.bitCount > 0 else { throw .emptyInput }
-            masterKey = key
+            kdf = SoterKDF(key: key, label: CellCore.keyLabel)
         }
 
         public func encrypt<Message: DataProtocol>(_ message: Message, context: [UInt8]) throws(ThemisError) -> [UInt8] {
-            let message = Array(message)
+            let message = byteArray(message)
             guard !message.isEmpty, !context.isEmpty else { throw .emptyInput }
             guard message.count <= UInt32.max else { throw .invalidParameter }
-            let key = SoterKDF.derive(
-                key: masterKey, label: CellCore.keyLabel, contexts: [.le32(UInt32(message.count))], outputByteCount: 32)
+            let key = kdf.derive(.le32(UInt32(message.count)), outputByteCount: 32)
             let iv = SoterKDF.derive(
                 key: SymmetricKey(data: key), label: "Themis secure cell message iv", contexts: [context], outputByteCount: 16)
             do {
@@ -111,7 +110,7 @@ extension SecureCell {
         let passphrase: [UInt8]
 
         public init<Passphrase: DataProtocol>(passphrase: Passphrase) throws(ThemisError) {
-            self.passphrase = Array(passphrase)
+            self.passphrase = byteArray(passphrase)
             guard !self.passphrase.isEmpty else { throw .emptyInput }
         }
 
@@ -129,18 +128,18 @@ extension SecureCell {
             _ message: Message, context: [UInt8], iv: [UInt8], salt: [UInt8], iterations: UInt32
         ) throws(ThemisError) -> [UInt8] {
             let prekey = try derivePrekey(salt: salt[...], iterations: iterations)
-            var (token, ciphertext) = try CellCore.seal(
-                Array(message), prekey: prekey, algorithm: CellCore.passphraseAlgorithm, context: context, iv: iv)
-            token.pbkdf2 = (iterations, salt[...])
-            return token.serialized + ciphertext
+            return try CellCore.seal(
+                byteArray(message), kdf: SoterKDF(key: prekey, label: CellCore.keyLabel),
+                algorithm: CellCore.passphraseAlgorithm, context: context, iv: iv, pbkdf2: (iterations, salt[...])
+            ).sealed
         }
 
         public func decrypt<Sealed: DataProtocol>(_ sealed: Sealed, context: [UInt8] = []) throws(ThemisError) -> [UInt8] {
-            let (token, ciphertext) = try CellCore.splitSealed(Array(sealed))
+            let (token, ciphertext) = try CellCore.splitSealed(byteArray(sealed))
             let header = try CellHeader(parsing: token, messageLength: ciphertext.count, passphrase: true)
             guard let (iterations, salt) = header.pbkdf2 else { throw .invalidParameter }
             let prekey = try derivePrekey(salt: salt, iterations: iterations)
-            return try CellCore.open(ciphertext, header: header, prekey: prekey, context: context)
+            return try CellCore.open(ciphertext, header: header, kdf: SoterKDF(key: prekey, label: CellCore.keyLabel), context: context)
         }
 
         private func derivePrekey(salt: ArraySlice<UInt8>, iterations: UInt32) throws(ThemisError) -> SymmetricKey {
@@ -175,7 +174,7 @@ struct CellHeader {
     /// Parses a token strictly: it must be exactly what Themis writes in shape (12-byte IV,
     /// 16-byte tag, nothing after), for the expected key kind, and name `messageLength` bytes.
     init(parsing token: ArraySlice<UInt8>, messageLength: Int, passphrase: Bool) throws(ThemisError) {
-        var reader = ByteReader(Array(token))
+        var reader = ByteReader(token)
         algorithm = try reader.readLE32()
         let ivCount = try reader.readLE32()
         let tagCount = try reader.readLE32()
@@ -187,7 +186,7 @@ struct CellHeader {
         iv = try reader.read(Int(ivCount))
         tag = try reader.read(Int(tagCount))
         if passphrase {
-            var kdf = ByteReader(Array(try reader.read(Int(kdfCount))))
+            var kdf = ByteReader(try reader.read(Int(kdfCount)))
             let iterations = try kdf.readLE32()
             let saltCount = try kdf.readLE16()
             let salt = try kdf.read(Int(saltCount))
@@ -209,8 +208,9 @@ struct CellHeader {
         }
     }
 
-    var serialized: [UInt8] {
-        var out: [UInt8] = []
+    var count: Int { 16 + (pbkdf2.map { 4 + 6 + $0.salt.count } ?? 0) + iv.count + tag.count }
+
+    func append(to out: inout [UInt8]) {
         out.appendLE32(algorithm)
         out.appendLE32(UInt32(iv.count))
         out.appendLE32(UInt32(tag.count))
@@ -226,7 +226,6 @@ struct CellHeader {
             out += iv
             out += tag
         }
-        return out
     }
 }
 
@@ -238,32 +237,48 @@ enum CellCore {
     static let tagCount: UInt32 = 16
     static let keyLabel = "Themis secure cell message key"
 
+    /// Eight bytes per draw: each draw is a system call, so drawing byte by byte cost more
+    /// than encrypting a small cell.
     static func randomBytes(_ count: Int) -> [UInt8] {
         var generator = SystemRandomNumberGenerator()
-        return (0..<count).map { _ in generator.next() }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count + 7)
+        while bytes.count < count { bytes.appendBE64(generator.next()) }
+        bytes.removeLast(bytes.count - count)
+        return bytes
     }
 
     static func randomIV() -> [UInt8] { randomBytes(Int(ivCount)) }
 
-    static func messageKey(prekey: SymmetricKey, byteCount: Int, messageLength: Int, context: [UInt8]) -> SymmetricKey {
-        var contexts: [[UInt8]] = [.le32(UInt32(messageLength))]
-        if !context.isEmpty { contexts.append(context) }
-        return SymmetricKey(data: SoterKDF.derive(key: prekey, label: keyLabel, contexts: contexts, outputByteCount: byteCount))
+    static func messageKey(_ kdf: SoterKDF, byteCount: Int, messageLength: Int, context: [UInt8]) -> SymmetricKey {
+        let length = [UInt8].le32(UInt32(messageLength))
+        let key = context.isEmpty
+            ? kdf.derive(length, outputByteCount: byteCount)
+            : kdf.derive(length, context, outputByteCount: byteCount)
+        return SymmetricKey(data: key)
     }
 
+    /// Encrypts into one buffer, `token ‖ ciphertext`, and says where the token ends.
     static func seal(
-        _ message: [UInt8], prekey: SymmetricKey, algorithm: UInt32, context: [UInt8], iv: [UInt8]
-    ) throws(ThemisError) -> (CellHeader, [UInt8]) {
+        _ message: [UInt8], kdf: SoterKDF, algorithm: UInt32, context: [UInt8], iv: [UInt8],
+        pbkdf2: (iterations: UInt32, salt: ArraySlice<UInt8>)? = nil
+    ) throws(ThemisError) -> (sealed: [UInt8], tokenCount: Int) {
         guard !message.isEmpty else { throw .emptyInput }
         guard message.count <= UInt32.max else { throw .invalidParameter }
-        let key = messageKey(prekey: prekey, byteCount: 32, messageLength: message.count, context: context)
+        let key = messageKey(kdf, byteCount: 32, messageLength: message.count, context: context)
+        let box: AES.GCM.SealedBox
         do {
-            let box = try AES.GCM.seal(message, using: key, nonce: AES.GCM.Nonce(data: iv), authenticating: context)
-            let header = CellHeader(algorithm: algorithm, iv: iv[...], tag: Array(box.tag)[...], messageLength: UInt32(message.count))
-            return (header, Array(box.ciphertext))
+            box = try AES.GCM.seal(message, using: key, nonce: AES.GCM.Nonce(data: iv), authenticating: context)
         } catch {
             throw .invalidParameter
         }
+        var header = CellHeader(algorithm: algorithm, iv: iv[...], tag: Array(box.tag)[...], messageLength: UInt32(message.count))
+        header.pbkdf2 = pbkdf2
+        var sealed: [UInt8] = []
+        sealed.reserveCapacity(header.count + message.count)
+        header.append(to: &sealed)
+        box.ciphertext.withUnsafeBytes { sealed.append(contentsOf: $0) }
+        return (sealed, header.count)
     }
 
     /// Themis finds the ciphertext from the end, using the header's message length.
@@ -278,12 +293,12 @@ enum CellCore {
     }
 
     static func open(
-        _ ciphertext: ArraySlice<UInt8>, header: CellHeader, prekey: SymmetricKey, context: [UInt8]
+        _ ciphertext: ArraySlice<UInt8>, header: CellHeader, kdf: SoterKDF, context: [UInt8]
     ) throws(ThemisError) -> [UInt8] {
-        let key = messageKey(prekey: prekey, byteCount: header.keyByteCount, messageLength: ciphertext.count, context: context)
+        let key = messageKey(kdf, byteCount: header.keyByteCount, messageLength: ciphertext.count, context: context)
         do {
             let box = try AES.GCM.SealedBox(nonce: AES.GCM.Nonce(data: header.iv), ciphertext: ciphertext, tag: header.tag)
-            return Array(try AES.GCM.open(box, using: key, authenticating: context))
+            return try AES.GCM.open(box, using: key, authenticating: context).withUnsafeBytes { Array($0) }
         } catch {
             throw .authenticationFailed
         }

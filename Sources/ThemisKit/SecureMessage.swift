@@ -46,7 +46,7 @@ public enum SecureMessage {
     public static func decrypt<Message: DataProtocol>(
         _ message: Message, by recipient: ThemisPrivateKey, from sender: ThemisPublicKey
     ) throws(ThemisError) -> [UInt8] {
-        let bytes = Array(message)
+        let bytes = byteArray(message)
         guard !bytes.isEmpty else { throw .emptyInput }
         var reader = ByteReader(bytes)
         guard try reader.readLE32() == encryptedType else { throw .unsupportedAlgorithm }
@@ -57,7 +57,7 @@ public enum SecureMessage {
 
     /// Signs `message` (which travels in clear) with a DER ECDSA-SHA256 signature.
     public static func sign<Message: DataProtocol>(_ message: Message, with signer: ThemisPrivateKey) throws(ThemisError) -> [UInt8] {
-        let message = Array(message)
+        let message = byteArray(message)
         guard !message.isEmpty else { throw .emptyInput }
         guard message.count <= UInt32.max else { throw .invalidParameter }
         let signature: [UInt8]
@@ -77,7 +77,7 @@ public enum SecureMessage {
     /// Verifies a signed message and returns its content. Bytes after the signature are
     /// ignored, as Themis does, for messages from old wrappers that appended two bytes.
     public static func verify<Message: DataProtocol>(_ signed: Message, with signer: ThemisPublicKey) throws(ThemisError) -> [UInt8] {
-        let bytes = Array(signed)
+        let bytes = byteArray(signed)
         guard !bytes.isEmpty else { throw .emptyInput }
         var reader = ByteReader(bytes)
         guard try reader.readLE32() == signedType else { throw .unsupportedAlgorithm }
