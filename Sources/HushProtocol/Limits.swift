@@ -11,6 +11,8 @@ public struct Limits: Sendable {
     public var maxRoomsPerKey = 8
     public var maxMembersPerRoom = 256
     public var maxHistoryPage = 100
+    /// Payload and wrap bytes in one history reply, so a page always fits a bounded frame.
+    public var maxHistoryPageBytes = 1024 * 1024
     public var maxOutgoingFrames = 256
     public var handshakeTimeout: Duration = .seconds(10)
     public var maxInviteLifetime: Int64 = 30 * 24 * 3600

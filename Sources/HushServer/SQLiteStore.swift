@@ -313,10 +313,17 @@ public final class SQLiteStore: Store {
                 LEFT JOIN wraps w ON w.room = m.room AND w.seq = m.seq AND w.key = ?
                 WHERE m.room = ? AND m.seq > ? ORDER BY m.seq LIMIT ?
                 """, arguments: [key, room.id, page.after, page.limit + 1])
-            let more = rows.count > page.limit
-            let messages = rows.prefix(page.limit).map { row in
-                Self.message(row: row).envelope(wrap: Self.bytes(row["own_wrap"]))
+            // Cut the page at the byte budget too (never below one message): `more` tells the
+            // client to ask again from the last sequence number it got.
+            var messages: [Envelope] = []
+            var bytes = 0
+            for row in rows.prefix(page.limit) {
+                let envelope = Self.message(row: row).envelope(wrap: Self.bytes(row["own_wrap"]))
+                bytes += (envelope.payload?.bytes.count ?? 0) + (envelope.wrap?.bytes.count ?? 0)
+                if !messages.isEmpty && bytes > limits.maxHistoryPageBytes { break }
+                messages.append(envelope)
             }
+            let more = rows.count > messages.count
             if let last = messages.last?.seq, last > member.delivered {
                 try db.execute(sql: "UPDATE members SET delivered = ? WHERE room = ? AND key = ?", arguments: [last, room.id, key])
             }

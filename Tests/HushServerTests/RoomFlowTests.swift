@@ -137,6 +137,27 @@ import ThemisKit
         #expect(try await errorCode(await grace.rawConnection, .request("history", room: await owner.room)) == .notFound)
     }
 
+    @Test func historyPagesStopAtTheirByteBudget() async throws {
+        var limits = Limits.standard
+        limits.maxHistoryPageBytes = 4096
+        let server = try await TestServer.start(limits: limits)
+        defer { Task { await server.stop() } }
+        let owner = try await RoomClient.create(server: try await server.info())
+        let texts = (1...8).map { String(repeating: Character(String($0)), count: 1500) }
+        for text in texts { _ = try await owner.send(text) }
+
+        var request = WireMessage(type: "history")
+        request.room = await owner.room
+        request.after = 0
+        let page = try await owner.rawConnection.request(request)
+        let sizes = (page.messages ?? []).map { $0.payload?.bytes.count ?? 0 }
+        #expect(page.more == true)
+        #expect(sizes.count >= 1 && sizes.count < texts.count)
+        #expect(sizes.count == 1 || sizes.reduce(0, +) <= 4096)
+        // Following `more` page by page still yields every message, in order.
+        #expect(try await owner.history(after: 0).map(Self.text) == texts)
+    }
+
     static func text(_ event: RoomClient.Event) -> String? {
         if case .message(_, _, let text) = event { return text }
         return nil
