@@ -15,6 +15,32 @@ public actor RoomClient {
         case rejected(seq: Int, reason: String)
         case removed
         case roomDeleted
+        /// A chat message with the sender's timestamp, instead of `message` once
+        /// `useDetailedMessages()` was called (the terminal client shows the time).
+        case chat(seq: Int, from: String, ts: Int64, text: String)
+        /// Owner: a key asked to join through one of this owner's invites (and was answered).
+        case joinRequested(key: String)
+    }
+
+    /// Owner: a join request as the server pushed it, kept so that the owner can answer it
+    /// again with the current key when the room rotated in between (`epoch_changed`).
+    public struct JoinRequest: Sendable, Equatable {
+        public let inviteID: [UInt8]
+        public let joiner: String
+        public let joiningKey: [UInt8]
+        public init(inviteID: [UInt8], joiner: String, joiningKey: [UInt8]) {
+            self.inviteID = inviteID
+            self.joiner = joiner
+            self.joiningKey = joiningKey
+        }
+    }
+
+    /// Joiner: how far a join got.
+    public enum JoinProgress: Sendable {
+        /// The server holds the join request; the owner answers whenever its client runs.
+        case requested
+        /// The owner's response opened: this is the room state to keep (and confirm).
+        case accepted(RoomState)
     }
 
     public private(set) var server: ServerInfo
@@ -22,7 +48,15 @@ public actor RoomClient {
     private var joins: OwnerJoins
     private var connection: HushConnection
     private var pushTask: Task<Void, Never>?
-    private var wrapRequired = false
+    public private(set) var wrapRequired = false
+    /// Owner: outstanding invite tokens by invite id, the join requests answered, and the
+    /// invites whose joiner this client admitted (for a key store to keep in step).
+    private var tokens: [[UInt8]: [UInt8]] = [:]
+    public private(set) var joinRequests: [[UInt8]: JoinRequest] = [:]
+    public private(set) var completedInvites: Set<[UInt8]> = []
+    private var detailedMessages = false
+    /// The owner's membership signature of every admitted member (for a key store).
+    public private(set) var memberSignatures: [String: [UInt8]] = [:]
     private var joinedWaiters: [String: CheckedContinuation<Void, Never>] = [:]
     public nonisolated let events: AsyncStream<Event>
     private let sink: AsyncStream<Event>.Continuation
@@ -30,6 +64,10 @@ public actor RoomClient {
     public var room: String { state.room }
     public var key: String { state.myKey }
     public var members: Set<String> { state.members }
+    public var inviteTokens: [[UInt8]] { Array(tokens.values) }
+
+    /// Emit `chat` (with the sender's timestamp) instead of `message`.
+    public func useDetailedMessages() { detailedMessages = true }
 
     init(server: ServerInfo, state: RoomState, connection: HushConnection) {
         self.server = server
@@ -63,6 +101,7 @@ public actor RoomClient {
         request.inviteId = Base64Bytes(invite.inviteID)
         request.expiresAt = Int64(Date().timeIntervalSince1970) + seconds
         try await connection.request(request)
+        tokens[invite.inviteID] = invite.token.bytes
         return invite.link(serverURL: server.baseURL)
     }
 
@@ -73,11 +112,14 @@ public actor RoomClient {
     }
 
     /// Rotates the room key: plain, or wrapped per member once anyone has left.
+    /// `prepare` sees the new epoch and key before the request leaves (a key store saves it
+    /// there, so that a crash right after the server accepted it cannot lose the key).
     @discardableResult
-    public func rotate() async throws -> Int {
+    public func rotate(prepare: (@Sendable (_ epoch: Int, _ key: [UInt8]) async throws -> Void)? = nil) async throws -> Int {
         var request = WireMessage(type: "rotate")
         request.room = room
         let rotation = try state.makeRotation(wrappedFor: wrapRequired ? state.members.sorted() : nil)
+        try await prepare?(rotation.epoch, rotation.key)
         request.epoch = rotation.epoch
         request.payload = rotation.payload.map(Base64Bytes.init)
         request.wraps = rotation.wraps
@@ -88,15 +130,16 @@ public actor RoomClient {
     }
 
     /// Removes a member with a signed request, then rotates with per-member wraps.
-    public func remove(_ member: String) async throws {
+    public func remove(_ member: String, prepare: (@Sendable (_ epoch: Int, _ key: [UInt8]) async throws -> Void)? = nil) async throws {
         var request = WireMessage(type: "remove_member")
         request.room = room
         request.key = member
         request.signature = Base64Bytes(try SecureMessage.sign(Statement.removal(room: room, key: member), with: state.me))
         try await connection.request(request)
         state.forget(key: member)
+        memberSignatures[member] = nil
         wrapRequired = true
-        try await rotate()
+        try await rotate(prepare: prepare)
     }
 
     public func deleteRoom() async throws {
@@ -112,22 +155,42 @@ public actor RoomClient {
     public static func join(link: String, timeout: Duration = .seconds(30)) async throws -> RoomClient {
         let (serverURL, invite) = try InviteLink.parse(link)
         let server = try await ServerInfo.fetch(serverURL, expectedFingerprint: invite.server)
-        let flow = try JoinerFlow(invite: invite)
+        return try await join(flow: try JoinerFlow(invite: invite), server: server, timeout: timeout)
+    }
+
+    /// Runs a join with a given flow (key pair and `J`), or resumes it: when the server already
+    /// holds this key's join request it is not sent again, and `accepted` (the state from an
+    /// earlier response) lets a join that was confirmed, or already completed, finish.
+    /// `timeout` nil waits for the owner for as long as it takes.
+    public static func join(flow: JoinerFlow, server: ServerInfo, accepted: RoomState? = nil, timeout: Duration?,
+                            progress: @escaping @Sendable (JoinProgress) -> Void = { _ in }) async throws -> RoomClient {
+        let invite = flow.invite
         let connection = try await HushConnection.open(server: server, key: flow.me)
-        var request = WireMessage(type: "join")
-        request.room = invite.room
-        request.inviteId = Base64Bytes(invite.inviteID)
-        request.joiningKey = Base64Bytes(try flow.joiningKeyBlob())
-        try await connection.request(request)
+        let hello = try await connection.request(WireMessage(type: "hello"))
+        if hello.rooms?.contains(where: { $0.room == invite.room }) == true {
+            guard let accepted else { throw ClientError.rejected("this key is already a member, but its room key was not kept") }
+            let client = RoomClient(server: server, state: accepted, connection: connection)
+            try await client.reconnect(using: connection)
+            return client
+        }
+        if hello.joins?.contains(where: { $0.room == invite.room }) != true {
+            var request = WireMessage(type: "join")
+            request.room = invite.room
+            request.inviteId = Base64Bytes(invite.inviteID)
+            request.joiningKey = Base64Bytes(try flow.joiningKeyBlob())
+            try await connection.request(request)
+        }
+        progress(.requested)
         return try await withThrowingTaskGroup(of: RoomClient.self) { group in
             group.addTask {
-                var state: RoomState?
+                var state: RoomState? = accepted
                 for await push in connection.pushes {
                     switch push.type {
                     case "join_response" where push.room == invite.room:
                         guard let sealed = push.sealed?.bytes else { continue }
                         let accepted = try flow.accept(sealed: sealed)
                         state = accepted.state
+                        progress(.accepted(accepted.state))
                         var confirm = WireMessage(type: "join_confirm")
                         confirm.room = invite.room
                         confirm.inviteId = Base64Bytes(invite.inviteID)
@@ -145,9 +208,11 @@ public actor RoomClient {
                 }
                 throw ClientError.connectionClosed
             }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw ClientError.timedOut
+            if let timeout {
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    throw ClientError.timedOut
+                }
             }
             defer { group.cancelAll() }
             return try await group.next()!
@@ -203,18 +268,37 @@ public actor RoomClient {
         pushTask?.cancel()
         let hello = try await connection.request(WireMessage(type: "hello"))
         let summary = hello.rooms?.first { $0.room == room }
-        for member in summary?.members ?? [] { state.admit(key: member.key, signature: member.signature.bytes) }
+        for member in summary?.members ?? [] where state.admit(key: member.key, signature: member.signature.bytes) {
+            memberSignatures[member.key] = member.signature.bytes
+        }
         wrapRequired = summary?.wrapRequired ?? false
         startPushes()
         return summary
     }
 
-    /// Reopens a room from its saved state, e.g. after the server restarted elsewhere.
-    public static func resume(_ state: RoomState, on server: ServerInfo) async throws -> RoomClient {
+    /// Reopens a room from its saved state, e.g. after the server restarted elsewhere. An owner
+    /// passes its outstanding invite tokens and answered join requests, so that joins started
+    /// before a restart still complete. `summary` is what the server's `hello` said.
+    public static func resume(_ state: RoomState, on server: ServerInfo, inviteTokens: [[UInt8]] = [],
+                              joinRequests: [JoinRequest] = []) async throws -> RoomClient {
+        try await resumeWithSummary(state, on: server, inviteTokens: inviteTokens, joinRequests: joinRequests).client
+    }
+
+    public static func resumeWithSummary(_ state: RoomState, on server: ServerInfo, inviteTokens: [[UInt8]] = [],
+                                         joinRequests: [JoinRequest] = []) async throws -> (client: RoomClient, summary: RoomSummary?) {
         let connection = try await HushConnection.open(server: server, key: state.me)
         let client = RoomClient(server: server, state: state, connection: connection)
-        try await client.reconnect(using: connection)
-        return client
+        await client.restore(inviteTokens: inviteTokens, joinRequests: joinRequests)
+        let summary = try await client.reconnect(using: connection)
+        return (client, summary)
+    }
+
+    private func restore(inviteTokens: [[UInt8]], joinRequests: [JoinRequest]) {
+        for token in inviteTokens {
+            joins.remember(token: token)
+            tokens[InviteLink.inviteID(token: token)] = token
+        }
+        for request in joinRequests { self.joinRequests[request.inviteID] = request }
     }
 
     public func disconnect() {
@@ -244,11 +328,13 @@ public actor RoomClient {
             sink.yield(interpret(state.receive(envelope)))
         case "member_joined":
             guard let key = push.key, let signature = push.signature?.bytes, state.admit(key: key, signature: signature) else { return }
+            memberSignatures[key] = signature
             sink.yield(.memberJoined(key: key))
             joinedWaiters.removeValue(forKey: key)?.resume()
         case "member_removed", "member_left":
             guard let key = push.key else { return }
             state.forget(key: key)
+            memberSignatures[key] = nil
             wrapRequired = true
             sink.yield(.memberLeft(key: key))
         case "rotation_due":
@@ -259,30 +345,54 @@ public actor RoomClient {
             sink.yield(.roomDeleted)
         case "join_request":
             guard state.isOwner, let inviteID = push.inviteId?.bytes, let joiner = push.key,
-                  let blob = push.joiningKey?.bytes,
-                  let sealed = try? joins.respond(inviteID: inviteID, joiner: joiner, joiningKeyBlob: blob, state: state) else { return }
-            var request = WireMessage(type: "join_response")
-            request.room = room
-            request.inviteId = Base64Bytes(inviteID)
-            request.sealed = Base64Bytes(sealed)
-            _ = try? await connection.request(request)
+                  let blob = push.joiningKey?.bytes, tokens[inviteID] != nil else { return }
+            joinRequests[inviteID] = JoinRequest(inviteID: inviteID, joiner: joiner, joiningKey: blob)
+            await respond(inviteID: inviteID, joiner: joiner)
+            sink.yield(.joinRequested(key: joiner))
         case "join_confirm":
             guard state.isOwner, let inviteID = push.inviteId?.bytes, let joiner = push.key, let sealed = push.sealed?.bytes,
-                  let signature = try? joins.admit(inviteID: inviteID, joiner: joiner, sealed: sealed, state: state) else { return }
+                  let token = tokens[inviteID] else { return }
+            guard let signature = try? joins.admit(inviteID: inviteID, joiner: joiner, sealed: sealed, state: state) else {
+                // The confirmation was sealed under an older room key: the room rotated after
+                // the response. Answer again with the current key (§4.3).
+                await respond(inviteID: inviteID, joiner: joiner)
+                return
+            }
             var request = WireMessage(type: "add_member")
             request.room = room
             request.inviteId = Base64Bytes(inviteID)
             request.key = joiner
             request.signature = Base64Bytes(signature)
-            _ = try? await connection.request(request)
+            guard let reply = try? await connection.exchange(request) else { return }
+            if reply.type == "error" {
+                joins.remember(token: token)
+                if reply.code == ErrorCode.epochChanged.rawValue { await respond(inviteID: inviteID, joiner: joiner) }
+                return
+            }
+            tokens[inviteID] = nil
+            joinRequests[inviteID] = nil
+            completedInvites.insert(inviteID)
         default:
             return
         }
     }
 
+    /// Sends (or re-sends) the `join_response` for a stored join request, under the current key.
+    private func respond(inviteID: [UInt8], joiner: String) async {
+        guard let stored = joinRequests[inviteID], stored.joiner == joiner,
+              let sealed = try? joins.respond(inviteID: inviteID, joiner: joiner, joiningKeyBlob: stored.joiningKey, state: state)
+        else { return }
+        var request = WireMessage(type: "join_response")
+        request.room = room
+        request.inviteId = Base64Bytes(inviteID)
+        request.sealed = Base64Bytes(sealed)
+        _ = try? await connection.request(request)
+    }
+
     private func interpret(_ event: RoomState.Event) -> Event {
         switch event {
-        case .chat(let seq, let from, _, _, let text): return .message(seq: seq, from: from, text: text)
+        case .chat(let seq, let from, _, let ts, let text):
+            return detailedMessages ? .chat(seq: seq, from: from, ts: ts, text: text) : .message(seq: seq, from: from, text: text)
         case .rotated(let seq, let epoch): return .rotated(seq: seq, epoch: epoch)
         case .rejected(let seq, let reason): return .rejected(seq: seq, reason: reason)
         }

@@ -5,13 +5,20 @@ public struct JoinerFlow: Sendable {
     public let invite: InviteLink
     public let me: ThemisPrivateKey
     public let owner: ThemisPublicKey
-    private let joiningKey = RoomPayload.randomBytes(32)
+    private let joiningKey: [UInt8]
 
-    public init(invite: InviteLink, me: ThemisPrivateKey = ThemisPrivateKey()) throws(HushError) {
+    /// `joiningKey` is `J` of §6.2: fresh by default; pass the saved one to resume a join.
+    public init(invite: InviteLink, me: ThemisPrivateKey = ThemisPrivateKey(),
+                joiningKey: [UInt8] = RoomPayload.randomBytes(32)) throws(HushError) {
+        guard joiningKey.count == 32 else { throw HushError(.badRequest, "the joining key is 32 bytes") }
         self.invite = invite
         self.me = me
+        self.joiningKey = joiningKey
         owner = try KeyID.key(fromJSON: invite.owner)
     }
+
+    /// `J`, for saving a join that is still waiting for the owner (keep it secret).
+    public var joiningKeySecret: [UInt8] { joiningKey }
 
     /// The `joiningKey` field of the `join` request.
     public func joiningKeyBlob() throws(ThemisError) -> [UInt8] {

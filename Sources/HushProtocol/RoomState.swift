@@ -31,6 +31,27 @@ public struct RoomState: Sendable {
         self.keys = [epoch: roomKey]
     }
 
+    /// Restores a saved state (a key store): the keys of every epoch, the last seen sequence
+    /// number, this key's message counter and the accepted (sender, counter) → seq table.
+    /// Members are not restored: admit them again through their membership signatures.
+    public init(room: String, owner: ThemisPublicKey, me: ThemisPrivateKey, epoch: Int, keys: [Int: [UInt8]],
+                lastSeq: Int, sentCounter: Int, accepted: [String: [Int: Int]]) {
+        precondition(keys[epoch] != nil, "the key of the current epoch is required")
+        self.room = room
+        self.owner = owner
+        self.me = me
+        self.epoch = epoch
+        self.keys = keys
+        self.lastSeq = lastSeq
+        self.myCounter = sentCounter
+        self.accepted = accepted
+    }
+
+    /// The counter of the last message this key sent (for saving).
+    public var sentCounter: Int { myCounter }
+    /// The accepted (sender, counter) → seq table (for saving).
+    public var acceptedCounters: [String: [Int: Int]] { accepted }
+
     public var isOwner: Bool { me.publicKey == owner }
     public var myKey: String { KeyID.json(me.publicKey) }
     public var currentKey: [UInt8] { keys[epoch]! }
