@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         .target(
@@ -69,10 +70,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The terminal client and the load generator: the key store's room sessions, line
+        // commands, output formats and bench statistics (`hush chat`, `hush bench`).
+        .target(
+            name: "HushTerminal",
+            dependencies: [
+                "HushClient",
+                "HushProtocol",
+                "ThemisKit",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
         .executableTarget(
             name: "hush",
             dependencies: [
                 "HushServer",
+                "HushClient",
+                "HushTerminal",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -88,6 +102,18 @@ let package = Package(
                 "HushProtocol",
                 "ThemisKit",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+            ]
+        ),
+        .testTarget(
+            name: "HushCLITests",
+            dependencies: [
+                "HushTerminal",
+                "HushServer",
+                "HushClient",
+                "HushProtocol",
+                "ThemisKit",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ]

@@ -22,8 +22,17 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Folder of the web client (env HUSH_WEB_ROOT; default: the repository's web/).")
     var webRoot: String?
 
+    @Option(help: "Requests per second per connection (burst: twice that); 0 turns the limit off. For benchmarks only; default 20 (docs/PROTOCOL.md §7).")
+    var rateLimit: Double?
+
     func run() async throws {
         var configuration = ServerConfiguration(dataDirectory: URL(fileURLWithPath: data))
+        if let rateLimit {
+            guard rateLimit >= 0 else { throw ValidationError("--rate-limit must be 0 (off) or positive") }
+            configuration.limits.requestsPerSecond = rateLimit == 0 ? 1e9 : rateLimit
+            configuration.limits.requestBurst = rateLimit == 0 ? 1e9 : 2 * rateLimit
+            print("Rate limit: \(rateLimit == 0 ? "off" : "\(rateLimit) requests/s per connection") (benchmark setting)")
+        }
         configuration.host = host
         configuration.port = port
         configuration.webRoot = (webRoot ?? ProcessInfo.processInfo.environment["HUSH_WEB_ROOT"]).map { URL(fileURLWithPath: $0) }

@@ -1,0 +1,341 @@
+import Foundation
+import Histogram
+import HushClient
+import HushProtocol
+import Synchronization
+import ThemisKit
+
+/// `hush bench relay` parameters, with their bounds.
+public struct BenchConfig: Sendable, Codable, Equatable {
+    public var server: String
+    public var rooms = 2
+    public var members = 3
+    /// Message text bytes.
+    public var size = 100
+    /// Messages per second per sender; 0 sends as fast as replies come back.
+    public var rate = 5.0
+    public var duration = 10.0
+    /// Connections opened (and closed) in the handshake phase; nil: rooms × members.
+    public var handshakes: Int?
+    /// How long to wait for the last deliveries after the senders stop.
+    public var drain = 5.0
+
+    public init(server: String) { self.server = server }
+
+    public static let maxRooms = 200
+    public static let maxMembers = 64
+    public static let maxSize = 32 * 1024
+    public static let maxDuration = 3600.0
+    public static let maxHandshakes = 10_000
+
+    public func validate() throws(ChatError) {
+        guard (1...Self.maxRooms).contains(rooms) else { throw ChatError("--rooms must be 1…\(Self.maxRooms)") }
+        guard (2...Self.maxMembers).contains(members) else { throw ChatError("--members must be 2…\(Self.maxMembers) (the owner counts)") }
+        guard (24...Self.maxSize).contains(size) else { throw ChatError("--size must be 24…\(Self.maxSize) bytes") }
+        guard rate >= 0, rate <= 10_000 else { throw ChatError("--rate must be 0 (as fast as possible) to 10000 per second") }
+        guard duration > 0, duration <= Self.maxDuration else { throw ChatError("--duration must be in (0, \(Int(Self.maxDuration))] seconds") }
+        guard (0...Self.maxHandshakes).contains(handshakes ?? 0) else { throw ChatError("--handshakes must be 0…\(Self.maxHandshakes)") }
+        guard drain >= 0, drain <= 60 else { throw ChatError("--drain must be 0…60 seconds") }
+    }
+}
+
+/// Delivery latencies in microseconds, shared by every receiver.
+public final class LatencyRecorder: Sendable {
+    private let histogram = Mutex(Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000,
+                                                    numberOfSignificantValueDigits: .three))
+
+    public init() {}
+
+    public func record(microseconds: UInt64) {
+        histogram.withLock { _ = $0.record(min(max(microseconds, 1), 600_000_000)) }
+    }
+
+    public var summary: LatencySummary { histogram.withLock { LatencySummary($0) } }
+}
+
+/// Percentiles in milliseconds.
+public struct LatencySummary: Codable, Sendable, Equatable {
+    public var count: UInt64
+    public var p50: Double
+    public var p90: Double
+    public var p99: Double
+    public var p999: Double
+    public var max: Double
+    public var mean: Double
+
+    public init(_ histogram: Histogram<UInt64>) {
+        count = histogram.totalCount
+        let ms = { (value: UInt64) in Double(value) / 1000 }
+        if count == 0 {
+            (p50, p90, p99, p999, max, mean) = (0, 0, 0, 0, 0, 0)
+        } else {
+            p50 = ms(histogram.valueAtPercentile(50))
+            p90 = ms(histogram.valueAtPercentile(90))
+            p99 = ms(histogram.valueAtPercentile(99))
+            p999 = ms(histogram.valueAtPercentile(99.9))
+            max = ms(histogram.max)
+            mean = histogram.mean / 1000
+        }
+    }
+}
+
+/// What a run measured.
+public struct BenchReport: Codable, Sendable, Equatable {
+    public struct Phase: Codable, Sendable, Equatable {
+        public var count: Int
+        public var failed: Int
+        public var seconds: Double
+        public var perSecond: Double
+        /// Latency of one operation (a handshake; a whole join), milliseconds.
+        public var latency: LatencySummary
+    }
+
+    public struct Messages: Codable, Sendable, Equatable {
+        public var sent: Int
+        public var delivered: Int
+        /// Each message goes to every other member of its room.
+        public var expected: Int
+        public var sendErrors: Int
+        public var rateLimited: Int
+        public var rejected: Int
+        public var seconds: Double
+        public var sentPerSecond: Double
+        public var deliveredPerSecond: Double
+    }
+
+    public var config: BenchConfig
+    public var handshakes: Phase
+    public var joins: Phase
+    public var messages: Messages
+    /// Send-to-receive, milliseconds.
+    public var latency: LatencySummary
+
+    /// The final table.
+    public var table: String {
+        let f = { (value: Double) in String(format: "%.1f", value) }
+        let ms = { (value: Double) in String(format: "%.2f ms", value) }
+        var lines: [String] = []
+        lines.append("hush bench relay  \(config.server)")
+        lines.append("  \(config.rooms) rooms × \(config.members) members, \(config.size) B messages, "
+            + (config.rate > 0 ? "\(f(config.rate)) msg/s per sender" : "as fast as possible") + ", \(f(config.duration)) s")
+        lines.append("")
+        lines.append(Format.table(["phase", "count", "failed", "seconds", "per second", "p50", "p99", "max"], [
+            ["handshakes", String(handshakes.count), String(handshakes.failed), f(handshakes.seconds), f(handshakes.perSecond),
+             ms(handshakes.latency.p50), ms(handshakes.latency.p99), ms(handshakes.latency.max)],
+            ["joins", String(joins.count), String(joins.failed), f(joins.seconds), f(joins.perSecond),
+             ms(joins.latency.p50), ms(joins.latency.p99), ms(joins.latency.max)],
+        ]))
+        lines.append("")
+        lines.append(Format.table(["messages", "count", "per second"], [
+            ["sent", String(messages.sent), f(messages.sentPerSecond)],
+            ["delivered", "\(messages.delivered) of \(messages.expected)", f(messages.deliveredPerSecond)],
+            ["send errors", String(messages.sendErrors), ""],
+            ["rate limited", String(messages.rateLimited), ""],
+            ["rejected", String(messages.rejected), ""],
+        ]))
+        lines.append("")
+        lines.append(Format.table(["delivery latency", "p50", "p90", "p99", "p99.9", "max", "mean"], [
+            ["(\(latency.count) deliveries)", ms(latency.p50), ms(latency.p90), ms(latency.p99), ms(latency.p999),
+             ms(latency.max), ms(latency.mean)],
+        ]))
+        return lines.joined(separator: "\n")
+    }
+
+    /// The progress line printed while messages flow.
+    public static func progressLine(elapsed: Double, sent: Int, delivered: Int, latency: LatencySummary) -> String {
+        let rate = { (count: Int) in elapsed > 0 ? Double(count) / elapsed : 0 }
+        return String(format: "%6.1fs  sent %d (%.0f/s)  delivered %d (%.0f/s)  p50 %.2f ms  p99 %.2f ms",
+                      elapsed, sent, rate(sent), delivered, rate(delivered), latency.p50, latency.p99)
+    }
+}
+
+/// The load generator: real keys, real handshakes, real joins, real end-to-end messages.
+public enum BenchRunner {
+    final class Counters: Sendable {
+        let sent = Atomic<Int>(0)
+        let delivered = Atomic<Int>(0)
+        let sendErrors = Atomic<Int>(0)
+        let rateLimited = Atomic<Int>(0)
+        let rejected = Atomic<Int>(0)
+        let expected = Atomic<Int>(0)
+        let handshakeFailed = Atomic<Int>(0)
+        let joinFailed = Atomic<Int>(0)
+    }
+
+    static func nanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    public static func run(_ config: BenchConfig, progress: (@Sendable (String) -> Void)? = nil) async throws -> BenchReport {
+        try config.validate()
+        let server = try await ServerInfo.fetch(config.server)
+
+        // 1. Handshakes: connections opened by fresh keys, a few at a time.
+        let handshakeCount = config.handshakes ?? config.rooms * config.members
+        let handshakeLatency = LatencyRecorder()
+        let counters = Counters()
+        progress?("handshakes: \(handshakeCount) connections")
+        let handshakeStart = nanos()
+        try await forEach(0..<handshakeCount, concurrency: 4) { _ in
+            let key = ThemisPrivateKey()
+            let start = nanos()
+            do {
+                let connection = try await HushConnection.open(server: server, key: key)
+                handshakeLatency.record(microseconds: (nanos() - start) / 1000)
+                connection.close()
+            } catch {
+                counters.handshakeFailed.add(1, ordering: .relaxed)
+            }
+        }
+        let handshakeSeconds = Double(nanos() - handshakeStart) / 1e9
+
+        // 2. Rooms and joins through the real protocol (each join: fetch, handshake, join,
+        //    owner's response, confirm, add_member).
+        let joinLatency = LatencyRecorder()
+        progress?("joins: \(config.rooms) rooms × \(config.members - 1) joiners")
+        let joinStart = nanos()
+        let rooms = Mutex<[[RoomClient]]>([])
+        try await forEach(0..<config.rooms, concurrency: 4) { _ in
+            let owner = try await RoomClient.create(server: server, rotateEvery: Limits.standard.maxRotateEvery)
+            var clients = [owner]
+            for _ in 1..<config.members {
+                let start = nanos()
+                do {
+                    let link = try await retryingRateLimit { try await owner.invite() }
+                    clients.append(try await RoomClient.join(link: link, timeout: .seconds(30)))
+                    joinLatency.record(microseconds: (nanos() - start) / 1000)
+                } catch {
+                    counters.joinFailed.add(1, ordering: .relaxed)
+                }
+            }
+            let all = clients
+            rooms.withLock { $0.append(all) }
+        }
+        let joinSeconds = Double(nanos() - joinStart) / 1e9
+        let allRooms = rooms.withLock { $0 }
+        let joined = allRooms.reduce(0) { $0 + $1.count - 1 }
+
+        // 3. Messages: every member sends; every other member of the room receives.
+        let latency = LatencyRecorder()
+        let expectedPerMessage = allRooms.map { $0.count - 1 }
+        let padding = String(repeating: "x", count: config.size)
+        let messageStart = nanos()
+        let end = messageStart + UInt64(config.duration * 1e9)
+        progress?("messages: \(allRooms.reduce(0) { $0 + $1.count }) senders for \(config.duration) s")
+        let receivers = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for room in allRooms {
+                    for client in room {
+                        group.addTask {
+                            for await event in client.events {
+                                switch event {
+                                case .message(_, _, let text), .chat(_, _, _, let text):
+                                    if let stamp = UInt64(text.prefix { $0 != " " }) {
+                                        latency.record(microseconds: (nanos() &- stamp) / 1000)
+                                    }
+                                    counters.delivered.add(1, ordering: .relaxed)
+                                case .rejected: counters.rejected.add(1, ordering: .relaxed)
+                                default: continue
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let ticker = Task {
+            guard let progress else { return }
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                let elapsed = Double(nanos() - messageStart) / 1e9
+                progress(BenchReport.progressLine(elapsed: elapsed, sent: counters.sent.load(ordering: .relaxed),
+                                                  delivered: counters.delivered.load(ordering: .relaxed), latency: latency.summary))
+            }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for (index, room) in allRooms.enumerated() {
+                for client in room {
+                    group.addTask {
+                        let interval = config.rate > 0 ? UInt64(1e9 / config.rate) : 0
+                        var next = nanos()
+                        while nanos() < end {
+                            if interval > 0 {
+                                let now = nanos()
+                                if next > now { try? await Task.sleep(for: .nanoseconds(Int64(next - now))) }
+                                next += interval
+                                if nanos() >= end { break }
+                            }
+                            let stamp = String(nanos())
+                            let text = stamp + " " + padding.prefix(config.size - stamp.count - 1)
+                            do {
+                                try await client.send(text)
+                                counters.sent.add(1, ordering: .relaxed)
+                                counters.expected.add(expectedPerMessage[index], ordering: .relaxed)
+                            } catch let error as HushError where error.code == .rateLimited {
+                                counters.rateLimited.add(1, ordering: .relaxed)
+                                try? await Task.sleep(for: .milliseconds(100))
+                            } catch {
+                                counters.sendErrors.add(1, ordering: .relaxed)
+                                if (error as? ClientError) == .connectionClosed { return }
+                                try? await Task.sleep(for: .milliseconds(50))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let sendSeconds = Double(nanos() - messageStart) / 1e9
+        // 4. Drain: wait for the deliveries still in flight.
+        let drainEnd = nanos() + UInt64(config.drain * 1e9)
+        while counters.delivered.load(ordering: .relaxed) < counters.expected.load(ordering: .relaxed), nanos() < drainEnd {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        ticker.cancel()
+        for room in allRooms { for client in room { await client.disconnect() } }
+        receivers.cancel()
+
+        let sent = counters.sent.load(ordering: .relaxed)
+        let delivered = counters.delivered.load(ordering: .relaxed)
+        let phase = { (count: Int, failed: Int, seconds: Double, recorder: LatencyRecorder) in
+            BenchReport.Phase(count: count, failed: failed, seconds: seconds, perSecond: seconds > 0 ? Double(count) / seconds : 0,
+                              latency: recorder.summary)
+        }
+        return BenchReport(
+            config: config,
+            handshakes: phase(handshakeCount - counters.handshakeFailed.load(ordering: .relaxed), counters.handshakeFailed.load(ordering: .relaxed),
+                              handshakeSeconds, handshakeLatency),
+            joins: phase(joined, counters.joinFailed.load(ordering: .relaxed), joinSeconds, joinLatency),
+            messages: BenchReport.Messages(
+                sent: sent, delivered: delivered, expected: counters.expected.load(ordering: .relaxed),
+                sendErrors: counters.sendErrors.load(ordering: .relaxed), rateLimited: counters.rateLimited.load(ordering: .relaxed),
+                rejected: counters.rejected.load(ordering: .relaxed), seconds: sendSeconds,
+                sentPerSecond: Double(sent) / sendSeconds, deliveredPerSecond: Double(delivered) / sendSeconds),
+            latency: latency.summary)
+    }
+
+    /// Runs `body` for each element, at most `concurrency` at a time.
+    static func forEach<S: Sequence & Sendable>(_ items: S, concurrency: Int,
+                                                 _ body: @escaping @Sendable (S.Element) async throws -> Void) async throws
+    where S.Element: Sendable {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var running = 0
+            for item in items {
+                if running >= concurrency {
+                    try await group.next()
+                    running -= 1
+                }
+                group.addTask { try await body(item) }
+                running += 1
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    static func retryingRateLimit<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            do { return try await body() } catch let error as HushError where error.code == .rateLimited && attempt < 50 {
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+}

@@ -1,0 +1,349 @@
+import Foundation
+import HushClient
+import HushProtocol
+import ThemisKit
+
+/// Why a terminal command stopped, in words for the user.
+public struct ChatError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One room of the key store, live: a `RoomClient` kept in step with its record. Every change
+/// that matters (keys, members, invites, join requests) is written to the store at once;
+/// counters and the last seen message at most once a second (and on `flush`).
+public actor ChatSession {
+    public nonisolated let store: KeyStoreFile
+    public nonisolated let client: RoomClient
+    public private(set) var record: StoredRoom
+    public nonisolated let me: String
+    private var sinceRotation: Int
+    private var rotating = false
+    private var dirty = false
+    private var lastWrite = ContinuousClock.now
+    /// Messages shown so far (history and pushes overlap).
+    private var shownThrough = 0
+
+    init(store: KeyStoreFile, client: RoomClient, record: StoredRoom, summary: RoomSummary?) async {
+        self.store = store
+        self.client = client
+        self.record = record
+        me = await client.key
+        sinceRotation = summary?.sinceRotation ?? 0
+        shownThrough = record.lastSeq
+        await client.useDetailedMessages()
+    }
+
+    public var room: String { record.room }
+    public var isOwner: Bool { record.role == .owner }
+
+    // MARK: creating and opening
+
+    /// `hush chat new`: a room owned by a fresh key, saved before anything is shown.
+    public static func create(store: KeyStoreFile, name: String, serverURL: String, rotateEvery: Int?) async throws -> ChatSession {
+        let server = try await ServerInfo.fetch(serverURL)
+        if let existing = try? store.load(), existing.rooms.contains(where: { $0.name == name }) {
+            throw ChatError("a room named \(name) already exists in this key store")
+        }
+        let client = try await RoomClient.create(server: server, rotateEvery: rotateEvery)
+        let state = await client.state
+        var record = StoredRoom(room: state.room, name: name, server: server.baseURL, serverKey: server.wellKnown.publicKey,
+                                role: .owner, status: .active, privateKey: state.me, owner: KeyID.json(state.owner),
+                                rotateEvery: rotateEvery ?? Limits.standard.defaultRotateEvery)
+        record.absorb(state)
+        try store.update(create: true) { (store: inout KeyStore) throws in
+            guard !store.rooms.contains(where: { $0.name == name }) else {
+                throw ChatError("a room named \(name) already exists in this key store")
+            }
+            store.upsert(record)
+        }
+        return await ChatSession(store: store, client: client, record: record, summary: nil)
+    }
+
+    /// Reopens a room of the key store by local name or id: pinned server key, saved keys,
+    /// invites and join requests; finishes a rotation that was under way; an owner rotates
+    /// at once when the room's policy says so.
+    public static func open(store: KeyStoreFile, room nameOrID: String) async throws -> ChatSession {
+        var record = try store.load().find(nameOrID)
+        switch record.status {
+        case .joining: throw ChatError("the join of \(record.name) is not complete yet: run `hush chat join` with its link again")
+        case .closed: throw ChatError("\(record.name) is closed (you were removed, left, or it was deleted)")
+        case .active: break
+        }
+        let server = try await ServerInfo.fetch(record.server)
+        guard server.wellKnown.publicKey == record.serverKey else {
+            throw ChatError("the server at \(record.server) now has another key (\(server.fingerprint)); refusing to go on")
+        }
+        let opened: (client: RoomClient, summary: RoomSummary?)
+        do {
+            opened = try await RoomClient.resumeWithSummary(try record.roomState(), on: server, inviteTokens: record.openInviteTokens,
+                                                            joinRequests: record.liveJoinRequests)
+        } catch let error as HushError where error.code == .removed {
+            try? markClosed(store: store, room: record.room)
+            throw ChatError("you were removed from \(record.name) (or left it); it is closed now")
+        }
+        var (client, summary) = opened
+        guard let summary else {
+            await client.disconnect()
+            try? markClosed(store: store, room: record.room)
+            throw ChatError("the server no longer has \(record.name) (deleted?); it is closed now")
+        }
+        // A rotation this key sent just before a crash: the key was saved before sending.
+        if let pending = record.pendingRotation, summary.epoch == pending.epoch, record.keys[String(pending.epoch)] == nil {
+            record.keys[String(pending.epoch)] = pending.key
+            record.epoch = pending.epoch
+            record.pendingRotation = nil
+            await client.disconnect()
+            (client, _) = try await RoomClient.resumeWithSummary(try record.roomState(), on: server, inviteTokens: record.openInviteTokens,
+                                                                 joinRequests: record.liveJoinRequests)
+        }
+        record.rotateEvery = summary.rotateEvery
+        let session = await ChatSession(store: store, client: client, record: record, summary: summary)
+        try await session.persist(force: true)
+        if record.role == .owner, summary.sinceRotation >= summary.rotateEvery { try await session.rotate() }
+        return session
+    }
+
+    static func markClosed(store: KeyStoreFile, room: String) throws {
+        try store.update { (store: inout KeyStore) throws in
+            var record = try store.find(room)
+            record.status = .closed
+            store.upsert(record)
+        }
+    }
+
+    /// `hush chat join`: runs or resumes a join. `progress` hears "waiting for the owner".
+    public static func join(store: KeyStoreFile, link: String, name: String?, timeout: Duration?,
+                            waiting: @escaping @Sendable () -> Void) async throws -> ChatSession {
+        let (serverURL, invite) = try InviteLink.parse(link)
+        let server = try await ServerInfo.fetch(serverURL, expectedFingerprint: invite.server)
+        // Reuse a saved join of this very invite (same token), else start a new one.
+        let record: StoredRoom = try store.update(create: true) { (store: inout KeyStore) throws -> StoredRoom in
+            if let existing = store.rooms.first(where: { $0.room == invite.room }) {
+                guard existing.status == .joining, existing.join?.invite.token == invite.token else {
+                    throw ChatError("this key store already holds room \(existing.name) (\(existing.status.rawValue))")
+                }
+                return existing
+            }
+            let key = ThemisPrivateKey()
+            let flow = try JoinerFlow(invite: invite, me: key)
+            var record = StoredRoom(room: invite.room, name: store.freeName(name ?? "room-" + String(invite.room.prefix(6))),
+                                    server: server.baseURL, serverKey: server.wellKnown.publicKey, role: .member,
+                                    status: .joining, privateKey: key, owner: invite.owner, rotateEvery: Limits.standard.defaultRotateEvery)
+            record.join = StoredRoom.PendingJoin(invite: invite, joiningKey: Base64Bytes(flow.joiningKeySecret))
+            store.upsert(record)
+            return record
+        }
+        guard let pending = record.join else { throw ChatError("the saved join is incomplete") }
+        let flow = try JoinerFlow(invite: pending.invite, me: try record.key, joiningKey: pending.joiningKey.bytes)
+        let accepted = record.keys.isEmpty ? nil : try record.roomState()
+        let client: RoomClient
+        do {
+            client = try await RoomClient.join(flow: flow, server: server, accepted: accepted, timeout: timeout) { progress in
+                switch progress {
+                case .requested: waiting()
+                case .accepted(let state):
+                    // Keep the granted key at once: the join can then finish after a restart.
+                    try? store.update { (store: inout KeyStore) throws in
+                        var saved = try store.find(state.room)
+                        saved.absorb(state)
+                        store.upsert(saved)
+                    }
+                }
+            }
+        } catch let error as HushError where [.inviteUsed, .unknownInvite, .inviteExpired].contains(error.code) {
+            try? store.update { (store: inout KeyStore) in store.rooms.removeAll { $0.room == invite.room && $0.status == .joining } }
+            throw ChatError("the invite cannot be used: \(error.message.isEmpty ? error.code.rawValue : error.message) (\(error.code.rawValue))")
+        }
+        var joined = record
+        joined.status = .active
+        joined.join = nil
+        let state = await client.state
+        joined.absorb(state, memberSignatures: await Self.signatures(client))
+        try store.update { (store: inout KeyStore) throws in
+            var saved = (try? store.find(joined.room)) ?? joined
+            saved.status = .active
+            saved.join = nil
+            saved.absorb(state, memberSignatures: joined.members)
+            store.upsert(saved)
+        }
+        return await ChatSession(store: store, client: client, record: joined, summary: nil)
+    }
+
+    static func signatures(_ client: RoomClient) async -> [MemberEntry] {
+        await client.memberSignatures.map { MemberEntry(key: $0.key, signature: $0.value) }
+    }
+
+    // MARK: actions
+
+    /// Sends a line; an owner rotates when the room's count is reached.
+    @discardableResult
+    public func send(_ text: String) async throws -> Int {
+        let seq = try await client.send(text)
+        shownThrough = max(shownThrough, seq)
+        sinceRotation += 1
+        dirty = true
+        if isOwner, sinceRotation >= record.rotateEvery {
+            try await rotate()
+        } else {
+            try await persist(force: true)
+        }
+        return seq
+    }
+
+    /// Owner: a new room key now. The key is saved before the rotation is sent.
+    @discardableResult
+    public func rotate() async throws -> Int {
+        guard isOwner else { throw ChatError("only the room's owner can rotate its key") }
+        guard !rotating else { return 0 }
+        rotating = true
+        defer { rotating = false }
+        do {
+            let seq = try await client.rotate(prepare: { epoch, key in try await self.savePending(epoch: epoch, key: key) })
+            sinceRotation = 0
+            shownThrough = max(shownThrough, seq)
+            try await persist(force: true)
+            return seq
+        } catch {
+            try? clearPending()
+            throw error
+        }
+    }
+
+    private func savePending(epoch: Int, key: [UInt8]) throws {
+        record.pendingRotation = StoredRoom.PendingRotation(epoch: epoch, key: Base64Bytes(key))
+        let pending = record.pendingRotation
+        try store.update { (store: inout KeyStore) throws in
+            var saved = try store.find(self.record.room)
+            saved.pendingRotation = pending
+            store.upsert(saved)
+        }
+    }
+
+    private func clearPending() throws {
+        record.pendingRotation = nil
+        try store.update { (store: inout KeyStore) throws in
+            var saved = try store.find(self.record.room)
+            saved.pendingRotation = nil
+            store.upsert(saved)
+        }
+    }
+
+    /// Owner: a one-time invite link, its token saved.
+    public func invite(expiresIn seconds: Int64 = 24 * 3600) async throws -> String {
+        guard isOwner else { throw ChatError("only the room's owner can invite") }
+        let link = try await client.invite(expiresIn: seconds)
+        let token = try InviteLink.parse(link).invite.token.bytes
+        record.addInvite(token: token, expiresAt: Int64(Date().timeIntervalSince1970) + seconds)
+        try await persist(force: true)
+        return link
+    }
+
+    /// Owner: removes the member whose fingerprint starts with `prefix`, then rotates with
+    /// per-member wraps. Returns the removed key.
+    public func remove(prefix: String) async throws -> String {
+        guard isOwner else { throw ChatError("only the room's owner can remove members") }
+        let member: String
+        switch LineCommand.resolve(member: prefix, among: await client.members.sorted()) {
+        case .success(let key): member = key
+        case .failure(let why): throw ChatError(why.description)
+        }
+        do {
+            try await client.remove(member, prepare: { epoch, key in try await self.savePending(epoch: epoch, key: key) })
+        } catch {
+            try? clearPending()
+            throw error
+        }
+        sinceRotation = 0
+        try await persist(force: true)
+        return member
+    }
+
+    /// The owner and the members, with fingerprints.
+    public func members() async -> [(key: String, fingerprint: String, role: String)] {
+        [(record.owner, Format.fingerprint(ofKey: record.owner), "owner")]
+            + (await client.members.sorted()).map { ($0, Format.fingerprint(ofKey: $0), "member") }
+    }
+
+    /// Messages since the last one seen (or, with `all`, everything readable).
+    public func catchUp(all: Bool = false) async throws -> [RoomClient.Event] {
+        let events = try await client.history(after: all ? 0 : record.lastSeq)
+        var shown: [RoomClient.Event] = []
+        for event in events {
+            if !all, let seq = Self.seq(of: event) {
+                if seq <= shownThrough { continue }
+                shownThrough = seq
+            }
+            shown.append(event)
+        }
+        dirty = true
+        try await persist(force: true)
+        return shown
+    }
+
+    /// Digests a live event: nil for a duplicate of something already shown; an owner rotates
+    /// on `rotation_due`. Key-relevant events are saved at once.
+    public func handle(_ event: RoomClient.Event) async -> RoomClient.Event? {
+        if let seq = Self.seq(of: event) {
+            if seq <= shownThrough { return nil }
+            shownThrough = seq
+        }
+        dirty = true
+        switch event {
+        case .chat, .message:
+            sinceRotation += 1
+            try? await persist(force: false)
+        case .rotationDue:
+            if isOwner { _ = try? await rotate() }
+        case .removed, .roomDeleted:
+            try? await persist(force: true)
+            try? Self.markClosed(store: store, room: record.room)
+        default:
+            try? await persist(force: true)
+        }
+        return event
+    }
+
+    static func seq(of event: RoomClient.Event) -> Int? {
+        switch event {
+        case .chat(let seq, _, _, _), .message(let seq, _, _), .rotated(let seq, _), .rejected(let seq, _): seq
+        default: nil
+        }
+    }
+
+    /// Writes what is not saved yet.
+    public func flush() async throws {
+        if dirty { try await persist(force: true) }
+    }
+
+    /// Folds the live state into the store (under its lock, merged with other writers).
+    public func persist(force: Bool) async throws {
+        if !force, ContinuousClock.now - lastWrite < .seconds(1) { return }
+        let state = await client.state
+        let signatures = await Self.signatures(client)
+        let requests = Array(await client.joinRequests.values)
+        let completed = await client.completedInvites
+        var record = self.record
+        record.absorb(state, memberSignatures: signatures)
+        record.absorb(joinRequests: requests, completed: completed)
+        let now = Int64(Date().timeIntervalSince1970)
+        let merged: StoredRoom = try store.update { (store: inout KeyStore) throws -> StoredRoom in
+            var saved = (try? store.find(record.room)) ?? record
+            saved.absorb(state, memberSignatures: signatures)
+            for invite in record.invites { saved.addInvite(token: invite.token.bytes, expiresAt: invite.expiresAt) }
+            saved.absorb(joinRequests: requests, completed: completed)
+            saved.rotateEvery = record.rotateEvery
+            saved.pruneInvites(now: now)
+            store.upsert(saved)
+            return saved
+        }
+        self.record = merged
+        dirty = false
+        lastWrite = .now
+    }
+
+    public func close() async {
+        try? await flush()
+        await client.disconnect()
+    }
+}

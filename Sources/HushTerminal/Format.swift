@@ -1,0 +1,177 @@
+import Foundation
+import HushClient
+import HushProtocol
+import ThemisKit
+
+/// What the terminal prints: pure functions from events to lines.
+public enum Format {
+    /// The fingerprint of a b64 key container (`1a2b 3c4d 5e6f 7a8b 9c0d`), or `?`.
+    public static func fingerprint(ofKey key: String) -> String {
+        (try? KeyID.key(fromJSON: key))?.fingerprint ?? "?"
+    }
+
+    /// The short form shown beside messages: the first two groups, `1a2b3c4d`.
+    public static func short(_ key: String) -> String {
+        String(fingerprint(ofKey: key).replacingOccurrences(of: " ", with: "").prefix(8))
+    }
+
+    /// Peers control message text: anything that could steer the terminal (escape sequences,
+    /// carriage returns, other control characters, bidi overrides) is shown as `?`.
+    public static func sanitize(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.map { scalar -> Unicode.Scalar in
+            let value = scalar.value
+            let control = value < 0x20 || (0x7F...0x9F).contains(value) || (0x202A...0x202E).contains(value)
+                || (0x2066...0x2069).contains(value)
+            return control ? "?" : scalar
+        }))
+    }
+
+    /// `HH:mm:ss` in the local time zone, from milliseconds since 1970.
+    public static func clock(_ milliseconds: Int64, timeZone: TimeZone = .current) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = timeZone
+        let parts = calendar.dateComponents([.hour, .minute, .second], from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+        return String(format: "%02d:%02d:%02d", parts.hour ?? 0, parts.minute ?? 0, parts.second ?? 0)
+    }
+
+    /// One printable line per event (nil: nothing to show).
+    public static func line(_ event: RoomClient.Event, me: String, timeZone: TimeZone = .current) -> String? {
+        let who = { (key: String) in key == me ? "\(short(key)) (you)" : short(key) }
+        switch event {
+        case .chat(_, let from, let ts, let text):
+            return "[\(clock(ts, timeZone: timeZone))] <\(who(from))> \(sanitize(text))"
+        case .message(_, let from, let text):
+            return "<\(who(from))> \(sanitize(text))"
+        case .rotated(_, let epoch): return "* the room key was rotated (epoch \(epoch))"
+        case .memberJoined(let key): return "* \(who(key)) joined"
+        case .memberLeft(let key): return "* \(who(key)) left or was removed"
+        case .joinRequested(let key): return "* \(short(key)) asked to join; answered with the room key"
+        case .rotationDue(let count): return "* \(count) messages since the last rotation: rotating the room key"
+        case .rejected(let seq, let reason): return "! message #\(seq) dropped: \(sanitize(reason))"
+        case .removed: return "* you were removed from this room"
+        case .roomDeleted: return "* the room was deleted"
+        }
+    }
+
+    /// One JSON object per event for `read --json` (sorted keys, one line).
+    public struct JSONEvent: Codable, Sendable, Equatable {
+        public var type: String
+        public var seq: Int?
+        public var from: String?
+        public var key: String?
+        public var ts: Int64?
+        public var text: String?
+        public var epoch: Int?
+        public var reason: String?
+        public var count: Int?
+    }
+
+    public static func json(_ event: RoomClient.Event) -> JSONEvent {
+        switch event {
+        case .chat(let seq, let from, let ts, let text):
+            return JSONEvent(type: "message", seq: seq, from: fingerprint(ofKey: from), key: from, ts: ts, text: text)
+        case .message(let seq, let from, let text):
+            return JSONEvent(type: "message", seq: seq, from: fingerprint(ofKey: from), key: from, text: text)
+        case .rotated(let seq, let epoch): return JSONEvent(type: "rotated", seq: seq, epoch: epoch)
+        case .memberJoined(let key): return JSONEvent(type: "member_joined", from: fingerprint(ofKey: key), key: key)
+        case .memberLeft(let key): return JSONEvent(type: "member_left", from: fingerprint(ofKey: key), key: key)
+        case .joinRequested(let key): return JSONEvent(type: "join_requested", from: fingerprint(ofKey: key), key: key)
+        case .rotationDue(let count): return JSONEvent(type: "rotation_due", count: count)
+        case .rejected(let seq, let reason): return JSONEvent(type: "rejected", seq: seq, reason: reason)
+        case .removed: return JSONEvent(type: "removed")
+        case .roomDeleted: return JSONEvent(type: "room_deleted")
+        }
+    }
+
+    public static func jsonLine<T: Encodable>(_ value: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(value)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
+    /// Left-aligned columns.
+    public static func table(_ header: [String], _ rows: [[String]]) -> String {
+        let all = [header] + rows
+        let widths = header.indices.map { column in all.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0 }
+        return all.map { row in
+            row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+
+    /// The rooms of a key store (no secrets).
+    public static func roomList(_ store: KeyStore) -> String {
+        table(["NAME", "ROOM", "ROLE", "STATUS", "MEMBERS", "EPOCH", "LAST", "SERVER"], store.rooms.map { room in
+            [room.name, room.room, room.role.rawValue, room.status.rawValue, String(room.members.count + 1),
+             String(room.epoch), String(room.lastSeq), room.server]
+        })
+    }
+}
+
+/// A line typed in `hush chat open`.
+public enum LineCommand: Sendable, Equatable {
+    case say(String)
+    case invite
+    case members
+    case remove(String)
+    case rotate
+    case history
+    case help
+    case quit
+    case empty
+    case unknown(String)
+
+    public static func parse(_ line: String) -> LineCommand {
+        let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
+        if trimmed.isEmpty { return .empty }
+        // `//text` sends `/text`.
+        if trimmed.hasPrefix("//") { return .say(String(trimmed.dropFirst())) }
+        guard trimmed.hasPrefix("/") else { return .say(line.trimmingCharacters(in: .newlines)) }
+        let parts = trimmed.dropFirst().split(separator: " ", maxSplits: 1).map(String.init)
+        let argument = parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : ""
+        switch parts.first?.lowercased() ?? "" {
+        case "invite": return .invite
+        case "members", "who": return .members
+        case "remove", "kick": return argument.isEmpty ? .unknown("/remove needs a member's fingerprint (prefix)") : .remove(argument)
+        case "rotate": return .rotate
+        case "history": return .history
+        case "help", "?": return .help
+        case "quit", "exit", "q": return .quit
+        default: return .unknown("unknown command /\(parts.first ?? ""); try /help")
+        }
+    }
+
+    public static let helpText = """
+        commands: /invite  make a one-time invite link (owner)
+                  /members list the members with their fingerprints
+                  /remove FINGERPRINT  remove a member, by fingerprint prefix (owner)
+                  /rotate  rotate the room key now (owner)
+                  /history show the whole readable history
+                  /quit    leave the chat (the room stays)
+                  //text   send a line that starts with /
+        """
+
+    /// The one key among `keys` whose fingerprint starts with `prefix` (spaces and case ignored).
+    public static func resolve(member prefix: String, among keys: [String]) -> Result<String, MemberLookupError> {
+        let wanted = prefix.replacingOccurrences(of: " ", with: "").lowercased()
+        guard wanted.count >= 4 else { return .failure(.tooShort) }
+        let matches = keys.filter { Format.fingerprint(ofKey: $0).replacingOccurrences(of: " ", with: "").hasPrefix(wanted) }
+        switch matches.count {
+        case 0: return .failure(.none)
+        case 1: return .success(matches[0])
+        default: return .failure(.ambiguous(matches.count))
+        }
+    }
+
+    public enum MemberLookupError: Error, Sendable, Equatable, CustomStringConvertible {
+        case tooShort, none, ambiguous(Int)
+        public var description: String {
+            switch self {
+            case .tooShort: "give at least 4 hex digits of the member's fingerprint"
+            case .none: "no member has that fingerprint"
+            case .ambiguous(let count): "\(count) members match; give more digits"
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import HushTerminal
+
+/// `hush bench …`: load generators.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure a running Hush server.", subcommands: [Relay.self])
+
+    struct Relay: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "R rooms × M members exchanging end-to-end messages through a server.",
+            discussion: """
+                Phases: handshakes (fresh keys connect and disconnect), joins (every member joins through \
+                the real invite protocol), then messages for --duration. Reports handshakes/s, joins/s, sent \
+                and delivered messages per second and delivery latency percentiles. A server enforces 20 \
+                requests/s per connection (burst 40): with --rate above ~18 or --rate 0, start the server with \
+                `hush serve --rate-limit 0` (benchmarks only) or the run measures the limiter.
+                """)
+
+        @Option(help: "Server URL.") var server: String
+        @Option(help: "Rooms.") var rooms = 2
+        @Option(help: "Members per room, the owner included.") var members = 3
+        @Option(help: "Message text bytes.") var size = 100
+        @Option(help: "Messages per second per sender; 0: as fast as the replies come.") var rate = 5.0
+        @Option(help: "Seconds of messaging.") var duration = 10.0
+        @Option(help: "Connections in the handshake phase (default rooms × members).") var handshakes: Int?
+        @Flag(help: "Print the report as JSON.") var json = false
+        @Flag(help: "No progress line.") var quiet = false
+
+        func run() async throws {
+            try await reportingErrors { try await execute() }
+        }
+
+        func execute() async throws {
+            var config = BenchConfig(server: server)
+            config.rooms = rooms
+            config.members = members
+            config.size = size
+            config.rate = rate
+            config.duration = duration
+            config.handshakes = handshakes
+            let terminal = isatty(STDERR_FILENO) != 0
+            let progress: (@Sendable (String) -> Void)?
+            if quiet {
+                progress = nil
+            } else {
+                progress = { (line: String) -> Void in
+                    let text: String = terminal ? "\r\u{1B}[K" + line : line + "\n"
+                    FileHandle.standardError.write(Data(text.utf8))
+                }
+            }
+            let report: BenchReport = try await BenchRunner.run(config, progress: progress)
+            if terminal && !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
+            printOut(json ? Format.jsonLine(report) : report.table)
+        }
+    }
+}

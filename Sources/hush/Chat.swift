@@ -1,0 +1,266 @@
+import ArgumentParser
+import Foundation
+import HushClient
+import HushProtocol
+import HushTerminal
+
+/// `hush chat …`: the terminal client.
+struct Chat: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The terminal chat client (rooms, invites, joins, messages).",
+        discussion: """
+            Keys live in one encrypted key store: --store, else HUSH_STORE, else ~/.hush/keystore.hush, \
+            sealed with a passphrase from HUSH_PASSPHRASE or asked for on the terminal. ROOM is the local \
+            name or the room id (see `hush chat list`).
+            """,
+        subcommands: [New.self, Invite.self, Join.self, Open.self, Send.self, Read.self, List.self, Members.self, Remove.self,
+                      Rotate.self])
+}
+
+struct StoreOption: ParsableArguments {
+    @Option(help: "Key store file (env HUSH_STORE; default ~/.hush/keystore.hush).")
+    var store: String?
+}
+
+extension Chat {
+    struct New: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a room and print a one-time invite link.")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Local name of the room.") var name: String
+        @Option(help: "Server URL, e.g. http://127.0.0.1:8080.") var server: String
+        @Option(help: "Rotate the room key every N messages (1–10000; default 100).") var rotateEvery: Int?
+        @Option(help: "Hours the invite link stays valid (max 720).") var expires: Double = 24
+
+        func run() async throws {
+            try await reportingErrors {
+                if let rotateEvery, !(1...Limits.standard.maxRotateEvery).contains(rotateEvery) {
+                    throw CLIError("--rotate-every must be 1…\(Limits.standard.maxRotateEvery)")
+                }
+                let store = try StoreAccess.keyStore(path: options.store, creating: true)
+                let session = try await ChatSession.create(store: store, name: name, serverURL: server, rotateEvery: rotateEvery)
+                let link = try await session.invite(expiresIn: try inviteSeconds(expires))
+                let record = await session.record
+                printOut("created room \(name) (id \(record.room)) on \(record.server)")
+                printOut("server key fingerprint: \(Format.fingerprint(ofKey: record.serverKey)) (compare with the server's banner)")
+                printOut("your fingerprint in this room: \(Format.fingerprint(ofKey: session.me))")
+                printOut("one-time invite link (valid \(Int(expires)) h; send it over a channel you trust):")
+                printOut(link)
+                await session.close()
+            }
+        }
+    }
+
+    struct Invite: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print a new one-time invite link (owner).")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Room name or id.") var room: String
+        @Option(help: "Hours the link stays valid (max 720).") var expires: Double = 24
+
+        func run() async throws {
+            try await reportingErrors {
+                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
+                let link = try await session.invite(expiresIn: try inviteSeconds(expires))
+                printOut(link)
+                await session.close()
+            }
+        }
+    }
+
+    struct Join: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Join a room with an invite link; waits for the owner's client to admit you.",
+            discussion: "Interrupted? Run the same command again: the saved join resumes.")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "The invite link.") var link: String
+        @Option(help: "Local name for the room (default room-<id prefix>).") var name: String?
+        @Option(help: "Give up after this many seconds (default: wait until the owner comes).") var timeout: Double?
+
+        func run() async throws {
+            try await reportingErrors {
+                let store = try StoreAccess.keyStore(path: options.store, creating: true)
+                let session = try await ChatSession.join(store: store, link: link, name: name,
+                                                         timeout: timeout.map { .milliseconds(Int64($0 * 1000)) }) {
+                    printOut("join requested; waiting for the owner… (their client must be running)")
+                }
+                let record = await session.record
+                printOut("joined room \(record.name) (id \(record.room)); owner \(Format.fingerprint(ofKey: record.owner))")
+                printOut("your fingerprint in this room: \(Format.fingerprint(ofKey: session.me))")
+                await session.close()
+            }
+        }
+    }
+
+    struct Send: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Send one message (for scripts and bots).")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Room name or id.") var room: String
+        @Argument(parsing: .remaining, help: "The text (words are joined by spaces).") var text: [String]
+
+        func run() async throws {
+            try await reportingErrors {
+                let message = text.joined(separator: " ")
+                guard !message.isEmpty else { throw CLIError("nothing to send") }
+                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
+                try await session.send(message)
+                await session.close()
+            }
+        }
+    }
+
+    struct Read: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the messages not seen yet; with --follow keep printing (and, as owner, admit joiners and rotate).")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Room name or id.") var room: String
+        @Flag(help: "Keep running and print new messages as they come.") var follow = false
+        @Flag(help: "One JSON object per line.") var json = false
+        @Flag(help: "Everything readable, not only what was not seen yet.") var all = false
+
+        func run() async throws {
+            try await reportingErrors {
+                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
+                let show: @Sendable (RoomClient.Event) -> Void = { [json] event in
+                    if json { printOut(Format.jsonLine(Format.json(event))) } else if let line = Format.line(event, me: session.me) {
+                        printOut(line)
+                    }
+                }
+                for event in try await session.catchUp(all: all) { show(event) }
+                if follow {
+                    if !json { printErr("following \(await session.record.name); Ctrl-C to stop") }
+                    await followEvents(session) { event in show(event) }
+                }
+                await session.close()
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the rooms of the key store.")
+        @OptionGroup var options: StoreOption
+        @Flag(help: "JSON (no secrets).") var json = false
+
+        func run() async throws {
+            try await reportingErrors {
+                let store = try StoreAccess.keyStore(path: options.store).load()
+                if json {
+                    struct Row: Codable { var name, room, role, status, server: String; var members, epoch, lastSeq: Int }
+                    printOut(Format.jsonLine(store.rooms.map {
+                        Row(name: $0.name, room: $0.room, role: $0.role.rawValue, status: $0.status.rawValue, server: $0.server,
+                            members: $0.members.count + 1, epoch: $0.epoch, lastSeq: $0.lastSeq)
+                    }))
+                } else if store.rooms.isEmpty {
+                    printOut("no rooms yet: `hush chat new NAME --server URL` or `hush chat join LINK`")
+                } else {
+                    printOut(Format.roomList(store))
+                }
+            }
+        }
+    }
+
+    struct Members: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a room's owner and members with their fingerprints.")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Room name or id.") var room: String
+
+        func run() async throws {
+            try await reportingErrors {
+                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
+                for member in await session.members() {
+                    printOut("\(member.fingerprint)  \(member.role)\(member.key == session.me ? " (you)" : "")")
+                }
+                await session.close()
+            }
+        }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a member (owner), by fingerprint prefix; rotates the key.")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Room name or id.") var room: String
+        @Argument(help: "The member's fingerprint, or its first digits.") var member: String
+
+        func run() async throws {
+            try await reportingErrors {
+                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
+                let removed = try await session.remove(prefix: member)
+                printOut("removed \(Format.fingerprint(ofKey: removed)); the room key was rotated")
+                await session.close()
+            }
+        }
+    }
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Rotate the room key now (owner).")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Room name or id.") var room: String
+
+        func run() async throws {
+            try await reportingErrors {
+                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
+                try await session.rotate()
+                printOut("rotated; epoch \(await session.client.state.epoch)")
+                await session.close()
+            }
+        }
+    }
+}
+
+func inviteSeconds(_ hours: Double) throws -> Int64 {
+    guard hours > 0, hours <= 720 else { throw CLIError("--expires must be in (0, 720] hours") }
+    return Int64(hours * 3600)
+}
+
+/// Feeds live events to `show` until the room closes for this key, SIGINT or SIGTERM. The
+/// session saves what it must as events come; the unsaved rest is written on the way out.
+func followEvents(_ session: ChatSession, until stop: AsyncStream<Void>? = nil,
+                  show: @escaping @Sendable (RoomClient.Event) -> Void) async {
+    let signals = SignalWatcher.shared.stream()
+    await withTaskGroup(of: Void.self) { group in
+        group.addTask {
+            for await event in session.client.events {
+                guard let event = await session.handle(event) else { continue }
+                show(event)
+                if event == .removed || event == .roomDeleted { return }
+            }
+        }
+        group.addTask {
+            for await _ in signals { return }
+        }
+        if let stop {
+            group.addTask { for await _ in stop { return } }
+        }
+        group.addTask {
+            // Counters and the last seen mark are saved at most once a second.
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                try? await session.flush()
+            }
+        }
+        await group.next()
+        group.cancelAll()
+    }
+}
+
+/// SIGINT/SIGTERM as an async stream (so a follower writes its key store before exiting).
+final class SignalWatcher: @unchecked Sendable {
+    static let shared = SignalWatcher()
+    private let sources: [DispatchSourceSignal]
+    private let continuation: AsyncStream<Void>.Continuation
+    private let stream_: AsyncStream<Void>
+
+    private init() {
+        (stream_, continuation) = AsyncStream.makeStream(of: Void.self)
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            let continuation = self.continuation
+            source.setEventHandler { continuation.yield() }
+            source.resume()
+            sources.append(source)
+        }
+        self.sources = sources
+    }
+
+    func stream() -> AsyncStream<Void> { stream_ }
+}

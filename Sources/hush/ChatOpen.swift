@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import HushClient
+import HushProtocol
+import HushTerminal
+
+extension Chat {
+    /// The interactive chat: typed lines are sent, events print as they come.
+    struct Open: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Chat interactively in a room (type /help for commands).",
+            discussion: LineCommand.helpText)
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Room name or id.") var room: String
+
+        func run() async throws {
+            try await reportingErrors {
+                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
+                let record = await session.record
+                printOut("* \(record.name) (\(record.role.rawValue)); you are \(Format.short(session.me)); /help for commands, /quit to leave")
+                for event in try await session.catchUp() {
+                    if let line = Format.line(event, me: session.me) { printOut(line) }
+                }
+                let (quit, quitSink) = AsyncStream.makeStream(of: Void.self)
+                let input = Task {
+                    for await line in StandardInput.lines() {
+                        if await !Self.run(LineCommand.parse(line), session) { break }
+                    }
+                    quitSink.yield()
+                }
+                await followEvents(session, until: quit) { event in
+                    if let line = Format.line(event, me: session.me) { printOut(line) }
+                }
+                input.cancel()
+                await session.close()
+            }
+        }
+
+        /// Runs one typed line; false to quit.
+        static func run(_ command: LineCommand, _ session: ChatSession) async -> Bool {
+            do {
+                switch command {
+                case .empty: break
+                case .quit: return false
+                case .help: printOut(LineCommand.helpText)
+                case .unknown(let why): printOut("! \(why)")
+                case .say(let text):
+                    try await session.send(text)
+                    printOut(Format.line(.chat(seq: 0, from: session.me, ts: Int64(Date().timeIntervalSince1970 * 1000), text: text),
+                                         me: session.me) ?? "")
+                case .invite:
+                    printOut("* one-time invite link (valid 24 h):")
+                    printOut(try await session.invite())
+                case .members:
+                    for member in await session.members() {
+                        printOut("* \(member.fingerprint)  \(member.role)\(member.key == session.me ? " (you)" : "")")
+                    }
+                case .remove(let prefix):
+                    let removed = try await session.remove(prefix: prefix)
+                    printOut("* removed \(Format.fingerprint(ofKey: removed)); the room key was rotated")
+                case .rotate:
+                    try await session.rotate()
+                    printOut("* the room key was rotated (epoch \(await session.client.state.epoch))")
+                case .history:
+                    for event in try await session.catchUp(all: true) {
+                        if let line = Format.line(event, me: session.me) { printOut(line) }
+                    }
+                }
+            } catch {
+                printOut("! \(describe(error))")
+            }
+            return true
+        }
+    }
+}
+
+/// Lines of standard input, read on their own thread; the stream ends at EOF.
+enum StandardInput {
+    static func lines() -> AsyncStream<String> {
+        let (stream, sink) = AsyncStream.makeStream(of: String.self)
+        let thread = Thread {
+            while let line = readLine(strippingNewline: true) { sink.yield(line) }
+            sink.finish()
+        }
+        thread.start()
+        return stream
+    }
+}

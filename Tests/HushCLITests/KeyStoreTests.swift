@@ -1,0 +1,221 @@
+import Foundation
+import HushClient
+import HushProtocol
+import HushTerminal
+import Testing
+import ThemisKit
+
+/// The sealed key store file: round trip, wrong passphrase, damage, bounds, atomic writes.
+@Suite struct KeyStoreTests {
+    static func sampleRoom(name: String = "lobby") -> StoredRoom {
+        let owner = ThemisPrivateKey()
+        var record = StoredRoom(room: "room-\(UUID().uuidString.prefix(8))", name: name, server: "http://127.0.0.1:1",
+                                serverKey: KeyID.json(ThemisPrivateKey().publicKey), role: .owner, status: .active,
+                                privateKey: owner, owner: KeyID.json(owner.publicKey), rotateEvery: 5)
+        let state = RoomState(room: record.room, owner: owner.publicKey, me: owner, epoch: 0, roomKey: RoomPayload.newRoomKey())
+        record.absorb(state)
+        record.addInvite(token: RoomPayload.randomBytes(32), expiresAt: Int64(Date().timeIntervalSince1970) + 3600)
+        return record
+    }
+
+    @Test func sealedRoundTripRestoresTheRoomState() throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let file = KeyStoreFile(path: folder.path("ks.hush"), passphrase: "correct horse")
+        let record = Self.sampleRoom()
+        try file.update(create: true) { $0.upsert(record) }
+        let loaded = try file.load()
+        #expect(loaded.rooms == [record])
+        let state = try loaded.rooms[0].roomState()
+        #expect(state.room == record.room && state.epoch == 0 && state.isOwner)
+        #expect(state.currentKey == record.keys["0"]?.bytes)
+        // The file never holds the plaintext.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: file.path))
+        #expect(bytes.range(of: Data(record.room.utf8)) == nil)
+        #expect(bytes.range(of: Data(record.privateKey.bytes)) == nil)
+        #expect(Array(bytes.prefix(8)) == KeyStoreFile.magic)
+        let attributes = try FileManager.default.attributesOfItem(atPath: file.path)
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+    }
+
+    @Test func wrongPassphraseIsRefusedAndChangesNothing() throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("ks.hush")
+        try KeyStoreFile(path: path, passphrase: "right").update(create: true) { $0.upsert(Self.sampleRoom()) }
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        let wrong = KeyStoreFile(path: path, passphrase: "wrong")
+        #expect(throws: KeyStoreError.wrongPassphrase) { try wrong.load() }
+        #expect(throws: KeyStoreError.wrongPassphrase) { try wrong.update { $0.upsert(Self.sampleRoom(name: "other")) } }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
+        #expect(KeyStoreError.wrongPassphrase.description.contains("wrong passphrase"))
+    }
+
+    @Test func damagedFilesGiveClearErrors() throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("ks.hush")
+        let file = KeyStoreFile(path: path, passphrase: "pw")
+        try file.update(create: true) { $0.upsert(Self.sampleRoom()) }
+        let good = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+
+        func expectCorrupt(_ bytes: [UInt8], _ comment: Comment) {
+            do {
+                _ = try KeyStoreFile.open(bytes, passphrase: "pw")
+                Issue.record(comment)
+            } catch KeyStoreError.corrupt {
+            } catch KeyStoreError.wrongPassphrase {
+                // a flipped ciphertext bit cannot be told from a wrong passphrase: both fail the tag
+            } catch {
+                Issue.record("unexpected \(error)")
+            }
+        }
+        var badHeader = good
+        badHeader[0] ^= 1
+        #expect(throws: KeyStoreError.corrupt("not a Hush key store (bad header)")) { try KeyStoreFile.open(badHeader, passphrase: "pw") }
+        expectCorrupt(Array(good.prefix(good.count / 2)), "truncated file opened")
+        var flipped = good
+        flipped[good.count - 5] ^= 0x40
+        expectCorrupt(flipped, "tampered file opened")
+        #expect(throws: KeyStoreError.corrupt("not a Hush key store (bad header)")) { try KeyStoreFile.open([], passphrase: "pw") }
+        // A missing file says where it looked.
+        #expect(throws: KeyStoreError.missing(folder.path("none"))) { try KeyStoreFile(path: folder.path("none"), passphrase: "pw").load() }
+    }
+
+    @Test func decryptedContentIsParsedStrictly() throws {
+        func sealed(_ json: String) throws -> [UInt8] {
+            KeyStoreFile.magic + (try SecureCell.PassphraseSeal(passphrase: "pw").encrypt(Array(json.utf8), context: Array("hush-keystore:v1".utf8)))
+        }
+        #expect(try KeyStoreFile.open(try sealed(#"{"version":1,"rooms":[]}"#), passphrase: "pw").rooms.isEmpty)
+        for bad in [#"[]"#, #"{"version":2,"rooms":[]}"#, #"{"version":1,"rooms":[],"extra":1}"#, #"{"version":1}"#,
+                    #"{"version":1,"rooms":[{"room":"x"}]}"#, "not json"] {
+            #expect(throws: KeyStoreError.self, "\(bad)") { try KeyStoreFile.open(try sealed(bad), passphrase: "pw") }
+        }
+        // A room with a wrong-sized room key or an unknown field is refused.
+        var store = KeyStore()
+        var room = Self.sampleRoom()
+        room.keys["0"] = Base64Bytes([1, 2, 3])
+        store.rooms = [room]
+        #expect(throws: KeyStoreError.self) { try KeyStoreFile.open(try KeyStoreFile.seal(store, passphrase: "pw"), passphrase: "pw") }
+        var duplicate = KeyStore()
+        duplicate.rooms = [Self.sampleRoom(name: "a"), Self.sampleRoom(name: "a")]
+        #expect(throws: KeyStoreError.corrupt("a room name appears twice")) {
+            try KeyStoreFile.open(try KeyStoreFile.seal(duplicate, passphrase: "pw"), passphrase: "pw")
+        }
+    }
+
+    @Test func oversizedFilesAreNotRead() throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("big.hush")
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = try #require(FileHandle(forWritingAtPath: path))
+        try handle.truncate(atOffset: UInt64(KeyStoreFile.maxBytes + 1))  // sparse: nothing is allocated
+        try handle.close()
+        #expect(throws: KeyStoreError.tooLarge(KeyStoreFile.maxBytes + 1)) { try KeyStoreFile(path: path, passphrase: "pw").load() }
+        #expect(throws: KeyStoreError.tooLarge(KeyStoreFile.maxBytes + 1)) {
+            try KeyStoreFile.open([UInt8](repeating: 0, count: KeyStoreFile.maxBytes + 1), passphrase: "pw")
+        }
+    }
+
+    @Test func writesAreAtomicAndLeaveNoTemporaryFiles() throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("ks.hush")
+        let file = KeyStoreFile(path: path, passphrase: "pw")
+        try file.update(create: true) { $0.upsert(Self.sampleRoom(name: "one")) }
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        // A change that fails half-way is not written.
+        struct Boom: Error {}
+        #expect(throws: Boom.self) {
+            try file.update { store in
+                store.upsert(Self.sampleRoom(name: "two"))
+                throw Boom()
+            }
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
+        for index in 0..<5 { try file.update { $0.upsert(Self.sampleRoom(name: "r\(index)")) } }
+        #expect(try file.load().rooms.count == 6)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: folder.url.path).filter { $0.contains(".tmp-") }
+        #expect(leftovers.isEmpty)
+        // The rename target is replaced, never appended to: an old reader's file stays whole.
+        #expect(try KeyStoreFile.open([UInt8](before), passphrase: "pw").rooms.map(\.name) == ["one"])
+    }
+
+    @Test func absorbingIsMonotoneAcrossWriters() throws {
+        var record = Self.sampleRoom()
+        var state = try record.roomState()
+        let key1 = RoomPayload.newRoomKey()
+        state = RoomState(room: state.room, owner: state.owner, me: state.me, epoch: 1, keys: [0: state.keys[0]!, 1: key1],
+                          lastSeq: 9, sentCounter: 4, accepted: ["k": [1: 3, 2: 5]])
+        record.absorb(state)
+        #expect(record.epoch == 1 && record.lastSeq == 9 && record.sentCounter == 4 && record.accepted.count == 2)
+        // An older view (another process that saw less) never moves anything back.
+        let older = try Self.sampleRoom().roomState()
+        let stale = RoomState(room: state.room, owner: state.owner, me: state.me, epoch: 0, keys: [0: state.keys[0]!],
+                              lastSeq: 2, sentCounter: 1, accepted: ["k": [1: 3]])
+        _ = older
+        record.absorb(stale)
+        #expect(record.epoch == 1 && record.lastSeq == 9 && record.sentCounter == 4 && record.keys["1"]?.bytes == key1)
+        let restored = try record.roomState()
+        #expect(restored.sentCounter == 4 && restored.acceptedCounters["k"]?[2] == 5 && restored.keys[1] == key1)
+    }
+
+    @Test func storePathComesFromFlagThenEnvironmentThenHome() {
+        #expect(KeyStoreFile.defaultPath(flag: "/x/a.hush", environment: ["HUSH_STORE": "/y"]) == "/x/a.hush")
+        #expect(KeyStoreFile.defaultPath(flag: nil, environment: ["HUSH_STORE": "/y/b.hush", "HOME": "/h"]) == "/y/b.hush")
+        #expect(KeyStoreFile.defaultPath(flag: nil, environment: ["HOME": "/h"]) == "/h/.hush/keystore.hush")
+    }
+}
+
+/// Pure pieces of the terminal: line commands, member lookup, output formats, bench statistics.
+@Suite struct TerminalFormatTests {
+    @Test func lineCommands() {
+        #expect(LineCommand.parse("hello there") == .say("hello there"))
+        #expect(LineCommand.parse("  ") == .empty)
+        #expect(LineCommand.parse("/quit") == .quit)
+        #expect(LineCommand.parse("/remove 1a2b 3c4d") == .remove("1a2b 3c4d"))
+        #expect(LineCommand.parse("/invite") == .invite)
+        #expect(LineCommand.parse("/members") == .members)
+        #expect(LineCommand.parse("/rotate") == .rotate)
+        #expect(LineCommand.parse("/history") == .history)
+        #expect(LineCommand.parse("//not a command") == .say("/not a command"))
+        if case .unknown = LineCommand.parse("/remove") {} else { Issue.record("/remove without a member") }
+        if case .unknown = LineCommand.parse("/frobnicate") {} else { Issue.record("unknown command") }
+    }
+
+    @Test func membersAreFoundByFingerprintPrefix() throws {
+        let keys = (0..<3).map { _ in KeyID.json(ThemisPrivateKey().publicKey) }
+        let target = keys[1]
+        let fingerprint = Format.fingerprint(ofKey: target)
+        #expect(LineCommand.resolve(member: String(fingerprint.prefix(14)), among: keys) == .success(target))
+        #expect(LineCommand.resolve(member: fingerprint.replacingOccurrences(of: " ", with: "").uppercased(), among: keys) == .success(target))
+        #expect(LineCommand.resolve(member: "ab", among: keys) == .failure(.tooShort))
+        #expect(LineCommand.resolve(member: "zzzz", among: keys) == .failure(.none))
+    }
+
+    @Test func peerTextCannotSteerTheTerminal() {
+        #expect(Format.sanitize("hi\u{1B}[2J\rthere\u{202E}") == "hi?[2J?there?")
+        #expect(Format.sanitize("plain ünïcode ✓") == "plain ünïcode ✓")
+        let key = KeyID.json(ThemisPrivateKey().publicKey)
+        let line = Format.line(.chat(seq: 1, from: key, ts: 0, text: "x\u{1B}y"), me: "", timeZone: TimeZone(identifier: "UTC")!)
+        #expect(line == "[00:00:00] <\(Format.short(key))> x?y")
+        #expect(Format.short(key).count == 8)
+        let json = Format.jsonLine(Format.json(.chat(seq: 3, from: key, ts: 5, text: "hé \"q\"")))
+        let decoded = try? JSONDecoder().decode(Format.JSONEvent.self, from: Data(json.utf8))
+        #expect(decoded?.text == "hé \"q\"" && decoded?.seq == 3 && decoded?.from == Format.fingerprint(ofKey: key))
+    }
+
+    @Test func latencyPercentilesAreOrdered() {
+        let recorder = LatencyRecorder()
+        for value in 1...1000 { recorder.record(microseconds: UInt64(value * 10)) }
+        let summary = recorder.summary
+        #expect(summary.count == 1000)
+        #expect(summary.p50 <= summary.p90 && summary.p90 <= summary.p99 && summary.p99 <= summary.p999 && summary.p999 <= summary.max)
+        #expect(abs(summary.p50 - 5.0) < 0.1 && abs(summary.max - 10.0) < 0.1)
+        #expect(LatencyRecorder().summary.count == 0)
+        var config = BenchConfig(server: "http://127.0.0.1:1")
+        config.members = 1
+        #expect(throws: ChatError.self) { try config.validate() }
+    }
+}

@@ -1,0 +1,219 @@
+import Foundation
+import Hummingbird
+import HushClient
+import HushProtocol
+import HushServer
+import Logging
+import Testing
+
+/// A real server in this process on 127.0.0.1, port 0, over a temporary data folder.
+struct LocalServer {
+    let url: String
+    let task: Task<Void, any Error>
+    let dataDirectory: URL
+
+    static func start(limits: Limits = .standard) async throws -> LocalServer {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hush-cli-test-\(UUID().uuidString)")
+        var configuration = ServerConfiguration(dataDirectory: directory)
+        configuration.port = 0
+        configuration.limits = limits
+        configuration.webRoot = directory.appendingPathComponent("web")
+        let server = try HushServer(configuration: configuration)
+        var logger = Logger(label: "hush.cli-test")
+        logger.logLevel = .critical
+        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
+        let app = server.application(logger: logger) { port in sink.yield(port) }
+        let task = Task { try await app.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw ClientError.connectionClosed }
+        return LocalServer(url: "http://127.0.0.1:\(port)", task: task, dataDirectory: directory)
+    }
+
+    func info() async throws -> ServerInfo { try await ServerInfo.fetch(url) }
+
+    func stop() async {
+        task.cancel()
+        _ = await task.result
+        try? FileManager.default.removeItem(at: dataDirectory)
+    }
+}
+
+/// A temporary folder removed at the end.
+struct TempFolder {
+    let url: URL
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("hush-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+    func path(_ name: String) -> String { url.appendingPathComponent(name).path }
+    func remove() { try? FileManager.default.removeItem(at: url) }
+}
+
+/// The built `hush` binary (beside the test bundle in the build products folder).
+enum HushBinary {
+    static var url: URL {
+        if let path = ProcessInfo.processInfo.environment["HUSH_BINARY"] { return URL(fileURLWithPath: path) }
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("hush").path), directory.path != "/" {
+            directory.deleteLastPathComponent()
+        }
+        return directory.appendingPathComponent("hush")
+    }
+}
+
+/// One `hush` process: stdout as a stream of lines, stderr collected, optional stdin.
+final class HushProcess: @unchecked Sendable {
+    let process = Process()
+    let lines: AsyncStream<String>
+    private let stdinPipe = Pipe()
+    private let stderrBuffer = LockedBuffer()
+    private let stdoutBuffer = LockedBuffer()
+
+    init(_ arguments: [String], environment: [String: String]) throws {
+        process.executableURL = HushBinary.url
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "HUSH_PASSPHRASE")
+        env.removeValue(forKey: "HUSH_STORE")
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = stdinPipe
+        let (lines, sink) = AsyncStream.makeStream(of: String.self)
+        self.lines = lines
+        let partial = LockedBuffer()
+        let stdoutBuffer = self.stdoutBuffer
+        out.fileHandleForReading.readabilityHandler = { handle in
+            let chunk = handle.availableData
+            if chunk.isEmpty {
+                handle.readabilityHandler = nil
+                if let rest = partial.takeAll(), !rest.isEmpty { sink.yield(rest) }
+                sink.finish()
+                return
+            }
+            stdoutBuffer.append(chunk)
+            for line in partial.appendAndTakeLines(chunk) { sink.yield(line) }
+        }
+        let stderrBuffer = self.stderrBuffer
+        err.fileHandleForReading.readabilityHandler = { handle in
+            let chunk = handle.availableData
+            if chunk.isEmpty { handle.readabilityHandler = nil; return }
+            stderrBuffer.append(chunk)
+        }
+        try process.run()
+    }
+
+    func write(_ line: String) { stdinPipe.fileHandleForWriting.write(Data((line + "\n").utf8)) }
+    func closeInput() { try? stdinPipe.fileHandleForWriting.close() }
+
+    /// The first stdout line matching `predicate`.
+    func line(timeout: Duration = .seconds(20), where predicate: @escaping @Sendable (String) -> Bool) async throws -> String {
+        try await withThrowingTaskGroup(of: String?.self) { group in
+            group.addTask { [lines] in
+                for await line in lines where predicate(line) { return line }
+                return nil
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let line = try await group.next() ?? nil else {
+                throw TestFailure("no such line; stdout: \(self.stdout) stderr: \(self.stderr)")
+            }
+            return line
+        }
+    }
+
+    /// Waits for the exit (bounded) and returns the status.
+    func exit(timeout: Duration = .seconds(30)) async throws -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            guard ContinuousClock.now < deadline else {
+                process.terminate()
+                throw TestFailure("hush \(process.arguments ?? []) did not exit; stderr: \(stderr)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return process.terminationStatus
+    }
+
+    var stderr: String { stderrBuffer.text }
+    var stdout: String { stdoutBuffer.text }
+    var pid: Int32 { process.processIdentifier }
+
+    /// Runs a command to its end.
+    static func run(_ arguments: [String], environment: [String: String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = try HushProcess(arguments, environment: environment)
+        process.closeInput()
+        let status = try await process.exit()
+        // Let the pipes drain.
+        for await _ in process.lines {}
+        return (status, process.stdout, process.stderr)
+    }
+}
+
+final class LockedBuffer: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+
+    func append(_ chunk: Data) { lock.withLock { data.append(chunk) } }
+    var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
+
+    func appendAndTakeLines(_ chunk: Data) -> [String] {
+        lock.withLock {
+            data.append(chunk)
+            var lines: [String] = []
+            while let newline = data.firstIndex(of: UInt8(ascii: "\n")) {
+                lines.append(String(decoding: data[data.startIndex..<newline], as: UTF8.self))
+                data = Data(data[data.index(after: newline)...])
+            }
+            return lines
+        }
+    }
+
+    func takeAll() -> String? {
+        lock.withLock {
+            defer { data = Data() }
+            return data.isEmpty ? nil : String(decoding: data, as: UTF8.self)
+        }
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The first event matching `predicate`, within `timeout`.
+func next<S: AsyncSequence & Sendable>(_ sequence: S, timeout: Duration = .seconds(15),
+                                       where predicate: @escaping @Sendable (S.Element) -> Bool) async throws -> S.Element
+where S.Element: Sendable {
+    try await withThrowingTaskGroup(of: S.Element?.self) { group in
+        group.addTask {
+            for try await element in sequence where predicate(element) { return element }
+            return nil
+        }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let element = try await group.next() ?? nil else { throw ClientError.timedOut }
+        return element
+    }
+}
+
+func text(of event: RoomClient.Event) -> String? {
+    switch event {
+    case .message(_, _, let text), .chat(_, _, _, let text): text
+    default: nil
+    }
+}
+
+func isMessage(_ wanted: String) -> @Sendable (RoomClient.Event) -> Bool {
+    { text(of: $0) == wanted }
+}
