@@ -92,8 +92,9 @@ struct DataChannel: Sendable {
             let nonce = try AES.GCM.Nonce(data: out[4..<(4 + Self.nonceCount)])
             let sealed = try AES.GCM.seal(out[Self.headerCount...], using: sendKey, nonce: nonce)
             out.removeSubrange(Self.headerCount...)
-            out.append(contentsOf: sealed.ciphertext)
-            out.append(contentsOf: sealed.tag)
+            // Through raw buffers, so each is one copy whatever `Data` slice the box hands out.
+            sealed.ciphertext.withUnsafeBytes { out.append(contentsOf: $0) }
+            sealed.tag.withUnsafeBytes { out.append(contentsOf: $0) }
         } catch {
             throw .invalidKey
         }
