@@ -255,7 +255,9 @@ public enum BenchRunner {
                 for client in room {
                     group.addTask {
                         let interval = config.rate > 0 ? UInt64(1e9 / config.rate) : 0
-                        var next = nanos()
+                        // Each sender starts at a random point of its interval: a fixed rate,
+                        // not every sender in lockstep.
+                        var next = nanos() + (interval > 0 ? UInt64.random(in: 0..<interval) : 0)
                         while nanos() < end {
                             if interval > 0 {
                                 let now = nanos()
