@@ -94,9 +94,22 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // What the server and CLI test suites share: an in-process server, the built binary.
+        .target(
+            name: "HushTestSupport",
+            dependencies: [
+                "HushServer",
+                "HushClient",
+                "HushProtocol",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/HushTestSupport"
+        ),
         .testTarget(
             name: "HushServerTests",
             dependencies: [
+                "HushTestSupport",
                 "HushServer",
                 "HushClient",
                 "HushProtocol",
@@ -107,6 +120,7 @@ let package = Package(
         .testTarget(
             name: "HushCLITests",
             dependencies: [
+                "HushTestSupport",
                 "HushTerminal",
                 "HushServer",
                 "HushClient",

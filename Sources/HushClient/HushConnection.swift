@@ -72,7 +72,7 @@ public final class HushConnection: Sendable {
             case .data: throw ClientError.handshakeFailed
             }
         }
-        let box = LockedSession(session)
+        let box = SharedSession(session)
         ready.withLock { $0?.resume(); $0 = nil }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -150,16 +150,4 @@ public final class HushConnection: Sendable {
     }
 
     public var isClosed: Bool { state.withLock { $0.closed } }
-}
-
-/// The session shared by the connection's reader and writer.
-final class LockedSession: Sendable {
-    private let session: Mutex<SecureSession>
-    init(_ session: SecureSession) { self.session = Mutex(session) }
-    func receive(_ bytes: [UInt8]) throws(ThemisError) -> SecureSession.Event {
-        try session.withLock { (session: inout SecureSession) throws(ThemisError) in try session.receive(bytes) }
-    }
-    func wrap(_ bytes: [UInt8]) throws(ThemisError) -> [UInt8] {
-        try session.withLock { (session: inout SecureSession) throws(ThemisError) in try session.wrap(bytes) }
-    }
 }

@@ -6,18 +6,6 @@ import NIOCore
 import Synchronization
 import ThemisKit
 
-/// A Secure Session shared by a connection's reader and writer.
-final class SessionBox: Sendable {
-    private let session: Mutex<SecureSession>
-    init(_ session: SecureSession) { self.session = Mutex(session) }
-    func receive(_ bytes: [UInt8]) throws(ThemisError) -> SecureSession.Event {
-        try session.withLock { (session: inout SecureSession) throws(ThemisError) in try session.receive(bytes) }
-    }
-    func wrap(_ bytes: [UInt8]) throws(ThemisError) -> [UInt8] {
-        try session.withLock { (session: inout SecureSession) throws(ThemisError) in try session.wrap(bytes) }
-    }
-}
-
 /// One WebSocket at `/ws`: the Secure Session handshake, then requests in and replies and
 /// pushes out. Everything decided lives in `Relay`; this type only moves frames.
 struct SessionConnection: Sendable {
@@ -36,7 +24,7 @@ struct SessionConnection: Sendable {
             return
         }
         let keyID = KeyID.json(key)
-        let box = SessionBox(session)
+        let box = SharedSession(session)
         if (try? await relay.store.isRetired(keyID)) == true {
             if let frame = try? box.wrap(WireMessage.error(HushError(.removed, "this key was removed from its room"), id: nil).encoded()) {
                 try? await outbound.write(.binary(ByteBuffer(bytes: frame)))
@@ -86,7 +74,7 @@ struct SessionConnection: Sendable {
         return nil
     }
 
-    private func readLoop(_ frames: inout WebSocketInboundMessageStream.AsyncIterator, box: SessionBox,
+    private func readLoop(_ frames: inout WebSocketInboundMessageStream.AsyncIterator, box: SharedSession,
                           outbox: Outbox, key: String) async {
         var limiter = RateLimiter(rate: limits.requestsPerSecond, burst: limits.requestBurst)
         do {
@@ -119,7 +107,7 @@ struct SessionConnection: Sendable {
         }
     }
 
-    private func writeLoop(outbox: Outbox, box: SessionBox, outbound: WebSocketOutboundWriter, key: String) async {
+    private func writeLoop(outbox: Outbox, box: SharedSession, outbound: WebSocketOutboundWriter, key: String) async {
         var delivered: [String: Int] = [:]
         drain: for await item in outbox.stream {
             switch item {

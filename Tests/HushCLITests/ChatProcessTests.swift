@@ -1,4 +1,5 @@
 import Foundation
+import HushTestSupport
 import HushClient
 import HushProtocol
 import HushTerminal
@@ -13,7 +14,7 @@ import ThemisKit
 
     /// The owner is the terminal client; Alice and Bob are `RoomClient`s.
     @Test func ownerProcessWithTwoClients() async throws {
-        let server = try await LocalServer.start()
+        let server = try await TestServer.start()
         defer { Task { await server.stop() } }
         let folder = try TempFolder()
         defer { folder.remove() }
@@ -131,7 +132,7 @@ import ThemisKit
 
     /// The terminal client joins while the owner (a `RoomClient`) is offline.
     @Test func joinerProcessWaitsForTheOwner() async throws {
-        let server = try await LocalServer.start()
+        let server = try await TestServer.start()
         defer { Task { await server.stop() } }
         let folder = try TempFolder()
         defer { folder.remove() }
@@ -167,7 +168,7 @@ import ThemisKit
     /// The room key rotates between the owner's response and the joiner's confirmation: the
     /// owner answers again with the current key and the join completes.
     @Test func ownerAnswersAgainAfterTheKeyRotated() async throws {
-        let server = try await LocalServer.start()
+        let server = try await TestServer.start()
         defer { Task { await server.stop() } }
         let info = try await server.info()
         let owner = try await RoomClient.create(server: info)
@@ -202,7 +203,7 @@ import ThemisKit
 /// `hush bench relay` against a test server: it delivers and reports sane numbers.
 @Suite struct BenchRelayTests {
     @Test func shortRunDeliversAndReports() async throws {
-        let server = try await LocalServer.start()
+        let server = try await TestServer.start()
         defer { Task { await server.stop() } }
         var config = BenchConfig(server: server.url)
         config.rooms = 2

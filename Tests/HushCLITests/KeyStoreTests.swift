@@ -1,4 +1,5 @@
 import Foundation
+import HushTestSupport
 import HushClient
 import HushProtocol
 import HushTerminal

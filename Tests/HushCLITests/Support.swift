@@ -1,42 +1,11 @@
 import Foundation
+import HushTestSupport
 import Hummingbird
 import HushClient
 import HushProtocol
 import HushServer
 import Logging
 import Testing
-
-/// A real server in this process on 127.0.0.1, port 0, over a temporary data folder.
-struct LocalServer {
-    let url: String
-    let task: Task<Void, any Error>
-    let dataDirectory: URL
-
-    static func start(limits: Limits = .standard) async throws -> LocalServer {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hush-cli-test-\(UUID().uuidString)")
-        var configuration = ServerConfiguration(dataDirectory: directory)
-        configuration.port = 0
-        configuration.limits = limits
-        configuration.webRoot = directory.appendingPathComponent("web")
-        let server = try HushServer(configuration: configuration)
-        var logger = Logger(label: "hush.cli-test")
-        logger.logLevel = .critical
-        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
-        let app = server.application(logger: logger) { port in sink.yield(port) }
-        let task = Task { try await app.run() }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw ClientError.connectionClosed }
-        return LocalServer(url: "http://127.0.0.1:\(port)", task: task, dataDirectory: directory)
-    }
-
-    func info() async throws -> ServerInfo { try await ServerInfo.fetch(url) }
-
-    func stop() async {
-        task.cancel()
-        _ = await task.result
-        try? FileManager.default.removeItem(at: dataDirectory)
-    }
-}
 
 /// A temporary folder removed at the end.
 struct TempFolder {
@@ -47,18 +16,6 @@ struct TempFolder {
     }
     func path(_ name: String) -> String { url.appendingPathComponent(name).path }
     func remove() { try? FileManager.default.removeItem(at: url) }
-}
-
-/// The built `hush` binary (beside the test bundle in the build products folder).
-enum HushBinary {
-    static var url: URL {
-        if let path = ProcessInfo.processInfo.environment["HUSH_BINARY"] { return URL(fileURLWithPath: path) }
-        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("hush").path), directory.path != "/" {
-            directory.deleteLastPathComponent()
-        }
-        return directory.appendingPathComponent("hush")
-    }
 }
 
 /// One `hush` process: stdout as a stream of lines, stderr collected, optional stdin.
@@ -186,25 +143,6 @@ final class LockedBuffer: @unchecked Sendable {
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
-}
-
-/// The first event matching `predicate`, within `timeout`.
-func next<S: AsyncSequence & Sendable>(_ sequence: S, timeout: Duration = .seconds(15),
-                                       where predicate: @escaping @Sendable (S.Element) -> Bool) async throws -> S.Element
-where S.Element: Sendable {
-    try await withThrowingTaskGroup(of: S.Element?.self) { group in
-        group.addTask {
-            for try await element in sequence where predicate(element) { return element }
-            return nil
-        }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let element = try await group.next() ?? nil else { throw ClientError.timedOut }
-        return element
-    }
 }
 
 func text(of event: RoomClient.Event) -> String? {

@@ -1,4 +1,5 @@
 import Foundation
+import HushTestSupport
 import HummingbirdWSClient
 import HushProtocol
 import HushServer

@@ -1,24 +1,15 @@
 import Foundation
+import HushTestSupport
 import HushClient
 import HushProtocol
 import Testing
 
 /// The built `hush serve` binary, killed with SIGKILL and restarted.
 @Suite(.serialized) struct DurabilityTests {
-    /// `hush` sits beside the test bundle in the build products folder.
-    static var binary: URL {
-        if let path = ProcessInfo.processInfo.environment["HUSH_BINARY"] { return URL(fileURLWithPath: path) }
-        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("hush").path), directory.path != "/" {
-            directory.deleteLastPathComponent()
-        }
-        return directory.appendingPathComponent("hush")
-    }
-
     /// Starts `hush serve --port 0` and returns the process and its URL from the banner.
     static func serve(data: URL) async throws -> (Process, String) {
         let process = Process()
-        process.executableURL = binary
+        process.executableURL = HushBinary.url
         process.arguments = ["serve", "--port", "0", "--data", data.path]
         let pipe = Pipe()
         process.standardOutput = pipe

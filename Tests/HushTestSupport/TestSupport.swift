@@ -1,0 +1,75 @@
+import Foundation
+import Hummingbird
+import HushClient
+import HushProtocol
+import HushServer
+import Logging
+
+// What the server and CLI test suites share: an in-process server, the built `hush` binary,
+// and waiting for an event.
+
+/// A real server in this process on 127.0.0.1, port 0, over a temporary data folder.
+public struct TestServer: Sendable {
+    public let url: String
+    public let server: HushServer
+    let task: Task<Void, any Error>
+    public let dataDirectory: URL
+
+    public static func start(limits: Limits = .standard, dataDirectory: URL? = nil) async throws -> TestServer {
+        let directory = dataDirectory ?? FileManager.default.temporaryDirectory
+            .appendingPathComponent("hush-test-\(UUID().uuidString)")
+        var configuration = ServerConfiguration(dataDirectory: directory)
+        configuration.port = 0
+        configuration.limits = limits
+        configuration.webRoot = directory.appendingPathComponent("web")
+        let server = try HushServer(configuration: configuration)
+        var logger = Logger(label: "hush.test")
+        logger.logLevel = .critical  // shutdown of the test server logs a cancellation at error level
+        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
+        let app = server.application(logger: logger) { port in sink.yield(port) }
+        let task = Task { try await app.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw ClientError.connectionClosed }
+        return TestServer(url: "http://127.0.0.1:\(port)", server: server, task: task, dataDirectory: directory)
+    }
+
+    public func info() async throws -> ServerInfo { try await ServerInfo.fetch(url) }
+
+    public func stop() async {
+        task.cancel()
+        _ = await task.result
+        try? FileManager.default.removeItem(at: dataDirectory)
+    }
+}
+
+/// The built `hush` binary: `HUSH_BINARY`, or the one beside the test bundle in the build
+/// products folder.
+public enum HushBinary {
+    public static var url: URL {
+        if let path = ProcessInfo.processInfo.environment["HUSH_BINARY"] { return URL(fileURLWithPath: path) }
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("hush").path), directory.path != "/" {
+            directory.deleteLastPathComponent()
+        }
+        return directory.appendingPathComponent("hush")
+    }
+}
+
+/// Waits for the first event matching `predicate`, within `timeout`.
+public func next<S: AsyncSequence & Sendable>(_ sequence: S, timeout: Duration = .seconds(10),
+                                       where predicate: @escaping @Sendable (S.Element) -> Bool) async throws -> S.Element
+where S.Element: Sendable {
+    try await withThrowingTaskGroup(of: S.Element?.self) { group in
+        group.addTask {
+            for try await element in sequence where predicate(element) { return element }
+            return nil
+        }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let element = try await group.next() ?? nil else { throw ClientError.timedOut }
+        return element
+    }
+}
