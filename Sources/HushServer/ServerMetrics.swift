@@ -12,11 +12,11 @@ public struct ServerMetrics: Sendable {
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
-        connections = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "connections", helpText: "Established Secure Session connections"))
-        messages = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "messages_total", helpText: "Messages committed"))
-        rotations = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "rotations_total", helpText: "Key rotations committed"))
-        refused = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "refused_requests_total", helpText: "Requests answered with an error"))
-        closed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "closed_connections_total", helpText: "Connections closed for a protocol violation or slow reading"))
+        connections = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "connections", unitName: "", helpText: "Established Secure Session connections"))
+        messages = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "messages", unitName: "total", helpText: "Messages committed"))
+        rotations = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "rotations", unitName: "total", helpText: "Key rotations committed"))
+        refused = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "refused_requests", unitName: "total", helpText: "Requests answered with an error"))
+        closed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "closed_connections", unitName: "total", helpText: "Connections closed for a protocol violation or slow reading"))
     }
 
     public func render() -> String {

@@ -109,7 +109,7 @@ import ThemisKit
         let folder = try TempFolder()
         defer { folder.remove() }
         let path = folder.path("big.hush")
-        FileManager.default.createFile(atPath: path, contents: nil)
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
         let handle = try #require(FileHandle(forWritingAtPath: path))
         try handle.truncate(atOffset: UInt64(KeyStoreFile.maxBytes + 1))  // sparse: nothing is allocated
         try handle.close()
