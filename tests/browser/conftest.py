@@ -156,7 +156,17 @@ class Person:
     def messages(self):
         return self.js("""return [...document.querySelectorAll('[data-testid=message]')].map(e => ({
             seq: Number(e.dataset.seq), own: e.dataset.own === 'true', text: e.querySelector('.text').textContent,
-            sender: e.querySelector('.sender').textContent, fp: e.querySelector('.fp').textContent}))""")
+            sender: e.querySelector('.sender').textContent, fp: e.querySelector('.fp').textContent,
+            fullFp: e.querySelector('.fp').title.replace(/^Key fingerprint /, '')}))""")
+
+    def members(self):
+        """The members panel of the open room (rendered even while the panel is closed)."""
+        return self.js("""return [...document.querySelectorAll('[data-testid=member]')].map(e => ({
+            role: e.querySelector('.sender').textContent, fp: e.querySelector('.fp-full').textContent}))""")
+
+    def my_fingerprint(self):
+        return self.wait("my own fingerprint", lambda: next(
+            (m["fp"] for m in self.members() if m["role"].startswith("You")), None))
 
     def wait_text(self, text):
         return self.wait(f"message {text!r}", lambda: text in self.texts())
