@@ -10,7 +10,12 @@ public actor RoomClient {
         case message(seq: Int, from: String, text: String)
         case rotated(seq: Int, epoch: Int)
         case memberJoined(key: String)
+        /// A member left; its leave signature verified.
         case memberLeft(key: String)
+        /// The owner removed a member; the owner's removal signature verified.
+        case memberRemoved(key: String)
+        /// The server says a member is gone, but the departure signature does not verify.
+        case memberGone(key: String)
         case rotationDue(count: Int)
         case rejected(seq: Int, reason: String)
         case removed
@@ -123,7 +128,15 @@ public actor RoomClient {
         request.epoch = rotation.epoch
         request.payload = rotation.payload.map(Base64Bytes.init)
         request.wraps = rotation.wraps
-        let reply = try await connection.request(request)
+        let reply: WireMessage
+        do {
+            reply = try await connection.request(request)
+        } catch let error as HushError where error.code == .epochMismatch {
+            // Another client of this owner rotated first: catch up with the server (members,
+            // and the rotation through history) before the caller tries again.
+            try await refresh()
+            throw error
+        }
         state.install(rotation)
         wrapRequired = false
         return reply.seq ?? 0
@@ -135,8 +148,8 @@ public actor RoomClient {
         request.room = room
         request.key = member
         request.signature = Base64Bytes(try SecureMessage.sign(Statement.removal(room: room, key: member), with: state.me))
-        try await connection.request(request)
-        state.forget(key: member)
+        let reply = try await connection.request(request)
+        state.depart(key: member, until: reply.until ?? state.lastSeq, departure: .removed, signature: request.signature?.bytes)
         memberSignatures[member] = nil
         wrapRequired = true
         try await rotate(prepare: prepare)
@@ -246,9 +259,11 @@ public actor RoomClient {
         }
     }
 
+    /// Leaves the room with a signed statement (§6.5); the key is retired.
     public func leave() async throws {
         var request = WireMessage(type: "leave")
         request.room = room
+        request.signature = Base64Bytes(try SecureMessage.sign(Statement.leave(room: room, key: key), with: state.me))
         try await connection.request(request)
     }
 
@@ -268,12 +283,28 @@ public actor RoomClient {
         pushTask?.cancel()
         let hello = try await connection.request(WireMessage(type: "hello"))
         let summary = hello.rooms?.first { $0.room == room }
-        for member in summary?.members ?? [] where state.admit(key: member.key, signature: member.signature.bytes) {
+        apply(summary)
+        startPushes()
+        return summary
+    }
+
+    /// Re-reads the room summary (`hello`) and the history not seen yet on this connection.
+    public func refresh() async throws {
+        let hello = try await connection.request(WireMessage(type: "hello"))
+        apply(hello.rooms?.first { $0.room == room })
+        for event in try await history() { sink.yield(event) }
+    }
+
+    private func apply(_ summary: RoomSummary?) {
+        for entry in (summary?.formerMembers ?? []).prefix(Limits.standard.maxMembersPerRoom)
+        where state.admitFormer(entry) {
+            memberSignatures[entry.key] = nil
+        }
+        for member in (summary?.members ?? []).prefix(Limits.standard.maxMembersPerRoom)
+        where state.admit(key: member.key, signature: member.signature.bytes) {
             memberSignatures[member.key] = member.signature.bytes
         }
         wrapRequired = summary?.wrapRequired ?? false
-        startPushes()
-        return summary
     }
 
     /// Reopens a room from its saved state, e.g. after the server restarted elsewhere. An owner
@@ -332,11 +363,13 @@ public actor RoomClient {
             sink.yield(.memberJoined(key: key))
             joinedWaiters.removeValue(forKey: key)?.resume()
         case "member_removed", "member_left":
-            guard let key = push.key else { return }
-            state.forget(key: key)
+            guard let key = push.key, state.members.contains(key) else { return }
+            let departure: Departure = push.type == "member_left" ? .left : .removed
+            let verified = state.depart(key: key, until: push.until ?? state.lastSeq, departure: departure,
+                                        signature: push.signature?.bytes)
             memberSignatures[key] = nil
             wrapRequired = true
-            sink.yield(.memberLeft(key: key))
+            sink.yield(!verified ? .memberGone(key: key) : departure == .left ? .memberLeft(key: key) : .memberRemoved(key: key))
         case "rotation_due":
             sink.yield(.rotationDue(count: push.count ?? 0))
         case "removed":

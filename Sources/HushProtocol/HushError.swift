@@ -14,6 +14,7 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     case badSignature = "bad_signature"
     case epochChanged = "epoch_changed"
     case wrapsRequired = "wraps_required"
+    case epochMismatch = "epoch_mismatch"
     case alreadyMember = "already_member"
     case removed
     case `internal`

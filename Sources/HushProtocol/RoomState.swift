@@ -17,6 +17,9 @@ public struct RoomState: Sendable {
     public private(set) var keys: [Int: [UInt8]]
     /// Non-owner keys admitted by a verified membership signature.
     public private(set) var members: Set<String> = []
+    /// Keys that were admitted and then left or were removed: their messages with
+    /// `seq <= until` stay valid, later ones are from a non-member (docs/PROTOCOL.md §4.1).
+    public private(set) var former: [String: FormerMember] = [:]
     public private(set) var lastSeq = 0
     private var myCounter = 0
     /// The sequence number each (sender, counter) was first accepted at: the same message
@@ -59,12 +62,54 @@ public struct RoomState: Sendable {
     /// Admits a member if the owner's signature over it verifies.
     @discardableResult
     public mutating func admit(key: String, signature: [UInt8]) -> Bool {
-        guard Statement.verify(signature, signs: Statement.membership(room: room, key: key), by: owner) else { return false }
+        // A departed key is retired for good (§4.7): its old signature cannot bring it back.
+        guard former[key] == nil, Statement.verify(signature, signs: Statement.membership(room: room, key: key), by: owner) else { return false }
         members.insert(key)
         return true
     }
 
     public mutating func forget(key: String) { members.remove(key) }
+
+    /// A departed member as this state knows it: up to which sequence number its messages count,
+    /// and how it departed when the departure signature verified (nil: not verifiable).
+    public struct FormerMember: Sendable, Equatable {
+        public let until: Int
+        public let departure: Departure?
+        public init(until: Int, departure: Departure?) {
+            self.until = until
+            self.departure = departure
+        }
+    }
+
+    /// A departure pushed by the server (`member_left`, `member_removed`): the key stops being a
+    /// member; if it was one, its messages up to `until` stay valid. Returns whether the
+    /// departure signature verifies (a removal by the owner, a leave by the key itself).
+    @discardableResult
+    public mutating func depart(key: String, until: Int, departure: Departure, signature: [UInt8]?) -> Bool {
+        let verified = signature.map {
+            Statement.verifyDeparture(departure, signature: $0, room: room, key: key, owner: owner)
+        } ?? false
+        if members.remove(key) != nil || former[key] != nil {
+            // A departure happens once: never let a later claim extend the window.
+            let bound = min(max(until, 0), former[key]?.until ?? Int.max)
+            former[key] = FormerMember(until: bound, departure: verified ? departure : former[key]?.departure)
+        }
+        return verified
+    }
+
+    /// A former member listed by `hello`: admitted like a member (the owner's membership
+    /// signature must verify), then departed at `until`. Returns whether the membership verified.
+    @discardableResult
+    public mutating func admitFormer(_ entry: FormerMemberEntry) -> Bool {
+        guard entry.key != KeyID.json(owner), entry.key != myKey,
+              Statement.verify(entry.signature.bytes, signs: Statement.membership(room: room, key: entry.key), by: owner)
+        else { return false }
+        if former[entry.key] == nil && !members.contains(entry.key) {
+            former[entry.key] = FormerMember(until: Int.max, departure: nil)
+        }
+        depart(key: entry.key, until: entry.until, departure: entry.departure, signature: entry.departureSignature.bytes)
+        return true
+    }
 
     /// Seals the next chat message of this key.
     public mutating func compose(text: String, now: Int64) throws(ThemisError) -> [UInt8] {
@@ -111,7 +156,8 @@ public struct RoomState: Sendable {
 
     private mutating func receiveChat(_ envelope: Envelope) -> Event {
         let reject = { (reason: String) in Event.rejected(seq: envelope.seq, reason: reason) }
-        guard envelope.from == KeyID.json(owner) || members.contains(envelope.from) || envelope.from == myKey else {
+        let formerMember = former[envelope.from].map { envelope.seq <= $0.until } ?? false
+        guard envelope.from == KeyID.json(owner) || members.contains(envelope.from) || envelope.from == myKey || formerMember else {
             return reject("sender not admitted by the owner")
         }
         guard let key = keys[envelope.epoch], let payload = envelope.payload?.bytes,

@@ -9,13 +9,34 @@ public enum Statement {
 
     public static func removal(room: String, key: String) -> [UInt8] { Array("hush-remove:\(room):\(key)".utf8) }
 
+    /// Signed by the leaving member's own key (docs/PROTOCOL.md §6.5).
+    public static func leave(room: String, key: String) -> [UInt8] { Array("hush-leave:\(room):\(key)".utf8) }
+
     public static func confirmation(room: String, key: String) -> [UInt8] { Array("hush-confirm:\(room):\(key)".utf8) }
+
+    /// Verifies the signature of a departure: a removal is signed by the owner (§6.5), a leave by
+    /// the departing key itself (§6.5).
+    public static func verifyDeparture(_ departure: Departure, signature: [UInt8], room: String, key: String,
+                                       owner: ThemisPublicKey) -> Bool {
+        switch departure {
+        case .removed:
+            return verify(signature, signs: removal(room: room, key: key), by: owner)
+        case .left:
+            guard let member = try? KeyID.key(fromJSON: key) else { return false }
+            return verify(signature, signs: leave(room: room, key: key), by: member)
+        }
+    }
 
     /// Verifies a Secure Message signature by `signer` and that it signs exactly `expected`.
     public static func verify(_ signature: [UInt8], signs expected: [UInt8], by signer: ThemisPublicKey) -> Bool {
         guard let signed = try? SecureMessage.verify(signature, with: signer) else { return false }
         return constantTimeEquals(signed, expected)
     }
+}
+
+/// How a member departed a room (`formerMembers[].departure`, docs/PROTOCOL.md §4.1).
+public enum Departure: String, Codable, Sendable, Equatable {
+    case left, removed
 }
 
 /// Key identities: the b64 of the container in JSON, the b64url as Secure Session id.

@@ -30,6 +30,8 @@ public struct WireMessage: Codable, Sendable, Equatable {
     public var wrap: Base64Bytes?
     public var wraps: [Wrap]?
     public var count: Int?
+    /// `member_left` / `member_removed`: the room's last sequence number when the key departed.
+    public var until: Int?
     // history and hello
     public var after: Int?
     public var limit: Int?
@@ -128,6 +130,24 @@ public struct MemberEntry: Codable, Sendable, Equatable {
     }
 }
 
+/// A member that left or was removed (docs/PROTOCOL.md §4.1): its membership signature, the
+/// room's last sequence number at its departure (its messages have `seq <= until`), how it
+/// departed and the signature of that departure (§6.5).
+public struct FormerMemberEntry: Codable, Sendable, Equatable {
+    public var key: String
+    public var signature: Base64Bytes
+    public var until: Int
+    public var departure: Departure
+    public var departureSignature: Base64Bytes
+    public init(key: String, signature: [UInt8], until: Int, departure: Departure, departureSignature: [UInt8]) {
+        self.key = key
+        self.signature = Base64Bytes(signature)
+        self.until = until
+        self.departure = departure
+        self.departureSignature = Base64Bytes(departureSignature)
+    }
+}
+
 public struct RoomSummary: Codable, Sendable, Equatable {
     public var room: String
     public var role: String
@@ -140,9 +160,12 @@ public struct RoomSummary: Codable, Sendable, Equatable {
     public var sinceRotation: Int
     public var wrapRequired: Bool
     public var members: [MemberEntry]
+    /// Absent from servers before departures were kept.
+    public var formerMembers: [FormerMemberEntry]?
 
     public init(room: String, role: String, owner: String, epoch: Int, lastSeq: Int, floor: Int,
-                delivered: Int, rotateEvery: Int, sinceRotation: Int, wrapRequired: Bool, members: [MemberEntry]) {
+                delivered: Int, rotateEvery: Int, sinceRotation: Int, wrapRequired: Bool, members: [MemberEntry],
+                formerMembers: [FormerMemberEntry]? = nil) {
         self.room = room
         self.role = role
         self.owner = owner
@@ -154,6 +177,7 @@ public struct RoomSummary: Codable, Sendable, Equatable {
         self.sinceRotation = sinceRotation
         self.wrapRequired = wrapRequired
         self.members = members
+        self.formerMembers = formerMembers
     }
 }
 

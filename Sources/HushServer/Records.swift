@@ -51,3 +51,22 @@ public struct MessageRecord: Sendable, Equatable {
         Envelope(room: room, seq: seq, kind: kind, from: sender, epoch: epoch, at: at, payload: payload, wrap: wrap)
     }
 }
+
+/// A member that left or was removed: kept so that later joiners can verify its messages
+/// (`formerMembers` of `hello`).
+public struct DepartedRecord: Sendable, Equatable {
+    public var room: String
+    public var key: String
+    /// The owner's membership signature.
+    public var signature: [UInt8]
+    /// The room's last sequence number when the key departed.
+    public var until: Int
+    public var departure: Departure
+    /// The removal signature (owner) or the leave signature (the key itself).
+    public var departureSignature: [UInt8]
+
+    public var entry: FormerMemberEntry {
+        FormerMemberEntry(key: key, signature: signature, until: until, departure: departure,
+                          departureSignature: departureSignature)
+    }
+}

@@ -142,7 +142,7 @@ public struct Relay: Sendable {
             let room = try field(request.room, "room")
             let member = try field(request.key, "key")
             let signature = try bytes(request.signature, "signature", max: limits.maxSmallBlobBytes)
-            let remaining = try await store.removeMember(room: room, key: member, signature: signature, by: key)
+            let outcome = try await store.removeMember(room: room, key: member, signature: signature, by: key)
             var removed = WireMessage(type: "removed")
             removed.room = room
             hub.close(key: member, with: removed)
@@ -150,18 +150,25 @@ public struct Relay: Sendable {
             push.room = room
             push.key = member
             push.signature = Base64Bytes(signature)
-            hub.push(push, to: remaining, except: outbox)
+            push.until = outcome.until
+            hub.push(push, to: outcome.remaining, except: outbox)
             var reply = WireMessage(type: "member_removed")
             reply.room = room
             reply.key = member
+            reply.until = outcome.until
             return reply
         case "leave":
             let room = try field(request.room, "room")
-            let remaining = try await store.leave(room: room, key: key)
+            // A missing signature is a departure nobody can verify: refused like a forged one.
+            let signature = request.signature?.bytes ?? []
+            guard signature.count <= limits.maxSmallBlobBytes else { throw HushError(.tooLarge, "signature is too large") }
+            let outcome = try await store.leave(room: room, key: key, signature: signature)
             var push = WireMessage(type: "member_left")
             push.room = room
             push.key = key
-            hub.push(push, to: remaining)
+            push.signature = Base64Bytes(signature)
+            push.until = outcome.until
+            hub.push(push, to: outcome.remaining)
             var reply = WireMessage(type: "left")
             reply.room = room
             return reply
@@ -186,10 +193,12 @@ public struct Relay: Sendable {
         for (room, member) in try await store.rooms(of: key) {
             let members = try await store.members(of: room.id).filter { $0.role == .member }
                 .map { MemberEntry(key: $0.key, signature: $0.signature) }
+            let former = try await store.formerMembers(of: room.id, after: member.floor, limit: limits.maxMembersPerRoom)
+                .map(\.entry)
             rooms.append(RoomSummary(room: room.id, role: member.role.rawValue, owner: room.owner, epoch: room.epoch,
                                      lastSeq: room.lastSeq, floor: member.floor, delivered: member.delivered,
                                      rotateEvery: room.rotateEvery, sinceRotation: room.sinceRotation,
-                                     wrapRequired: room.wrapRequired, members: members))
+                                     wrapRequired: room.wrapRequired, members: members, formerMembers: former))
             guard member.role == .owner else { continue }
             for invite in try await store.pendingJoins(room: room.id) {
                 switch invite.state {

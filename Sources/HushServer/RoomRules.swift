@@ -73,10 +73,18 @@ public enum RoomRules {
         }
     }
 
+    /// A leave carries the leaving key's own signature of `hush-leave:<room>:<key>` (§6.5).
+    public static func checkLeaveSignature(_ signature: [UInt8], room: String, key: String) throws(HushError) {
+        let member = try KeyID.key(fromJSON: key)
+        guard Statement.verify(signature, signs: Statement.leave(room: room, key: key), by: member) else {
+            throw HushError(.badSignature, "the leave signature does not verify against this key for this room")
+        }
+    }
+
     /// A rotation: next epoch; wraps for exactly the current members once anyone has left.
     public static func checkRotation(room: RoomRecord, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?,
                                      members: Set<String>) throws(HushError) {
-        guard epoch == room.epoch + 1 else { throw HushError(.wrapsRequired, "epoch must be the current epoch + 1") }
+        guard epoch == room.epoch + 1 else { throw HushError(.epochMismatch, "epoch must be the current epoch + 1") }
         if let wraps {
             guard payload == nil, Set(wraps.map(\.key)) == members, wraps.count == members.count else {
                 throw HushError(.wrapsRequired, "a wrapped rotation needs exactly one wrap per current member and no payload")

@@ -46,6 +46,16 @@ public final class SQLiteStore: Store {
                 CREATE TABLE retired (key TEXT PRIMARY KEY);
                 """)
         }
+        migrator.registerMigration("v2-departed") { db in
+            // Members that left or were removed, for `formerMembers` (docs/PROTOCOL.md §4.1).
+            try db.execute(sql: """
+                CREATE TABLE departed (
+                    room TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE, key TEXT NOT NULL,
+                    signature BLOB NOT NULL, until INTEGER NOT NULL, departure TEXT NOT NULL,
+                    departure_signature BLOB NOT NULL, PRIMARY KEY (room, key));
+                CREATE INDEX departed_by_until ON departed(room, until);
+                """)
+        }
         return migrator
     }
 
@@ -338,33 +348,50 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func removeMember(room: String, key: String, signature: [UInt8], by owner: String) async throws -> [String] {
+    public func formerMembers(of room: String, after floor: Int, limit: Int) async throws -> [DepartedRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM departed WHERE room = ? AND until > ? ORDER BY until DESC, rowid DESC LIMIT ?
+                """, arguments: [room, floor, limit]).compactMap { row in
+                guard let departure = Departure(rawValue: row["departure"]) else { return nil }
+                return DepartedRecord(room: row["room"], key: row["key"], signature: Self.bytes(row["signature"]) ?? [],
+                                      until: row["until"], departure: departure,
+                                      departureSignature: Self.bytes(row["departure_signature"]) ?? [])
+            }
+        }
+    }
+
+    public func removeMember(room: String, key: String, signature: [UInt8], by owner: String) async throws -> DepartureOutcome {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.requireOwner(room, key: owner)
-            guard key != room.owner, try Self.member(db, room: room.id, key: key) != nil else {
+            guard key != room.owner, let member = try Self.member(db, room: room.id, key: key) else {
                 throw HushError(.notMember, "that key is not a member of the room")
             }
             try RoomRules.checkOwnerSignature(signature, statement: Statement.removal(room: room.id, key: key), room: room)
-            try Self.retire(db, room: room.id, key: key)
-            return try Self.keys(db, room: room.id)
+            try Self.retire(db, room: room, member: member, departure: .removed, signature: signature)
+            return DepartureOutcome(remaining: try Self.keys(db, room: room.id), until: room.lastSeq)
         }
     }
 
-    public func leave(room: String, key: String) async throws -> [String] {
+    public func leave(room: String, key: String, signature: [UInt8]) async throws -> DepartureOutcome {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
-            _ = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
+            let member = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
             guard key != room.owner else { throw HushError(.badRequest, "the owner deletes the room instead of leaving") }
-            try Self.retire(db, room: room.id, key: key)
-            return try Self.keys(db, room: room.id)
+            try RoomRules.checkLeaveSignature(signature, room: room.id, key: key)
+            try Self.retire(db, room: room, member: member, departure: .left, signature: signature)
+            return DepartureOutcome(remaining: try Self.keys(db, room: room.id), until: room.lastSeq)
         }
     }
 
-    static func retire(_ db: Database, room: String, key: String) throws {
-        try db.execute(sql: "DELETE FROM members WHERE room = ? AND key = ?", arguments: [room, key])
-        try db.execute(sql: "UPDATE rooms SET wrap_required = 1 WHERE id = ?", arguments: [room])
-        try db.execute(sql: "INSERT OR IGNORE INTO retired VALUES (?)", arguments: [key])
+    /// Deletes the membership, keeps the departure (for `formerMembers`), retires the key.
+    static func retire(_ db: Database, room: RoomRecord, member: MemberRecord, departure: Departure, signature: [UInt8]) throws {
+        try db.execute(sql: "DELETE FROM members WHERE room = ? AND key = ?", arguments: [room.id, member.key])
+        try db.execute(sql: "INSERT OR REPLACE INTO departed VALUES (?, ?, ?, ?, ?, ?)",
+                       arguments: [room.id, member.key, Data(member.signature), room.lastSeq, departure.rawValue, Data(signature)])
+        try db.execute(sql: "UPDATE rooms SET wrap_required = 1 WHERE id = ?", arguments: [room.id])
+        try db.execute(sql: "INSERT OR IGNORE INTO retired VALUES (?)", arguments: [member.key])
     }
 
     public func deleteRoom(room: String, by key: String) async throws -> [String] {
@@ -375,6 +402,7 @@ public final class SQLiteStore: Store {
             try db.execute(sql: "DELETE FROM wraps WHERE room = ?", arguments: [room.id])
             try db.execute(sql: "DELETE FROM messages WHERE room = ?", arguments: [room.id])
             try db.execute(sql: "DELETE FROM invites WHERE room = ?", arguments: [room.id])
+            try db.execute(sql: "DELETE FROM departed WHERE room = ?", arguments: [room.id])
             try db.execute(sql: "DELETE FROM members WHERE room = ?", arguments: [room.id])
             try db.execute(sql: "DELETE FROM rooms WHERE id = ?", arguments: [room.id])
             return keys

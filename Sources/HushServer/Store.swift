@@ -16,6 +16,14 @@ public struct AppendOutcome: Sendable {
     public var wraps: [String: [UInt8]]
 }
 
+/// A member left or was removed.
+public struct DepartureOutcome: Sendable {
+    /// The keys still in the room.
+    public var remaining: [String]
+    /// The room's last sequence number at the departure.
+    public var until: Int
+}
+
 /// Durable state of rooms. Each method is one atomic transaction that reads what it needs,
 /// applies `RoomRules`, and either commits or throws `HushError` having changed nothing.
 /// SQLite is the embedded default; a PostgreSQL implementation can follow the same contract.
@@ -39,9 +47,13 @@ public protocol Store: Sendable {
     func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> (messages: [Envelope], more: Bool)
     func saveDelivered(room: String, key: String, seq: Int) async throws
 
-    /// Returns the keys still in the room.
-    func removeMember(room: String, key: String, signature: [UInt8], by owner: String) async throws -> [String]
-    func leave(room: String, key: String) async throws -> [String]
+    /// The departed members whose messages a key with `floor` can read (`until > floor`), the
+    /// most recent `limit` of them.
+    func formerMembers(of room: String, after floor: Int, limit: Int) async throws -> [DepartedRecord]
+
+    func removeMember(room: String, key: String, signature: [UInt8], by owner: String) async throws -> DepartureOutcome
+    /// `signature`: the leaving key's own signature of the leave statement (§6.5).
+    func leave(room: String, key: String, signature: [UInt8]) async throws -> DepartureOutcome
     /// Returns the keys that were in the room.
     func deleteRoom(room: String, by key: String) async throws -> [String]
 }

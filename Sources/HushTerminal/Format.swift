@@ -44,7 +44,9 @@ public enum Format {
             return "<\(who(from))> \(sanitize(text))"
         case .rotated(_, let epoch): return "* the room key was rotated (epoch \(epoch))"
         case .memberJoined(let key): return "* \(who(key)) joined"
-        case .memberLeft(let key): return "* \(who(key)) left or was removed"
+        case .memberLeft(let key): return "* \(who(key)) left"
+        case .memberRemoved(let key): return "* \(who(key)) was removed by the owner"
+        case .memberGone(let key): return "* \(who(key)) is gone (the departure signature does not verify)"
         case .joinRequested(let key): return "* \(short(key)) asked to join; answered with the room key"
         case .rotationDue(let count): return "* \(count) messages since the last rotation: rotating the room key"
         case .rejected(let seq, let reason): return "! message #\(seq) dropped: \(sanitize(reason))"
@@ -75,6 +77,8 @@ public enum Format {
         case .rotated(let seq, let epoch): return JSONEvent(type: "rotated", seq: seq, epoch: epoch)
         case .memberJoined(let key): return JSONEvent(type: "member_joined", from: fingerprint(ofKey: key), key: key)
         case .memberLeft(let key): return JSONEvent(type: "member_left", from: fingerprint(ofKey: key), key: key)
+        case .memberRemoved(let key): return JSONEvent(type: "member_removed", from: fingerprint(ofKey: key), key: key)
+        case .memberGone(let key): return JSONEvent(type: "member_gone", from: fingerprint(ofKey: key), key: key)
         case .joinRequested(let key): return JSONEvent(type: "join_requested", from: fingerprint(ofKey: key), key: key)
         case .rotationDue(let count): return JSONEvent(type: "rotation_due", count: count)
         case .rejected(let seq, let reason): return JSONEvent(type: "rejected", seq: seq, reason: reason)

@@ -94,7 +94,7 @@ import ThemisKit
         _ = try await chat.line { $0.contains(bobFingerprint) }
         chat.write("/remove " + bobFingerprint.replacingOccurrences(of: " ", with: "").prefix(10))
         _ = try await chat.line { $0.hasPrefix("* removed") }
-        _ = try await next(alice.events) { $0 == .memberLeft(key: bobState.myKey) }
+        _ = try await next(alice.events) { $0 == .memberRemoved(key: bobState.myKey) }
         _ = try await next(alice.events) { if case .rotated(_, 2) = $0 { true } else { false } }
         chat.write("secret after removal")
         _ = try await next(alice.events, where: isMessage("secret after removal"))

@@ -62,4 +62,31 @@ import Testing
         let response = try await next(joinerAgain.pushes) { $0.type == "join_response" }
         #expect(try flow.accept(sealed: response.sealed!.bytes).state.epoch == 0)
     }
+
+    @Test func formerMembersSurviveKillNine() async throws {
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent("hush-former-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: data) }
+        let (first, url) = try await Self.serve(data: data)
+        let info = try await ServerInfo.fetch(url)
+        let owner = try await RoomClient.create(server: info)
+        let bob = try await RoomClient.join(link: try await owner.invite())
+        let bobKey = await bob.key
+        try await bob.send("from bob")
+        try await bob.leave()
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+
+        let (second, newURL) = try await Self.serve(data: data)
+        defer { second.terminate(); second.waitUntilExit() }
+        let again = try await ServerInfo.fetch(newURL, expectedFingerprint: info.fingerprint)
+        let summary = try await owner.reconnect(to: again)
+        let entry = try #require(summary?.formerMembers?.first)
+        #expect(summary?.formerMembers?.count == 1)
+        #expect(entry.key == bobKey && entry.until == 1 && entry.departure == .left)
+        #expect(Statement.verifyDeparture(.left, signature: entry.departureSignature.bytes, room: await owner.room,
+                                          key: bobKey, owner: await owner.state.owner))
+        // A member joining after the restart reads Bob's message as his.
+        let carol = try await RoomClient.join(link: try await owner.invite())
+        #expect(try await carol.history(after: 0) == [.message(seq: 1, from: bobKey, text: "from bob")])
+    }
 }
