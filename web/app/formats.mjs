@@ -55,6 +55,8 @@ const json = (value) => utf8Encode(JSON.stringify(value));
 export const roomContext = (room, epoch) => utf8Encode(`${room}:${epoch}`);
 export const membershipStatement = (room, key) => utf8Encode(`hush-member:${room}:${key}`);
 export const removalStatement = (room, key) => utf8Encode(`hush-remove:${room}:${key}`);
+/** §6.5: signed by the leaving member's own key. */
+export const leaveStatement = (room, key) => utf8Encode(`hush-leave:${room}:${key}`);
 const confirmationStatement = (room, key) => utf8Encode(`hush-confirm:${room}:${key}`);
 
 // ---- §6.1 chat messages ----

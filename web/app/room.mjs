@@ -5,7 +5,7 @@
 import { base64ToBytes, bytesToBase64, publicKeyFromPrivate } from '../themis/index.mjs';
 import {
   PayloadError, REASONS, b64, keyBytes, sealChat, openChat, signRotation, sealRotation, wrapRotation,
-  openRotation, openRotationWrap, verifyStatement, membershipStatement, removalStatement, signStatement,
+  openRotation, openRotationWrap, verifyStatement, membershipStatement, removalStatement, leaveStatement, signStatement,
   randomBytes,
 } from './formats.mjs';
 
@@ -18,7 +18,7 @@ export function newRoomState({ room, owner, privateKey, epoch, roomKey }) {
     room, owner, me, privateKey: bytesToBase64(privateKey),
     epoch, keys: { [epoch]: bytesToBase64(roomKey) },
     members: {}, // non-owner key → owner's membership signature (b64), each verified
-    former: {}, // removed/left key → {signature, untilSeq}: their earlier messages stay readable
+    former: {}, // removed/left key → {signature, untilSeq, departure}: messages with seq ≤ untilSeq stay valid
     counter: 0, // my last chat counter (§6.1); durable so that it never repeats
     accepted: {}, // sender → {counter: seq}; rebuilt from history each session
     lastSeq: 0,
@@ -42,26 +42,76 @@ export const currentKey = (state) => base64ToBytes(state.keys[state.epoch]);
 
 /** Admits `key` if the owner's membership signature over it verifies; returns whether it did. */
 export async function admit(state, key, signatureB64) {
-  if (typeof key !== 'string' || typeof signatureB64 !== 'string' || key === state.owner) return false;
+  // A departed key is retired for good (§4.7): its old signature cannot bring it back.
+  if (typeof key !== 'string' || typeof signatureB64 !== 'string' || key === state.owner || state.former[key]) return false;
+  if (!await verifyMembership(state, key, signatureB64)) return false;
+  state.members[key] = signatureB64;
+  return true;
+}
+
+async function verifyMembership(state, key, signatureB64) {
   let signature;
   try { keyBytes(key); signature = b64(signatureB64, 4096); } catch { return false; }
-  if (!await verifyStatement(signature, membershipStatement(state.room, key), ownerKey(state))) return false;
-  state.members[key] = signatureB64;
-  delete state.former[key];
-  return true;
+  return verifyStatement(signature, membershipStatement(state.room, key), ownerKey(state));
 }
 
 /** Checks the owner's removal signature (§6.5). */
 export async function verifyRemoval(state, key, signatureB64) {
-  let signature;
-  try { signature = b64(signatureB64, 4096); } catch { return false; }
-  return verifyStatement(signature, removalStatement(state.room, key), ownerKey(state));
+  return verifyDeparture(state, key, 'removed', signatureB64);
 }
 
-/** A member left or was removed: its messages up to now stay readable, later ones do not. */
-export function forget(state, key) {
-  if (state.members[key]) state.former[key] = { signature: state.members[key], untilSeq: state.lastSeq };
+/** Checks a departure signature (§6.5): a removal by the owner, a leave by the departed key itself. */
+export async function verifyDeparture(state, key, departure, signatureB64) {
+  let signature;
+  let signer;
+  try {
+    signature = b64(signatureB64, 4096);
+    signer = departure === 'left' ? keyBytes(key) : ownerKey(state);
+  } catch { return false; }
+  if (departure === 'left') return verifyStatement(signature, leaveStatement(state.room, key), signer);
+  if (departure === 'removed') return verifyStatement(signature, removalStatement(state.room, key), signer);
+  return false;
+}
+
+/**
+ * A member left or was removed at `until` (the room's last seq then; default: the last seq seen):
+ * its messages with seq ≤ until stay valid, later ones do not. A departure happens once, so a
+ * later claim never widens the window. `departure` is 'left'/'removed' when its signature
+ * verified, null when not.
+ */
+export function forget(state, key, until = state.lastSeq, departure = null) {
+  const known = state.former[key];
+  const signature = state.members[key] ?? known?.signature;
+  if (signature) {
+    const bound = Number.isSafeInteger(until) && until >= 0 ? until : state.lastSeq;
+    state.former[key] = {
+      signature, untilSeq: known ? Math.min(known.untilSeq, bound) : bound, departure: departure ?? known?.departure ?? null,
+    };
+  }
   delete state.members[key];
+}
+
+/** A pushed departure (`member_left`/`member_removed`): verifies it, then forgets; returns whether it verified. */
+export async function depart(state, key, { departure, signature, until }) {
+  const verified = await verifyDeparture(state, key, departure, signature);
+  forget(state, key, until, verified ? departure : null);
+  return verified;
+}
+
+/**
+ * `formerMembers` of `hello` (§4.1): each entry is admitted like a member (the owner's membership
+ * signature must verify) and departed at its `until`. Malformed or unverifiable entries are skipped.
+ */
+export async function syncFormer(state, entries) {
+  for (const entry of Array.isArray(entries) ? entries.slice(0, 256) : []) {
+    if (entry === null || typeof entry !== 'object') continue;
+    const { key, signature, until, departure, departureSignature } = entry;
+    if (typeof key !== 'string' || key === state.owner || key === state.me) continue;
+    if (!Number.isSafeInteger(until) || until < 0 || (departure !== 'left' && departure !== 'removed')) continue;
+    if (state.members[key] !== signature && !state.former[key] && !await verifyMembership(state, key, signature)) continue;
+    if (!state.members[key] && !state.former[key]) state.members[key] = signature;
+    await depart(state, key, { departure, signature: departureSignature, until });
+  }
 }
 
 /** Replaces the member list with the server's (hello), keeping only verified entries. */
@@ -77,6 +127,8 @@ export async function syncMembers(state, entries) {
 
 export const signMembership = (state, key) => signStatement(privateKey(state), membershipStatement(state.room, key));
 export const signRemoval = (state, key) => signStatement(privateKey(state), removalStatement(state.room, key));
+/** §6.5: this key leaves the room. */
+export const signLeave = (state) => signStatement(privateKey(state), leaveStatement(state.room, state.me));
 
 /** Seals my next chat message; the counter is consumed even if sending fails. */
 export async function compose(state, text, now) {

@@ -6,8 +6,8 @@ import { base64ToBytes, bytesToBase64, fingerprint, generateKeyPair } from '../t
 import { Connection, ServerError } from './connection.mjs';
 import { keyBytes } from './formats.mjs';
 import {
-  newRoomState, restoreRoomState, durable, isOwner, admit, forget, syncMembers, verifyRemoval, compose,
-  recordSent, makeRotation, install, receive, parseEnvelope, signRemoval,
+  newRoomState, restoreRoomState, durable, isOwner, admit, forget, depart, syncMembers, syncFormer, compose,
+  recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
 } from './room.mjs';
 import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant } from './joins.mjs';
 
@@ -203,6 +203,7 @@ export class RoomClient {
     if (this.record.phase === 'joining') return this.syncJoin(hello, summary);
     if (!summary) return this.ended('deleted', 'This room no longer exists: the owner deleted it.');
     if (summary.owner !== this.state.owner) throw new Error('The server reports another owner for this room; refusing it.');
+    await syncFormer(this.state, summary.formerMembers);
     await syncMembers(this.state, summary.members);
     this.wrapRequired = summary.wrapRequired === true;
     const now = Date.now() / 1000;
@@ -294,11 +295,14 @@ export class RoomClient {
       case 'member_left':
       case 'member_removed': {
         if (push.room !== this.id || !this.state || !this.state.members[push.key]) return;
-        if (push.type === 'member_removed' && !await verifyRemoval(this.state, push.key, push.signature)) return;
-        forget(this.state, push.key);
+        // The server no longer relays that key either way; the signature tells whether the
+        // departure is really the member's own (leave) or the owner's (removal).
+        const departure = push.type === 'member_left' ? 'left' : 'removed';
+        const verified = await depart(this.state, push.key, { departure, signature: push.signature, until: push.until });
         this.wrapRequired = true;
         const fp = await keyFingerprint(push.key);
-        this.line(push.type === 'member_left' ? `A member left: ${fp}` : `The owner removed a member: ${fp}`, 'removal');
+        if (!verified) this.line(`A member is gone, but the departure does not verify: ${fp}`, 'warning');
+        else this.line(departure === 'left' ? `A member left: ${fp}` : `The owner removed a member: ${fp}`, 'removal');
         await this.refreshMembers();
         await this.save();
         break;
@@ -380,6 +384,14 @@ export class RoomClient {
         this.wrapRequired = true;
         return this.rotate(true);
       }
+      if (error instanceof ServerError && error.code === 'epoch_mismatch') {
+        // Another window of this owner rotated first: catch up (members, and that rotation
+        // through history); rotate again only if the room still needs a wrapped rotation.
+        this.line('The room key was rotated elsewhere; catching up.', 'rotation');
+        await this.sync();
+        if (!retried && this.wrapRequired) return this.rotate(true);
+        return;
+      }
       throw error;
     }
     install(this.state, rotation);
@@ -418,8 +430,8 @@ export class RoomClient {
   remove(key) {
     return this.serial(async () => {
       const signature = bytesToBase64(await signRemoval(this.state, key));
-      await this.request('remove_member', { key, signature });
-      forget(this.state, key);
+      const reply = await this.request('remove_member', { key, signature });
+      forget(this.state, key, Number.isSafeInteger(reply.until) ? reply.until : this.state.lastSeq, 'removed');
       this.wrapRequired = true;
       this.line(`You removed a member: ${await keyFingerprint(key)}`, 'removal');
       await this.rotate();
@@ -433,7 +445,7 @@ export class RoomClient {
     return this.serial(async () => {
       if (this.record.status === 'active') {
         if (this.isOwner) await this.request('delete_room');
-        else if (this.record.phase === 'ready') await this.request('leave');
+        else if (this.record.phase === 'ready') await this.request('leave', { signature: bytesToBase64(await signLeave(this.state)) });
       }
       this.connection.stop();
     }, { rethrow: true });
