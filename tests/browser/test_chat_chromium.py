@@ -1,7 +1,7 @@
 """Two people in headless Chromium, each with their own profile: create, invite, join, talk
 both ways, automatic rotation after N messages, reload + unlock + history, a wrong password,
-removal by the owner (the removed person cannot read what follows), and a join that waits
-while the owner is away."""
+removal by the owner (the removed person cannot read what follows), a join that waits
+while the owner is away, and a later joiner reading the messages of a member who left."""
 import time
 
 
@@ -116,3 +116,19 @@ def test_join_waits_for_the_owner_and_phone_layout(server, people):
     carol.screenshot("chat-chromium-phone.png")
     # On a phone-sized window the room list is hidden while a room is open.
     assert not carol.js("return getComputedStyle(document.getElementById('sidebar')).display !== 'none'")
+
+    # Carol leaves with a signed leave, which the owner verifies. Dave joins afterwards, before
+    # any rotation, so Carol's earlier message is in his history: it reads as a member's message
+    # (her membership comes from `formerMembers`), not as a stranger's.
+    carol.js("window.confirm = () => true")
+    carol.click("#leave-button")
+    owner.wait("the leave notice", lambda: any("A member left" in line for line in owner.system_lines("removal")))
+    dave = people("dave")
+    dave.open(owner.invite())
+    dave.unlock("dave-password-1")
+    dave.join("Later (dave)")
+    dave.wait_joined()
+    dave.wait_text("made it in")
+    made = [m for m in dave.messages() if m["text"] == "made it in"][0]
+    assert made["sender"] == "Member" and not made["own"]
+    assert not dave.js("return document.querySelector('[data-testid=undecryptable]')")
