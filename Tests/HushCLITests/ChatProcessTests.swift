@@ -173,13 +173,7 @@ import ThemisKit
         let info = try await server.info()
         let owner = try await RoomClient.create(server: info)
         let invite = try InviteLink.parse(try await owner.invite()).invite
-        let flow = try JoinerFlow(invite: invite)
-        let joiner = try await HushConnection.open(server: info, key: flow.me)
-        var join = WireMessage(type: "join")
-        join.room = invite.room
-        join.inviteId = Base64Bytes(invite.inviteID)
-        join.joiningKey = Base64Bytes(try flow.joiningKeyBlob())
-        try await joiner.request(join)
+        let (flow, joiner) = try await sendJoinRequest(invite, server: info)
         let first = try await next(joiner.pushes) { $0.type == "join_response" }
         let stale = try flow.accept(sealed: first.sealed!.bytes)
         #expect(stale.state.epoch == 0)

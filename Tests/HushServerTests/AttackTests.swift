@@ -73,13 +73,8 @@ import ThemisKit
         register.expiresAt = Int64(Date().timeIntervalSince1970) + 60
         try await owner.request(register)
 
-        let flow = try JoinerFlow(invite: invite)
-        let joiner = try await HushConnection.open(server: info, key: flow.me)
+        let (flow, joiner) = try await sendJoinRequest(invite, server: info)
         let joinerKey = KeyID.json(flow.me.publicKey)
-        var join = WireMessage.request("join", room: room)
-        join.inviteId = Base64Bytes(invite.inviteID)
-        join.joiningKey = Base64Bytes(try flow.joiningKeyBlob())
-        try await joiner.request(join)
         let request = try await next(owner.pushes) { $0.type == "join_request" }
         var response = WireMessage.request("join_response", room: room)
         response.inviteId = Base64Bytes(invite.inviteID)

@@ -36,13 +36,7 @@ import Testing
         let link = try await owner.invite()
         await owner.disconnect()
         let invite = try InviteLink.parse(link).invite
-        let flow = try JoinerFlow(invite: invite)
-        let joiner = try await HushConnection.open(server: info, key: flow.me)
-        var join = WireMessage(type: "join")
-        join.room = invite.room
-        join.inviteId = Base64Bytes(invite.inviteID)
-        join.joiningKey = Base64Bytes(try flow.joiningKeyBlob())
-        try await joiner.request(join)
+        let (flow, _) = try await sendJoinRequest(invite, server: info)
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
 

@@ -73,3 +73,16 @@ where S.Element: Sendable {
         return element
     }
 }
+
+/// A fresh joiner that has sent the `join` request of PROTOCOL.md §4.3 for `invite`, over a
+/// connection of its own.
+public func sendJoinRequest(_ invite: InviteLink, server: ServerInfo) async throws -> (JoinerFlow, HushConnection) {
+    let flow = try JoinerFlow(invite: invite)
+    let joiner = try await HushConnection.open(server: server, key: flow.me)
+    var join = WireMessage(type: "join")
+    join.room = invite.room
+    join.inviteId = Base64Bytes(invite.inviteID)
+    join.joiningKey = Base64Bytes(try flow.joiningKeyBlob())
+    try await joiner.request(join)
+    return (flow, joiner)
+}
