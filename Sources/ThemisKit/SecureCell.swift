@@ -250,14 +250,6 @@ enum CellCore {
 
     static func randomIV() -> [UInt8] { randomBytes(Int(ivCount)) }
 
-    static func messageKey(_ kdf: SoterKDF, byteCount: Int, messageLength: Int, context: [UInt8]) -> SymmetricKey {
-        let length = [UInt8].le32(UInt32(messageLength))
-        let key = context.isEmpty
-            ? kdf.derive(length, outputByteCount: byteCount)
-            : kdf.derive(length, context, outputByteCount: byteCount)
-        return SymmetricKey(data: key)
-    }
-
     /// Encrypts into one buffer, `token ‖ ciphertext`, and says where the token ends.
     static func seal(
         _ message: [UInt8], kdf: SoterKDF, algorithm: UInt32, context: [UInt8], iv: [UInt8],
@@ -265,7 +257,7 @@ enum CellCore {
     ) throws(ThemisError) -> (sealed: [UInt8], tokenCount: Int) {
         guard !message.isEmpty else { throw .emptyInput }
         guard message.count <= UInt32.max else { throw .invalidParameter }
-        let key = messageKey(kdf, byteCount: 32, messageLength: message.count, context: context)
+        let key = kdf.messageKey(length: UInt32(message.count), context: context, byteCount: 32)
         let box: AES.GCM.SealedBox
         do {
             box = try AES.GCM.seal(message, using: key, nonce: AES.GCM.Nonce(data: iv), authenticating: context)
@@ -295,7 +287,7 @@ enum CellCore {
     static func open(
         _ ciphertext: ArraySlice<UInt8>, header: CellHeader, kdf: SoterKDF, context: [UInt8]
     ) throws(ThemisError) -> [UInt8] {
-        let key = messageKey(kdf, byteCount: header.keyByteCount, messageLength: ciphertext.count, context: context)
+        let key = kdf.messageKey(length: UInt32(ciphertext.count), context: context, byteCount: header.keyByteCount)
         do {
             let box = try AES.GCM.SealedBox(nonce: AES.GCM.Nonce(data: header.iv), ciphertext: ciphertext, tag: header.tag)
             return try AES.GCM.open(box, using: key, authenticating: context).withUnsafeBytes { Array($0) }

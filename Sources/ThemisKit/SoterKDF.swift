@@ -22,6 +22,17 @@ struct SoterKDF: Sendable {
         return Array(hmac.finalize().prefix(outputByteCount))
     }
 
+    /// A Secure Cell message key: contexts `LE32(length)` and `context`, without building
+    /// either into an array (this runs once per cell).
+    func messageKey(length: UInt32, context: [UInt8], byteCount: Int) -> SymmetricKey {
+        precondition((1...32).contains(byteCount), "Soter KDF yields 1 to 32 bytes")
+        var hmac = keyedPrefix
+        withUnsafeBytes(of: length.littleEndian) { hmac.update(data: $0) }
+        hmac.update(data: context)
+        let output = hmac.finalize()
+        return byteCount == 32 ? SymmetricKey(data: output) : output.withUnsafeBytes { SymmetricKey(data: $0.prefix(byteCount)) }
+    }
+
     /// One derivation; without a key, the implicit-key mode used only for the Secure Session id.
     static func derive(
         key: SymmetricKey?, label: String, contexts: [[UInt8]], outputByteCount: Int
