@@ -1,7 +1,7 @@
 // The web client's controller: reads the pinned server key from the page, unlocks the key
 // store, runs one RoomClient per room, and wires the page's controls to them.
 import { base64ToBytes, fingerprint, constantTimeEqual } from '../themis/index.mjs';
-import { KeyStore, WrongPassword, requestPersistence } from './store.mjs';
+import { KeyStore, WrongPassword, requestPersistence, MAX_FILE_BYTES } from './store.mjs';
 import { RoomClient, MAX_TEXT_CHARS } from './rooms.mjs';
 import { parseInviteFragment } from './formats.mjs';
 import { $, renderConnection, renderRoomList, renderRoom, renderMembers, toast } from './ui.mjs';
@@ -316,6 +316,11 @@ async function importKeys(event) {
   const file = event.target.files?.[0];
   event.target.value = '';
   if (!file) return;
+  // Refuse by size before reading: a file picked by mistake may be gigabytes.
+  if (file.size > MAX_FILE_BYTES) {
+    const message = 'The file is too large to be a key store.';
+    return app.store ? toast(message) : lockError(message);
+  }
   const exists = await KeyStore.exists();
   if (exists && !confirm('Replace the keys in this browser with the file’s? Keys not in the file are lost.')) return;
   try {

@@ -9,7 +9,7 @@ const DB_NAME = 'hush';
 const STORE = 'keystore';
 const RECORD = 'main';
 const CONTEXT = utf8Encode('hush-keystore-v1');
-const MAX_FILE_BYTES = 16 * 1024 * 1024;
+export const MAX_FILE_BYTES = 16 * 1024 * 1024;
 
 export class WrongPassword extends Error {}
 
