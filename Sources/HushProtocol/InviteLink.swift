@@ -27,8 +27,12 @@ public struct InviteLink: Codable, Sendable, Equatable {
         return base + "/#" + Base64.encodeURL(RoomPayload.json(self))
     }
 
+    /// Real links are a few hundred characters; anything longer is refused before decoding.
+    public static let maxLinkLength = 4096
+
     /// Parses a link; returns the server URL and the invite.
     public static func parse(_ link: String) throws(HushError) -> (serverURL: String, invite: InviteLink) {
+        guard link.utf8.count <= maxLinkLength else { throw HushError(.tooLarge, "an invite link is at most \(maxLinkLength) characters") }
         guard let hash = link.firstIndex(of: "#"), let bytes = Base64.decodeURL(String(link[link.index(after: hash)...])),
               let invite = try? JSONDecoder().decode(InviteLink.self, from: Data(bytes)), invite.v == 1,
               invite.token.bytes.count == 32
