@@ -118,7 +118,7 @@ public final class HushConnection: Sendable {
     public func request(_ request: WireMessage) async throws -> WireMessage {
         let reply = try await exchange(request)
         if reply.type == "error" {
-            throw HushError(ErrorCode(rawValue: reply.code ?? "") ?? .internal, reply.message ?? "")
+            throw HushError(ErrorCode(rawValue: reply.code ?? "") ?? .internal, reply.message ?? "", epoch: reply.epoch)
         }
         return reply
     }

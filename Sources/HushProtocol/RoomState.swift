@@ -111,6 +111,12 @@ public struct RoomState: Sendable {
         return true
     }
 
+    /// Moves the counter forward (never back): the next message uses `counter + 1`. A key
+    /// store that reserved a counter for this key hands it over here.
+    public mutating func raiseCounter(to counter: Int) {
+        myCounter = max(myCounter, counter)
+    }
+
     /// Seals the next chat message of this key.
     public mutating func compose(text: String, now: Int64) throws(ThemisError) -> [UInt8] {
         myCounter += 1
@@ -119,7 +125,8 @@ public struct RoomState: Sendable {
     }
 
     /// Owner: a rotation to a fresh key, plain (sealed under the current key) or, with
-    /// `recipients`, wrapped for each of them. `install` it once the server accepted it.
+    /// `recipients`, wrapped for each of them and for the owner itself, so that the owner's
+    /// other clients follow it (§4.5). `install` it once the server accepted it.
     public func makeRotation(wrappedFor recipients: [String]? = nil) throws -> Rotation {
         let newKey = RoomPayload.newRoomKey()
         let signed = try RoomPayload.signRotation(room: room, epoch: epoch + 1, key: newKey, owner: me)
@@ -127,7 +134,7 @@ public struct RoomState: Sendable {
             let payload = try RoomPayload.sealRotation(signed, oldKey: currentKey, room: room, oldEpoch: epoch)
             return Rotation(epoch: epoch + 1, key: newKey, payload: payload, wraps: nil)
         }
-        let wraps = try recipients.map { key in
+        let wraps = try Set(recipients + [myKey]).sorted().map { key in
             Wrap(key: key, wrap: try RoomPayload.wrapRotation(signed, owner: me, member: try KeyID.key(fromJSON: key)))
         }
         return Rotation(epoch: epoch + 1, key: newKey, payload: nil, wraps: wraps)

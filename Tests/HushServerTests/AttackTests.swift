@@ -36,6 +36,8 @@ import ThemisKit
             let outsider = try await HushConnection.open(server: f.info, key: ThemisPrivateKey())
             var send = WireMessage.request("send", room: f.room)
             send.payload = Base64Bytes([1, 2, 3])
+            send.epoch = 0
+            send.messageId = Base64Bytes(RoomPayload.randomBytes(16))
             #expect(try await errorCode(outsider, send) == .notMember)
             #expect(try await errorCode(outsider, .request("history", room: f.room)) == .notMember)
 

@@ -14,7 +14,7 @@ import ThemisKit
             #expect(wellKnown.status == 200)
             let decoded = try JSONDecoder().decode(WellKnown.self, from: Data(wellKnown.body.utf8))
             #expect(decoded.fingerprint == server.server.identity.fingerprint)
-            #expect(decoded.ws == "/ws" && decoded.protocol == 1)
+            #expect(decoded.ws == "/ws" && decoded.protocol == 2)
             let index = try await httpGet(server.url + "/")
             #expect(index.body.contains("hush-server-key"))
             #expect(index.body.contains(server.server.identity.serverID))

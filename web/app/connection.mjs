@@ -10,9 +10,11 @@ const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
 
 /** An `error` reply: `code` is the protocol's error code (§5). */
 export class ServerError extends Error {
-  constructor(code, message) {
+  /** `epoch`: the room's current epoch, on `stale_epoch` and `rotation_pending` (§4.4). */
+  constructor(code, message, epoch = null) {
     super(message || code);
     this.code = code;
+    this.epoch = Number.isSafeInteger(epoch) ? epoch : null;
   }
 }
 
@@ -127,7 +129,7 @@ export class Connection {
     if (waiter) {
       this.pending.delete(message.id);
       clearTimeout(waiter.timer);
-      if (message.type === 'error') waiter.reject(new ServerError(String(message.code), String(message.message ?? '')));
+      if (message.type === 'error') waiter.reject(new ServerError(String(message.code), String(message.message ?? ''), message.epoch));
       else waiter.resolve(message);
     } else if (message.type === 'error' && message.code === 'removed') {
       this.setState('removed');

@@ -405,11 +405,31 @@ export class RoomClient {
 
   send(text) {
     return this.serial(async () => {
-      const { payload, counter } = await compose(this.state, text, Date.now());
-      await this.save(); // the counter must never repeat, even after a crash
-      const reply = await this.request('send', { payload });
+      // One id for every attempt of this message: the server stores it once (§4.4).
+      const messageId = bytesToBase64(crypto.getRandomValues(new Uint8Array(16)));
+      let reply;
+      for (let attempt = 0; ; attempt += 1) {
+        const { payload, counter, epoch } = await compose(this.state, text, Date.now());
+        await this.save(); // the counter must never repeat, even after a crash
+        try {
+          reply = await this.request('send', { epoch, messageId, payload });
+          recordSent(this.state, counter, reply.seq);
+          break;
+        } catch (error) {
+          const resealable = error instanceof ServerError && (error.code === 'stale_epoch' || error.code === 'rotation_pending');
+          if (!resealable || attempt > 0) throw error;
+          // A rotation this tab has not read yet (or one owed after a departure): read it,
+          // then seal the same text again under the new key.
+          if (error.code === 'rotation_pending' && this.isOwner) {
+            this.wrapRequired = true;
+            await this.rotate();
+          } else {
+            await this.sync();
+          }
+          if (this.state.epoch <= epoch) throw error;
+        }
+      }
       if (!Number.isSafeInteger(reply.seq)) throw new Error('bad reply from the server');
-      recordSent(this.state, counter, reply.seq);
       await this.addEvent({ type: 'chat', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, text, ts: Date.now() });
       this.markRead();
       this.changed();
