@@ -302,11 +302,14 @@ public actor RoomClient {
             request.room = room
             request.after = after
             let reply = try await connection.request(request)
-            for envelope in reply.messages ?? [] {
+            let asked = after
+            for envelope in (reply.messages ?? []).prefix(Limits.standard.maxHistoryPage) {
                 events.append(interpret(state.receive(envelope)))
-                after = envelope.seq
+                after = max(after, envelope.seq)
             }
             guard reply.more == true else { return events }
+            // A server that says `more` without moving forward would keep this loop busy forever.
+            guard after > asked else { throw ClientError.unexpectedReply("history page without progress") }
         }
     }
 

@@ -152,8 +152,17 @@ public struct RoomState: Sendable {
         epoch = max(epoch, rotation.epoch)
     }
 
-    /// Interprets one envelope from the server (push or history).
+    /// The largest sequence number and epoch a client accepts from a server: JSON numbers
+    /// stay exact up to 2^53 (§1), and the web client holds the same bound.
+    public static let maxSeq = (1 << 53) - 1
+
+    /// Interprets one envelope from the server (push or history). One that is not well formed
+    /// (another room, a sequence number or epoch out of range, an unknown kind) changes nothing.
     public mutating func receive(_ envelope: Envelope) -> Event {
+        guard envelope.room == room, (1...Self.maxSeq).contains(envelope.seq), (0...Self.maxSeq).contains(envelope.epoch),
+              ["message", "rotation"].contains(envelope.kind) else {
+            return .rejected(seq: envelope.seq, reason: "malformed envelope")
+        }
         lastSeq = max(lastSeq, envelope.seq)
         switch envelope.kind {
         case "rotation": return receiveRotation(envelope)
@@ -183,6 +192,7 @@ public struct RoomState: Sendable {
 
     private mutating func receiveRotation(_ envelope: Envelope) -> Event {
         guard envelope.from == KeyID.json(owner) else { return .rejected(seq: envelope.seq, reason: "rotation not from owner") }
+        guard envelope.epoch >= 1 else { return .rejected(seq: envelope.seq, reason: "rotation to epoch 0") }
         if keys[envelope.epoch] != nil { return .rotated(seq: envelope.seq, epoch: envelope.epoch) }
         let newKey: [UInt8]
         do {
