@@ -7,23 +7,28 @@ import ThemisKit
 /// writes, so a committed message survives `kill -9` and power loss.
 public final class SQLiteStore: Store {
     private let pool: DatabasePool
+    private let committer: GroupCommitter
 
     /// `PRAGMA synchronous` value of FULL.
     static let synchronousFull = 2
 
     public init(path: String) throws {
-        pool = try DatabasePool(path: path)
+        let pool = try DatabasePool(path: path)
         // GRDB sets the writer to NORMAL when it enables WAL, after any `prepareDatabase`
         // hook: set FULL afterwards on the one writer connection, and check that it holds.
         try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-        guard try writerSynchronousLevel() == Self.synchronousFull else {
+        guard try Self.synchronousLevel(of: pool) == Self.synchronousFull else {
             throw StoreError("SQLite refused synchronous=FULL on the writer connection")
         }
         try Self.migrator.migrate(pool)
+        self.pool = pool
+        committer = GroupCommitter(pool: pool)
     }
 
     /// The writer connection's `PRAGMA synchronous` (2 = FULL).
-    public func writerSynchronousLevel() throws -> Int {
+    public func writerSynchronousLevel() throws -> Int { try Self.synchronousLevel(of: pool) }
+
+    static func synchronousLevel(of pool: DatabasePool) throws -> Int {
         try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
     }
 
@@ -76,9 +81,11 @@ public final class SQLiteStore: Store {
         return migrator
     }
 
-    /// Runs `body` in one write transaction, passing `HushError` through untouched.
-    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        try await pool.write(body)
+    /// Runs `body` atomically (its own savepoint in the next group commit), passing `HushError`
+    /// through untouched; returns once the change is durable, after `afterCommit` ran.
+    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T,
+                                    afterCommit: (@Sendable (T) -> Void)? = nil) async throws -> T {
+        try await committer.write(body, afterCommit: afterCommit)
     }
 
     private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
@@ -299,9 +306,9 @@ public final class SQLiteStore: Store {
             try Self.insert(db, message)
             try db.execute(sql: "UPDATE rooms SET last_seq = ?, since_rotation = ? WHERE id = ?",
                            arguments: [room.lastSeq, room.sinceRotation, room.id])
-            let outcome = AppendOutcome(message: message, room: room, recipients: try Self.keys(db, room: room.id), wraps: [:])
-            db.afterNextTransaction(onCommit: { _ in afterCommit(outcome) })
-            return outcome
+            return AppendOutcome(message: message, room: room, recipients: try Self.keys(db, room: room.id), wraps: [:])
+        } afterCommit: { outcome in
+            if !outcome.isRepeat { afterCommit(outcome) }
         }
     }
 
@@ -338,9 +345,9 @@ public final class SQLiteStore: Store {
                 UPDATE rooms SET last_seq = ?, epoch = ?, last_rotation_seq = ?, since_rotation = 0, wrap_required = 0
                 WHERE id = ?
                 """, arguments: [room.lastSeq, epoch, room.lastSeq, room.id])
-            let outcome = AppendOutcome(message: message, room: room, recipients: keys, wraps: wrapMap)
-            db.afterNextTransaction(onCommit: { _ in afterCommit(outcome) })
-            return outcome
+            return AppendOutcome(message: message, room: room, recipients: keys, wraps: wrapMap)
+        } afterCommit: { outcome in
+            afterCommit(outcome)
         }
     }
 

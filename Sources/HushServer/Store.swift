@@ -19,8 +19,8 @@ public struct AppendOutcome: Sendable {
     public var isRepeat = false
 }
 
-/// Called once the change is durable, in commit order: every room's pushes leave in
-/// sequence order because they are handed to the hub here, not after the caller resumes.
+/// Called once the change is durable, in commit order, before the caller resumes: every
+/// room's pushes leave in sequence order because they are handed to the hub here.
 public typealias AfterCommit = @Sendable (AppendOutcome) -> Void
 
 /// A member left or was removed.

@@ -181,6 +181,39 @@ import Testing
         }
     }
 
+    /// Group commit: many sends at once share transactions; a refusal among them rolls back only
+    /// itself (each write has its own savepoint), and every accepted one is stored exactly once.
+    @Test func concurrentSendsWithRefusalsAmongThemCommitExactlyTheAcceptedOnes() async throws {
+        try await withTestServer { server in
+            let info = try await server.info()
+            let owner = try await RoomClient.create(server: info)
+            var members = [owner]
+            for _ in 0..<4 { members.append(try await RoomClient.join(link: try await owner.invite())) }
+            let room = await owner.room
+            let results = try await withThrowingTaskGroup(of: (Bool, String?).self) { group in
+                for member in members {
+                    var state = await member.state
+                    let connection = await member.rawConnection
+                    for n in 0..<10 {
+                        // Every third one claims an epoch the room does not have.
+                        let request = try Self.sendRequest(&state, text: "n\(n)", epoch: n % 3 == 0 ? 5 : nil)
+                        group.addTask {
+                            let reply = try await connection.exchange(request)
+                            return (reply.type == "sent", reply.code)
+                        }
+                    }
+                }
+                return try await group.reduce(into: [(Bool, String?)]()) { $0.append($1) }
+            }
+            let accepted = results.filter(\.0).count
+            #expect(accepted == 5 * 6)
+            #expect(results.filter { !$0.0 }.allSatisfy { $0.1 == ErrorCode.staleEpoch.rawValue })
+            #expect(try await server.server.store.room(room)?.lastSeq == accepted)
+            let history = try await owner.history(after: 0)
+            #expect(history.count == accepted && history.allSatisfy { if case .message = $0 { true } else { false } })
+        }
+    }
+
     @Test func theWriterConnectionRunsWithSynchronousFull() async throws {
         try await withTestServer { server in
             let store = try #require(server.server.store as? SQLiteStore)

@@ -1,0 +1,81 @@
+import GRDB
+import Synchronization
+
+/// Group commit: writes that arrive while a transaction is being committed wait, then share
+/// the next transaction, so that one fsync (`synchronous=FULL`) makes a whole batch durable.
+/// Each write runs in its own savepoint, so a refusal (`HushError`) rolls back only itself.
+/// Nothing is answered before the commit: each write's result, and its after-commit action
+/// (the pushes), are delivered once the batch is durable, in the order the writes ran, before
+/// the next batch starts — so a room's pushes leave in sequence order.
+final class GroupCommitter: Sendable {
+    /// One queued write, type-erased: `run` executes it inside the batch's transaction and
+    /// keeps its outcome; `finish` delivers it after the commit (or the commit's failure).
+    struct Job: Sendable {
+        let run: @Sendable (Database) -> Void
+        let finish: @Sendable ((any Error)?) -> Void
+    }
+
+    private let pool: DatabasePool
+    private let queue = Mutex<(jobs: [Job], draining: Bool)>(([], false))
+    /// Writes in one transaction at most: bounds a batch's latency and its journal.
+    static let maxBatch = 256
+
+    init(pool: DatabasePool) { self.pool = pool }
+
+    /// Runs `body` in the next transaction; returns its value once that transaction is
+    /// committed, after `afterCommit` ran with it. A thrown error changes nothing.
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T,
+                            afterCommit: (@Sendable (T) -> Void)? = nil) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let outcome = Mutex<Result<T, any Error>?>(nil)
+            enqueue(Job(
+                run: { db in
+                    var result: Result<T, any Error> = .failure(StoreError("the write did not run"))
+                    do {
+                        try db.inSavepoint {
+                            result = .success(try body(db))
+                            return .commit
+                        }
+                    } catch {
+                        result = .failure(error)
+                    }
+                    outcome.withLock { $0 = result }
+                },
+                finish: { commitError in
+                    let result: Result<T, any Error> = commitError.map { .failure($0) }
+                        ?? outcome.withLock { $0 } ?? .failure(StoreError("the write did not run"))
+                    if case .success(let value) = result { afterCommit?(value) }
+                    continuation.resume(with: result)
+                }))
+        }
+    }
+
+    private func enqueue(_ job: Job) {
+        let start = queue.withLock { state in
+            state.jobs.append(job)
+            defer { state.draining = true }
+            return !state.draining
+        }
+        if start { Task { await drain() } }
+    }
+
+    /// Commits batches until the queue is empty.
+    private func drain() async {
+        while true {
+            let batch = queue.withLock { state in
+                let batch = Array(state.jobs.prefix(Self.maxBatch))
+                state.jobs.removeFirst(batch.count)
+                if batch.isEmpty { state.draining = false }
+                return batch
+            }
+            if batch.isEmpty { return }
+            var commitError: (any Error)?
+            do {
+                try await pool.write { db in for job in batch { job.run(db) } }
+            } catch {
+                commitError = error
+            }
+            for job in batch { job.finish(commitError) }
+        }
+    }
+}
