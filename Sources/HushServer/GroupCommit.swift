@@ -18,9 +18,13 @@ final class GroupCommitter: Sendable {
     private let pool: DatabasePool
     private let queue = Mutex<(jobs: [Job], draining: Bool)>(([], false))
     /// Writes in one transaction at most: bounds a batch's latency and its journal.
-    static let maxBatch = 256
+    let maxBatch: Int
 
-    init(pool: DatabasePool) { self.pool = pool }
+    /// `maxBatch` 1 commits every write on its own (benchmarks compare against that).
+    init(pool: DatabasePool, maxBatch: Int) {
+        self.pool = pool
+        self.maxBatch = max(1, maxBatch)
+    }
 
     /// Runs `body` in the next transaction; returns its value once that transaction is
     /// committed, after `afterCommit` ran with it. A thrown error changes nothing.
@@ -63,7 +67,7 @@ final class GroupCommitter: Sendable {
     private func drain() async {
         while true {
             let batch = queue.withLock { state in
-                let batch = Array(state.jobs.prefix(Self.maxBatch))
+                let batch = Array(state.jobs.prefix(maxBatch))
                 state.jobs.removeFirst(batch.count)
                 if batch.isEmpty { state.draining = false }
                 return batch

@@ -12,6 +12,8 @@ public struct ServerConfiguration: Sendable {
     public var dataDirectory: URL
     public var webRoot: URL?
     public var limits = Limits.standard
+    /// Writes per SQLite transaction at most (group commit); 1 commits each on its own.
+    public var commitBatch = SQLiteStore.defaultCommitBatch
     /// The server's notion of now (invite expiry, message times); tests inject their own.
     public var clock: @Sendable () -> Date = { Date() }
 
@@ -30,7 +32,8 @@ public struct HushServer: Sendable {
     public init(configuration: ServerConfiguration, metrics: ServerMetrics = ServerMetrics()) throws {
         self.configuration = configuration
         identity = try ServerIdentity.loadOrCreate(in: configuration.dataDirectory)
-        store = try SQLiteStore(path: configuration.dataDirectory.appendingPathComponent("hush.sqlite").path)
+        store = try SQLiteStore(path: configuration.dataDirectory.appendingPathComponent("hush.sqlite").path,
+                                commitBatch: configuration.commitBatch)
         self.metrics = metrics
         hub = Hub(capacity: configuration.limits.maxOutgoingFrames)
     }

@@ -9,10 +9,14 @@ public final class SQLiteStore: Store {
     private let pool: DatabasePool
     private let committer: GroupCommitter
 
+    /// Writes per transaction at most: bounds a batch's latency and its journal.
+    public static let defaultCommitBatch = 256
+
     /// `PRAGMA synchronous` value of FULL.
     static let synchronousFull = 2
 
-    public init(path: String) throws {
+    /// `commitBatch`: writes per transaction at most (group commit); 1 turns grouping off.
+    public init(path: String, commitBatch: Int = SQLiteStore.defaultCommitBatch) throws {
         let pool = try DatabasePool(path: path)
         // GRDB sets the writer to NORMAL when it enables WAL, after any `prepareDatabase`
         // hook: set FULL afterwards on the one writer connection, and check that it holds.
@@ -22,7 +26,7 @@ public final class SQLiteStore: Store {
         }
         try Self.migrator.migrate(pool)
         self.pool = pool
-        committer = GroupCommitter(pool: pool)
+        committer = GroupCommitter(pool: pool, maxBatch: commitBatch)
     }
 
     /// The writer connection's `PRAGMA synchronous` (2 = FULL).

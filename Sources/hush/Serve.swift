@@ -25,6 +25,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Requests per second per connection (burst: twice that); 0 turns the limit off. For benchmarks only; default 20 (docs/PROTOCOL.md §7).")
     var rateLimit: Double?
 
+    @Option(help: "Writes per SQLite transaction at most (group commit, one fsync per batch); 1 commits each on its own. For benchmarks; default \(SQLiteStore.defaultCommitBatch).")
+    var commitBatch: Int?
+
     func run() async throws {
         var configuration = ServerConfiguration(dataDirectory: URL(fileURLWithPath: data))
         if let rateLimit {
@@ -32,6 +35,10 @@ struct Serve: AsyncParsableCommand {
             configuration.limits.requestsPerSecond = rateLimit == 0 ? 1e9 : rateLimit
             configuration.limits.requestBurst = rateLimit == 0 ? 1e9 : 2 * rateLimit
             print("Rate limit: \(rateLimit == 0 ? "off" : "\(rateLimit) requests/s per connection") (benchmark setting)")
+        }
+        if let commitBatch {
+            guard (1...4096).contains(commitBatch) else { throw ValidationError("--commit-batch must be 1…4096") }
+            configuration.commitBatch = commitBatch
         }
         configuration.host = host
         configuration.port = port
