@@ -115,6 +115,23 @@ public actor RoomClient {
         return invite.link(serverURL: server.baseURL)
     }
 
+    /// Owner: the room's unexpired invites and the joins through them.
+    public func openInvites() async throws -> [InviteSummary] {
+        var request = WireMessage(type: "invites")
+        request.room = room
+        return try await connection.request(request).invites ?? []
+    }
+
+    /// Owner: ends an invite and any join through it (the joiner is told `join_revoked`).
+    public func revokeInvite(_ inviteID: [UInt8]) async throws {
+        var request = WireMessage(type: "revoke_invite")
+        request.room = room
+        request.inviteId = Base64Bytes(inviteID)
+        try await connection.request(request)
+        tokens[inviteID] = nil
+        joinRequests[inviteID] = nil
+    }
+
     /// Waits until `key` has been added (the owner's side completes joins by itself).
     public func waitForMember(_ key: String) async {
         if state.members.contains(key) { return }
@@ -214,6 +231,8 @@ public actor RoomClient {
                         confirm.inviteId = Base64Bytes(invite.inviteID)
                         confirm.sealed = Base64Bytes(accepted.confirmation)
                         try await connection.request(confirm)
+                    case "join_revoked" where push.room == invite.room && push.inviteId?.bytes == invite.inviteID:
+                        throw ClientError.rejected("the owner revoked this invite")
                     case "member_joined" where push.key == KeyID.json(flow.me.publicKey):
                         guard var state, let signature = push.signature?.bytes,
                               state.admit(key: KeyID.json(flow.me.publicKey), signature: signature)

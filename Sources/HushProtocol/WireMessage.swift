@@ -41,6 +41,8 @@ public struct WireMessage: Codable, Sendable, Equatable {
     public var messages: [Envelope]?
     public var rooms: [RoomSummary]?
     public var joins: [JoinSummary]?
+    /// `invites` reply: the room's open invites and the joins through them.
+    public var invites: [InviteSummary]?
 
     public init(type: String, id: String? = nil) {
         self.type = type
@@ -181,6 +183,21 @@ public struct RoomSummary: Codable, Sendable, Equatable {
         self.wrapRequired = wrapRequired
         self.members = members
         self.formerMembers = formerMembers
+    }
+}
+
+/// An unexpired invite as its owner sees it (`invites`, §4.3): its state and, once a key
+/// asked to join through it, that key.
+public struct InviteSummary: Codable, Sendable, Equatable {
+    public var inviteId: Base64Bytes
+    public var expiresAt: Int64
+    public var state: String
+    public var key: String?
+    public init(inviteId: [UInt8], expiresAt: Int64, state: String, key: String?) {
+        self.inviteId = Base64Bytes(inviteId)
+        self.expiresAt = expiresAt
+        self.state = state
+        self.key = key
     }
 }
 

@@ -47,7 +47,7 @@ public struct Relay: Sendable {
         case "create_room":
             let rotateEvery = try RoomRules.checkRotateEvery(request.rotateEvery, limits: limits)
             let room = try await store.createRoom(id: Base64.encodeURL(RoomPayload.randomBytes(16)), owner: key,
-                                                  rotateEvery: rotateEvery, limits: limits)
+                                                  rotateEvery: rotateEvery, now: nowSeconds, limits: limits)
             var reply = WireMessage(type: "room_created")
             reply.room = room.id
             reply.epoch = 0
@@ -72,14 +72,14 @@ public struct Relay: Sendable {
             let room = try field(request.room, "room")
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let sealed = try bytes(request.sealed, "sealed", max: limits.maxSmallBlobBytes)
-            let outcome = try await store.respondJoin(room: room, inviteID: inviteID, by: key, sealed: sealed)
+            let outcome = try await store.respondJoin(room: room, inviteID: inviteID, by: key, sealed: sealed, now: nowSeconds)
             if let joiner = outcome.invite.joiner { hub.push(Self.joinResponse(outcome.invite), to: joiner) }
             return reply("join_response_sent", room: room, inviteID: inviteID)
         case "join_confirm":
             let room = try field(request.room, "room")
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let sealed = try bytes(request.sealed, "sealed", max: limits.maxSmallBlobBytes)
-            let outcome = try await store.confirmJoin(room: room, inviteID: inviteID, by: key, sealed: sealed)
+            let outcome = try await store.confirmJoin(room: room, inviteID: inviteID, by: key, sealed: sealed, now: nowSeconds)
             hub.push(Self.joinConfirm(outcome.invite), to: outcome.room.owner)
             return reply("join_confirm_sent", room: room, inviteID: inviteID)
         case "add_member":
@@ -88,7 +88,7 @@ public struct Relay: Sendable {
             let member = try keyField(request.key, "key")
             let signature = try bytes(request.signature, "signature", max: limits.maxSmallBlobBytes)
             let keys = try await store.addMember(room: room, inviteID: inviteID, key: member, signature: signature,
-                                                 by: key, limits: limits)
+                                                 by: key, now: nowSeconds, limits: limits)
             var push = WireMessage(type: "member_joined")
             push.room = room
             push.key = member
@@ -98,6 +98,20 @@ public struct Relay: Sendable {
             reply.room = room
             reply.key = member
             return reply
+        case "invites":
+            let room = try field(request.room, "room")
+            var reply = WireMessage(type: "invites")
+            reply.room = room
+            reply.invites = try await store.invites(room: room, by: key, now: nowSeconds).map {
+                InviteSummary(inviteId: $0.inviteID, expiresAt: $0.expiresAt, state: $0.state.rawValue, key: $0.joiner)
+            }
+            return reply
+        case "revoke_invite":
+            let room = try field(request.room, "room")
+            let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
+            let revoked = try await store.revokeInvite(room: room, inviteID: inviteID, by: key)
+            if let joiner = revoked.joiner { hub.push(reply("join_revoked", room: room, inviteID: inviteID), to: joiner) }
+            return reply("invite_revoked", room: room, inviteID: inviteID)
         case "send":
             let room = try field(request.room, "room")
             let payload = try bytes(request.payload, "payload", max: limits.maxPayloadBytes)
@@ -208,7 +222,7 @@ public struct Relay: Sendable {
                                      rotateEvery: room.rotateEvery, sinceRotation: room.sinceRotation,
                                      wrapRequired: room.wrapRequired, members: members, formerMembers: former))
             guard member.role == .owner else { continue }
-            for invite in try await store.pendingJoins(room: room.id) {
+            for invite in try await store.pendingJoins(room: room.id, now: nowSeconds) {
                 switch invite.state {
                 case .requested: waiting.append(Self.joinRequest(invite))
                 case .confirmed: waiting.append(Self.joinConfirm(invite))
@@ -217,7 +231,7 @@ public struct Relay: Sendable {
             }
             if room.sinceRotation >= room.rotateEvery { waiting.append(Self.rotationDue(room)) }
         }
-        let joins = try await store.joins(of: key)
+        let joins = try await store.joins(of: key, now: nowSeconds)
         for invite in joins where invite.state == .responded { waiting.append(Self.joinResponse(invite)) }
         reply.rooms = rooms
         reply.joins = joins.map { JoinSummary(room: $0.room, inviteId: $0.inviteID, state: $0.state.rawValue) }

@@ -40,25 +40,33 @@ public enum RoomRules {
         return invite
     }
 
-    public static func checkResponse(invite: InviteRecord?) throws(HushError) -> InviteRecord {
+    /// A join ends with its invite: past `expiresAt` no step of it goes on (§4.3).
+    public static func checkUnexpired(_ invite: InviteRecord, now: Int64) throws(HushError) {
+        guard invite.expiresAt > now else { throw HushError(.inviteExpired, "the invite, and the join through it, have expired") }
+    }
+
+    public static func checkResponse(invite: InviteRecord?, now: Int64) throws(HushError) -> InviteRecord {
         guard let invite, [.requested, .responded, .confirmed].contains(invite.state) else {
             throw HushError(.noPendingJoin, "no join request is pending for this invite")
         }
+        try checkUnexpired(invite, now: now)
         return invite
     }
 
-    public static func checkConfirm(invite: InviteRecord?, key: String) throws(HushError) -> InviteRecord {
+    public static func checkConfirm(invite: InviteRecord?, key: String, now: Int64) throws(HushError) -> InviteRecord {
         guard let invite, invite.state == .responded, invite.joiner == key else {
             throw HushError(.noPendingJoin, "no join response is waiting for this key")
         }
+        try checkUnexpired(invite, now: now)
         return invite
     }
 
     public static func checkAddMember(room: RoomRecord, invite: InviteRecord?, key: String, signature: [UInt8],
-                                      memberCount: Int, limits: Limits) throws(HushError) {
+                                      memberCount: Int, now: Int64, limits: Limits) throws(HushError) {
         guard let invite, invite.state == .confirmed, invite.joiner == key else {
             throw HushError(.noPendingJoin, "no confirmed join for this key")
         }
+        try checkUnexpired(invite, now: now)
         guard invite.responseEpoch == room.epoch else {
             throw HushError(.epochChanged, "the room key rotated since the join response")
         }

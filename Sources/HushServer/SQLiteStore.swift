@@ -145,10 +145,11 @@ public final class SQLiteStore: Store {
         try String.fetchAll(db, sql: "SELECT key FROM members WHERE room = ? ORDER BY rowid", arguments: [room])
     }
 
-    static func roomCount(_ db: Database, key: String) throws -> Int {
+    /// Rooms and unexpired joins of a key (an expired join no longer holds a place).
+    static func roomCount(_ db: Database, key: String, now: Int64) throws -> Int {
         try Int.fetchOne(db, sql: """
-            SELECT (SELECT COUNT(*) FROM members WHERE key = ?) + (SELECT COUNT(*) FROM invites WHERE joiner = ?)
-            """, arguments: [key, key]) ?? 0
+            SELECT (SELECT COUNT(*) FROM members WHERE key = ?) + (SELECT COUNT(*) FROM invites WHERE joiner = ? AND expires_at > ?)
+            """, arguments: [key, key, now]) ?? 0
     }
 
     static func updateInvite(_ db: Database, _ invite: InviteRecord) throws {
@@ -165,9 +166,9 @@ public final class SQLiteStore: Store {
         try await read { db in try Bool.fetchOne(db, sql: "SELECT 1 FROM retired WHERE key = ?", arguments: [key]) ?? false }
     }
 
-    public func createRoom(id: String, owner: String, rotateEvery: Int, limits: Limits) async throws -> RoomRecord {
+    public func createRoom(id: String, owner: String, rotateEvery: Int, now: Int64, limits: Limits) async throws -> RoomRecord {
         try await write { db in
-            guard try Self.roomCount(db, key: owner) < limits.maxRoomsPerKey else {
+            guard try Self.roomCount(db, key: owner, now: now) < limits.maxRoomsPerKey else {
                 throw HushError(.limitReached, "this key is in too many rooms")
             }
             let room = RoomRecord(id: id, owner: owner, epoch: 0, lastSeq: 0, lastRotationSeq: 0, sinceRotation: 0,
@@ -204,16 +205,38 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func joins(of key: String) async throws -> [InviteRecord] {
+    public func joins(of key: String, now: Int64) async throws -> [InviteRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM invites WHERE joiner = ?", arguments: [key]).map(Self.invite(row:))
+            try Row.fetchAll(db, sql: "SELECT * FROM invites WHERE joiner = ? AND expires_at > ?", arguments: [key, now])
+                .map(Self.invite(row:))
         }
     }
 
-    public func pendingJoins(room: String) async throws -> [InviteRecord] {
+    public func pendingJoins(room: String, now: Int64) async throws -> [InviteRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM invites WHERE room = ? AND state != 'open'", arguments: [room])
-                .map(Self.invite(row:))
+            try Row.fetchAll(db, sql: "SELECT * FROM invites WHERE room = ? AND state != 'open' AND expires_at > ?",
+                             arguments: [room, now]).map(Self.invite(row:))
+        }
+    }
+
+    public func invites(room: String, by key: String, now: Int64) async throws -> [InviteRecord] {
+        try await read { db in
+            let room = try RoomRules.requireRoom(Self.room(db, room))
+            try RoomRules.requireOwner(room, key: key)
+            return try Row.fetchAll(db, sql: "SELECT * FROM invites WHERE room = ? AND expires_at > ? ORDER BY expires_at",
+                                    arguments: [room.id, now]).map(Self.invite(row:))
+        }
+    }
+
+    public func revokeInvite(room: String, inviteID: [UInt8], by key: String) async throws -> InviteRecord {
+        try await write { db in
+            let room = try RoomRules.requireRoom(Self.room(db, room))
+            try RoomRules.requireOwner(room, key: key)
+            guard let invite = try Self.invite(db, room: room.id, inviteID: inviteID) else {
+                throw HushError(.unknownInvite, "no such invite in this room")
+            }
+            try db.execute(sql: "DELETE FROM invites WHERE room = ? AND invite_id = ?", arguments: [room.id, Data(invite.inviteID)])
+            return invite
         }
     }
 
@@ -227,7 +250,8 @@ public final class SQLiteStore: Store {
             guard try Self.invite(db, room: room.id, inviteID: inviteID) == nil else {
                 throw HushError(.inviteUsed, "this invite id is already registered")
             }
-            try db.execute(sql: "DELETE FROM invites WHERE room = ? AND state = 'open' AND expires_at <= ?", arguments: [room.id, now])
+            // Expired invites, and the joins through them, are over: make room for new ones.
+            try db.execute(sql: "DELETE FROM invites WHERE room = ? AND expires_at <= ?", arguments: [room.id, now])
             try db.execute(sql: "INSERT INTO invites (room, invite_id, expires_at, state) VALUES (?, ?, ?, 'open')",
                            arguments: [room.id, Data(inviteID), expiresAt])
         }
@@ -239,11 +263,11 @@ public final class SQLiteStore: Store {
             guard try Self.member(db, room: room.id, key: joiner) == nil else {
                 throw HushError(.alreadyMember, "this key is already in the room")
             }
-            let pending = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM invites WHERE room = ? AND state != 'open'",
-                                           arguments: [room.id]) ?? 0
+            let pending = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM invites WHERE room = ? AND state != 'open' AND expires_at > ?",
+                                           arguments: [room.id, now]) ?? 0
             var invite = try RoomRules.checkJoin(invite: Self.invite(db, room: room.id, inviteID: inviteID), now: now,
                                                  pendingJoins: pending, limits: limits)
-            guard try Self.roomCount(db, key: joiner) < limits.maxRoomsPerKey else {
+            guard try Self.roomCount(db, key: joiner, now: now) < limits.maxRoomsPerKey else {
                 throw HushError(.limitReached, "this key is in too many rooms")
             }
             invite.state = .requested
@@ -254,11 +278,11 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8]) async throws -> JoinOutcome {
+    public func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.requireOwner(room, key: key)
-            var invite = try RoomRules.checkResponse(invite: Self.invite(db, room: room.id, inviteID: inviteID))
+            var invite = try RoomRules.checkResponse(invite: Self.invite(db, room: room.id, inviteID: inviteID), now: now)
             invite.state = .responded
             invite.response = sealed
             invite.confirmation = nil
@@ -268,10 +292,10 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8]) async throws -> JoinOutcome {
+    public func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
-            var invite = try RoomRules.checkConfirm(invite: Self.invite(db, room: room.id, inviteID: inviteID), key: key)
+            var invite = try RoomRules.checkConfirm(invite: Self.invite(db, room: room.id, inviteID: inviteID), key: key, now: now)
             invite.state = .confirmed
             invite.confirmation = sealed
             try Self.updateInvite(db, invite)
@@ -279,13 +303,14 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func addMember(room: String, inviteID: [UInt8], key: String, signature: [UInt8], by owner: String, limits: Limits) async throws -> [String] {
+    public func addMember(room: String, inviteID: [UInt8], key: String, signature: [UInt8], by owner: String, now: Int64,
+                          limits: Limits) async throws -> [String] {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.requireOwner(room, key: owner)
             let count = try Self.keys(db, room: room.id).count
             try RoomRules.checkAddMember(room: room, invite: Self.invite(db, room: room.id, inviteID: inviteID), key: key,
-                                         signature: signature, memberCount: count, limits: limits)
+                                         signature: signature, memberCount: count, now: now, limits: limits)
             try db.execute(sql: "INSERT INTO members VALUES (?, ?, 'member', ?, ?, ?)",
                            arguments: [room.id, key, Data(signature), room.lastRotationSeq, room.lastRotationSeq])
             try db.execute(sql: "DELETE FROM invites WHERE room = ? AND invite_id = ?", arguments: [room.id, Data(inviteID)])

@@ -36,18 +36,25 @@ public struct DepartureOutcome: Sendable {
 /// SQLite is the embedded default; a PostgreSQL implementation can follow the same contract.
 public protocol Store: Sendable {
     func isRetired(_ key: String) async throws -> Bool
-    func createRoom(id: String, owner: String, rotateEvery: Int, limits: Limits) async throws -> RoomRecord
+    func createRoom(id: String, owner: String, rotateEvery: Int, now: Int64, limits: Limits) async throws -> RoomRecord
     func room(_ id: String) async throws -> RoomRecord?
     func rooms(of key: String) async throws -> [(RoomRecord, MemberRecord)]
     func members(of room: String) async throws -> [MemberRecord]
-    func joins(of key: String) async throws -> [InviteRecord]
-    func pendingJoins(room: String) async throws -> [InviteRecord]
+    /// The unexpired joins this key made.
+    func joins(of key: String, now: Int64) async throws -> [InviteRecord]
+    /// The unexpired joins of a room that got past `open`.
+    func pendingJoins(room: String, now: Int64) async throws -> [InviteRecord]
+    /// Owner: the room's unexpired invites, soonest to expire first.
+    func invites(room: String, by key: String, now: Int64) async throws -> [InviteRecord]
+    /// Owner: deletes an invite and any join through it; returns what was deleted.
+    func revokeInvite(room: String, inviteID: [UInt8], by key: String) async throws -> InviteRecord
 
     func addInvite(room: String, by key: String, inviteID: [UInt8], expiresAt: Int64, now: Int64, limits: Limits) async throws
     func requestJoin(room: String, inviteID: [UInt8], joiner: String, joiningKey: [UInt8], now: Int64, limits: Limits) async throws -> JoinOutcome
-    func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8]) async throws -> JoinOutcome
-    func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8]) async throws -> JoinOutcome
-    func addMember(room: String, inviteID: [UInt8], key: String, signature: [UInt8], by owner: String, limits: Limits) async throws -> [String]
+    func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome
+    func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome
+    func addMember(room: String, inviteID: [UInt8], key: String, signature: [UInt8], by owner: String, now: Int64,
+                   limits: Limits) async throws -> [String]
 
     /// A chat message under `epoch` with the sender's idempotency id: a repeat of a stored
     /// (room, sender, id) returns the original (`isRepeat`) and writes nothing.

@@ -214,6 +214,78 @@ import Testing
         }
     }
 
+    /// Joins that end (§4.3): the owner lists and revokes invites, and a join ends with its invite.
+    @Test func ownersListAndRevokeInvitesAndJoinsEndWithTheirInvite() async throws {
+        let clock = ManualClock()
+        try await withTestServer(clock: clock) { server in
+            let info = try await server.info()
+            // The owner by hand, so that joins stay pending (a RoomClient would answer them).
+            let ownerKey = ThemisPrivateKey()
+            let owner = try await HushConnection.open(server: info, key: ownerKey)
+            let room = try #require(try await owner.request(WireMessage(type: "create_room")).room)
+            var joins = OwnerJoins(room: room)
+            func register(expiresIn seconds: Int64) async throws -> InviteLink {
+                let invite = joins.makeInvite(owner: ownerKey.publicKey, serverFingerprint: info.fingerprint)
+                var request = WireMessage(type: "invite")
+                request.room = room
+                request.inviteId = Base64Bytes(invite.inviteID)
+                request.expiresAt = clock.seconds + seconds
+                try await owner.request(request)
+                return invite
+            }
+            func list() async throws -> [InviteSummary] {
+                var request = WireMessage(type: "invites")
+                request.room = room
+                return try await owner.request(request).invites ?? []
+            }
+            let revoked = try await register(expiresIn: 3600)
+            let expiring = try await register(expiresIn: 60)
+            let untouched = try await register(expiresIn: 7200)
+
+            // A joiner through `revoked` waits for the owner, until the owner revokes the invite.
+            let (requested, sink) = AsyncStream.makeStream(of: Bool.self)
+            let flow = try JoinerFlow(invite: revoked)
+            let waiting = Task {
+                try await RoomClient.join(flow: flow, server: info, timeout: .seconds(60)) {
+                    if case .requested = $0 { sink.yield(true) }
+                }
+            }
+            _ = try await next(requested) { $0 }
+            let (expiringFlow, expiringJoiner) = try await sendJoinRequest(expiring, server: info)
+            let listed = try await list()
+            #expect(listed.map(\.inviteId.bytes) == [expiring.inviteID, revoked.inviteID, untouched.inviteID])
+            #expect(listed.map(\.state) == ["requested", "requested", "open"])
+            #expect(listed[0].key == KeyID.json(expiringFlow.me.publicKey) && listed[2].key == nil)
+
+            var revoke = WireMessage(type: "revoke_invite")
+            revoke.room = room
+            revoke.inviteId = Base64Bytes(revoked.inviteID)
+            try await owner.request(revoke)
+            await #expect(throws: ClientError.rejected("the owner revoked this invite")) { _ = try await waiting.value }
+            #expect(try await errorCode(owner, revoke) == .unknownInvite)
+
+            // Past its `expiresAt` the pending join is over: no step of it goes on, and it is gone
+            // from the owner's list, the joiner's hello and the pending count.
+            clock.advance(by: 61)
+            var response = WireMessage(type: "join_response")
+            response.room = room
+            response.inviteId = Base64Bytes(expiring.inviteID)
+            response.sealed = Base64Bytes([1, 2, 3])
+            #expect(try await errorCode(owner, response) == .inviteExpired)
+            #expect(try await list().map(\.inviteId.bytes) == [untouched.inviteID])
+            #expect(try await expiringJoiner.request(WireMessage(type: "hello")).joins?.isEmpty == true)
+            #expect(try await server.server.store.pendingJoins(room: room, now: clock.seconds).isEmpty)
+
+            // Only the owner lists or revokes.
+            let stranger = try await HushConnection.open(server: info, key: ThemisPrivateKey())
+            var strangerList = WireMessage(type: "invites")
+            strangerList.room = room
+            #expect(try await errorCode(stranger, strangerList) == .notOwner)
+            revoke.inviteId = Base64Bytes(untouched.inviteID)
+            #expect(try await errorCode(stranger, revoke) == .notOwner)
+        }
+    }
+
     @Test func theWriterConnectionRunsWithSynchronousFull() async throws {
         try await withTestServer { server in
             let store = try #require(server.server.store as? SQLiteStore)
