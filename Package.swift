@@ -127,6 +127,7 @@ let package = Package(
                 "HushClient",
                 "HushProtocol",
                 "ThemisKit",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ]

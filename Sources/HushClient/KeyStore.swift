@@ -1,5 +1,7 @@
+import Crypto
 import Foundation
 import HushProtocol
+import Synchronization
 import ThemisKit
 #if canImport(Glibc)
 import Glibc
@@ -254,21 +256,39 @@ public enum KeyStoreError: Error, Sendable, Equatable, CustomStringConvertible {
 
 // MARK: file
 
-/// The sealed key store file: `HUSHKS1\n` then a Secure Cell passphrase-mode container of the
-/// JSON. Every write goes to a temporary file in the same folder (mode 0600), is fsynced, then
+/// The sealed key store file, the same design as the browser's: `HUSHKS2\n`, a 4-byte
+/// big-endian length, the store key (32 random bytes) sealed with the passphrase (Secure Cell
+/// passphrase mode, PBKDF2 with `passphraseIterations` for new stores; the header carries the
+/// count), then the JSON sealed with the store key (Secure Cell Seal). So a process runs PBKDF2
+/// once, when it unlocks the store, and never per write. Files of the first format
+/// (`HUSHKS1\n` + the JSON in a passphrase cell) still open; the next write converts them.
+/// Every write goes to a temporary file in the same folder (mode 0600), is fsynced, then
 /// renamed over the old one and the folder fsynced: a crash leaves the old or the new file,
 /// never a torn one. Writers take an exclusive `flock` on `<path>.lock` around load-change-save.
 public struct KeyStoreFile: Sendable {
-    public static let magic = Array("HUSHKS1\n".utf8)
+    public static let magic = Array("HUSHKS2\n".utf8)
+    static let legacyMagic = Array("HUSHKS1\n".utf8)
     public static let maxBytes = 16 << 20
-    static let context = Array("hush-keystore:v1".utf8)
+    static let legacyContext = Array("hush-keystore:v1".utf8)
+    static let storeKeyContext = Array("hush-keystore-key:v2".utf8)
+    static let dataContext = Array("hush-keystore:v2".utf8)
+    /// PBKDF2-SHA256 rounds for a new store key (OWASP's current figure for PBKDF2-SHA256).
+    public static let passphraseIterations: UInt32 = 600_000
+    static let maxSealedKeyBytes = 4096
 
     public let path: String
     private let passphrase: String
+    /// The store key once unlocked, with the sealed form it came from: a file whose sealed key
+    /// is the same bytes opens without running PBKDF2 again.
+    private let unlocked = UnlockedKey()
 
     public init(path: String, passphrase: String) {
         self.path = path
         self.passphrase = passphrase
+    }
+
+    final class UnlockedKey: Sendable {
+        let value = Mutex<(sealed: [UInt8], key: [UInt8])?>(nil)
     }
 
     /// `--store`, else `HUSH_STORE`, else `~/.hush/keystore.hush`.
@@ -283,29 +303,82 @@ public struct KeyStoreFile: Sendable {
 
     // MARK: pure sealing
 
-    public static func seal(_ store: KeyStore, passphrase: String) throws -> [UInt8] {
+    /// A new store key sealed with `passphrase` (runs PBKDF2 once).
+    public static func sealStoreKey(_ key: [UInt8], passphrase: String,
+                                    iterations: UInt32 = passphraseIterations) throws -> [UInt8] {
+        try SecureCell.PassphraseSeal(passphrase: passphrase).encrypt(key, context: storeKeyContext, iterations: iterations)
+    }
+
+    /// The file: header, the sealed store key, the JSON sealed with the store key.
+    public static func seal(_ store: KeyStore, storeKey: [UInt8], sealedKey: [UInt8]) throws -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = try encoder.encode(store)
-        return magic + (try SecureCell.PassphraseSeal(passphrase: passphrase).encrypt(json, context: context))
+        let data = try SecureCell.Seal(key: SymmetricKey(data: storeKey)).encrypt(json, context: dataContext)
+        let length = UInt32(sealedKey.count)
+        return magic + [UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)]
+            + sealedKey + data
     }
 
-    public static func open(_ bytes: [UInt8], passphrase: String) throws(KeyStoreError) -> KeyStore {
-        guard bytes.count <= maxBytes else { throw .tooLarge(bytes.count) }
-        guard bytes.count > magic.count, Array(bytes.prefix(magic.count)) == magic else {
-            throw .corrupt("not a Hush key store (bad header)")
-        }
-        let cell: SecureCell.PassphraseSeal
-        do { cell = try SecureCell.PassphraseSeal(passphrase: passphrase) } catch { throw .io("bad passphrase: \(error)") }
+    /// Opens a file; `unlock` turns its sealed store key into the key (the passphrase's work).
+    static func open(_ bytes: [UInt8], unlock: ([UInt8]) throws(KeyStoreError) -> [UInt8]) throws(KeyStoreError) -> KeyStore {
+        let (sealedKey, data) = try split(bytes)
+        let storeKey = try unlock(sealedKey)
         let json: [UInt8]
         do {
-            json = try cell.decrypt(bytes[magic.count...], context: context)
+            json = try SecureCell.Seal(key: SymmetricKey(data: storeKey)).decrypt(data, context: dataContext)
+        } catch {
+            throw .corrupt("the sealed content does not open with its store key (\(error))")
+        }
+        return try parse(json)
+    }
+
+    /// Header checks, then the sealed store key and the sealed data, each bounded.
+    static func split(_ bytes: [UInt8]) throws(KeyStoreError) -> (sealedKey: [UInt8], data: ArraySlice<UInt8>) {
+        guard bytes.count <= maxBytes else { throw .tooLarge(bytes.count) }
+        guard bytes.count > magic.count + 4, Array(bytes.prefix(magic.count)) == magic else {
+            throw .corrupt("not a Hush key store (bad header)")
+        }
+        let at = magic.count
+        let length = Int(bytes[at]) << 24 | Int(bytes[at + 1]) << 16 | Int(bytes[at + 2]) << 8 | Int(bytes[at + 3])
+        guard length > 0, length <= maxSealedKeyBytes, bytes.count > at + 4 + length else {
+            throw .corrupt("the sealed store key has a bad length")
+        }
+        return (Array(bytes[(at + 4)..<(at + 4 + length)]), bytes[(at + 4 + length)...])
+    }
+
+    /// Opens a file with the passphrase alone (either format).
+    public static func open(_ bytes: [UInt8], passphrase: String) throws(KeyStoreError) -> KeyStore {
+        if bytes.starts(with: legacyMagic) { return try openLegacy(bytes, passphrase: passphrase) }
+        return try open(bytes) { (sealed: [UInt8]) throws(KeyStoreError) -> [UInt8] in
+            try openStoreKey(sealed, passphrase: passphrase)
+        }
+    }
+
+    static func openStoreKey(_ sealed: [UInt8], passphrase: String) throws(KeyStoreError) -> [UInt8] {
+        let key = try openPassphraseCell(sealed, passphrase: passphrase, context: storeKeyContext)
+        guard key.count == 32 else { throw .corrupt("the store key is not 32 bytes") }
+        return key
+    }
+
+    static func openPassphraseCell(_ sealed: some Collection<UInt8>, passphrase: String,
+                                   context: [UInt8]) throws(KeyStoreError) -> [UInt8] {
+        let cell: SecureCell.PassphraseSeal
+        do { cell = try SecureCell.PassphraseSeal(passphrase: passphrase) } catch { throw .io("bad passphrase: \(error)") }
+        do {
+            return try cell.decrypt(Array(sealed), context: context)
         } catch ThemisError.authenticationFailed {
             throw .wrongPassphrase
         } catch {
             throw .corrupt("the sealed container is malformed (\(error))")
         }
-        return try parse(json)
+    }
+
+    /// The first format: the whole JSON in one passphrase cell.
+    static func openLegacy(_ bytes: [UInt8], passphrase: String) throws(KeyStoreError) -> KeyStore {
+        guard bytes.count <= maxBytes else { throw .tooLarge(bytes.count) }
+        guard bytes.count > legacyMagic.count else { throw .corrupt("not a Hush key store (bad header)") }
+        return try parse(try openPassphraseCell(bytes[legacyMagic.count...], passphrase: passphrase, context: legacyContext))
     }
 
     /// Strict: exactly the known fields, valid values.
@@ -332,9 +405,17 @@ public struct KeyStoreFile: Sendable {
 
     // MARK: I/O
 
-    /// Reads and opens the store; `.missing` when there is no file yet.
+    /// Reads and opens the store; `.missing` when there is no file yet. PBKDF2 runs only when
+    /// the file's sealed store key is not the one this process already unlocked.
     public func load() throws(KeyStoreError) -> KeyStore {
-        try Self.open(try readBounded(), passphrase: passphrase)
+        let bytes = try readBounded()
+        if bytes.starts(with: Self.legacyMagic) { return try Self.openLegacy(bytes, passphrase: passphrase) }
+        return try Self.open(bytes) { (sealed: [UInt8]) throws(KeyStoreError) -> [UInt8] in
+            if let known = unlocked.value.withLock({ $0 }), constantTimeEquals(known.sealed, sealed) { return known.key }
+            let key = try Self.openStoreKey(sealed, passphrase: passphrase)
+            unlocked.value.withLock { $0 = (sealed, key) }
+            return key
+        }
     }
 
     /// Load (empty when missing, if `create`), change, save — under the writers' lock. The file
@@ -351,9 +432,17 @@ public struct KeyStoreFile: Sendable {
         }
     }
 
-    /// Writes `store` atomically (no lock: callers hold it through `update`).
+    /// Writes `store` atomically (no lock: callers hold it through `update`), under the store
+    /// key this process unlocked; a new store (or one of the first format) gets a fresh key.
     func write(_ store: KeyStore) throws {
-        try Self.atomicWrite(try Self.seal(store, passphrase: passphrase), to: path)
+        let current = try unlocked.value.withLock { known in
+            if let known { return known }
+            let key = RoomPayload.randomBytes(32)
+            let fresh = (sealed: try Self.sealStoreKey(key, passphrase: passphrase), key: key)
+            known = fresh
+            return fresh
+        }
+        try Self.atomicWrite(try Self.seal(store, storeKey: current.key, sealedKey: current.sealed), to: path)
     }
 
     private func ensureFolder() throws {

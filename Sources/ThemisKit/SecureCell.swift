@@ -120,8 +120,16 @@ extension SecureCell {
         }
 
         public func encrypt<Message: DataProtocol>(_ message: Message, context: [UInt8] = []) throws(ThemisError) -> [UInt8] {
-            try encrypt(message, context: context, iv: CellCore.randomIV(),
-                        salt: CellCore.randomBytes(Self.saltCount), iterations: Self.defaultIterations)
+            try encrypt(message, context: context, iterations: Self.defaultIterations)
+        }
+
+        /// With a chosen PBKDF2 iteration count (1…`maximumIterations`); the header carries it,
+        /// so any Themis decrypts the cell.
+        public func encrypt<Message: DataProtocol>(_ message: Message, context: [UInt8] = [],
+                                                   iterations: UInt32) throws(ThemisError) -> [UInt8] {
+            guard (1...Self.maximumIterations).contains(iterations) else { throw .invalidParameter }
+            return try encrypt(message, context: context, iv: CellCore.randomIV(),
+                               salt: CellCore.randomBytes(Self.saltCount), iterations: iterations)
         }
 
         func encrypt<Message: DataProtocol>(

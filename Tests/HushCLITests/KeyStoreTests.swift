@@ -1,6 +1,7 @@
+import Crypto
 import Foundation
 import HushTestSupport
-import HushClient
+@testable import HushClient
 import HushProtocol
 import HushTerminal
 import Testing
@@ -83,10 +84,24 @@ import ThemisKit
         #expect(throws: KeyStoreError.missing(folder.path("none"))) { try KeyStoreFile(path: folder.path("none"), passphrase: "pw").load() }
     }
 
+    /// A file of the current format around `json`, with a cheap store-key seal.
+    static func sealed(_ json: String, passphrase: String = "pw") throws -> [UInt8] {
+        let key = RoomPayload.randomBytes(32)
+        let sealedKey = try KeyStoreFile.sealStoreKey(key, passphrase: passphrase, iterations: 1000)
+        let data = try SecureCell.Seal(key: SymmetricKey(data: key)).encrypt(Array(json.utf8), context: KeyStoreFile.dataContext)
+        let length = UInt32(sealedKey.count)
+        return KeyStoreFile.magic + [UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)]
+            + sealedKey + data
+    }
+
+    static func sealed(_ store: KeyStore) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try sealed(String(decoding: try encoder.encode(store), as: UTF8.self))
+    }
+
     @Test func decryptedContentIsParsedStrictly() throws {
-        func sealed(_ json: String) throws -> [UInt8] {
-            KeyStoreFile.magic + (try SecureCell.PassphraseSeal(passphrase: "pw").encrypt(Array(json.utf8), context: Array("hush-keystore:v1".utf8)))
-        }
+        func sealed(_ json: String) throws -> [UInt8] { try Self.sealed(json) }
         #expect(try KeyStoreFile.open(try sealed(#"{"version":1,"rooms":[]}"#), passphrase: "pw").rooms.isEmpty)
         for bad in [#"[]"#, #"{"version":2,"rooms":[]}"#, #"{"version":1,"rooms":[],"extra":1}"#, #"{"version":1}"#,
                     #"{"version":1,"rooms":[{"room":"x"}]}"#, "not json"] {
@@ -97,12 +112,49 @@ import ThemisKit
         var room = Self.sampleRoom()
         room.keys["0"] = Base64Bytes([1, 2, 3])
         store.rooms = [room]
-        #expect(throws: KeyStoreError.self) { try KeyStoreFile.open(try KeyStoreFile.seal(store, passphrase: "pw"), passphrase: "pw") }
+        #expect(throws: KeyStoreError.self) { try KeyStoreFile.open(try Self.sealed(store), passphrase: "pw") }
         var duplicate = KeyStore()
         duplicate.rooms = [Self.sampleRoom(name: "a"), Self.sampleRoom(name: "a")]
         #expect(throws: KeyStoreError.corrupt("a room name appears twice")) {
-            try KeyStoreFile.open(try KeyStoreFile.seal(duplicate, passphrase: "pw"), passphrase: "pw")
+            try KeyStoreFile.open(try Self.sealed(duplicate), passphrase: "pw")
         }
+    }
+
+    /// One PBKDF2 per unlock, none per write: every write keeps the sealed store key made when
+    /// the store was created (600,000 rounds, in its header), and a store of the first format
+    /// still opens and is converted by its next write.
+    @Test func writesReuseTheSealedStoreKeyAndOldStoresConvert() throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let path = folder.path("ks.hush")
+        let file = KeyStoreFile(path: path, passphrase: "pw")
+        try file.update(create: true) { $0.upsert(Self.sampleRoom(name: "one")) }
+        let first = try KeyStoreFile.split(try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))).sealedKey
+        // The iteration count travels in the passphrase cell's header (little-endian).
+        let rounds = withUnsafeBytes(of: KeyStoreFile.passphraseIterations.littleEndian, Array.init)
+        #expect(first.indices.contains { first[$0...].starts(with: rounds) })
+        try file.update { $0.upsert(Self.sampleRoom(name: "two")) }
+        // Another process (another KeyStoreFile) opens it with the passphrase and writes too.
+        try KeyStoreFile(path: path, passphrase: "pw").update { $0.upsert(Self.sampleRoom(name: "three")) }
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        #expect(try KeyStoreFile.split(bytes).sealedKey == first)
+        #expect(try KeyStoreFile.open(bytes, passphrase: "pw").rooms.map(\.name) == ["one", "two", "three"])
+
+        // The first format: the JSON in one passphrase cell.
+        let legacyPath = folder.path("old.hush")
+        var legacyStore = KeyStore()
+        legacyStore.rooms = [Self.sampleRoom(name: "old")]
+        let json = try JSONEncoder().encode(legacyStore)
+        let legacy = KeyStoreFile.legacyMagic
+            + (try SecureCell.PassphraseSeal(passphrase: "pw").encrypt(json, context: KeyStoreFile.legacyContext))
+        try KeyStoreFile.atomicWrite(legacy, to: legacyPath)
+        let old = KeyStoreFile(path: legacyPath, passphrase: "pw")
+        #expect(try old.load().rooms.map(\.name) == ["old"])
+        #expect(throws: KeyStoreError.wrongPassphrase) { try KeyStoreFile(path: legacyPath, passphrase: "nope").load() }
+        try old.update { $0.upsert(Self.sampleRoom(name: "new")) }
+        let converted = try [UInt8](Data(contentsOf: URL(fileURLWithPath: legacyPath)))
+        #expect(converted.starts(with: KeyStoreFile.magic))
+        #expect(try KeyStoreFile.open(converted, passphrase: "pw").rooms.map(\.name) == ["old", "new"])
     }
 
     @Test func oversizedFilesAreNotRead() throws {
