@@ -102,7 +102,11 @@ public actor ChatSession {
         record.rotateEvery = summary.rotateEvery
         let session = await ChatSession(store: store, client: client, record: record, summary: summary)
         try await session.persist(force: true)
-        if record.role == .owner, summary.sinceRotation >= summary.rotateEvery { try await session.rotate() }
+        if record.role == .owner, summary.sinceRotation >= summary.rotateEvery {
+            // Another client of this owner (a running `open`, a second process) may rotate first:
+            // then this one has caught up through the refresh and has nothing left to do.
+            do { try await session.rotate() } catch let error as HushError where error.code == .epochMismatch {}
+        }
         return session
     }
 
@@ -263,6 +267,25 @@ public actor ChatSession {
         record.addInvite(token: token, expiresAt: Int64(Date().timeIntervalSince1970) + seconds)
         try await persist(force: true)
         return link
+    }
+
+    /// Owner: the room's unexpired invites and the joins through them.
+    public func openInvites() async throws -> [InviteSummary] {
+        guard isOwner else { throw ChatError("only the room's owner can list invites") }
+        return try await client.openInvites()
+    }
+
+    /// Owner: ends the invite whose short id (`Format.inviteID`) starts with `prefix`, and any
+    /// join through it. Returns the invite's short id.
+    public func revokeInvite(prefix: String) async throws -> String {
+        let matches = try await openInvites().filter { Format.inviteID($0.inviteId.bytes).hasPrefix(prefix) }
+        guard !prefix.isEmpty, matches.count == 1, let invite = matches.first else {
+            throw ChatError(matches.isEmpty ? "no open invite starts with \(prefix) (see `hush chat invites`)"
+                                            : "\(prefix) matches \(matches.count) invites: give more of the id")
+        }
+        // The token stays in the key store until it expires: the server refuses any join with it.
+        try await client.revokeInvite(invite.inviteId.bytes)
+        return Format.inviteID(invite.inviteId.bytes)
     }
 
     /// Owner: removes the member whose fingerprint starts with `prefix`, then rotates with

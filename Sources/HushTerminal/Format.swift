@@ -56,6 +56,17 @@ public enum Format {
         }
     }
 
+    /// An invite's short id for people: its first 6 bytes in hex (never mistaken for an option).
+    public static func inviteID(_ id: [UInt8]) -> String { id.prefix(6).map { String(format: "%02x", $0) }.joined() }
+
+    /// One line per open invite for `hush chat invites`.
+    public static func inviteLine(_ invite: InviteSummary, now: Int64) -> String {
+        let hours = max(0, invite.expiresAt - now) / 3600
+        let minutes = max(0, invite.expiresAt - now) % 3600 / 60
+        let who = invite.key.map { " by " + fingerprint(ofKey: $0) } ?? ""
+        return "\(inviteID(invite.inviteId.bytes))  \(invite.state)\(who)  expires in \(hours) h \(minutes) min"
+    }
+
     /// One JSON object per event for `read --json` (sorted keys, one line).
     public struct JSONEvent: Codable, Sendable, Equatable {
         public var type: String

@@ -13,7 +13,7 @@ struct Chat: AsyncParsableCommand {
             sealed with a passphrase from HUSH_PASSPHRASE or asked for on the terminal. ROOM is the local \
             name or the room id (see `hush chat list`).
             """,
-        subcommands: [New.self, Invite.self, Join.self, Open.self, Send.self, Read.self, List.self, Members.self, Remove.self,
+        subcommands: [New.self, Invite.self, Invites.self, Revoke.self, Join.self, Open.self, Send.self, Read.self, List.self, Members.self, Remove.self,
                       Rotate.self])
 }
 
@@ -153,6 +153,37 @@ extension Chat {
                 } else {
                     printOut(Format.roomList(store))
                 }
+            }
+        }
+    }
+
+    struct Invites: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a room's open invites and the joins through them (owner).")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Room name or id.") var room: String
+
+        func run() async throws {
+            try await reportingErrors {
+                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
+                let invites = try await session.openInvites()
+                let now = Int64(Date().timeIntervalSince1970)
+                printOut(invites.isEmpty ? "no open invites" : invites.map { Format.inviteLine($0, now: now) }.joined(separator: "\n"))
+                await session.close()
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "End an invite, and any join through it (owner).")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Room name or id.") var room: String
+        @Argument(help: "The invite's id as `hush chat invites` shows it, or its first characters.") var invite: String
+
+        func run() async throws {
+            try await reportingErrors {
+                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
+                printOut("revoked \(try await session.revokeInvite(prefix: invite))")
+                await session.close()
             }
         }
     }

@@ -130,6 +130,61 @@ import ThemisKit
         }
     }
 
+    /// Issue-11 cases: a following owner shows every message of a burst that crosses its own
+    /// rotation exactly once; two `hush chat send` processes at once use distinct counters (the
+    /// counter is reserved in the key store before the message leaves); the owner lists and
+    /// revokes invites.
+    @Test func followAcrossRotationConcurrentSendsAndInvites() async throws {
+        try await withTestServer { server in
+            let folder = try TempFolder()
+            defer { folder.remove() }
+            let env = ["HUSH_STORE": folder.path("owner.hush"), "HUSH_PASSPHRASE": "owner pass"]
+            let created = try await HushProcess.run(["chat", "new", "burst", "--server", server.url, "--rotate-every", "4"],
+                                                    environment: env)
+            #expect(created.status == 0, "\(created.stderr)")
+            let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+            let follower = try HushProcess(["chat", "read", "burst", "--follow", "--json"], environment: env)
+            defer { follower.process.terminate() }
+            let alice = try await RoomClient.join(link: link)
+            let aliceFingerprint = Format.fingerprint(ofKey: await alice.key)
+            _ = try await follower.line { Self.event($0)?.type == "member_joined" && Self.event($0)?.from == aliceFingerprint }
+
+            // A burst of 8 while the following owner rotates after the 4th.
+            for index in 0..<8 { try await alice.send("burst-\(index)") }
+            var shown: [String] = []
+            while shown.count < 8 {
+                let line = try await follower.line { Self.event($0)?.type == "message" }
+                shown.append(Self.event(line)?.text ?? "")
+            }
+            #expect(shown == (0..<8).map { "burst-\($0)" })
+
+            // Two send processes at once with the same key store.
+            async let first = HushProcess.run(["chat", "send", "burst", "one of two"], environment: env)
+            async let second = HushProcess.run(["chat", "send", "burst", "two of two"], environment: env)
+            let results = try await [first, second]
+            #expect(results.allSatisfy { $0.status == 0 }, "\(results.map(\.stderr))")
+            var received: Set<String> = []
+            while received.count < 2 {
+                let event = try await next(alice.events) {
+                    if case .message = $0 { true } else if case .rejected = $0 { true } else { false }
+                }
+                guard case .message(_, _, let text) = event else { Issue.record("dropped: \(event)"); break }
+                received.insert(text)
+            }
+            #expect(received == ["one of two", "two of two"])
+
+            // Invites: list, revoke by short id, list again.
+            _ = try await HushProcess.run(["chat", "invite", "burst"], environment: env)
+            let listed = try await HushProcess.run(["chat", "invites", "burst"], environment: env)
+            let lines = listed.stdout.split(separator: "\n")
+            #expect(listed.status == 0 && lines.count == 1 && lines[0].contains("open"), "\(listed.stdout) \(listed.stderr)")
+            let shortID = String(try #require(lines.first?.split(separator: " ").first))
+            let revoked = try await HushProcess.run(["chat", "revoke", "burst", String(shortID.prefix(6))], environment: env)
+            #expect(revoked.status == 0 && revoked.stdout.contains(shortID), "\(revoked.stderr)")
+            #expect(try await HushProcess.run(["chat", "invites", "burst"], environment: env).stdout.contains("no open invites"))
+        }
+    }
+
     /// The terminal client joins while the owner (a `RoomClient`) is offline.
     @Test func joinerProcessWaitsForTheOwner() async throws {
         try await withTestServer { server in
