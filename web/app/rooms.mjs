@@ -1,13 +1,15 @@
 // A room as this browser lives in it: its connection, its state, its timeline, and the
 // protocol flows (docs/PROTOCOL.md §4) — hello and history on every (re)connect, the owner's
 // automatic join handling and rotations, the joiner's side of a join. Everything a room does
-// runs through one queue, so pushes, replies and user actions never interleave.
+// runs through one queue, so pushes, replies and user actions never interleave. Every tab of
+// the browser runs the room; what changes the server (sends, rotations, joins) also holds the
+// room's Web Lock, so one tab at a time does it, on the newest stored record.
 import { base64ToBytes, bytesToBase64, fingerprint, generateKeyPair } from '../themis/index.mjs';
 import { Connection, ServerError } from './connection.mjs';
 import { keyBytes } from './formats.mjs';
 import {
-  newRoomState, restoreRoomState, durable, isOwner, admit, forget, depart, syncMembers, syncFormer, compose,
-  recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
+  newRoomState, restoreRoomState, durable, mergeDurable, isOwner, admit, forget, depart, syncMembers, syncFormer,
+  compose, recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
 } from './room.mjs';
 import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant } from './joins.mjs';
 
@@ -24,6 +26,11 @@ export async function keyFingerprint(keyB64) {
     fingerprints.set(keyB64, fp);
   }
   return fingerprints.get(keyB64);
+}
+
+/** This room's entry in a `hello` reply, or undefined. */
+function roomSummary(hello, id) {
+  return (Array.isArray(hello.rooms) ? hello.rooms.slice(0, 256) : []).find((r) => r && r.room === id);
 }
 
 const JOIN_ERRORS = {
@@ -43,8 +50,8 @@ export class RoomClient {
   constructor(app, id, record) {
     this.app = app;
     this.id = id;
-    this.record = record;
-    this.state = record.state ? restoreRoomState(record.state) : null;
+    this.record = structuredClone(record);
+    this.state = record.state ? restoreRoomState(structuredClone(record.state)) : null;
     this.items = new Map();
     this.localLines = 0;
     this.members = [];
@@ -53,6 +60,7 @@ export class RoomClient {
     this.connDetail = '';
     this.wrapRequired = false;
     this.error = '';
+    this.inLock = false;
     const privateKey = base64ToBytes(record.phase === 'joining' ? record.join.privateKey : record.state.privateKey);
     this.connection = new Connection({
       url: app.server.wsUrl,
@@ -130,10 +138,66 @@ export class RoomClient {
     this.changed();
   }
 
-  async save() {
-    if (this.state) this.record.state = durable(this.state);
-    this.app.store.data.rooms[this.id] = this.record;
-    await this.app.store.save();
+  /**
+   * Writes this room's state, merged with what other tabs wrote, and applies `change(record)` to
+   * the stored record (the only way this tab changes its record). Resolves false when the room
+   * was forgotten in another tab.
+   */
+  async save(change) {
+    const saved = await this.app.store.update(async (data) => {
+      const record = data.rooms[this.id];
+      if (!record) return null;
+      if (this.state) record.state = record.state ? mergeDurable(record.state, durable(this.state)) : structuredClone(durable(this.state));
+      if (change) await change(record);
+      return record;
+    });
+    if (saved) this.adopt(saved);
+    return Boolean(saved);
+  }
+
+  /** Takes the stored record as this room's, keeping what this tab learnt and did not save yet. */
+  adopt(record) {
+    const lastRead = Math.max(record.lastRead ?? 0, this.record.lastRead ?? 0);
+    const wasActive = this.record.status === 'active';
+    this.record = { ...structuredClone(record), lastRead };
+    if (record.state && this.state) Object.assign(this.state, mergeDurable(record.state, durable(this.state)));
+    else if (record.state) this.state = restoreRoomState(structuredClone(record.state));
+    if (wasActive && this.record.status !== 'active') {
+      this.stop();
+      this.connState = this.record.status;
+    }
+  }
+
+  /** Another tab wrote the store: take this room's newest record. */
+  external() {
+    return this.serial(async () => {
+      const record = this.app.store.data.rooms[this.id];
+      if (!record) return;
+      const wasJoining = this.record.phase === 'joining';
+      this.adopt(record);
+      this.changed();
+      const online = this.connection.state === 'online';
+      if (wasJoining && this.record.phase === 'ready' && this.record.status === 'active' && online) await this.sync();
+    });
+  }
+
+  /**
+   * Runs `fn` holding this room's lock across tabs, on the newest stored record: one tab at a
+   * time sends, rotates or answers a join, and sees what the others did before it.
+   */
+  exclusive(fn) {
+    if (this.inLock) return fn();
+    return navigator.locks.request(`hush-room:${this.id}`, async () => {
+      this.inLock = true;
+      try {
+        await this.app.store.refresh();
+        const record = this.app.store.data.rooms[this.id];
+        if (record) this.adopt(record);
+        return await fn();
+      } finally {
+        this.inLock = false;
+      }
+    });
   }
 
   request(type, fields) {
@@ -157,8 +221,8 @@ export class RoomClient {
   markRead() {
     const last = this.state?.lastSeq ?? 0;
     if (last > this.record.lastRead) {
-      this.record.lastRead = last;
-      this.save();
+      this.record.lastRead = last; // a local read mark, not a change of the record: shown at once
+      this.save((record) => { record.lastRead = Math.max(record.lastRead ?? 0, last); }).catch((error) => this.fail(error));
     }
   }
 
@@ -197,20 +261,28 @@ export class RoomClient {
   // ---- (re)connect ----
 
   async sync() {
+    if (this.record.phase === 'joining') {
+      // In the lock: another tab may be sending this very join, or have completed it.
+      const joining = await this.exclusive(async () => {
+        if (this.record.phase !== 'joining') return false;
+        await this.syncJoin();
+        return true;
+      });
+      if (joining) return;
+    }
     const hello = await this.connection.request('hello');
-    const rooms = Array.isArray(hello.rooms) ? hello.rooms : [];
-    const summary = rooms.find((r) => r && r.room === this.id);
-    if (this.record.phase === 'joining') return this.syncJoin(hello, summary);
+    const summary = roomSummary(hello, this.id);
     if (!summary) return this.ended('deleted', 'This room no longer exists: the owner deleted it.');
     if (summary.owner !== this.state.owner) throw new Error('The server reports another owner for this room; refusing it.');
     await syncFormer(this.state, summary.formerMembers);
     await syncMembers(this.state, summary.members);
     this.wrapRequired = summary.wrapRequired === true;
-    const now = Date.now() / 1000;
-    for (const [id, invite] of Object.entries(this.record.invites)) if (invite.expiresAt < now) delete this.record.invites[id];
     await this.refreshMembers();
     await this.history();
-    await this.save();
+    const now = Date.now() / 1000;
+    await this.save((record) => {
+      for (const [id, invite] of Object.entries(record.invites)) if (invite.expiresAt < now) delete record.invites[id];
+    });
     this.error = '';
     this.changed();
   }
@@ -230,10 +302,12 @@ export class RoomClient {
     }
   }
 
-  async syncJoin(hello, summary) {
+  async syncJoin() {
+    const hello = await this.connection.request('hello');
+    const summary = roomSummary(hello, this.id);
     const join = this.record.join;
     if (summary && this.state) {
-      const mine = (summary.members ?? []).find((m) => m && m.key === join.publicKey);
+      const mine = (Array.isArray(summary.members) ? summary.members : []).find((m) => m && m.key === join.publicKey);
       if (mine) return this.joined(mine.signature);
     }
     const open = (Array.isArray(hello.joins) ? hello.joins : []).find((j) => j && j.room === this.id && j.inviteId === join.inviteId);
@@ -245,28 +319,29 @@ export class RoomClient {
       if (error instanceof ServerError && JOIN_ERRORS[error.code]) return this.ended('failed', JOIN_ERRORS[error.code]);
       throw error;
     }
-    this.record.joinSent = true;
-    await this.save();
+    await this.save((record) => { record.joinSent = true; });
     this.changed();
   }
 
   async joined(signature) {
     if (!await admit(this.state, this.state.me, signature)) throw new Error('The owner’s membership signature does not verify.');
-    this.record.phase = 'ready';
-    delete this.record.join;
-    delete this.record.joinSent;
+    await this.save((record) => {
+      record.phase = 'ready';
+      delete record.join;
+      delete record.joinSent;
+    });
     this.line('You joined the room.', 'join');
-    await this.save();
     await this.sync();
   }
 
   async ended(status, text) {
-    this.record.status = status;
-    this.record.statusText = text;
     this.connection.stop();
     this.connState = status;
     this.line(text, 'warning');
-    await this.save();
+    await this.save((record) => {
+      record.status = status;
+      record.statusText = text;
+    });
     this.changed();
   }
 
@@ -308,7 +383,7 @@ export class RoomClient {
         break;
       }
       case 'rotation_due':
-        if (push.room === this.id && this.isOwner) await this.rotate();
+        if (push.room === this.id && this.isOwner && this.record.status === 'active') await this.rotate();
         break;
       case 'removed':
         await this.ended('removed', 'You were removed from this room. You cannot read new messages.');
@@ -331,35 +406,41 @@ export class RoomClient {
     this.changed();
   }
 
-  async answerJoin({ inviteId, key, joiningKey }) {
-    const invite = this.record.invites[inviteId];
-    if (!invite || typeof key !== 'string') return;
-    const { sealed, remember } = await respondToJoin(this.state, invite, { joiner: key, joiningKey });
-    Object.assign(invite, remember);
-    await this.save();
-    await this.request('join_response', { inviteId, sealed });
-    this.line(`Someone is joining with an invite (${await keyFingerprint(key)})…`, 'join');
+  answerJoin({ inviteId, key, joiningKey }) {
+    return this.exclusive(async () => {
+      const invite = this.record.invites[inviteId];
+      if (!invite || typeof key !== 'string') return;
+      // Every tab of the owner hears the request; one that answered at this epoch is enough.
+      if (invite.answered && invite.joiner === key && invite.epoch === this.state.epoch) return;
+      const { sealed, remember } = await respondToJoin(this.state, invite, { joiner: key, joiningKey });
+      const kept = (record) => record.invites[inviteId];
+      await this.save((record) => { if (kept(record)) Object.assign(kept(record), remember, { answered: false }); });
+      await this.request('join_response', { inviteId, sealed });
+      await this.save((record) => { if (kept(record)) kept(record).answered = true; });
+      this.line(`Someone is joining with an invite (${await keyFingerprint(key)})…`, 'join');
+    });
   }
 
-  async admitJoin({ inviteId, key, sealed }) {
-    const invite = this.record.invites[inviteId];
-    if (!invite || invite.joiner !== key) return;
-    if (invite.epoch !== this.state.epoch) return this.answerJoin({ inviteId, key }); // rotated meanwhile
-    const signature = await confirmJoin(this.state, invite, { joiner: key, sealed });
-    if (!signature) {
-      this.line('A join confirmation did not verify; the joiner was not admitted.', 'warning');
-      return;
-    }
-    try {
-      await this.request('add_member', { inviteId, key, signature });
-    } catch (error) {
-      if (error instanceof ServerError && error.code === 'epoch_changed') return this.answerJoin({ inviteId, key });
-      throw error;
-    }
-    delete this.record.invites[inviteId];
-    await admit(this.state, key, signature);
-    await this.refreshMembers();
-    await this.save();
+  admitJoin({ inviteId, key, sealed }) {
+    return this.exclusive(async () => {
+      const invite = this.record.invites[inviteId];
+      if (!invite || invite.joiner !== key) return; // unknown, or admitted by another tab
+      if (invite.epoch !== this.state.epoch) return this.answerJoin({ inviteId, key }); // rotated meanwhile
+      const signature = await confirmJoin(this.state, invite, { joiner: key, sealed });
+      if (!signature) {
+        this.line('A join confirmation did not verify; the joiner was not admitted.', 'warning');
+        return;
+      }
+      try {
+        await this.request('add_member', { inviteId, key, signature });
+      } catch (error) {
+        if (error instanceof ServerError && error.code === 'epoch_changed') return this.answerJoin({ inviteId, key });
+        throw error;
+      }
+      await admit(this.state, key, signature);
+      await this.save((record) => { delete record.invites[inviteId]; });
+      await this.refreshMembers();
+    });
   }
 
   async acceptResponse({ inviteId, sealed }) {
@@ -367,61 +448,76 @@ export class RoomClient {
     const { state, confirmation } = await acceptGrant(this.record.join, sealed);
     this.state = state;
     await this.save();
-    await this.request('join_confirm', { inviteId, sealed: confirmation });
+    try {
+      await this.request('join_confirm', { inviteId, sealed: confirmation });
+    } catch (error) {
+      // Another tab of this key confirmed first.
+      if (!(error instanceof ServerError && error.code === 'no_pending_join')) throw error;
+    }
   }
 
   // ---- actions ----
 
-  async rotate(retried = false) {
+  rotate(retried = false) {
+    return this.exclusive(() => this.rotateNow(retried));
+  }
+
+  async rotateNow(retried) {
     const recipients = this.wrapRequired ? Object.keys(this.state.members) : null;
     const rotation = await makeRotation(this.state, recipients);
+    // Write-ahead: the new key is in the store before the request that makes it the room's.
+    const pending = { epoch: rotation.epoch, key: bytesToBase64(rotation.key) };
+    await this.save((record) => { record.state.pendingRotation = pending; });
     let reply;
     try {
       reply = await this.request('rotate', rotation.wraps ? { epoch: rotation.epoch, wraps: rotation.wraps }
         : { epoch: rotation.epoch, payload: rotation.payload });
     } catch (error) {
+      if (error instanceof ServerError) { // refused: that key never became the room's
+        await this.save((record) => { if (record.state.pendingRotation?.key === pending.key) record.state.pendingRotation = null; });
+      }
       if (!retried && error instanceof ServerError && error.code === 'wraps_required') {
         this.wrapRequired = true;
-        return this.rotate(true);
+        return this.rotateNow(true);
       }
       if (error instanceof ServerError && error.code === 'epoch_mismatch') {
         // Another window of this owner rotated first: catch up (members, and that rotation
         // through history); rotate again only if the room still needs a wrapped rotation.
         this.line('The room key was rotated elsewhere; catching up.', 'rotation');
         await this.sync();
-        if (!retried && this.wrapRequired) return this.rotate(true);
+        if (!retried && this.wrapRequired) return this.rotateNow(true);
         return;
       }
       throw error;
     }
     install(this.state, rotation);
     this.wrapRequired = false;
-    if (Number.isSafeInteger(reply.seq)) {
+    if (Number.isSafeInteger(reply.seq) && reply.seq > 0) {
       this.state.lastSeq = Math.max(this.state.lastSeq, reply.seq);
       await this.addEvent({ type: 'rotation', seq: reply.seq, at: Date.now(), epoch: rotation.epoch });
     }
-    await this.save();
+    await this.save(); // the merge drops the pending rotation: its epoch key is installed
   }
 
   send(text) {
-    return this.serial(async () => {
-      const { payload, counter } = await compose(this.state, text, Date.now());
-      await this.save(); // the counter must never repeat, even after a crash
-      const reply = await this.request('send', { payload });
+    return this.serial(() => this.exclusive(async () => {
+      // The counter is taken inside the store change: it never repeats, across tabs too.
+      let made;
+      await this.save(async (record) => { made = await compose(record.state, text, Date.now()); });
+      const reply = await this.request('send', { payload: made.payload });
       if (!Number.isSafeInteger(reply.seq)) throw new Error('bad reply from the server');
-      recordSent(this.state, counter, reply.seq);
+      recordSent(this.state, made.counter, reply.seq);
       await this.addEvent({ type: 'chat', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, text, ts: Date.now() });
       this.markRead();
       this.changed();
-    }, { rethrow: true });
+    }), { rethrow: true });
   }
 
   invite() {
     return this.serial(async () => {
       const made = await makeInvite(this.state, { baseUrl: this.app.server.baseUrl, serverFingerprint: this.app.server.fingerprint });
       const expiresAt = Math.floor(Date.now() / 1000) + INVITE_LIFETIME_S;
-      this.record.invites[made.inviteId] = { token: made.token, expiresAt };
-      await this.save();
+      await this.save((record) => { record.invites[made.inviteId] = { token: made.token, expiresAt }; });
       await this.request('invite', { inviteId: made.inviteId, expiresAt });
       return made.link;
     }, { rethrow: true });
