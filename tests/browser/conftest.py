@@ -72,6 +72,16 @@ def server():
         served.remove()
 
 
+@pytest.fixture
+def own_server():
+    """A `hush serve` of this test alone, which it may stop and start again (same port and data)."""
+    served = HushServer()
+    served.start()
+    try:
+        yield served
+    finally:
+        served.remove()
+
 
 class Person:
     """One person in one browser. `driver` adapts Selenium or Marionette to: get, js, find, shot, quit."""
@@ -182,19 +192,40 @@ class Person:
         self.wait("the room", lambda: self.visible("room-pane"))
 
     def send(self, text):
-        before = len(self.texts())
+        """Sends and waits until the server committed it (the message shows as sent)."""
         self.type("composer-input", text)
         self.click("#send-button")
-        self.wait(f"my message {text!r}", lambda: len(self.texts()) > before and text in self.texts())
+        self.wait_sent(text)
 
-    def texts(self):
-        return self.js("return [...document.querySelectorAll('[data-testid=message-text]')].map(e => e.textContent)")
+    def wait_sent(self, text, timeout=WAIT_S):
+        return self.wait(f"my message {text!r} sent", lambda: text in self.texts("sent"), timeout)
+
+    def texts(self, status=None):
+        """Message texts in timeline order; with `status` ('sent', 'pending', ...) only those."""
+        return self.js("""return [...document.querySelectorAll('[data-testid=message]')]
+            .filter(e => !arguments[0] || e.dataset.status === arguments[0])
+            .map(e => e.querySelector('[data-testid=message-text]').textContent)""", status)
+
+    def composer(self):
+        return self.js("return document.getElementById('composer-input').value")
 
     def room_names(self):
         return self.js("return [...document.querySelectorAll('[data-testid=room-item] .room-item-name')].map(e => e.textContent)")
 
     def undecryptable(self):
         return self.js("return document.querySelectorAll('[data-testid=undecryptable]').length")
+
+    def hold_lock(self, name):
+        """Takes the Web Lock `name` in the page until release_lock: what needs it waits, deterministically."""
+        self.js("""window.hushHeld ??= {};
+            navigator.locks.request(arguments[0], () => new Promise((release) => { window.hushHeld[arguments[0]] = release; }));""", name)
+        self.wait(f"the lock {name}", lambda: self.js("return Boolean(window.hushHeld?.[arguments[0]])", name))
+
+    def release_lock(self, name):
+        self.js("window.hushHeld[arguments[0]](); delete window.hushHeld[arguments[0]]", name)
+
+    def current_room_id(self):
+        return self.js("return document.querySelector('[data-testid=room-item][aria-current=true]')?.dataset.room")
 
     def messages(self):
         return self.js("""return [...document.querySelectorAll('[data-testid=message]')].map(e => ({

@@ -1,8 +1,35 @@
 """Clients that never lose a key or a message, in Chromium and Firefox ESR: two tabs of one
-profile keep each other's rooms and keys."""
+profile keep each other's rooms and keys; Enter sends once and what is typed meanwhile stays;
+a message written while the server is down (or while sending is held up) waits in the outbox,
+survives a reload, and arrives once, in order.
+
+Nothing here waits a fixed time to decide an outcome: a send is held up by taking the Web Lock
+it needs from the test, and "no duplicate" is proven by a later message arriving after it."""
 import pytest
 
+ENTER = "\ue007"  # the WebDriver key code of Enter (Selenium and Marionette)
 KINDS = ["chrome", "firefox"]
+OUTAGE_WAIT_S = 150  # reconnects back off up to 30 s, on a loaded machine
+
+
+def pair(url, people, kind, room="Room", rotate_every=None):
+    """Alice owns `room`, Bob joined it; each in their own browser profile."""
+    alice = people("alice", kind)
+    alice.open(url)
+    alice.unlock("alice-password-1")
+    alice.create_room(room, rotate_every=rotate_every)
+    link = alice.invite()
+    bob = people("bob", kind)
+    bob.open(link)
+    bob.unlock("bob-password-1")
+    bob.join(room)
+    bob.wait_joined()
+    return alice, bob
+
+
+def press_enter_in_composer(person, text):
+    box = person.driver.find("#composer-input")
+    box.send_keys(text + ENTER)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -43,3 +70,82 @@ def test_two_tabs_of_one_profile_keep_every_rooms_keys(server, people, kind):
     second.open_room("Notes")
     second.wait_text("a note from the first tab")
     assert first.undecryptable() == 0 and owner.undecryptable() == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_enter_sends_once_and_keeps_what_is_typed_meanwhile(server, people, kind):
+    alice, bob = pair(server, people, kind)
+
+    # The key store is busy (as when another tab writes it): the send is in flight meanwhile.
+    alice.hold_lock("hush-keystore")
+    press_enter_in_composer(alice, "only once")
+    press_enter_in_composer(alice, "")  # a second Enter right after the first
+    alice.driver.find("#composer-input").send_keys("typed meanwhile")
+    alice.release_lock("hush-keystore")
+    alice.wait_sent("only once")
+    assert alice.composer() == "typed meanwhile"
+
+    # A held-down key: one press, then repeats.
+    alice.js("""const box = document.getElementById('composer-input');
+        const press = (repeat) => box.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', repeat, bubbles: true, cancelable: true}));
+        box.value = 'held down';
+        press(false);
+        box.value = 'not finished';
+        for (let i = 0; i < 5; i += 1) press(true);""")
+    alice.wait_sent("held down")
+    assert alice.composer() == "not finished"
+
+    # The outbox keeps order: once this one is sent, any duplicate of the above would be too.
+    alice.send("the last one")
+    bob.wait_text("the last one")
+    for person in (alice, bob):
+        texts = person.texts()
+        assert texts.count("only once") == 1 and texts.count("held down") == 1, texts
+        assert "not finished" not in texts and "" not in texts, texts
+        assert texts.index("only once") < texts.index("held down") < texts.index("the last one"), texts
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_unsent_message_survives_a_reload(server, people, kind):
+    alice, bob = pair(server, people, kind)
+    room = alice.current_room_id()
+    # Sending is held up (the room's lock is taken): the message is only in the outbox.
+    alice.hold_lock(f"hush-room:{room}")
+    press_enter_in_composer(alice, "written before the reload")
+    alice.wait("the message waiting", lambda: alice.texts("pending") == ["written before the reload"])
+    assert "written before the reload" not in alice.texts("sent")
+
+    alice.open(alice.js("return location.origin"))  # the reload also drops the held lock
+    alice.unlock("alice-password-1")
+    alice.open_room("Room")
+    alice.wait_sent("written before the reload")
+    bob.wait_text("written before the reload")
+    bob.send("reply")
+    alice.wait_text("reply")
+    assert bob.texts().count("written before the reload") == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_messages_written_while_the_server_is_down_arrive_once_in_order(own_server, people, kind):
+    alice, bob = pair(own_server.url, people, kind)
+    alice.send("before the outage")
+    bob.wait_text("before the outage")
+
+    own_server.stop()
+    alice.wait("the outage", lambda: alice.js("return document.getElementById('connection-state').dataset.state") == "offline")
+    press_enter_in_composer(alice, "first while offline")
+    press_enter_in_composer(alice, "second while offline")
+    alice.wait("both waiting", lambda: [t for t in alice.texts() if "offline" in t] == ["first while offline", "second while offline"])
+    assert not [t for t in alice.texts("sent") if "while offline" in t]
+
+    own_server.start()
+    bob.wait("both, in order", lambda: [t for t in bob.texts() if "while offline" in t] == ["first while offline", "second while offline"],
+             timeout=OUTAGE_WAIT_S)
+    alice.wait_sent("second while offline", timeout=OUTAGE_WAIT_S)
+    alice.send("after the outage")
+    bob.wait_text("after the outage")
+    for person in (alice, bob):
+        texts = person.texts()
+        assert [t for t in texts if "offline" in t or "outage" in t] == [
+            "before the outage", "first while offline", "second while offline", "after the outage"], texts
+        assert person.undecryptable() == 0

@@ -49,7 +49,7 @@ function render() {
   $('members-panel').hidden = !room || $('members-button').getAttribute('aria-expanded') !== 'true';
   document.body.classList.toggle('show-room', Boolean(room) || !$('join-panel').hidden);
   if (room) {
-    renderRoom(room);
+    renderRoom(room, discardMessage);
     renderMembers(room, removeMember);
     renderConnection(room.connState, room.connDetail);
   } else {
@@ -247,18 +247,29 @@ async function sendMessage(event) {
   event.preventDefault();
   const room = app.rooms.get(app.current);
   const input = $('composer-input');
-  const text = input.value.trim();
+  const written = input.value;
+  const text = written.trim();
   if (!room || !text) return;
   if (text.length > MAX_TEXT_CHARS) return toast(`A message can have at most ${MAX_TEXT_CHARS} characters.`);
-  $('send-button').disabled = true;
+  // Taken out of the box at once: a second Enter finds it empty, and what is typed from now on
+  // stays. The outbox (in the key store) holds the text until the server has it.
+  input.value = '';
   try {
-    await room.send(text);
-    input.value = '';
+    await room.enqueue(text);
   } catch (error) {
-    toast(`Not sent: ${error.message}. Your text is still in the box.`);
-  } finally {
-    $('send-button').disabled = false;
-    input.focus();
+    input.value = written + input.value;
+    toast(`Not kept for sending: ${error.message}. Your text is back in the box.`);
+  }
+  input.focus();
+}
+
+async function discardMessage(id) {
+  const room = app.rooms.get(app.current);
+  if (!room || !confirm('Discard this unsent message?')) return;
+  try {
+    await room.discard(id);
+  } catch (error) {
+    toast(`Could not discard: ${error.message}`);
   }
 }
 
@@ -394,7 +405,9 @@ async function start() {
   $('new-room-form').addEventListener('submit', createRoom);
   $('composer').addEventListener('submit', sendMessage);
   $('composer-input').addEventListener('keydown', (event) => {
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) $('composer').requestSubmit();
+    if (event.key !== 'Enter' || event.shiftKey || event.isComposing) return;
+    event.preventDefault(); // no newline in the box
+    if (!event.repeat) $('composer').requestSubmit(); // a held key sends once
   });
   $('invite-button').addEventListener('click', makeInvite);
   $('copy-invite').addEventListener('click', copyInvite);

@@ -1,21 +1,26 @@
-// A room as this browser lives in it: its connection, its state, its timeline, and the
-// protocol flows (docs/PROTOCOL.md §4) — hello and history on every (re)connect, the owner's
+// A room as this browser lives in it: its connection, its state, its timeline, its outbox, and
+// the protocol flows (docs/PROTOCOL.md §4) — hello and history on every (re)connect, the owner's
 // automatic join handling and rotations, the joiner's side of a join. Everything a room does
 // runs through one queue, so pushes, replies and user actions never interleave. Every tab of
 // the browser runs the room; what changes the server (sends, rotations, joins) also holds the
 // room's Web Lock, so one tab at a time does it, on the newest stored record.
 import { base64ToBytes, bytesToBase64, fingerprint, generateKeyPair } from '../themis/index.mjs';
-import { Connection, ServerError } from './connection.mjs';
+import { Connection, ConnectionClosed, ServerError } from './connection.mjs';
 import { keyBytes } from './formats.mjs';
 import {
   newRoomState, restoreRoomState, durable, mergeDurable, isOwner, admit, forget, depart, syncMembers, syncFormer,
   compose, recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
 } from './room.mjs';
 import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant } from './joins.mjs';
+import {
+  MAX_OUTBOX, newEntry, checkOutbox, committedSeq, unsent, nextToSend, needsSeal, failureAction, afterStale,
+} from './outbox.mjs';
 
 const INVITE_LIFETIME_S = 7 * 24 * 3600;
 export const MAX_TEXT_CHARS = 4000;
 const HISTORY_PAGE = 100;
+const RETRY_MS = 5000;
+const STALE_ROUNDS = 3;
 
 const fingerprints = new Map();
 /** The fingerprint of a b64 key, cached ('' when the key is malformed). */
@@ -27,6 +32,7 @@ export async function keyFingerprint(keyB64) {
   }
   return fingerprints.get(keyB64);
 }
+const knownFingerprint = (keyB64) => fingerprints.get(keyB64) ?? '';
 
 /** This room's entry in a `hello` reply, or undefined. */
 function roomSummary(hello, id) {
@@ -60,6 +66,8 @@ export class RoomClient {
     this.connDetail = '';
     this.wrapRequired = false;
     this.error = '';
+    this.heldAt = null; // the epoch at which the server answered rotation_pending
+    this.retryTimer = null;
     this.inLock = false;
     const privateKey = base64ToBytes(record.phase === 'joining' ? record.join.privateKey : record.state.privateKey);
     this.connection = new Connection({
@@ -97,7 +105,7 @@ export class RoomClient {
         id: reply.room,
         record: {
           name, phase: 'ready', status: 'active', server: { id: app.server.id, key: app.server.keyB64 },
-          state: durable(state), invites: {}, lastRead: 0, rotateEvery: reply.rotateEvery, createdAt: Date.now(),
+          state: durable(state), invites: {}, outbox: [], lastRead: 0, rotateEvery: reply.rotateEvery, createdAt: Date.now(),
         },
       };
     } finally {
@@ -110,18 +118,22 @@ export class RoomClient {
     const { join, joiningKeyBlob } = await startJoin(invite);
     return {
       name, phase: 'joining', status: 'active', server: { id: app.server.id, key: app.server.keyB64 },
-      join: { ...join, joiningKeyBlob }, joinSent: false, state: null, invites: {}, lastRead: 0, createdAt: Date.now(),
+      join: { ...join, joiningKeyBlob }, joinSent: false, state: null, invites: {}, outbox: [], lastRead: 0, createdAt: Date.now(),
     };
   }
 
   // ---- plumbing ----
 
   start() {
+    keyFingerprint(this.myKey).then(() => this.changed());
     if (this.record.status === 'active') this.connection.start();
     else this.connState = this.record.status;
   }
 
-  stop() { this.connection.stop(); }
+  stop() {
+    clearTimeout(this.retryTimer);
+    this.connection.stop();
+  }
 
   changed() { this.app.changed(this); }
 
@@ -168,7 +180,7 @@ export class RoomClient {
     }
   }
 
-  /** Another tab wrote the store: take this room's newest record. */
+  /** Another tab wrote the store: take this room's newest record, and send what it left unsent. */
   external() {
     return this.serial(async () => {
       const record = this.app.store.data.rooms[this.id];
@@ -178,6 +190,7 @@ export class RoomClient {
       this.changed();
       const online = this.connection.state === 'online';
       if (wasJoining && this.record.phase === 'ready' && this.record.status === 'active' && online) await this.sync();
+      else await this.drain();
     });
   }
 
@@ -200,6 +213,8 @@ export class RoomClient {
     });
   }
 
+  get outbox() { return checkOutbox(this.record.outbox); }
+
   request(type, fields) {
     return this.connection.request(type, { room: this.id, ...fields });
   }
@@ -207,9 +222,15 @@ export class RoomClient {
   get isOwner() { return this.state ? isOwner(this.state) : false; }
   get myKey() { return this.state ? this.state.me : this.record.join.publicKey; }
 
-  /** Timeline items in order. */
+  /** Timeline items in order: what the server holds, then this room's unsent messages. */
   timeline() {
-    return [...this.items.values()].sort((a, b) => a.seq - b.seq || a.n - b.n);
+    const held = this.state && this.heldAt === this.state.epoch;
+    const waiting = (this.state ? unsent(this.outbox, this.state) : []).map((entry) => ({
+      kind: 'chat', id: entry.id, own: true, role: 'you', fp: knownFingerprint(this.myKey), text: entry.text, ts: entry.at,
+      status: entry.failed !== null ? 'failed' : held ? 'held' : this.connState === 'online' ? 'pending' : 'offline',
+      reason: entry.failed,
+    }));
+    return [...[...this.items.values()].sort((a, b) => a.seq - b.seq || a.n - b.n), ...waiting];
   }
 
   unread() {
@@ -237,9 +258,10 @@ export class RoomClient {
     const base = { seq: event.seq, n: 0, at: event.at };
     if (event.type === 'chat') {
       this.items.set(`s${event.seq}`, { ...base, kind: 'chat', from: event.from, own: event.own, text: event.text, ts: event.ts,
-        role: this.roleOf(event.from), fp: await keyFingerprint(event.from) });
+        role: this.roleOf(event.from), fp: await keyFingerprint(event.from), status: event.own ? 'sent' : null });
     } else if (event.type === 'rotation') {
       this.items.set(`s${event.seq}`, { ...base, kind: 'system', tone: 'rotation', text: `Room key rotated (epoch ${event.epoch})` });
+      this.serial(() => this.drain()); // a new epoch: what waited for it can go
     } else {
       this.items.set(`s${event.seq}`, { ...base, kind: 'rejected', from: event.from, reason: event.reason,
         fp: event.from ? await keyFingerprint(event.from) : '' });
@@ -285,6 +307,7 @@ export class RoomClient {
     });
     this.error = '';
     this.changed();
+    this.serial(() => this.drain()); // after this job: the connection is online by then
   }
 
   async history() {
@@ -499,19 +522,128 @@ export class RoomClient {
     await this.save(); // the merge drops the pending rotation: its epoch key is installed
   }
 
-  send(text) {
-    return this.serial(() => this.exclusive(async () => {
-      // The counter is taken inside the store change: it never repeats, across tabs too.
-      let made;
-      await this.save(async (record) => { made = await compose(record.state, text, Date.now()); });
-      const reply = await this.request('send', { payload: made.payload });
-      if (!Number.isSafeInteger(reply.seq)) throw new Error('bad reply from the server');
-      recordSent(this.state, made.counter, reply.seq);
-      await this.addEvent({ type: 'chat', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, text, ts: Date.now() });
-      this.markRead();
-      this.changed();
-    }), { rethrow: true });
+  // ---- the outbox ----
+
+  /** Keeps `text` in this room's outbox (in the store) and starts sending it. */
+  async enqueue(text) {
+    const entry = newEntry(text, Date.now());
+    const kept = await this.save((record) => {
+      const outbox = checkOutbox(record.outbox);
+      if (outbox.length >= MAX_OUTBOX) throw new Error(`${MAX_OUTBOX} messages already wait to be sent in this room`);
+      record.outbox = [...outbox, entry];
+    });
+    if (!kept) throw new Error('this room was closed in another tab');
+    this.changed();
+    this.serial(() => this.drain());
   }
+
+  /** Drops an unsent message that the server refused for good. */
+  async discard(id) {
+    await this.save((record) => { record.outbox = checkOutbox(record.outbox).filter((e) => e.id !== id || e.failed === null); });
+    this.changed();
+  }
+
+  /** Sends the outbox in order, one message at a time, while the server takes them. */
+  async drain() {
+    if (!this.state || this.record.phase !== 'ready' || this.record.status !== 'active') return;
+    if (!nextToSend(this.outbox, this.state) || this.connection.state === 'offline') return;
+    clearTimeout(this.retryTimer);
+    await this.exclusive(async () => {
+      await this.dropCommitted();
+      let staleRounds = 0;
+      let rotated = false;
+      for (;;) {
+        const entry = nextToSend(this.outbox, this.state);
+        if (!entry || this.heldAt === this.state.epoch || this.record.status !== 'active') return;
+        const outcome = await this.sendEntry(entry);
+        if (outcome.action === 'sent') continue;
+        if (outcome.action === 'retry') {
+          if (!(outcome.error instanceof ConnectionClosed)) this.retryTimer = setTimeout(() => this.serial(() => this.drain()), RETRY_MS);
+          return; // a reconnect drains again
+        }
+        if (outcome.action === 'reseal' && staleRounds < STALE_ROUNDS) {
+          staleRounds += 1;
+          let next = afterStale(entry, this.state, outcome.error.epoch, false);
+          if (next === 'catch-up') {
+            await this.history(); // reads the rotation this tab missed
+            next = afterStale(entry, this.state, outcome.error.epoch, true);
+          }
+          if (next === 'reseal') continue;
+        }
+        if (outcome.action === 'reseal' || outcome.action === 'hold') {
+          // A departure owes the room a wrapped rotation: the owner makes it; members wait for it.
+          if (outcome.action === 'hold' && this.isOwner && !rotated) {
+            rotated = true;
+            this.wrapRequired = true;
+            await this.rotateNow(false);
+            continue;
+          }
+          this.heldAt = this.state.epoch;
+          this.changed();
+          return;
+        }
+        if (outcome.action === 'failed') {
+          const reason = outcome.error.message.slice(0, 200);
+          await this.save((record) => {
+            const stored = checkOutbox(record.outbox);
+            for (const e of stored) if (e.id === entry.id) e.failed = reason;
+            record.outbox = stored;
+          });
+          continue;
+        }
+        return; // 'ended': the server closes this key's connection and says why
+      }
+    });
+  }
+
+  /** Entries that history shows the server committed (a reply lost to a crash or a cut). */
+  async dropCommitted() {
+    const done = new Set(this.outbox.filter((e) => committedSeq(e, this.state) !== undefined).map((e) => e.id));
+    if (done.size) await this.save((record) => { record.outbox = checkOutbox(record.outbox).filter((e) => !done.has(e.id)); });
+  }
+
+  async sendEntry(entry) {
+    let sealed = entry.sealed;
+    if (needsSeal(entry, this.state)) {
+      sealed = await this.seal(entry);
+      if (!sealed) return { action: 'sent' }; // gone from the store: sent or discarded in another tab
+    }
+    let reply;
+    try {
+      reply = await this.request('send', { payload: sealed.payload, epoch: sealed.epoch, messageId: entry.id });
+    } catch (error) {
+      return { action: failureAction(error instanceof ServerError ? error.code : undefined), error };
+    }
+    if (!Number.isSafeInteger(reply.seq) || reply.seq < 1) return { action: 'retry', error: new Error('bad reply from the server') };
+    this.heldAt = null;
+    recordSent(this.state, sealed.counter, reply.seq);
+    await this.addEvent({ type: 'chat', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, text: entry.text, ts: sealed.ts });
+    await this.save((record) => { record.outbox = checkOutbox(record.outbox).filter((e) => e.id !== entry.id); });
+    this.markRead();
+    this.changed();
+    return { action: 'sent' };
+  }
+
+  /**
+   * Seals an entry under the current epoch with the next counter. Both are written to the store
+   * in the same change, before the request leaves: the counter never repeats, across tabs too.
+   */
+  async seal(entry) {
+    let sealed = null;
+    await this.save(async (record) => {
+      const stored = checkOutbox(record.outbox);
+      const target = stored.find((e) => e.id === entry.id);
+      if (!target) return;
+      const now = Date.now();
+      const made = await compose(record.state, target.text, now);
+      target.sealed = { epoch: made.epoch, counter: made.counter, ts: now, payload: made.payload };
+      record.outbox = stored;
+      sealed = target.sealed;
+    });
+    return sealed;
+  }
+
+  // ---- other actions ----
 
   invite() {
     return this.serial(async () => {
