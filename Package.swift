@@ -101,6 +101,7 @@ let package = Package(
                 "HushServer",
                 "HushClient",
                 "HushProtocol",
+                "ThemisKit",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -16,8 +16,15 @@ public final class HushConnection: Sendable {
     private let pushSink: AsyncStream<WireMessage>.Continuation
     private let outgoing: AsyncStream<Outgoing>.Continuation
     private let outgoingStream: AsyncStream<Outgoing>
-    private let pending = Mutex<[String: CheckedContinuation<WireMessage, any Error>]>([:])
-    private let state = Mutex<(nextID: Int, closed: Bool)>((1, false))
+    /// Replies awaited by id, and whether the connection has ended: one lock, so that a
+    /// request racing the close is either answered by `finish` or never registered.
+    private let pending = Mutex<(waiters: [String: CheckedContinuation<WireMessage, any Error>], closed: Bool)>(([:], false))
+    private let nextID = Atomic<Int>(1)
+    /// The largest frame accepted from the server: a history page holds up to 1 MiB of
+    /// payloads (docs/PROTOCOL.md §7), about 1.4 MiB as base64 JSON, plus the session's framing.
+    public static let maxFrameBytes = 4 << 20
+    /// How long a request waits for its reply before it fails with `timedOut`.
+    public static let requestTimeout: Duration = .seconds(30)
     private let closedSignal = AsyncStream<Void>.makeStream()
     private let ready = Mutex<CheckedContinuation<Void, any Error>?>(nil)
 
@@ -44,7 +51,7 @@ public final class HushConnection: Sendable {
             Task {
                 do {
                     try await WebSocketClient.connect(url: server.webSocketURL,
-                                                      configuration: .init(maxFrameSize: 1 << 20), logger: logger) {
+                                                      configuration: .init(maxFrameSize: Self.maxFrameBytes), logger: logger) {
                         inbound, outbound, _ in
                         try await connection.run(inbound: inbound, outbound: outbound, sessionID: sessionID)
                     }
@@ -61,7 +68,7 @@ public final class HushConnection: Sendable {
         let server = self.server
         var session = SecureSession(id: sessionID ?? KeyID.sessionID(key.publicKey), privateKey: key,
                                     peerKeyLookup: { id in id == Array(server.wellKnown.serverId.utf8) ? server.publicKey : nil })
-        var frames = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+        var frames = inbound.messages(maxSize: Self.maxFrameBytes).makeAsyncIterator()
         try await outbound.write(.binary(ByteBuffer(bytes: try session.connectRequest())))
         while !session.isEstablished {
             guard case .binary(let buffer)? = try await frames.next() else { throw ClientError.handshakeFailed }
@@ -94,7 +101,7 @@ public final class HushConnection: Sendable {
                 guard case .binary(let buffer) = frame,
                       case .data(let plaintext) = try box.receive(Array(buffer.readableBytesView)) else { throw ClientError.unexpectedReply("not a data message") }
                 let message = try WireMessage.decode(plaintext)
-                if let id = message.id, let waiter = pending.withLock({ $0.removeValue(forKey: id) }) {
+                if let id = message.id, let waiter = pending.withLock({ $0.waiters.removeValue(forKey: id) }) {
                     waiter.resume(returning: message)
                 } else {
                     pushSink.yield(message)
@@ -105,9 +112,11 @@ public final class HushConnection: Sendable {
 
     private func finish(_ error: any Error) {
         ready.withLock { $0?.resume(throwing: error); $0 = nil }
-        let waiters = pending.withLock { table in defer { table = [:] }; return Array(table.values) }
+        let waiters = pending.withLock { table in
+            defer { table = ([:], true) }
+            return Array(table.waiters.values)
+        }
         for waiter in waiters { waiter.resume(throwing: ClientError.connectionClosed) }
-        state.withLock { $0.closed = true }
         pushSink.finish()
         outgoing.finish()
         closedSignal.continuation.finish()
@@ -118,20 +127,29 @@ public final class HushConnection: Sendable {
     public func request(_ request: WireMessage) async throws -> WireMessage {
         let reply = try await exchange(request)
         if reply.type == "error" {
-            throw HushError(ErrorCode(rawValue: reply.code ?? "") ?? .internal, reply.message ?? "")
+            throw HushError(ErrorCode(rawValue: reply.code ?? "") ?? .internal, reply.message ?? "", epoch: reply.epoch)
         }
         return reply
     }
 
-    /// Like `request` but returns an `error` reply as it is.
-    public func exchange(_ request: WireMessage) async throws -> WireMessage {
+    /// Like `request` but returns an `error` reply as it is. Fails with `timedOut` when no
+    /// reply comes within `timeout`, and with `connectionClosed` when the connection ends first.
+    public func exchange(_ request: WireMessage, timeout: Duration = HushConnection.requestTimeout) async throws -> WireMessage {
         var request = request
-        let id = request.id ?? state.withLock { state in defer { state.nextID += 1 }; return "r\(state.nextID)" }
+        let id = request.id ?? "r\(nextID.wrappingAdd(1, ordering: .relaxed).oldValue)"
         request.id = id
+        let timer = Task { [weak self] in
+            try await Task.sleep(for: timeout)
+            self?.pending.withLock { $0.waiters.removeValue(forKey: id) }?.resume(throwing: ClientError.timedOut)
+        }
+        defer { timer.cancel() }
         return try await withCheckedThrowingContinuation { continuation in
-            let closed = state.withLock { $0.closed }
-            if closed { return continuation.resume(throwing: ClientError.connectionClosed) }
-            pending.withLock { $0[id] = continuation }
+            let registered = pending.withLock { table in
+                guard !table.closed else { return false }
+                table.waiters[id] = continuation
+                return true
+            }
+            guard registered else { return continuation.resume(throwing: ClientError.connectionClosed) }
             outgoing.yield(.plaintext(request.encoded()))
         }
     }
@@ -149,5 +167,5 @@ public final class HushConnection: Sendable {
         for await _ in closedSignal.stream {}
     }
 
-    public var isClosed: Bool { state.withLock { $0.closed } }
+    public var isClosed: Bool { pending.withLock { $0.closed } }
 }

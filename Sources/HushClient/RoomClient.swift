@@ -25,6 +25,8 @@ public actor RoomClient {
         case chat(seq: Int, from: String, ts: Int64, text: String)
         /// Owner: a key asked to join through one of this owner's invites (and was answered).
         case joinRequested(key: String)
+        /// A send is held until the owner's rotation after a departure (`rotation_pending`).
+        case sendHeld
     }
 
     /// Owner: a join request as the server pushed it, kept so that the owner can answer it
@@ -63,6 +65,9 @@ public actor RoomClient {
     /// The owner's membership signature of every admitted member (for a key store).
     public private(set) var memberSignatures: [String: [UInt8]] = [:]
     private var joinedWaiters: [String: CheckedContinuation<Void, Never>] = [:]
+    /// Sends held by `rotation_pending`, woken by the next rotation read.
+    private var rotationWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    private var nextRotationWaiter = 0
     public nonisolated let events: AsyncStream<Event>
     private let sink: AsyncStream<Event>.Continuation
 
@@ -234,13 +239,59 @@ public actor RoomClient {
 
     // MARK: everyone
 
+    /// Sends a chat message and returns its sequence number (protocol v2, §4.4). The same
+    /// `messageID` goes with every attempt, so a retry can never store the message twice.
+    /// `stale_epoch` (a rotation this client has not read yet): it reads the rotation and
+    /// seals the text again under the new key, once. `rotation_pending` (a member left): the
+    /// owner rotates; a member waits up to `rotationWait` for the owner's rotation.
+    /// `reserveCounter` sees the counter the message would use and returns the one to use
+    /// (≥ it) once that is saved: a key store keeps counters unique across processes and
+    /// crashes by saving before anything leaves (write-ahead).
     @discardableResult
-    public func send(_ text: String) async throws -> Int {
-        var request = WireMessage(type: "send")
-        request.room = room
-        request.payload = Base64Bytes(try state.compose(text: text, now: Int64(Date().timeIntervalSince1970 * 1000)))
-        return try await connection.request(request).seq ?? 0
+    public func send(_ text: String, messageID: [UInt8] = RoomPayload.randomBytes(16), rotationWait: Duration = .seconds(60),
+                     reserveCounter: (@Sendable (_ next: Int) async throws -> Int)? = nil) async throws -> Int {
+        var resealed = false
+        while true {
+            if let reserveCounter { state.raiseCounter(to: try await reserveCounter(state.sentCounter + 1) - 1) }
+            var request = WireMessage(type: "send")
+            request.room = room
+            request.epoch = state.epoch
+            request.messageId = Base64Bytes(messageID)
+            request.payload = Base64Bytes(try state.compose(text: text, now: Int64(Date().timeIntervalSince1970 * 1000)))
+            do {
+                return try await connection.request(request).seq ?? 0
+            } catch let error as HushError where !resealed && [.staleEpoch, .rotationPending].contains(error.code) {
+                resealed = true
+                let sealedUnder = request.epoch ?? 0
+                if error.code == .staleEpoch {
+                    try await refresh()
+                } else if state.isOwner {
+                    wrapRequired = true
+                    try await rotate()
+                } else {
+                    sink.yield(.sendHeld)
+                    try await waitForRotation(beyond: sealedUnder, timeout: rotationWait)
+                }
+                guard state.epoch > sealedUnder else { throw error }
+            }
+        }
     }
+
+    /// Waits until a rotation past `epoch` has been read (push or history), or `timeout`.
+    private func waitForRotation(beyond epoch: Int, timeout: Duration) async throws {
+        if state.epoch > epoch { return }
+        let id = nextRotationWaiter
+        nextRotationWaiter += 1
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            await self?.wakeRotationWaiter(id)
+        }
+        await withCheckedContinuation { rotationWaiters[id] = $0 }
+        timer.cancel()
+        guard state.epoch > epoch else { throw ClientError.timedOut }
+    }
+
+    private func wakeRotationWaiter(_ id: Int) { rotationWaiters.removeValue(forKey: id)?.resume() }
 
     /// Reads history after `after` (default: the last seen), every page, in order.
     public func history(after: Int? = nil) async throws -> [Event] {
@@ -251,11 +302,14 @@ public actor RoomClient {
             request.room = room
             request.after = after
             let reply = try await connection.request(request)
-            for envelope in reply.messages ?? [] {
+            let asked = after
+            for envelope in (reply.messages ?? []).prefix(Limits.standard.maxHistoryPage) {
                 events.append(interpret(state.receive(envelope)))
-                after = envelope.seq
+                after = max(after, envelope.seq)
             }
             guard reply.more == true else { return events }
+            // A server that says `more` without moving forward would keep this loop busy forever.
+            guard after > asked else { throw ClientError.unexpectedReply("history page without progress") }
         }
     }
 
@@ -356,7 +410,12 @@ public actor RoomClient {
         switch push.type {
         case "message":
             guard let envelope = Envelope(push: push) else { return }
-            sink.yield(interpret(state.receive(envelope)))
+            let event = state.receive(envelope)
+            if case .rotated = event {
+                for waiter in rotationWaiters.values { waiter.resume() }
+                rotationWaiters = [:]
+            }
+            sink.yield(interpret(event))
         case "member_joined":
             guard let key = push.key, let signature = push.signature?.bytes, state.admit(key: key, signature: signature) else { return }
             memberSignatures[key] = signature

@@ -13,7 +13,7 @@ public struct ServerInfo: Sendable {
 
     public init(baseURL: String, wellKnown: WellKnown) throws(HushError) {
         guard let bytes = Base64.decode(wellKnown.publicKey), let key = try? ThemisPublicKey(containerBytes: bytes),
-              Base64.encodeURL(key.containerBytes) == wellKnown.serverId, wellKnown.protocol == 1 else {
+              Base64.encodeURL(key.containerBytes) == wellKnown.serverId, wellKnown.protocol == WellKnown.protocolVersion else {
             throw HushError(.badRequest, "the server's /.well-known/hush is not valid")
         }
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL

@@ -15,6 +15,8 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     case epochChanged = "epoch_changed"
     case wrapsRequired = "wraps_required"
     case epochMismatch = "epoch_mismatch"
+    case staleEpoch = "stale_epoch"
+    case rotationPending = "rotation_pending"
     case alreadyMember = "already_member"
     case removed
     case `internal`
@@ -24,9 +26,12 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
 public struct HushError: Error, Sendable, Equatable, CustomStringConvertible {
     public let code: ErrorCode
     public let message: String
-    public init(_ code: ErrorCode, _ message: String) {
+    /// The room's current epoch, for `stale_epoch` and `rotation_pending` (§4.4).
+    public let epoch: Int?
+    public init(_ code: ErrorCode, _ message: String, epoch: Int? = nil) {
         self.code = code
         self.message = message
+        self.epoch = epoch
     }
     public var description: String { "\(code.rawValue): \(message)" }
 }

@@ -4,6 +4,8 @@ public struct Limits: Sendable {
     public var maxRequestBytes = 200 * 1024
     public var maxPayloadBytes = 64 * 1024
     public var maxSmallBlobBytes = 4 * 1024
+    /// A `send`'s idempotency id (`messageId`), decoded.
+    public var maxMessageIDBytes = 32
     public var requestsPerSecond = 20.0
     public var requestBurst = 40.0
     public var maxOpenInvitesPerRoom = 64

@@ -57,11 +57,17 @@ public enum RoomPayload {
         return value
     }
 
-    static func cell(_ key: [UInt8]) -> SecureCell.Seal {
-        try! SecureCell.Seal(key: SymmetricKey(data: key))
+    /// A Secure Cell under `key`; a key that Secure Cell refuses (empty, say) is an error,
+    /// never a trap, whoever sent it.
+    static func cell(_ key: [UInt8]) throws(ThemisError) -> SecureCell.Seal {
+        try SecureCell.Seal(key: SymmetricKey(data: key))
     }
 
-    public static func newRoomKey() -> [UInt8] { randomBytes(32) }
+    /// Every room key is 32 random bytes (§6): a grant or rotation carrying another length is
+    /// refused before the key is installed or saved.
+    public static let roomKeyBytes = 32
+
+    public static func newRoomKey() -> [UInt8] { randomBytes(roomKeyBytes) }
 
     public static func randomBytes(_ count: Int) -> [UInt8] {
         var generator = SystemRandomNumberGenerator()
@@ -103,7 +109,8 @@ public enum RoomPayload {
 
     public static func openRotation(payload: [UInt8], oldKey: [UInt8], room: String, newEpoch: Int,
                                     owner: ThemisPublicKey) throws(PayloadError) -> [UInt8] {
-        guard let signed = try? cell(oldKey).decrypt(payload, context: Statement.roomContext(room: room, epoch: newEpoch - 1))
+        guard newEpoch >= 1,
+              let signed = try? cell(oldKey).decrypt(payload, context: Statement.roomContext(room: room, epoch: newEpoch - 1))
         else { throw .undecryptable }
         return try verifyRotation(signed, room: room, newEpoch: newEpoch, owner: owner)
     }
@@ -118,6 +125,7 @@ public enum RoomPayload {
         guard let inner = try? SecureMessage.verify(signed, with: owner) else { throw .badSignature }
         let grant = try parse(RoomKeyGrant.self, inner)
         guard grant.type == "rotation", grant.room == room, grant.epoch == newEpoch else { throw .wrongRoomOrEpoch }
+        guard grant.key.bytes.count == roomKeyBytes else { throw .malformed }
         return grant.key.bytes
     }
 
@@ -130,7 +138,8 @@ public enum RoomPayload {
     public static func openJoinGrant(_ sealed: [UInt8], joiningKey: [UInt8], token: [UInt8], room: String) throws(PayloadError) -> RoomKeyGrant {
         guard let inner = try? cell(joiningKey).decrypt(sealed, context: token) else { throw .undecryptable }
         let grant = try parse(RoomKeyGrant.self, inner)
-        guard grant.room == room, grant.key.bytes.count == 32 else { throw .wrongRoomOrEpoch }
+        guard grant.room == room, grant.epoch >= 0 else { throw .wrongRoomOrEpoch }
+        guard grant.key.bytes.count == roomKeyBytes else { throw .malformed }
         return grant
     }
 

@@ -111,6 +111,12 @@ public struct RoomState: Sendable {
         return true
     }
 
+    /// Moves the counter forward (never back): the next message uses `counter + 1`. A key
+    /// store that reserved a counter for this key hands it over here.
+    public mutating func raiseCounter(to counter: Int) {
+        myCounter = max(myCounter, counter)
+    }
+
     /// Seals the next chat message of this key.
     public mutating func compose(text: String, now: Int64) throws(ThemisError) -> [UInt8] {
         myCounter += 1
@@ -119,7 +125,8 @@ public struct RoomState: Sendable {
     }
 
     /// Owner: a rotation to a fresh key, plain (sealed under the current key) or, with
-    /// `recipients`, wrapped for each of them. `install` it once the server accepted it.
+    /// `recipients`, wrapped for each of them and for the owner itself, so that the owner's
+    /// other clients follow it (§4.5). `install` it once the server accepted it.
     public func makeRotation(wrappedFor recipients: [String]? = nil) throws -> Rotation {
         let newKey = RoomPayload.newRoomKey()
         let signed = try RoomPayload.signRotation(room: room, epoch: epoch + 1, key: newKey, owner: me)
@@ -127,7 +134,7 @@ public struct RoomState: Sendable {
             let payload = try RoomPayload.sealRotation(signed, oldKey: currentKey, room: room, oldEpoch: epoch)
             return Rotation(epoch: epoch + 1, key: newKey, payload: payload, wraps: nil)
         }
-        let wraps = try recipients.map { key in
+        let wraps = try Set(recipients + [myKey]).sorted().map { key in
             Wrap(key: key, wrap: try RoomPayload.wrapRotation(signed, owner: me, member: try KeyID.key(fromJSON: key)))
         }
         return Rotation(epoch: epoch + 1, key: newKey, payload: nil, wraps: wraps)
@@ -145,8 +152,17 @@ public struct RoomState: Sendable {
         epoch = max(epoch, rotation.epoch)
     }
 
-    /// Interprets one envelope from the server (push or history).
+    /// The largest sequence number and epoch a client accepts from a server: JSON numbers
+    /// stay exact up to 2^53 (§1), and the web client holds the same bound.
+    public static let maxSeq = (1 << 53) - 1
+
+    /// Interprets one envelope from the server (push or history). One that is not well formed
+    /// (another room, a sequence number or epoch out of range, an unknown kind) changes nothing.
     public mutating func receive(_ envelope: Envelope) -> Event {
+        guard envelope.room == room, (1...Self.maxSeq).contains(envelope.seq), (0...Self.maxSeq).contains(envelope.epoch),
+              ["message", "rotation"].contains(envelope.kind) else {
+            return .rejected(seq: envelope.seq, reason: "malformed envelope")
+        }
         lastSeq = max(lastSeq, envelope.seq)
         switch envelope.kind {
         case "rotation": return receiveRotation(envelope)
@@ -176,6 +192,7 @@ public struct RoomState: Sendable {
 
     private mutating func receiveRotation(_ envelope: Envelope) -> Event {
         guard envelope.from == KeyID.json(owner) else { return .rejected(seq: envelope.seq, reason: "rotation not from owner") }
+        guard envelope.epoch >= 1 else { return .rejected(seq: envelope.seq, reason: "rotation to epoch 0") }
         if keys[envelope.epoch] != nil { return .rotated(seq: envelope.seq, epoch: envelope.epoch) }
         let newKey: [UInt8]
         do {

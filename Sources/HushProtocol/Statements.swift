@@ -44,16 +44,23 @@ public enum KeyID {
     public static func json(_ key: ThemisPublicKey) -> String { Base64.encode(key.containerBytes) }
     public static func sessionID(_ key: ThemisPublicKey) -> [UInt8] { Array(Base64.encodeURL(key.containerBytes).utf8) }
 
+    /// One key, one identity: only the canonical form is accepted (the 45-byte compressed
+    /// container, in canonical base64), so the 77-byte form of a key, or another spelling of
+    /// its base64, can never act as a second identity of the same key.
     public static func key(fromJSON text: String) throws(HushError) -> ThemisPublicKey {
-        guard let bytes = Base64.decode(text), let key = try? ThemisPublicKey(containerBytes: bytes) else {
+        guard text.utf8.count <= 128, let bytes = Base64.decode(text), bytes.count == canonicalContainerBytes,
+              Base64.encode(bytes) == text, let key = try? ThemisPublicKey(containerBytes: bytes) else {
             throw HushError(.badRequest, "not a valid public key")
         }
         return key
     }
 
     public static func key(fromSessionID id: [UInt8]) -> ThemisPublicKey? {
-        guard id.count <= 512, let text = String(bytes: id, encoding: .ascii),
-              let bytes = Base64.decodeURL(text) else { return nil }
+        guard id.count <= 128, let text = String(bytes: id, encoding: .ascii), let bytes = Base64.decodeURL(text),
+              bytes.count == canonicalContainerBytes, Base64.encodeURL(bytes) == text else { return nil }
         return try? ThemisPublicKey(containerBytes: bytes)
     }
+
+    /// A `UEC2` container of a compressed P-256 point: what Themis generates.
+    static let canonicalContainerBytes = 45
 }

@@ -27,6 +27,8 @@ public struct WireMessage: Codable, Sendable, Equatable {
     public var from: String?
     public var at: Int64?
     public var payload: Base64Bytes?
+    /// `send`: the sender's idempotency id for this message (§4.4).
+    public var messageId: Base64Bytes?
     public var wrap: Base64Bytes?
     public var wraps: [Wrap]?
     public var count: Int?
@@ -49,6 +51,7 @@ public struct WireMessage: Codable, Sendable, Equatable {
         var reply = WireMessage(type: "error", id: id)
         reply.code = error.code.rawValue
         reply.message = error.message
+        reply.epoch = error.epoch
         return reply
     }
 

@@ -81,5 +81,7 @@ public final class Hub: Sendable {
         }
     }
 
+    public func connectionCount(of key: String) -> Int { connections.withLock { $0[key]?.count ?? 0 } }
+
     public var connectionCount: Int { connections.withLock { $0.values.reduce(0) { $0 + $1.count } } }
 }

@@ -12,6 +12,8 @@ public struct ServerConfiguration: Sendable {
     public var dataDirectory: URL
     public var webRoot: URL?
     public var limits = Limits.standard
+    /// The server's notion of now (invite expiry, message times); tests inject their own.
+    public var clock: @Sendable () -> Date = { Date() }
 
     public init(dataDirectory: URL) { self.dataDirectory = dataDirectory }
 }
@@ -22,7 +24,8 @@ public struct HushServer: Sendable {
     public let identity: ServerIdentity
     public let store: any Store
     public let metrics: ServerMetrics
-    let hub: Hub
+    /// Who is online (tests watch it to know when the server has noticed a close).
+    public let hub: Hub
 
     public init(configuration: ServerConfiguration, metrics: ServerMetrics = ServerMetrics()) throws {
         self.configuration = configuration
@@ -41,7 +44,7 @@ public struct HushServer: Sendable {
         router.add(middleware: MetricsMiddleware())
         WebRoutes(identity: identity, webRoot: configuration.webRoot ?? WebRoutes.defaultWebRoot, metrics: metrics)
             .add(to: router)
-        let relay = Relay(store: store, hub: hub, limits: limits, metrics: metrics, clock: { Date() })
+        let relay = Relay(store: store, hub: hub, limits: limits, metrics: metrics, clock: configuration.clock)
         let connection = SessionConnection(identity: identity, relay: relay, hub: hub, limits: limits,
                                            metrics: metrics, logger: logger)
         let wsRouter = Router(context: BasicWebSocketRequestContext.self)

@@ -46,6 +46,8 @@ public struct MessageRecord: Sendable, Equatable {
     public var epoch: Int
     public var at: Int64
     public var payload: [UInt8]?
+    /// The sender's idempotency id of a chat message (nil for rotations).
+    public var messageID: [UInt8]?
 
     public func envelope(wrap: [UInt8]?) -> Envelope {
         Envelope(room: room, seq: seq, kind: kind, from: sender, epoch: epoch, at: at, payload: payload, wrap: wrap)

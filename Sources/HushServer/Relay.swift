@@ -85,7 +85,7 @@ public struct Relay: Sendable {
         case "add_member":
             let room = try field(request.room, "room")
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
-            let member = try field(request.key, "key")
+            let member = try keyField(request.key, "key")
             let signature = try bytes(request.signature, "signature", max: limits.maxSmallBlobBytes)
             let keys = try await store.addMember(room: room, inviteID: inviteID, key: member, signature: signature,
                                                  by: key, limits: limits)
@@ -101,12 +101,16 @@ public struct Relay: Sendable {
         case "send":
             let room = try field(request.room, "room")
             let payload = try bytes(request.payload, "payload", max: limits.maxPayloadBytes)
-            let outcome = try await store.append(room: room, from: key, payload: payload, now: nowMillis)
-            metrics.messages.increment()
-            hub.push(outcome.message.envelope(wrap: nil).push, to: outcome.recipients, except: outbox)
-            if outcome.room.sinceRotation == outcome.room.rotateEvery {
-                hub.push(Self.rotationDue(outcome.room), to: outcome.room.owner)
+            let epoch = try field(request.epoch, "epoch")
+            let messageID = try bytes(request.messageId, "messageId", max: limits.maxMessageIDBytes)
+            let outcome = try await store.append(room: room, from: key, payload: payload, epoch: epoch, messageID: messageID,
+                                                 now: nowMillis) { [hub] outcome in
+                hub.push(outcome.message.envelope(wrap: nil).push, to: outcome.recipients, except: outbox)
+                if outcome.room.sinceRotation == outcome.room.rotateEvery {
+                    hub.push(Self.rotationDue(outcome.room), to: outcome.room.owner)
+                }
             }
+            if !outcome.isRepeat { metrics.messages.increment() }
             var reply = WireMessage(type: "sent")
             reply.room = room
             reply.seq = outcome.message.seq
@@ -114,17 +118,21 @@ public struct Relay: Sendable {
         case "rotate":
             let room = try field(request.room, "room")
             let payload = try request.payload.map { b throws(HushError) in try bytes(b, "payload", max: limits.maxPayloadBytes) }
-            for wrap in request.wraps ?? [] where wrap.wrap.bytes.count > limits.maxPayloadBytes {
-                throw HushError(.tooLarge, "a wrap is too large")
+            for wrap in request.wraps ?? [] {
+                _ = try keyField(wrap.key, "wraps[].key")
+                guard wrap.wrap.bytes.count <= limits.maxPayloadBytes else { throw HushError(.tooLarge, "a wrap is too large") }
             }
             let outcome = try await store.rotate(room: room, by: key, epoch: try field(request.epoch, "epoch"),
-                                                 payload: payload, wraps: request.wraps, now: nowMillis)
-            metrics.rotations.increment()
-            for recipient in outcome.recipients {
-                let wrap = outcome.wraps[recipient]
-                guard outcome.wraps.isEmpty || wrap != nil || recipient == key else { continue }
-                hub.push(outcome.message.envelope(wrap: wrap).push, to: recipient, except: outbox)
+                                                 payload: payload, wraps: request.wraps, now: nowMillis) { [hub] outcome in
+                // A wrapped rotation reaches each key with its own wrap, the owner's other
+                // connections included.
+                for recipient in outcome.recipients {
+                    let wrap = outcome.wraps[recipient]
+                    guard outcome.wraps.isEmpty || wrap != nil else { continue }
+                    hub.push(outcome.message.envelope(wrap: wrap).push, to: recipient, except: outbox)
+                }
             }
+            metrics.rotations.increment()
             var reply = WireMessage(type: "rotated")
             reply.room = room
             reply.seq = outcome.message.seq
@@ -140,7 +148,7 @@ public struct Relay: Sendable {
             return reply
         case "remove_member":
             let room = try field(request.room, "room")
-            let member = try field(request.key, "key")
+            let member = try keyField(request.key, "key")
             let signature = try bytes(request.signature, "signature", max: limits.maxSmallBlobBytes)
             let outcome = try await store.removeMember(room: room, key: member, signature: signature, by: key)
             var removed = WireMessage(type: "removed")
@@ -262,6 +270,13 @@ public struct Relay: Sendable {
 
     private func field<T>(_ value: T?, _ name: String) throws(HushError) -> T {
         guard let value else { throw HushError(.badRequest, "missing field \(name)") }
+        return value
+    }
+
+    /// A field that names a key: well-formed and canonical before any lookup (`bad_request`).
+    private func keyField(_ value: String?, _ name: String) throws(HushError) -> String {
+        let value = try field(value, name)
+        _ = try KeyID.key(fromJSON: value)
         return value
     }
 

@@ -81,13 +81,25 @@ public enum RoomRules {
         }
     }
 
-    /// A rotation: next epoch; wraps for exactly the current members once anyone has left.
+    /// A chat message (§4.4): sealed under the room's current epoch, and never while a departed
+    /// key still holds that epoch's key (the owner's wrapped rotation comes first).
+    public static func checkSend(room: RoomRecord, epoch: Int) throws(HushError) {
+        guard !room.wrapRequired else {
+            throw HushError(.rotationPending, "a member left: wait for the owner's key rotation, then send", epoch: room.epoch)
+        }
+        guard epoch == room.epoch else {
+            throw HushError(.staleEpoch, "the room key rotated: seal under the current epoch and send again", epoch: room.epoch)
+        }
+    }
+
+    /// A rotation: next epoch; once anyone has left, wraps for exactly the room's keys: every
+    /// current member and the owner itself (so the owner's other clients can follow it).
     public static func checkRotation(room: RoomRecord, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?,
-                                     members: Set<String>) throws(HushError) {
+                                     roomKeys: Set<String>) throws(HushError) {
         guard epoch == room.epoch + 1 else { throw HushError(.epochMismatch, "epoch must be the current epoch + 1") }
         if let wraps {
-            guard payload == nil, Set(wraps.map(\.key)) == members, wraps.count == members.count else {
-                throw HushError(.wrapsRequired, "a wrapped rotation needs exactly one wrap per current member and no payload")
+            guard payload == nil, Set(wraps.map(\.key)) == roomKeys, wraps.count == roomKeys.count else {
+                throw HushError(.wrapsRequired, "a wrapped rotation needs exactly one wrap per current member and one for the owner, and no payload")
             }
         } else {
             guard !room.wrapRequired else { throw HushError(.wrapsRequired, "a member left: the rotation must be wrapped per member") }

@@ -3,18 +3,28 @@ import GRDB
 import HushProtocol
 import ThemisKit
 
-/// `Store` on SQLite through GRDB: WAL journal, `synchronous=FULL`, so a committed message
-/// survives `kill -9` and power loss.
+/// `Store` on SQLite through GRDB: WAL journal, `synchronous=FULL` on the connection that
+/// writes, so a committed message survives `kill -9` and power loss.
 public final class SQLiteStore: Store {
     private let pool: DatabasePool
 
+    /// `PRAGMA synchronous` value of FULL.
+    static let synchronousFull = 2
+
     public init(path: String) throws {
-        var configuration = Configuration()
-        configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
+        pool = try DatabasePool(path: path)
+        // GRDB sets the writer to NORMAL when it enables WAL, after any `prepareDatabase`
+        // hook: set FULL afterwards on the one writer connection, and check that it holds.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        guard try writerSynchronousLevel() == Self.synchronousFull else {
+            throw StoreError("SQLite refused synchronous=FULL on the writer connection")
         }
-        pool = try DatabasePool(path: path, configuration: configuration)
         try Self.migrator.migrate(pool)
+    }
+
+    /// The writer connection's `PRAGMA synchronous` (2 = FULL).
+    public func writerSynchronousLevel() throws -> Int {
+        try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
     }
 
     static var migrator: DatabaseMigrator {
@@ -56,6 +66,13 @@ public final class SQLiteStore: Store {
                 CREATE INDEX departed_by_until ON departed(room, until);
                 """)
         }
+        migrator.registerMigration("v3-message-ids") { db in
+            // Idempotent sends (docs/PROTOCOL.md §4.4): one message per (room, sender, id).
+            try db.execute(sql: """
+                ALTER TABLE messages ADD COLUMN message_id BLOB;
+                CREATE UNIQUE INDEX messages_by_id ON messages(room, sender, message_id) WHERE message_id IS NOT NULL;
+                """)
+        }
         return migrator
     }
 
@@ -84,9 +101,11 @@ public final class SQLiteStore: Store {
         try Row.fetchOne(db, sql: "SELECT * FROM members WHERE room = ? AND key = ?", arguments: [room, key]).map(member(row:))
     }
 
-    static func member(row: Row) -> MemberRecord {
-        MemberRecord(room: row["room"], key: row["key"], role: Role(rawValue: row["role"]) ?? .member,
-                     signature: bytes(row["signature"]) ?? [], floor: row["floor"], delivered: row["delivered"])
+    /// Unknown stored values fail closed: a row this code does not understand grants nothing.
+    static func member(row: Row) throws -> MemberRecord {
+        guard let role = Role(rawValue: row["role"]) else { throw StoreError("unknown member role in the database") }
+        return MemberRecord(room: row["room"], key: row["key"], role: role,
+                            signature: bytes(row["signature"]) ?? [], floor: row["floor"], delivered: row["delivered"])
     }
 
     static func invite(_ db: Database, room: String, inviteID: [UInt8]) throws -> InviteRecord? {
@@ -95,16 +114,17 @@ public final class SQLiteStore: Store {
             .first { constantTimeEquals($0.inviteID, inviteID) }
     }
 
-    static func invite(row: Row) -> InviteRecord {
-        InviteRecord(room: row["room"], inviteID: bytes(row["invite_id"]) ?? [], expiresAt: row["expires_at"],
-                     state: InviteState(rawValue: row["state"]) ?? .open, joiner: row["joiner"],
+    static func invite(row: Row) throws -> InviteRecord {
+        guard let state = InviteState(rawValue: row["state"]) else { throw StoreError("unknown invite state in the database") }
+        return InviteRecord(room: row["room"], inviteID: bytes(row["invite_id"]) ?? [], expiresAt: row["expires_at"],
+                     state: state, joiner: row["joiner"],
                      joiningKey: bytes(row["joining_key"]), response: bytes(row["response"]),
                      confirmation: bytes(row["confirmation"]), responseEpoch: row["response_epoch"])
     }
 
     static func message(row: Row) -> MessageRecord {
         MessageRecord(room: row["room"], seq: row["seq"], kind: row["kind"], sender: row["sender"],
-                      epoch: row["epoch"], at: row["at"], payload: bytes(row["payload"]))
+                      epoch: row["epoch"], at: row["at"], payload: bytes(row["payload"]), messageID: bytes(row["message_id"]))
     }
 
     static func bytes(_ data: Data?) -> [UInt8]? { data.map { Array($0) } }
@@ -161,7 +181,7 @@ public final class SQLiteStore: Store {
                 (RoomRecord(id: row["rid"], owner: row["owner"], epoch: row["epoch"], lastSeq: row["last_seq"],
                             lastRotationSeq: row["last_rotation_seq"], sinceRotation: row["since_rotation"],
                             rotateEvery: row["rotate_every"], wrapRequired: row["wrap_required"]),
-                 Self.member(row: row))
+                 try Self.member(row: row))
             }
         }
         return rows
@@ -262,42 +282,51 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func append(room: String, from key: String, payload: [UInt8], now: Int64) async throws -> AppendOutcome {
+    public func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], now: Int64,
+                       afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
         try await write { db in
             var room = try RoomRules.requireRoom(Self.room(db, room))
             _ = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
+            if let original = try Row.fetchOne(db, sql: "SELECT * FROM messages WHERE room = ? AND sender = ? AND message_id = ?",
+                                               arguments: [room.id, key, Data(messageID)]) {
+                return AppendOutcome(message: Self.message(row: original), room: room, recipients: [], wraps: [:], isRepeat: true)
+            }
+            try RoomRules.checkSend(room: room, epoch: epoch)
             room.lastSeq += 1
             room.sinceRotation += 1
             let message = MessageRecord(room: room.id, seq: room.lastSeq, kind: "message", sender: key,
-                                        epoch: room.epoch, at: now, payload: payload)
+                                        epoch: room.epoch, at: now, payload: payload, messageID: messageID)
             try Self.insert(db, message)
             try db.execute(sql: "UPDATE rooms SET last_seq = ?, since_rotation = ? WHERE id = ?",
                            arguments: [room.lastSeq, room.sinceRotation, room.id])
-            return AppendOutcome(message: message, room: room, recipients: try Self.keys(db, room: room.id), wraps: [:])
+            let outcome = AppendOutcome(message: message, room: room, recipients: try Self.keys(db, room: room.id), wraps: [:])
+            db.afterNextTransaction(onCommit: { _ in afterCommit(outcome) })
+            return outcome
         }
     }
 
     static func insert(_ db: Database, _ message: MessageRecord) throws {
-        try db.execute(sql: "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       arguments: [message.room, message.seq, message.kind, message.sender, message.epoch, message.at,
-                                   data(message.payload)])
+        try db.execute(sql: """
+            INSERT INTO messages (room, seq, kind, sender, epoch, at, payload, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [message.room, message.seq, message.kind, message.sender, message.epoch, message.at,
+                             data(message.payload), data(message.messageID)])
     }
 
-    public func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64) async throws -> AppendOutcome {
+    public func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64,
+                       afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
         try await write { db in
             var room = try RoomRules.requireRoom(Self.room(db, room))
             _ = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
             try RoomRules.requireOwner(room, key: key)
             let keys = try Self.keys(db, room: room.id)
-            try RoomRules.checkRotation(room: room, epoch: epoch, payload: payload, wraps: wraps,
-                                        members: Set(keys.filter { $0 != room.owner }))
+            try RoomRules.checkRotation(room: room, epoch: epoch, payload: payload, wraps: wraps, roomKeys: Set(keys))
             room.lastSeq += 1
             room.epoch = epoch
             room.lastRotationSeq = room.lastSeq
             room.sinceRotation = 0
             room.wrapRequired = false
             let message = MessageRecord(room: room.id, seq: room.lastSeq, kind: "rotation", sender: key,
-                                        epoch: epoch, at: now, payload: payload)
+                                        epoch: epoch, at: now, payload: payload, messageID: nil)
             try Self.insert(db, message)
             var wrapMap: [String: [UInt8]] = [:]
             for wrap in wraps ?? [] {
@@ -309,7 +338,9 @@ public final class SQLiteStore: Store {
                 UPDATE rooms SET last_seq = ?, epoch = ?, last_rotation_seq = ?, since_rotation = 0, wrap_required = 0
                 WHERE id = ?
                 """, arguments: [room.lastSeq, epoch, room.lastSeq, room.id])
-            return AppendOutcome(message: message, room: room, recipients: keys, wraps: wrapMap)
+            let outcome = AppendOutcome(message: message, room: room, recipients: keys, wraps: wrapMap)
+            db.afterNextTransaction(onCommit: { _ in afterCommit(outcome) })
+            return outcome
         }
     }
 
@@ -408,4 +439,10 @@ public final class SQLiteStore: Store {
             return keys
         }
     }
+}
+
+/// The database holds something this code cannot trust or understand.
+struct StoreError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

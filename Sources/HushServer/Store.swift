@@ -14,7 +14,14 @@ public struct AppendOutcome: Sendable {
     public var recipients: [String]
     /// Per-member wraps of a wrapped rotation.
     public var wraps: [String: [UInt8]]
+    /// A `send` repeated with a `messageId` already stored: `message` is the original, and
+    /// nothing was written or pushed.
+    public var isRepeat = false
 }
+
+/// Called once the change is durable, in commit order: every room's pushes leave in
+/// sequence order because they are handed to the hub here, not after the caller resumes.
+public typealias AfterCommit = @Sendable (AppendOutcome) -> Void
 
 /// A member left or was removed.
 public struct DepartureOutcome: Sendable {
@@ -42,8 +49,12 @@ public protocol Store: Sendable {
     func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8]) async throws -> JoinOutcome
     func addMember(room: String, inviteID: [UInt8], key: String, signature: [UInt8], by owner: String, limits: Limits) async throws -> [String]
 
-    func append(room: String, from key: String, payload: [UInt8], now: Int64) async throws -> AppendOutcome
-    func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64) async throws -> AppendOutcome
+    /// A chat message under `epoch` with the sender's idempotency id: a repeat of a stored
+    /// (room, sender, id) returns the original (`isRepeat`) and writes nothing.
+    func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], now: Int64,
+                afterCommit: @escaping AfterCommit) async throws -> AppendOutcome
+    func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64,
+                afterCommit: @escaping AfterCommit) async throws -> AppendOutcome
     func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> (messages: [Envelope], more: Bool)
     func saveDelivered(room: String, key: String, seq: Int) async throws
 

@@ -15,6 +15,9 @@ public struct BenchConfig: Sendable, Codable, Equatable {
     /// Messages per second per sender; 0 sends as fast as replies come back.
     public var rate = 5.0
     public var duration = 10.0
+    /// Messages per sender; when set, each sender stops after that many (or at `duration`,
+    /// whichever comes first) and the drain waits for exactly those deliveries.
+    public var messages: Int?
     /// Connections opened (and closed) in the handshake phase; nil: rooms × members.
     public var handshakes: Int?
     /// How long to wait for the last deliveries after the senders stop.
@@ -27,6 +30,7 @@ public struct BenchConfig: Sendable, Codable, Equatable {
     public static let maxSize = 32 * 1024
     public static let maxDuration = 3600.0
     public static let maxHandshakes = 10_000
+    public static let maxMessages = 1_000_000
 
     public func validate() throws(ChatError) {
         guard (1...Self.maxRooms).contains(rooms) else { throw ChatError("--rooms must be 1…\(Self.maxRooms)") }
@@ -34,6 +38,7 @@ public struct BenchConfig: Sendable, Codable, Equatable {
         guard (24...Self.maxSize).contains(size) else { throw ChatError("--size must be 24…\(Self.maxSize) bytes") }
         guard rate >= 0, rate <= 10_000 else { throw ChatError("--rate must be 0 (as fast as possible) to 10000 per second") }
         guard duration > 0, duration <= Self.maxDuration else { throw ChatError("--duration must be in (0, \(Int(Self.maxDuration))] seconds") }
+        guard (1...Self.maxMessages).contains(messages ?? 1) else { throw ChatError("--messages must be 1…\(Self.maxMessages)") }
         guard (0...Self.maxHandshakes).contains(handshakes ?? 0) else { throw ChatError("--handshakes must be 0…\(Self.maxHandshakes)") }
         guard drain >= 0, drain <= 60 else { throw ChatError("--drain must be 0…60 seconds") }
     }
@@ -258,7 +263,8 @@ public enum BenchRunner {
                         // Each sender starts at a random point of its interval: a fixed rate,
                         // not every sender in lockstep.
                         var next = nanos() + (interval > 0 ? UInt64.random(in: 0..<interval) : 0)
-                        while nanos() < end {
+                        var sent = 0
+                        while nanos() < end, sent < config.messages ?? .max {
                             if interval > 0 {
                                 let now = nanos()
                                 if next > now { try? await Task.sleep(for: .nanoseconds(Int64(next - now))) }
@@ -269,6 +275,7 @@ public enum BenchRunner {
                             let text = stamp + " " + padding.prefix(config.size - stamp.count - 1)
                             do {
                                 try await client.send(text)
+                                sent += 1
                                 counters.sent.add(1, ordering: .relaxed)
                                 counters.expected.add(expectedPerMessage[index], ordering: .relaxed)
                             } catch let error as HushError where error.code == .rateLimited {

@@ -23,6 +23,8 @@ public actor ChatSession {
     private var lastWrite = ContinuousClock.now
     /// Messages shown so far (history and pushes overlap).
     private var shownThrough = 0
+    /// This client's own sends and rotations, shown when made: skipped when they come back.
+    private var ownSeqs: Set<Int> = []
 
     init(store: KeyStoreFile, client: RoomClient, record: StoredRoom, summary: RoomSummary?) async {
         self.store = store
@@ -179,8 +181,8 @@ public actor ChatSession {
     /// Sends a line; an owner rotates when the room's count is reached.
     @discardableResult
     public func send(_ text: String) async throws -> Int {
-        let seq = try await client.send(text)
-        shownThrough = max(shownThrough, seq)
+        let seq = try await client.send(text, reserveCounter: { next in try await self.reserveCounter(next) })
+        ownSeqs.insert(seq)
         sinceRotation += 1
         dirty = true
         if isOwner, sinceRotation >= record.rotateEvery {
@@ -201,13 +203,37 @@ public actor ChatSession {
         do {
             let seq = try await client.rotate(prepare: { epoch, key in try await self.savePending(epoch: epoch, key: key) })
             sinceRotation = 0
-            shownThrough = max(shownThrough, seq)
+            ownSeqs.insert(seq)
             try await persist(force: true)
             return seq
         } catch {
             try? clearPending()
             throw error
         }
+    }
+
+    /// Write-ahead for the message counter: the counter a message uses is saved, under the
+    /// store's lock, before the message leaves, so neither a crash nor a second `hush chat send`
+    /// process can use it again (receivers would drop the second message as a replay).
+    private func reserveCounter(_ next: Int) throws -> Int {
+        try store.update { (store: inout KeyStore) throws -> Int in
+            var saved = try store.find(self.record.room)
+            saved.sentCounter = max(saved.sentCounter + 1, next)
+            store.upsert(saved)
+            return saved.sentCounter
+        }
+    }
+
+    /// Whether an event at `seq` is new to show. Events reach this client in sequence order,
+    /// so a high-water mark finds what was shown; this client's own sends and rotations were
+    /// shown when made and are skipped once, without hiding anything queued before them.
+    private func isNew(_ seq: Int) -> Bool {
+        let own = ownSeqs.remove(seq) != nil
+        defer {
+            shownThrough = max(shownThrough, seq)
+            if ownSeqs.count > 1024 { ownSeqs = ownSeqs.filter { $0 > shownThrough } }
+        }
+        return seq > shownThrough && !own
     }
 
     private func savePending(epoch: Int, key: [UInt8]) throws {
@@ -270,10 +296,7 @@ public actor ChatSession {
         let events = try await client.history(after: all ? 0 : record.lastSeq)
         var shown: [RoomClient.Event] = []
         for event in events {
-            if !all, let seq = Self.seq(of: event) {
-                if seq <= shownThrough { continue }
-                shownThrough = seq
-            }
+            if !all, let seq = Self.seq(of: event), !isNew(seq) { continue }
             shown.append(event)
         }
         dirty = true
@@ -284,10 +307,7 @@ public actor ChatSession {
     /// Digests a live event: nil for a duplicate of something already shown; an owner rotates
     /// on `rotation_due`. Key-relevant events are saved at once.
     public func handle(_ event: RoomClient.Event) async -> RoomClient.Event? {
-        if let seq = Self.seq(of: event) {
-            if seq <= shownThrough { return nil }
-            shownThrough = seq
-        }
+        if let seq = Self.seq(of: event), !isNew(seq) { return nil }
         dirty = true
         switch event {
         case .chat, .message:

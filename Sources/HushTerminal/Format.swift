@@ -49,6 +49,7 @@ public enum Format {
         case .memberGone(let key): return "* \(who(key)) is gone (the departure signature does not verify)"
         case .joinRequested(let key): return "* \(short(key)) asked to join; answered with the room key"
         case .rotationDue(let count): return "* \(count) messages since the last rotation: rotating the room key"
+        case .sendHeld: return "* a member left: your message waits for the owner's key rotation"
         case .rejected(let seq, let reason): return "! message #\(seq) dropped: \(sanitize(reason))"
         case .removed: return "* you were removed from this room"
         case .roomDeleted: return "* the room was deleted"
@@ -81,6 +82,7 @@ public enum Format {
         case .memberGone(let key): return JSONEvent(type: "member_gone", from: fingerprint(ofKey: key), key: key)
         case .joinRequested(let key): return JSONEvent(type: "join_requested", from: fingerprint(ofKey: key), key: key)
         case .rotationDue(let count): return JSONEvent(type: "rotation_due", count: count)
+        case .sendHeld: return JSONEvent(type: "send_held")
         case .rejected(let seq, let reason): return JSONEvent(type: "rejected", seq: seq, reason: reason)
         case .removed: return JSONEvent(type: "removed")
         case .roomDeleted: return JSONEvent(type: "room_deleted")

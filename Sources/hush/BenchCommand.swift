@@ -23,6 +23,7 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Message text bytes.") var size = 100
         @Option(help: "Messages per second per sender; 0: as fast as the replies come.") var rate = 5.0
         @Option(help: "Seconds of messaging.") var duration = 10.0
+        @Option(help: "Messages per sender: stop after that many (or at --duration, whichever comes first).") var messages: Int?
         @Option(help: "Connections in the handshake phase (default rooms × members).") var handshakes: Int?
         @Flag(help: "Print the report as JSON.") var json = false
         @Flag(help: "No progress line.") var quiet = false
@@ -38,6 +39,7 @@ struct Bench: AsyncParsableCommand {
             config.size = size
             config.rate = rate
             config.duration = duration
+            config.messages = messages
             config.handshakes = handshakes
             let terminal = isatty(STDERR_FILENO) != 0
             let progress: (@Sendable (String) -> Void)?

@@ -7,7 +7,7 @@ import Testing
 import ThemisKit
 
 /// The sealed key store file: round trip, wrong passphrase, damage, bounds, atomic writes.
-@Suite struct KeyStoreTests {
+@Suite(.timeLimit(.minutes(5))) struct KeyStoreTests {
     static func sampleRoom(name: String = "lobby") -> StoredRoom {
         let owner = ThemisPrivateKey()
         var record = StoredRoom(room: "room-\(UUID().uuidString.prefix(8))", name: name, server: "http://127.0.0.1:1",
@@ -170,7 +170,7 @@ import ThemisKit
 }
 
 /// Pure pieces of the terminal: line commands, member lookup, output formats, bench statistics.
-@Suite struct TerminalFormatTests {
+@Suite(.timeLimit(.minutes(5))) struct TerminalFormatTests {
     @Test func lineCommands() {
         #expect(LineCommand.parse("hello there") == .say("hello there"))
         #expect(LineCommand.parse("  ") == .empty)

@@ -5,7 +5,7 @@ import HushProtocol
 import Testing
 
 /// The built `hush serve` binary, killed with SIGKILL and restarted.
-@Suite(.serialized) struct DurabilityTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct DurabilityTests {
     /// Starts `hush serve --port 0` and returns the process and its URL from the banner.
     static func serve(data: URL) async throws -> (Process, String) {
         let process = Process()

@@ -3,7 +3,7 @@ import Testing
 import ThemisKit
 
 /// Invite links come from people (pasted, scripted): parsing is strict and bounded.
-@Suite struct InviteLinkTests {
+@Suite(.timeLimit(.minutes(5))) struct InviteLinkTests {
     let invite = InviteLink(room: "gDVf2ivsiym_rZ9wYm2vvg", token: [UInt8](repeating: 7, count: 32),
                             owner: KeyID.json(ThemisPrivateKey().publicKey), server: "72ae 5abd 8a0a d2cf a8f2")
 

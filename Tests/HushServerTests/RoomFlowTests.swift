@@ -7,156 +7,169 @@ import Testing
 import ThemisKit
 
 /// Every protocol step end to end, through real WebSocket connections.
-@Suite(.serialized) struct RoomFlowTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct RoomFlowTests {
     @Test func httpRoutes() async throws {
-        let server = try await TestServer.start()
-        defer { Task { await server.stop() } }
-        let wellKnown = try await httpGet(server.url + "/.well-known/hush")
-        #expect(wellKnown.status == 200)
-        let decoded = try JSONDecoder().decode(WellKnown.self, from: Data(wellKnown.body.utf8))
-        #expect(decoded.fingerprint == server.server.identity.fingerprint)
-        #expect(decoded.ws == "/ws" && decoded.protocol == 1)
-        let index = try await httpGet(server.url + "/")
-        #expect(index.body.contains("hush-server-key"))
-        #expect(index.body.contains(server.server.identity.serverID))
-        #expect(index.headers["content-security-policy"]?.contains("default-src 'self'") == true)
-        #expect(index.headers["x-content-type-options"] == "nosniff")
-        #expect(try await httpGet(server.url + "/healthz").status == 200)
-        #expect(try await httpGet(server.url + "/metrics").body.contains("hush_connections"))
-        #expect(try await httpGet(server.url + "/../server.key").status == 404)
-        #expect(try await httpGet(server.url + "/.env").status == 404)
+        try await withTestServer { server in
+            let wellKnown = try await httpGet(server.url + "/.well-known/hush")
+            #expect(wellKnown.status == 200)
+            let decoded = try JSONDecoder().decode(WellKnown.self, from: Data(wellKnown.body.utf8))
+            #expect(decoded.fingerprint == server.server.identity.fingerprint)
+            #expect(decoded.ws == "/ws" && decoded.protocol == 2)
+            let index = try await httpGet(server.url + "/")
+            #expect(index.body.contains("hush-server-key"))
+            #expect(index.body.contains(server.server.identity.serverID))
+            #expect(index.headers["content-security-policy"]?.contains("default-src 'self'") == true)
+            #expect(index.headers["x-content-type-options"] == "nosniff")
+            #expect(try await httpGet(server.url + "/healthz").status == 200)
+            #expect(try await httpGet(server.url + "/metrics").body.contains("hush_connections"))
+            #expect(try await httpGet(server.url + "/../server.key").status == 404)
+            #expect(try await httpGet(server.url + "/.env").status == 404)
+        }
     }
 
     @Test func twoMembersJoinChatAndReadHistory() async throws {
-        let server = try await TestServer.start()
-        defer { Task { await server.stop() } }
-        let owner = try await RoomClient.create(server: try await server.info())
-        let link = try await owner.invite()
-        let alice = try await RoomClient.join(link: link)
-        #expect(await owner.members.contains(await alice.key))
-        #expect(await alice.room == owner.room)
+        try await withTestServer { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            let link = try await owner.invite()
+            let alice = try await RoomClient.join(link: link)
+            #expect(await owner.members.contains(await alice.key))
+            #expect(await alice.room == owner.room)
 
-        let seq = try await owner.send("hello alice")
-        let got = try await next(alice.events) { if case .message = $0 { true } else { false } }
-        #expect(got == .message(seq: seq, from: await owner.key, text: "hello alice"))
-        let reply = try await alice.send("hi owner")
-        let back = try await next(owner.events) { if case .message = $0 { true } else { false } }
-        #expect(back == .message(seq: reply, from: await alice.key, text: "hi owner"))
+            let seq = try await owner.send("hello alice")
+            let got = try await next(alice.events) { if case .message = $0 { true } else { false } }
+            #expect(got == .message(seq: seq, from: await owner.key, text: "hello alice"))
+            let reply = try await alice.send("hi owner")
+            let back = try await next(owner.events) { if case .message = $0 { true } else { false } }
+            #expect(back == .message(seq: reply, from: await alice.key, text: "hi owner"))
 
-        let history = try await alice.history(after: 0)
-        #expect(history.map(Self.text) == ["hello alice", "hi owner"])
+            let history = try await alice.history(after: 0)
+            #expect(history.map(Self.text) == ["hello alice", "hi owner"])
+        }
     }
 
     @Test func threeMembersPendingJoinRemovalAndWrappedRotation() async throws {
-        let server = try await TestServer.start()
-        defer { Task { await server.stop() } }
-        let owner = try await RoomClient.create(server: try await server.info())
-        let bob = try await RoomClient.join(link: try await owner.invite())
-        // Carol asks while the owner is offline: the request waits and is answered on reconnect.
-        let carolLink = try await owner.invite()
-        await owner.disconnect()
-        async let carolJoin = RoomClient.join(link: carolLink)
-        try await Task.sleep(for: .milliseconds(300))
-        try await owner.reconnect()
-        let carol = try await carolJoin
-        await owner.waitForMember(await carol.key)
-        #expect(await owner.members == [await bob.key, await carol.key])
+        try await withTestServer { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            let bob = try await RoomClient.join(link: try await owner.invite())
+            // Carol asks while the owner is offline: the request waits and is answered on reconnect.
+            let carolLink = try await owner.invite()
+            let ownerKey = await owner.key
+            await owner.disconnect()
+            try await waitUntil("the owner's connection to end") { server.server.hub.connectionCount(of: ownerKey) == 0 }
+            let (serverURL, invite) = try InviteLink.parse(carolLink)
+            let info = try await ServerInfo.fetch(serverURL, expectedFingerprint: invite.server)
+            let (requested, sink) = AsyncStream.makeStream(of: Bool.self)
+            async let carolJoin = RoomClient.join(flow: try JoinerFlow(invite: invite), server: info, timeout: .seconds(60)) {
+                if case .requested = $0 { sink.yield(true) }
+            }
+            _ = try await next(requested) { $0 }
+            #expect(server.server.hub.connectionCount(of: ownerKey) == 0)
+            try await owner.reconnect()
+            let carol = try await carolJoin
+            await owner.waitForMember(await carol.key)
+            #expect(await owner.members == [await bob.key, await carol.key])
 
-        _ = try await carol.send("from carol")
-        _ = try await next(bob.events) { if case .message(_, _, "from carol") = $0 { true } else { false } }
+            _ = try await carol.send("from carol")
+            _ = try await next(bob.events) { if case .message(_, _, "from carol") = $0 { true } else { false } }
 
-        // Removal: the removed key is cut off and never sees the next key.
-        try await owner.remove(await bob.key)
-        let rotated = try await next(carol.events) { if case .rotated = $0 { true } else { false } }
-        guard case .rotated(_, let epoch) = rotated else { Issue.record("no rotation"); return }
-        #expect(epoch == 1)
-        _ = try await owner.send("after removal")
-        let seen = try await next(carol.events) { if case .message = $0 { true } else { false } }
-        #expect(Self.text(seen) == "after removal")
+            // Removal: the removed key is cut off and never sees the next key.
+            try await owner.remove(await bob.key)
+            let rotated = try await next(carol.events) { if case .rotated = $0 { true } else { false } }
+            guard case .rotated(_, let epoch) = rotated else { Issue.record("no rotation"); return }
+            #expect(epoch == 1)
+            _ = try await owner.send("after removal")
+            let seen = try await next(carol.events) { if case .message = $0 { true } else { false } }
+            #expect(Self.text(seen) == "after removal")
 
-        let bobConnection = await bob.rawConnection
-        await bobConnection.waitUntilClosed()
-        let again = try await HushConnection.open(server: try await server.info(), key: await bob.state.me)
-        let pushed = try await next(again.pushes) { _ in true }
-        #expect(pushed.code == "removed")
-        // The server closes the removed key's session: history is out of reach.
-        await again.waitUntilClosed()
-        await #expect(throws: ClientError.connectionClosed) {
-            try await again.request(.request("history", room: await owner.room))
+            let bobConnection = await bob.rawConnection
+            try await bobConnection.closed()
+            let again = try await HushConnection.open(server: try await server.info(), key: await bob.state.me)
+            let pushed = try await next(again.pushes) { _ in true }
+            #expect(pushed.code == "removed")
+            // The server closes the removed key's session: history is out of reach.
+            try await again.closed()
+            await #expect(throws: ClientError.connectionClosed) {
+                try await again.request(.request("history", room: await owner.room))
+            }
+            #expect(try await server.server.store.members(of: await owner.room).map(\.key).contains(await bob.key) == false)
         }
-        #expect(try await server.server.store.members(of: await owner.room).map(\.key).contains(await bob.key) == false)
     }
 
     @Test func rotationPolicyAndNewMemberReadsFromLastRotation() async throws {
-        let server = try await TestServer.start()
-        defer { Task { await server.stop() } }
-        let owner = try await RoomClient.create(server: try await server.info(), rotateEvery: 3)
-        for index in 1...3 { try await owner.send("m\(index)") }
-        let due = try await next(owner.events) { if case .rotationDue = $0 { true } else { false } }
-        #expect(due == .rotationDue(count: 3))
-        // Reconnecting while still due repeats the notice.
-        try await owner.reconnect()
-        #expect(try await next(owner.events) { if case .rotationDue = $0 { true } else { false } } == .rotationDue(count: 3))
+        try await withTestServer { server in
+            let owner = try await RoomClient.create(server: try await server.info(), rotateEvery: 3)
+            for index in 1...3 { try await owner.send("m\(index)") }
+            let due = try await next(owner.events) { if case .rotationDue = $0 { true } else { false } }
+            #expect(due == .rotationDue(count: 3))
+            // Reconnecting while still due repeats the notice.
+            try await owner.reconnect()
+            #expect(try await next(owner.events) { if case .rotationDue = $0 { true } else { false } } == .rotationDue(count: 3))
 
-        let rotationSeq = try await owner.rotate()
-        try await owner.send("after rotation")
-        let dave = try await RoomClient.join(link: try await owner.invite())
-        let history = try await dave.history(after: 0)
-        #expect(history.map(Self.text) == ["after rotation"])
-        #expect(rotationSeq == 4)
+            let rotationSeq = try await owner.rotate()
+            try await owner.send("after rotation")
+            let dave = try await RoomClient.join(link: try await owner.invite())
+            let history = try await dave.history(after: 0)
+            #expect(history.map(Self.text) == ["after rotation"])
+            #expect(rotationSeq == 4)
+        }
     }
 
     @Test func historySinceLastDeparture() async throws {
-        let server = try await TestServer.start()
-        defer { Task { await server.stop() } }
-        let owner = try await RoomClient.create(server: try await server.info())
-        let erin = try await RoomClient.join(link: try await owner.invite())
-        try await owner.send("before")
-        _ = try await next(erin.events) { if case .message = $0 { true } else { false } }
-        await erin.disconnect()
-        try await Task.sleep(for: .milliseconds(200))
-        for index in 1...3 { try await owner.send("missed \(index)") }
-        let summary = try await erin.reconnect()
-        #expect(summary?.delivered == 1)
-        let missed = try await erin.history(after: summary?.delivered ?? 0)
-        #expect(missed.map(Self.text) == ["missed 1", "missed 2", "missed 3"])
+        try await withTestServer { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            let erin = try await RoomClient.join(link: try await owner.invite())
+            try await owner.send("before")
+            _ = try await next(erin.events) { if case .message = $0 { true } else { false } }
+            let (erinKey, room) = (await erin.key, await owner.room)
+            await erin.disconnect()
+            // The server saves `delivered` once the connection has ended: from then on nothing
+            // reaches Erin until she reconnects.
+            try await waitUntil("Erin's connection to end") {
+                try await server.server.store.members(of: room).first { $0.key == erinKey }?.delivered == 1
+            }
+            for index in 1...3 { try await owner.send("missed \(index)") }
+            let summary = try await erin.reconnect()
+            #expect(summary?.delivered == 1)
+            let missed = try await erin.history(after: summary?.delivered ?? 0)
+            #expect(missed.map(Self.text) == ["missed 1", "missed 2", "missed 3"])
+        }
     }
 
     @Test func leaveAndDeleteRoom() async throws {
-        let server = try await TestServer.start()
-        defer { Task { await server.stop() } }
-        let owner = try await RoomClient.create(server: try await server.info())
-        let frank = try await RoomClient.join(link: try await owner.invite())
-        let grace = try await RoomClient.join(link: try await owner.invite())
-        try await frank.leave()
-        #expect(try await next(owner.events) { if case .memberLeft = $0 { true } else { false } } == .memberLeft(key: await frank.key))
-        // The next rotation must be wrapped for the remaining member only.
-        try await owner.rotate()
-        _ = try await next(grace.events) { if case .rotated = $0 { true } else { false } }
-        try await owner.deleteRoom()
-        #expect(try await next(grace.events) { $0 == .roomDeleted } == .roomDeleted)
-        #expect(try await errorCode(await grace.rawConnection, .request("history", room: await owner.room)) == .notFound)
+        try await withTestServer { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            let frank = try await RoomClient.join(link: try await owner.invite())
+            let grace = try await RoomClient.join(link: try await owner.invite())
+            try await frank.leave()
+            #expect(try await next(owner.events) { if case .memberLeft = $0 { true } else { false } } == .memberLeft(key: await frank.key))
+            // The next rotation must be wrapped for the remaining member only.
+            try await owner.rotate()
+            _ = try await next(grace.events) { if case .rotated = $0 { true } else { false } }
+            try await owner.deleteRoom()
+            #expect(try await next(grace.events) { $0 == .roomDeleted } == .roomDeleted)
+            #expect(try await errorCode(await grace.rawConnection, .request("history", room: await owner.room)) == .notFound)
+        }
     }
 
     @Test func historyPagesStopAtTheirByteBudget() async throws {
         var limits = Limits.standard
         limits.maxHistoryPageBytes = 4096
-        let server = try await TestServer.start(limits: limits)
-        defer { Task { await server.stop() } }
-        let owner = try await RoomClient.create(server: try await server.info())
-        let texts = (1...8).map { String(repeating: Character(String($0)), count: 1500) }
-        for text in texts { _ = try await owner.send(text) }
+        try await withTestServer(limits: limits) { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            let texts = (1...8).map { String(repeating: Character(String($0)), count: 1500) }
+            for text in texts { _ = try await owner.send(text) }
 
-        var request = WireMessage(type: "history")
-        request.room = await owner.room
-        request.after = 0
-        let page = try await owner.rawConnection.request(request)
-        let sizes = (page.messages ?? []).map { $0.payload?.bytes.count ?? 0 }
-        #expect(page.more == true)
-        #expect(sizes.count >= 1 && sizes.count < texts.count)
-        #expect(sizes.count == 1 || sizes.reduce(0, +) <= 4096)
-        // Following `more` page by page still yields every message, in order.
-        #expect(try await owner.history(after: 0).map(Self.text) == texts)
+            var request = WireMessage(type: "history")
+            request.room = await owner.room
+            request.after = 0
+            let page = try await owner.rawConnection.request(request)
+            let sizes = (page.messages ?? []).map { $0.payload?.bytes.count ?? 0 }
+            #expect(page.more == true)
+            #expect(sizes.count >= 1 && sizes.count < texts.count)
+            #expect(sizes.count == 1 || sizes.reduce(0, +) <= 4096)
+            // Following `more` page by page still yields every message, in order.
+            #expect(try await owner.history(after: 0).map(Self.text) == texts)
+        }
     }
 
     static func text(_ event: RoomClient.Event) -> String? {

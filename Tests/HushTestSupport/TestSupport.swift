@@ -4,6 +4,8 @@ import HushClient
 import HushProtocol
 import HushServer
 import Logging
+import Synchronization
+import ThemisKit
 
 // What the server and CLI test suites share: an in-process server, the built `hush` binary,
 // and waiting for an event.
@@ -15,13 +17,15 @@ public struct TestServer: Sendable {
     let task: Task<Void, any Error>
     public let dataDirectory: URL
 
-    public static func start(limits: Limits = .standard, dataDirectory: URL? = nil) async throws -> TestServer {
+    public static func start(limits: Limits = .standard, dataDirectory: URL? = nil,
+                             clock: ManualClock? = nil) async throws -> TestServer {
         let directory = dataDirectory ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("hush-test-\(UUID().uuidString)")
         var configuration = ServerConfiguration(dataDirectory: directory)
         configuration.port = 0
         configuration.limits = limits
         configuration.webRoot = directory.appendingPathComponent("web")
+        if let clock { configuration.clock = { clock.now } }
         let server = try HushServer(configuration: configuration)
         var logger = Logger(label: "hush.test")
         logger.logLevel = .critical  // shutdown of the test server logs a cancellation at error level
@@ -39,6 +43,66 @@ public struct TestServer: Sendable {
         task.cancel()
         _ = await task.result
         try? FileManager.default.removeItem(at: dataDirectory)
+    }
+}
+
+/// Runs `body` against a fresh server and always stops it (awaited) afterwards, also when
+/// `body` throws, so that no server outlives its test.
+public func withTestServer<T: Sendable>(limits: Limits = .standard, clock: ManualClock? = nil,
+                                        _ body: (TestServer) async throws -> T) async throws -> T {
+    let server = try await TestServer.start(limits: limits, clock: clock)
+    do {
+        let result = try await body(server)
+        await server.stop()
+        return result
+    } catch {
+        await server.stop()
+        throw error
+    }
+}
+
+/// A wall clock that moves only when a test advances it (invite expiry without waiting).
+public final class ManualClock: Sendable {
+    private let current: Mutex<Date>
+    public init(_ start: Date = Date()) { current = Mutex(start) }
+    public var now: Date { current.withLock { $0 } }
+    public var seconds: Int64 { Int64(now.timeIntervalSince1970) }
+    public func advance(by seconds: TimeInterval) { current.withLock { $0 += seconds } }
+}
+
+/// Polls `condition` until it holds, within `timeout`: for state that changes without an event
+/// a test can subscribe to (a server noticing a closed connection, say).
+public func waitUntil(timeout: Duration = .seconds(20), _ what: String = "condition",
+                      _ condition: @Sendable () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else { throw WaitTimedOut(what: what) }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
+public struct WaitTimedOut: Error, CustomStringConvertible {
+    public let what: String
+    public var description: String { "timed out waiting for \(what)" }
+}
+
+extension HushConnection {
+    /// Waits until the connection has ended, or throws after `timeout`.
+    public func closed(within timeout: Duration = .seconds(20)) async throws {
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask { await self.waitUntilClosed(); return true }
+            group.addTask { try await Task.sleep(for: timeout); return false }
+            defer { group.cancelAll() }
+            guard try await group.next() == true else { throw WaitTimedOut(what: "the connection to close") }
+        }
+    }
+
+    /// Opens a connection and completes one `hello`: once it returns, the server has
+    /// registered the connection, so pushes sent from then on reach it.
+    public static func openRegistered(server: ServerInfo, key: ThemisPrivateKey) async throws -> HushConnection {
+        let connection = try await HushConnection.open(server: server, key: key)
+        try await connection.request(WireMessage(type: "hello"))
+        return connection
     }
 }
 

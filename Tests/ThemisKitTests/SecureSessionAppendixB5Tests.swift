@@ -5,7 +5,7 @@ import Testing
 /// Wire-format doc, Appendix B.5: our client against a real Themis 0.15 server. We play the
 /// client with its recorded ephemeral key, so everything but the (randomised) ECDSA signatures
 /// must come out exactly as recorded.
-@Suite struct SecureSessionAppendixB5Tests {
+@Suite(.timeLimit(.minutes(5))) struct SecureSessionAppendixB5Tests {
     static let clientID = Array("reimpl client id".utf8)
     static let serverID = Array("pythemis server".utf8)
     static let clientStatic = try! ThemisPrivateKey(containerBytes: [UInt8](hex: "524543320000002d8763ab22005a973b2001c71809b33c0eae8ecad6d05a3746d064deb43a29c6d30986ef0097")!)

@@ -3,7 +3,7 @@ import Testing
 @testable import ThemisKit
 
 /// Sequence and time windows of data messages.
-@Suite struct SecureSessionDataMessageTests {
+@Suite(.timeLimit(.minutes(5))) struct SecureSessionDataMessageTests {
     /// A saved state with chosen sequence numbers, to start a session anywhere in the uint32 range.
     static func restoredPair(clientSequence: UInt32, serverSequence: UInt32, clock: ManualClock) throws -> (SecureSession, SecureSession) {
         let masterKey = [UInt8](repeating: 0x42, count: 32)

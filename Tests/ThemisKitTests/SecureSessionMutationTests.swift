@@ -4,7 +4,7 @@ import Testing
 /// Every byte of every message flipped, every truncation, a few extensions: each must throw
 /// (never crash, never be silently accepted) and leave the receiving session unchanged, so the
 /// genuine message still works afterwards.
-@Suite struct SecureSessionMutationTests {
+@Suite(.timeLimit(.minutes(5))) struct SecureSessionMutationTests {
     /// Spoiled copies of a handshake message. Flips are tried twice: as they are (the outer
     /// CRC catches them) and with the outer CRC recomputed, so they reach the checks behind it
     /// (ids, inner containers, signatures, MACs). Truncations and extensions are likewise tried

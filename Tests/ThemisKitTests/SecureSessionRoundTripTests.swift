@@ -3,7 +3,7 @@ import Testing
 @testable import ThemisKit
 
 /// Our client against our server, in memory.
-@Suite struct SecureSessionRoundTripTests {
+@Suite(.timeLimit(.minutes(5))) struct SecureSessionRoundTripTests {
     @Test func manyHandshakes() throws {
         let parties = SessionParties()
         var sessionIDs: Set<[UInt8]> = []

@@ -5,7 +5,7 @@ import Testing
 
 /// Transcripts recorded from real Themis 0.15 (`secure_session.json`): both sides were Themis,
 /// so handshakes can only be checked passively; the saved states let us decrypt the data.
-@Suite struct SecureSessionVectorTests {
+@Suite(.timeLimit(.minutes(5))) struct SecureSessionVectorTests {
     static let file = "secure_session.json"
 
     static func transcripts() throws -> [[String: Any]] {
@@ -40,7 +40,9 @@ import Testing
 
     @Test func handshakeMessagesParseAndVerify() throws {
         var checked = 0
-        for t in try Self.transcripts() {
+        let transcripts = try Self.transcripts()
+        #expect(!transcripts.isEmpty)
+        for t in transcripts {
             let keys = try Keys(t)
             let clientID = try #require(t.bytes("client_id"))
             let serverID = try #require(t.bytes("server_id"))
@@ -88,7 +90,8 @@ import Testing
             #expect(finish4.mac == saved.keySchedule.finishMAC(over: transcript.clientEphemeral))
             checked += 1
         }
-        #expect(checked == 2)
+        // Every transcript in the folder verified, however many it holds (HUSH_THEMIS_VECTORS).
+        #expect(checked == transcripts.count)
         VectorCounter.shared.add(Self.file, checked)
     }
 

@@ -5,7 +5,7 @@ import Testing
 
 /// Random round trips for every mode, and random damage to valid cells and messages, which
 /// must always throw a `ThemisError` — never crash, never decrypt.
-@Suite("Themis properties")
+@Suite("Themis properties", .timeLimit(.minutes(5)))
 struct ThemisKitPropertyTests {
     static func randomBytes(_ range: ClosedRange<Int>) -> [UInt8] {
         CellCore.randomBytes(Int.random(in: range))

@@ -4,7 +4,7 @@ import Testing
 @testable import ThemisKit
 
 /// Runs every entry of every vector file made with real Themis 0.15, positive and negative.
-@Suite("Themis vectors")
+@Suite("Themis vectors", .timeLimit(.minutes(5)))
 struct ThemisKitVectorTests {
     @Test("Soter KDF reproduces every recorded output")
     func soterKDF() throws {

@@ -192,7 +192,7 @@ async function request(conn, body) {
 
 test('discovery: the well-known document names a valid key whose fingerprint JS computes identically', async () => {
   const info = await discover();
-  assert.equal(info.protocol, 1);
+  assert.equal(info.protocol, 2);
   assert.equal(info.ws, '/ws');
   const key = base64ToBytes(info.publicKey);
   assert.equal(key.length, 45);

@@ -8,7 +8,10 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
 
-/** An `error` reply: `code` is the protocol's error code (§5); `epoch`, the room's current epoch when the reply names it. */
+/**
+ * An `error` reply: `code` is the protocol's error code (§5); `epoch`, the room's current epoch,
+ * comes with `stale_epoch` and `rotation_pending` (§4.4).
+ */
 export class ServerError extends Error {
   constructor(code, message, epoch) {
     super(message || code);

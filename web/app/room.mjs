@@ -171,7 +171,10 @@ export function recordSent(state, counter, seq) {
   state.lastSeq = Math.max(state.lastSeq, seq);
 }
 
-/** Owner: a rotation to a fresh key, plain or wrapped for `recipients`; `install` it once accepted. */
+/**
+ * Owner: a rotation to a fresh key, plain or wrapped for `recipients` and for the owner itself
+ * (so that the owner's other tabs and devices follow it, §4.5); `install` it once accepted.
+ */
 export async function makeRotation(state, recipients = null) {
   const epoch = state.epoch + 1;
   const key = randomBytes(32);
@@ -180,7 +183,7 @@ export async function makeRotation(state, recipients = null) {
     return { epoch, key, payload: bytesToBase64(await sealRotation(signed, currentKey(state), state.room, state.epoch)) };
   }
   const wraps = [];
-  for (const member of recipients) {
+  for (const member of [...new Set([...recipients, state.me])].sort()) {
     wraps.push({ key: member, wrap: bytesToBase64(await wrapRotation(signed, privateKey(state), base64ToBytes(member))) });
   }
   return { epoch, key, wraps };
