@@ -307,7 +307,9 @@ export class RoomClient {
     });
     this.error = '';
     this.changed();
-    this.serial(() => this.drain()); // after this job: the connection is online by then
+    // After this job (the connection is online by then): a rotation owed, then the outbox.
+    if (this.wrapRequired) this.serial(() => this.rotateIfOwed());
+    this.serial(() => this.drain());
   }
 
   async history() {
@@ -376,7 +378,10 @@ export class RoomClient {
         if (!this.state || this.record.phase !== 'ready') return;
         const env = parseEnvelope(this.state, push);
         if (!env) return;
-        await this.addEvent(await receive(this.state, env));
+        const event = await receive(this.state, env);
+        // Any rotation the server took ends the one owed after a departure (pushes come in order).
+        if (event.type === 'rotation') this.wrapRequired = false;
+        await this.addEvent(event);
         if (this.app.isViewing(this)) this.markRead();
         break;
       }
@@ -403,6 +408,7 @@ export class RoomClient {
         else this.line(departure === 'left' ? `A member left: ${fp}` : `The owner removed a member: ${fp}`, 'removal');
         await this.refreshMembers();
         await this.save();
+        await this.rotateIfOwed();
         break;
       }
       case 'rotation_due':
@@ -481,8 +487,13 @@ export class RoomClient {
 
   // ---- actions ----
 
-  rotate(retried = false) {
-    return this.exclusive(() => this.rotateNow(retried));
+  rotate() {
+    return this.exclusive(() => this.rotateNow(false));
+  }
+
+  /** Owner: after a departure the server refuses every send until a wrapped rotation (§4.4): make it. */
+  async rotateIfOwed() {
+    if (this.isOwner && this.wrapRequired && this.record.status === 'active' && this.record.phase === 'ready') await this.rotate();
   }
 
   async rotateNow(retried) {
@@ -589,6 +600,7 @@ export class RoomClient {
             for (const e of stored) if (e.id === entry.id) e.failed = reason;
             record.outbox = stored;
           });
+          this.changed();
           continue;
         }
         return; // 'ended': the server closes this key's connection and says why
