@@ -1,7 +1,9 @@
 """Clients that never lose a key or a message, in Chromium and Firefox ESR: two tabs of one
 profile keep each other's rooms and keys; Enter sends once and what is typed meanwhile stays;
 a message written while the server is down (or while sending is held up) waits in the outbox,
-survives a reload, and arrives once, in order.
+survives a reload, and arrives once, in order; bursts from two browsers across rotations are
+read at both sides (protocol v2: stale_epoch, then the message sealed again); a message written
+after a departure waits for the owner's wrapped rotation (rotation_pending).
 
 Nothing here waits a fixed time to decide an outcome: a send is held up by taking the Web Lock
 it needs from the test, and "no duplicate" is proven by a later message arriving after it."""
@@ -149,3 +151,70 @@ def test_messages_written_while_the_server_is_down_arrive_once_in_order(own_serv
         assert [t for t in texts if "offline" in t or "outage" in t] == [
             "before the outage", "first while offline", "second while offline", "after the outage"], texts
         assert person.undecryptable() == 0
+
+
+def burst(person, texts):
+    """Writes every text at once (one Enter each, in one go): the sends cross the rotations they cause."""
+    person.js("""const box = document.getElementById('composer-input');
+        for (const text of arguments[0]) { box.value = text; document.getElementById('composer').requestSubmit(); }""", texts)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bursts_from_two_browsers_across_rotations_are_read_at_both_sides(server, people, kind):
+    alice, bob = pair(server, people, kind, room="Burst", rotate_every=2)
+    room = bob.current_room_id()
+    first = {"alice": [f"alice {i}" for i in range(4)], "bob": [f"bob {i}" for i in range(4)]}
+    then = [f"alice again {i}" for i in range(4)]
+    # Bob's burst waits (his page's room lock is taken) while Alice's causes a rotation: Bob's
+    # page has not read it when it seals, so the server answers stale_epoch and he seals again.
+    bob.hold_lock(f"hush-room:{room}")
+    burst(bob, first["bob"])
+    burst(alice, first["alice"])
+    alice.wait("a rotation", lambda: alice.system_lines("rotation"))
+    bob.release_lock(f"hush-room:{room}")
+    burst(alice, then)  # and Alice goes on meanwhile
+    everything = first["alice"] + first["bob"] + then
+    for person in (alice, bob):
+        person.wait("every message", lambda p=person: set(everything) <= set(p.texts()), timeout=120)
+    alice.wait_sent(then[-1], timeout=120)
+    bob.wait_sent(first["bob"][-1], timeout=120)
+    for person in (alice, bob):
+        texts = person.texts()
+        assert sorted(texts) == sorted(everything), texts
+        for sender in (first["alice"] + then, first["bob"]):  # each sender's messages in the order written
+            assert [t for t in texts if t in sender] == sender, texts
+        assert person.undecryptable() == 0, person.debug()
+        rotations = person.js("""return [...document.querySelectorAll('[data-testid=system][data-kind=rotation]')]
+            .map(e => Number(e.dataset.seq))""")
+        bob_first = min(m["seq"] for m in person.messages() if m["text"] in first["bob"])
+        assert rotations and min(rotations) < bob_first, (rotations, bob_first)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_message_after_a_departure_waits_for_the_owners_rotation(server, people, kind):
+    alice, bob = pair(server, people, kind, room="Trio")
+    room = alice.current_room_id()
+    carol = people("carol", kind)
+    carol.open(alice.invite())
+    carol.unlock("carol-password-1")
+    carol.join("Trio")
+    carol.wait_joined()
+    carol.send("carol was here")
+    bob.wait_text("carol was here")
+
+    alice.hold_lock(f"hush-room:{room}")  # the owner's page cannot rotate yet
+    carol.js("window.confirm = () => true")
+    carol.click("#leave-button")
+    bob.wait("the leave", lambda: any("A member left" in line for line in bob.system_lines("removal")))
+    # Carol still holds the room key: the server takes nothing until the owner's wrapped rotation.
+    press_enter_in_composer(bob, "after carol left")
+    bob.wait("the message held", lambda: bob.texts("held") == ["after carol left"])
+
+    alice.release_lock(f"hush-room:{room}")
+    bob.wait_sent("after carol left")
+    alice.wait_text("after carol left")
+    alice.send("the owner after the rotation")
+    bob.wait_text("the owner after the rotation")
+    for person in (alice, bob):
+        assert person.texts().count("after carol left") == 1
+        assert person.undecryptable() == 0, person.debug()
