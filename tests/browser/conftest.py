@@ -1,6 +1,7 @@
-"""Browser end-to-end fixtures: a real `hush serve`, and people, each a browser with its own
-profile (Chromium through chromedriver, Firefox ESR through Marionette), driven through the
-page's stable ids and data-testid attributes."""
+"""Browser end-to-end fixtures: a real `hush serve` (one per module, or one per test that can be
+stopped and started again on the same port and data folder), and people, each a browser with
+its own profile (Chromium through chromedriver, Firefox ESR through Marionette), possibly with
+several tabs, driven through the page's stable ids and data-testid attributes."""
 import os
 import re
 import shutil
@@ -17,42 +18,88 @@ ARTIFACTS = REPO / "test-artifacts"
 WAIT_S = 30
 
 
+class HushServer:
+    """`hush serve` with a fresh data folder; the first start picks a free port, later starts reuse
+    it (and the data), as a restarted server would. Its output goes to a log file."""
+
+    def __init__(self):
+        self.binary = os.environ.get("HUSH_BIN", str(REPO / ".build/debug/hush"))
+        self.data = tempfile.mkdtemp(prefix="hush-browser-data-")
+        self.port = 0
+        self.url = None
+        self.proc = None
+        self.starts = 0
+
+    def start(self):
+        self.starts += 1
+        log = Path(self.data) / f"serve-{self.starts}.log"
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(
+                [self.binary, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data,
+                 "--web-root", str(REPO / "web")], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline and self.proc.poll() is None:
+            match = re.search(r"Hush is listening on (http://\S+)", log.read_text())
+            if match:
+                self.url = match.group(1)
+                self.port = int(self.url.rsplit(":", 1)[1].rstrip("/"))
+                return self.url
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"hush serve did not start: {log.read_text()}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def remove(self):
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def server():
-    """Starts `hush serve` on a free port with a fresh data folder; yields its base URL."""
-    binary = os.environ.get("HUSH_BIN", str(REPO / ".build/debug/hush"))
-    data = tempfile.mkdtemp(prefix="hush-browser-data-")
-    proc = subprocess.Popen(
-        [binary, "serve", "--host", "127.0.0.1", "--port", "0", "--data", data, "--web-root", str(REPO / "web")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = None
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        match = re.search(r"Hush is listening on (http://\S+)", line)
-        if match:
-            url = match.group(1)
-            break
-    if not url:
-        proc.kill()
-        raise RuntimeError("hush serve did not start")
-    yield url
-    proc.terminate()
+    """One `hush serve` for the module; yields its base URL."""
+    served = HushServer()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    shutil.rmtree(data, ignore_errors=True)
+        yield served.start()
+    finally:
+        served.remove()
+
+
+@pytest.fixture
+def own_server():
+    """A `hush serve` of this test alone, which it may stop and start again (same port and data)."""
+    served = HushServer()
+    served.start()
+    try:
+        yield served
+    finally:
+        served.remove()
 
 
 class Person:
     """One person in one browser. `driver` adapts Selenium or Marionette to: get, js, find, shot, quit."""
 
-    def __init__(self, name, driver):
+    def __init__(self, name, driver, handle=None):
         self.name = name
-        self.driver = driver
+        self.base = driver
+        self.handle = handle or driver.current_handle()
+
+    @property
+    def driver(self):
+        """The browser, showing this person's tab."""
+        self.base.focus(self.handle)
+        return self.base
+
+    def tab(self, name):
+        """A second tab of the same browser and profile (shares IndexedDB, locks and broadcasts)."""
+        return Person(name, self.base, self.base.new_tab())
 
     # -- low level
     def js(self, script, *args):
@@ -145,13 +192,40 @@ class Person:
         self.wait("the room", lambda: self.visible("room-pane"))
 
     def send(self, text):
-        before = len(self.texts())
+        """Sends and waits until the server committed it (the message shows as sent)."""
         self.type("composer-input", text)
         self.click("#send-button")
-        self.wait(f"my message {text!r}", lambda: len(self.texts()) > before and text in self.texts())
+        self.wait_sent(text)
 
-    def texts(self):
-        return self.js("return [...document.querySelectorAll('[data-testid=message-text]')].map(e => e.textContent)")
+    def wait_sent(self, text, timeout=WAIT_S):
+        return self.wait(f"my message {text!r} sent", lambda: text in self.texts("sent"), timeout)
+
+    def texts(self, status=None):
+        """Message texts in timeline order; with `status` ('sent', 'pending', ...) only those."""
+        return self.js("""return [...document.querySelectorAll('[data-testid=message]')]
+            .filter(e => !arguments[0] || e.dataset.status === arguments[0])
+            .map(e => e.querySelector('[data-testid=message-text]').textContent)""", status)
+
+    def composer(self):
+        return self.js("return document.getElementById('composer-input').value")
+
+    def room_names(self):
+        return self.js("return [...document.querySelectorAll('[data-testid=room-item] .room-item-name')].map(e => e.textContent)")
+
+    def undecryptable(self):
+        return self.js("return document.querySelectorAll('[data-testid=undecryptable]').length")
+
+    def hold_lock(self, name):
+        """Takes the Web Lock `name` in the page until release_lock: what needs it waits, deterministically."""
+        self.js("""window.hushHeld ??= {};
+            navigator.locks.request(arguments[0], () => new Promise((release) => { window.hushHeld[arguments[0]] = release; }));""", name)
+        self.wait(f"the lock {name}", lambda: self.js("return Boolean(window.hushHeld?.[arguments[0]])", name))
+
+    def release_lock(self, name):
+        self.js("window.hushHeld[arguments[0]](); delete window.hushHeld[arguments[0]]", name)
+
+    def current_room_id(self):
+        return self.js("return document.querySelector('[data-testid=room-item][aria-current=true]')?.dataset.room")
 
     def messages(self):
         return self.js("""return [...document.querySelectorAll('[data-testid=message]')].map(e => ({
@@ -192,6 +266,17 @@ class ChromeDriver:
             options.add_argument(arg)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+    def current_handle(self):
+        return self.d.current_window_handle
+
+    def new_tab(self):
+        self.d.switch_to.new_window("tab")
+        return self.d.current_window_handle
+
+    def focus(self, handle):
+        if self.d.current_window_handle != handle:
+            self.d.switch_to.window(handle)
 
     def get(self, url):
         self.d.get(url)
@@ -247,6 +332,18 @@ class FirefoxDriver:
         self.c.start_session()
         self.c.set_window_rect(width=size[0], height=size[1])
 
+    def current_handle(self):
+        return self.c.current_window_handle
+
+    def new_tab(self):
+        handle = self.c.open(type="tab", focus=True)["handle"]
+        self.c.switch_to_window(handle)
+        return handle
+
+    def focus(self, handle):
+        if self.c.current_window_handle != handle:
+            self.c.switch_to_window(handle)
+
     def get(self, url):
         self.c.navigate(url)
 
@@ -290,7 +387,7 @@ def people():
     yield make
     for person in made:
         try:
-            person.driver.quit()
+            person.base.quit()
         except Exception:  # noqa: BLE001 - best effort cleanup
             pass
     for profile in profiles:

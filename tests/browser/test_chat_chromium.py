@@ -1,7 +1,7 @@
 """Two people in headless Chromium, each with their own profile: create, invite, join, talk
 both ways, automatic rotation after N messages, reload + unlock + history, a wrong password,
 removal by the owner (the removed person cannot read what follows), a join that waits
-while the owner is away, and a later joiner reading the messages of a member who left."""
+while the owner is away, and a member who was away reading the messages of one who left."""
 import time
 
 
@@ -117,18 +117,26 @@ def test_join_waits_for_the_owner_and_phone_layout(server, people):
     # On a phone-sized window the room list is hidden while a room is open.
     assert not carol.js("return getComputedStyle(document.getElementById('sidebar')).display !== 'none'")
 
-    # Carol leaves with a signed leave, which the owner verifies. Dave joins afterwards, before
-    # any rotation, so Carol's earlier message is in his history: it reads as a member's message
-    # (her membership comes from `formerMembers`), not as a stranger's.
-    carol.js("window.confirm = () => true")
-    carol.click("#leave-button")
-    owner.wait("the leave notice", lambda: any("A member left" in line for line in owner.system_lines("removal")))
+    # Dave joins, then closes his page. Carol leaves with a signed leave, which the owner
+    # verifies, and the owner's page makes the wrapped rotation a departure owes (§4.4). When Dave
+    # comes back, only `hello` tells him she left (`formerMembers`): her earlier message still
+    # reads as a member's, not as a stranger's, and the rotation's wrap gives him the new key.
     dave = people("dave")
     dave.open(owner.invite())
     dave.unlock("dave-password-1")
     dave.join("Later (dave)")
     dave.wait_joined()
     dave.wait_text("made it in")
+    dave.driver.get("about:blank")
+    carol.js("window.confirm = () => true")
+    carol.click("#leave-button")
+    owner.wait("the leave notice", lambda: any("A member left" in line for line in owner.system_lines("removal")))
+    owner.wait("the rotation it owes", lambda: any("epoch 1" in line for line in owner.system_lines("rotation")))
+    owner.send("after carol left")
+    dave.open(server)
+    dave.unlock("dave-password-1")
+    dave.open_room("Later (dave)")
+    dave.wait_text("after carol left")
     made = [m for m in dave.messages() if m["text"] == "made it in"][0]
     assert made["sender"] == "Member" and not made["own"]
     assert not dave.js("return document.querySelector('[data-testid=undecryptable]')")

@@ -8,13 +8,21 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
 
-/** An `error` reply: `code` is the protocol's error code (§5). */
+/**
+ * An `error` reply: `code` is the protocol's error code (§5); `epoch`, the room's current epoch,
+ * comes with `stale_epoch` and `rotation_pending` (§4.4).
+ */
 export class ServerError extends Error {
-  /** `epoch`: the room's current epoch, on `stale_epoch` and `rotation_pending` (§4.4). */
-  constructor(code, message, epoch = null) {
+  constructor(code, message, epoch) {
     super(message || code);
     this.code = code;
-    this.epoch = Number.isSafeInteger(epoch) ? epoch : null;
+    this.epoch = epoch;
+  }
+
+  /** From the server's (hostile) error object: bounded strings, a valid epoch or none. */
+  static from(reply) {
+    const epoch = Number.isSafeInteger(reply.epoch) && reply.epoch >= 0 ? reply.epoch : undefined;
+    return new ServerError(String(reply.code).slice(0, 64), String(reply.message ?? '').slice(0, 300), epoch);
   }
 }
 
@@ -129,7 +137,7 @@ export class Connection {
     if (waiter) {
       this.pending.delete(message.id);
       clearTimeout(waiter.timer);
-      if (message.type === 'error') waiter.reject(new ServerError(String(message.code), String(message.message ?? ''), message.epoch));
+      if (message.type === 'error') waiter.reject(ServerError.from(message));
       else waiter.resolve(message);
     } else if (message.type === 'error' && message.code === 'removed') {
       this.setState('removed');

@@ -1,5 +1,6 @@
 // The web client's controller: reads the pinned server key from the page, unlocks the key
-// store, runs one RoomClient per room, and wires the page's controls to them.
+// store, runs one RoomClient per room (following the rooms other tabs add and remove), and
+// wires the page's controls to them.
 import { base64ToBytes, fingerprint, constantTimeEqual } from '../themis/index.mjs';
 import { KeyStore, WrongPassword, requestPersistence, MAX_FILE_BYTES } from './store.mjs';
 import { RoomClient, MAX_TEXT_CHARS } from './rooms.mjs';
@@ -48,7 +49,7 @@ function render() {
   $('members-panel').hidden = !room || $('members-button').getAttribute('aria-expanded') !== 'true';
   document.body.classList.toggle('show-room', Boolean(room) || !$('join-panel').hidden);
   if (room) {
-    renderRoom(room);
+    renderRoom(room, discardMessage);
     renderMembers(room, removeMember);
     renderConnection(room.connState, room.connDetail);
   } else {
@@ -71,10 +72,27 @@ function openRoom(id) {
 }
 
 function addRoom(id, record) {
+  if (app.rooms.has(id)) return app.rooms.get(id);
   const room = new RoomClient(app, id, record);
   app.rooms.set(id, room);
   room.start();
   return room;
+}
+
+/** Another tab changed the store: follow its rooms (added, forgotten, changed). */
+function syncRooms() {
+  const stored = app.store.data.rooms;
+  for (const [id, room] of app.rooms) {
+    if (stored[id]) continue;
+    room.stop();
+    app.rooms.delete(id);
+    if (app.current === id) app.current = null;
+  }
+  for (const [id, record] of Object.entries(stored)) {
+    if (app.rooms.has(id)) app.rooms.get(id).external();
+    else addRoom(id, record);
+  }
+  scheduleRender();
 }
 
 // ---- lock screen ----
@@ -120,6 +138,9 @@ async function submitLock(event) {
 }
 
 function unlocked() {
+  app.store.onChange = syncRooms;
+  app.store.onReplaced = () => location.replace(location.pathname); // unlock the new store
+  app.store.listen();
   document.body.classList.remove('locked');
   $('lock-view').hidden = true;
   $('app-view').hidden = false;
@@ -188,11 +209,12 @@ async function join() {
   $('join-button').disabled = true;
   try {
     const record = await RoomClient.joinRecord(app, app.invite, name.slice(0, 80));
-    app.store.data.rooms[app.invite.room] = record;
-    await app.store.save();
     const id = app.invite.room;
+    // The join secrets are stored before the room starts and sends `join`. Another tab may
+    // have started this join meanwhile: its record stays.
+    await app.store.update((data) => { data.rooms[id] ??= record; });
     clearInvite();
-    addRoom(id, record);
+    addRoom(id, app.store.data.rooms[id]);
     openRoom(id);
   } catch (error) {
     joinError(`Could not start the join: ${error.message}`);
@@ -210,8 +232,7 @@ async function createRoom(event) {
   $('create-room-button').disabled = true;
   try {
     const { id, record } = await RoomClient.create(app, { name: name.slice(0, 80), rotateEvery: rotate });
-    app.store.data.rooms[id] = record;
-    await app.store.save();
+    await app.store.update((data) => { data.rooms[id] = record; });
     $('new-room-name').value = '';
     addRoom(id, record);
     openRoom(id);
@@ -226,18 +247,29 @@ async function sendMessage(event) {
   event.preventDefault();
   const room = app.rooms.get(app.current);
   const input = $('composer-input');
-  const text = input.value.trim();
+  const written = input.value;
+  const text = written.trim();
   if (!room || !text) return;
   if (text.length > MAX_TEXT_CHARS) return toast(`A message can have at most ${MAX_TEXT_CHARS} characters.`);
-  $('send-button').disabled = true;
+  // Taken out of the box at once: a second Enter finds it empty, and what is typed from now on
+  // stays. The outbox (in the key store) holds the text until the server has it.
+  input.value = '';
   try {
-    await room.send(text);
-    input.value = '';
+    await room.enqueue(text);
   } catch (error) {
-    toast(`Not sent: ${error.message}. Your text is still in the box.`);
-  } finally {
-    $('send-button').disabled = false;
-    input.focus();
+    input.value = written + input.value;
+    toast(`Not kept for sending: ${error.message}. Your text is back in the box.`);
+  }
+  input.focus();
+}
+
+async function discardMessage(id) {
+  const room = app.rooms.get(app.current);
+  if (!room || !confirm('Discard this unsent message?')) return;
+  try {
+    await room.discard(id);
+  } catch (error) {
+    toast(`Could not discard: ${error.message}`);
   }
 }
 
@@ -293,8 +325,8 @@ async function leaveRoom() {
     return toast(`Could not ${verb.toLowerCase()}: ${error.message}`);
   }
   app.rooms.delete(room.id);
-  delete app.store.data.rooms[room.id];
-  await app.store.save();
+  room.stop();
+  await app.store.update((data) => { delete data.rooms[room.id]; });
   app.current = null;
   render();
 }
@@ -312,23 +344,42 @@ async function exportKeys() {
   toast('Exported. The file is sealed with your password.');
 }
 
+function openImport() {
+  $('import-form').reset();
+  importError('');
+  $('import-dialog').showModal();
+}
+
+function importError(text) {
+  $('import-error').textContent = text;
+  $('import-error').hidden = !text;
+}
+
+/** Replaces the store with a file's, once the file's password opens it; nothing changes before. */
 async function importKeys(event) {
-  const file = event.target.files?.[0];
-  event.target.value = '';
-  if (!file) return;
+  event.preventDefault();
+  const file = $('import-file').files?.[0];
+  const password = $('import-password').value;
+  importError('');
+  if (!file || !password) return importError('Pick the file and enter its password.');
   // Refuse by size before reading: a file picked by mistake may be gigabytes.
-  if (file.size > MAX_FILE_BYTES) {
-    const message = 'The file is too large to be a key store.';
-    return app.store ? toast(message) : lockError(message);
-  }
-  const exists = await KeyStore.exists();
-  if (exists && !confirm('Replace the keys in this browser with the file’s? Keys not in the file are lost.')) return;
+  if (file.size > MAX_FILE_BYTES) return importError('The file is too large to be a key store.');
+  if (await KeyStore.exists() && !confirm('Replace the keys in this browser with the file’s? Keys not in the file are lost.')) return;
+  $('import-button').disabled = true;
+  let store;
   try {
-    await KeyStore.importText(await file.text());
+    store = await KeyStore.importText(await file.text(), password);
   } catch (error) {
-    return app.store ? toast(error.message) : lockError(error.message);
+    $('import-password').select();
+    return importError(error.message);
+  } finally {
+    $('import-button').disabled = false;
   }
-  location.replace(location.pathname + location.hash); // unlock the imported store with its password
+  $('import-dialog').close();
+  // Rooms of the old store may run in this page: start afresh on the imported one.
+  if (app.store) return location.replace(location.pathname + location.hash);
+  app.store = store;
+  unlocked();
 }
 
 // ---- start ----
@@ -345,14 +396,18 @@ async function start() {
     try { app.invite = parseInviteFragment(fragment); } catch (error) { lockError(error.message); }
   }
   $('lock-form').addEventListener('submit', submitLock);
-  $('import-file-lock').addEventListener('change', importKeys);
-  $('import-file').addEventListener('change', importKeys);
+  $('import-open-lock').addEventListener('click', openImport);
+  $('import-open').addEventListener('click', openImport);
+  $('import-form').addEventListener('submit', importKeys);
+  $('import-cancel').addEventListener('click', () => $('import-dialog').close());
   $('export-button').addEventListener('click', exportKeys);
   $('lock-button').addEventListener('click', () => location.replace(location.pathname));
   $('new-room-form').addEventListener('submit', createRoom);
   $('composer').addEventListener('submit', sendMessage);
   $('composer-input').addEventListener('keydown', (event) => {
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) $('composer').requestSubmit();
+    if (event.key !== 'Enter' || event.shiftKey || event.isComposing) return;
+    event.preventDefault(); // no newline in the box
+    if (!event.repeat) $('composer').requestSubmit(); // a held key sends once
   });
   $('invite-button').addEventListener('click', makeInvite);
   $('copy-invite').addEventListener('click', copyInvite);

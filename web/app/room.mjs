@@ -20,6 +20,7 @@ export function newRoomState({ room, owner, privateKey, epoch, roomKey }) {
     members: {}, // non-owner key → owner's membership signature (b64), each verified
     former: {}, // removed/left key → {signature, untilSeq, departure}: messages with seq ≤ untilSeq stay valid
     counter: 0, // my last chat counter (§6.1); durable so that it never repeats
+    pendingRotation: null, // owner: {epoch, key} saved before `rotate` is sent, until it is installed
     accepted: {}, // sender → {counter: seq}; rebuilt from history each session
     lastSeq: 0,
   };
@@ -32,7 +33,33 @@ export function durable(state) {
 }
 
 export function restoreRoomState(saved) {
-  return { ...saved, accepted: {}, lastSeq: 0 };
+  return { pendingRotation: null, ...saved, accepted: {}, lastSeq: 0 };
+}
+
+/**
+ * Two tabs' durable states of one room → one (stored wins on equal facts). Keys, counter and
+ * departures only grow: epoch keys are united, the counter and epoch are the larger ones, a
+ * departure keeps the earlier bound. `pendingRotation` is not merged but set and cleared by
+ * explicit changes; it is dropped once its epoch is reached.
+ */
+export function mergeDurable(stored, mine) {
+  if (stored.me !== mine.me || stored.room !== mine.room) return structuredClone(stored);
+  const keys = { ...mine.keys, ...stored.keys };
+  const epoch = Math.max(stored.epoch, mine.epoch);
+  const former = {};
+  for (const [key, entry] of [...Object.entries(stored.former), ...Object.entries(mine.former)]) {
+    const known = former[key];
+    former[key] = known
+      ? { ...known, untilSeq: Math.min(known.untilSeq, entry.untilSeq), departure: known.departure ?? entry.departure }
+      : { ...entry };
+  }
+  const members = {};
+  for (const [key, signature] of [...Object.entries(mine.members), ...Object.entries(stored.members)]) {
+    if (!former[key]) members[key] = signature;
+  }
+  const pending = stored.pendingRotation;
+  const pendingRotation = pending && pending.epoch > epoch && !keys[pending.epoch] ? { ...pending } : null;
+  return { ...stored, keys, epoch, counter: Math.max(stored.counter, mine.counter), members, former, pendingRotation };
 }
 
 export const isOwner = (state) => state.me === state.owner;
@@ -165,6 +192,7 @@ export async function makeRotation(state, recipients = null) {
 export function install(state, rotation) {
   state.keys[rotation.epoch] = bytesToBase64(rotation.key);
   state.epoch = Math.max(state.epoch, rotation.epoch);
+  if (state.pendingRotation && state.pendingRotation.epoch <= rotation.epoch) state.pendingRotation = null;
 }
 
 /** Validates a message object from the server (push or history entry); null when malformed. */
@@ -229,6 +257,10 @@ async function receiveRotation(state, env) {
     key = await openRotationWrap(b64(env.wrap), privateKey(state), meta);
   } else if (typeof env.payload === 'string' && state.keys[env.epoch - 1]) {
     key = await openRotation(b64(env.payload), base64ToBytes(state.keys[env.epoch - 1]), meta);
+  } else if (env.from === state.me && state.pendingRotation?.epoch === env.epoch) {
+    // My own wrapped rotation, accepted although its reply never came (a crash, a lost
+    // connection): the key was saved before the request left.
+    key = base64ToBytes(state.pendingRotation.key);
   } else {
     throw new PayloadError('missingKey', `no key for epoch ${env.epoch - 1}`);
   }

@@ -1,19 +1,26 @@
-// A room as this browser lives in it: its connection, its state, its timeline, and the
-// protocol flows (docs/PROTOCOL.md §4) — hello and history on every (re)connect, the owner's
+// A room as this browser lives in it: its connection, its state, its timeline, its outbox, and
+// the protocol flows (docs/PROTOCOL.md §4) — hello and history on every (re)connect, the owner's
 // automatic join handling and rotations, the joiner's side of a join. Everything a room does
-// runs through one queue, so pushes, replies and user actions never interleave.
+// runs through one queue, so pushes, replies and user actions never interleave. Every tab of
+// the browser runs the room; what changes the server (sends, rotations, joins) also holds the
+// room's Web Lock, so one tab at a time does it, on the newest stored record.
 import { base64ToBytes, bytesToBase64, fingerprint, generateKeyPair } from '../themis/index.mjs';
-import { Connection, ServerError } from './connection.mjs';
+import { Connection, ConnectionClosed, ServerError } from './connection.mjs';
 import { keyBytes } from './formats.mjs';
 import {
-  newRoomState, restoreRoomState, durable, isOwner, admit, forget, depart, syncMembers, syncFormer, compose,
-  recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
+  newRoomState, restoreRoomState, durable, mergeDurable, isOwner, admit, forget, depart, syncMembers, syncFormer,
+  compose, recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
 } from './room.mjs';
 import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant } from './joins.mjs';
+import {
+  MAX_OUTBOX, newEntry, checkOutbox, committedSeq, unsent, nextToSend, needsSeal, failureAction, afterStale,
+} from './outbox.mjs';
 
 const INVITE_LIFETIME_S = 7 * 24 * 3600;
 export const MAX_TEXT_CHARS = 4000;
 const HISTORY_PAGE = 100;
+const RETRY_MS = 5000;
+const STALE_ROUNDS = 3;
 
 const fingerprints = new Map();
 /** The fingerprint of a b64 key, cached ('' when the key is malformed). */
@@ -24,6 +31,12 @@ export async function keyFingerprint(keyB64) {
     fingerprints.set(keyB64, fp);
   }
   return fingerprints.get(keyB64);
+}
+const knownFingerprint = (keyB64) => fingerprints.get(keyB64) ?? '';
+
+/** This room's entry in a `hello` reply, or undefined. */
+function roomSummary(hello, id) {
+  return (Array.isArray(hello.rooms) ? hello.rooms.slice(0, 256) : []).find((r) => r && r.room === id);
 }
 
 const JOIN_ERRORS = {
@@ -43,8 +56,8 @@ export class RoomClient {
   constructor(app, id, record) {
     this.app = app;
     this.id = id;
-    this.record = record;
-    this.state = record.state ? restoreRoomState(record.state) : null;
+    this.record = structuredClone(record);
+    this.state = record.state ? restoreRoomState(structuredClone(record.state)) : null;
     this.items = new Map();
     this.localLines = 0;
     this.members = [];
@@ -53,6 +66,9 @@ export class RoomClient {
     this.connDetail = '';
     this.wrapRequired = false;
     this.error = '';
+    this.heldAt = null; // the epoch at which the server answered rotation_pending
+    this.retryTimer = null;
+    this.inLock = false;
     const privateKey = base64ToBytes(record.phase === 'joining' ? record.join.privateKey : record.state.privateKey);
     this.connection = new Connection({
       url: app.server.wsUrl,
@@ -89,7 +105,7 @@ export class RoomClient {
         id: reply.room,
         record: {
           name, phase: 'ready', status: 'active', server: { id: app.server.id, key: app.server.keyB64 },
-          state: durable(state), invites: {}, lastRead: 0, rotateEvery: reply.rotateEvery, createdAt: Date.now(),
+          state: durable(state), invites: {}, outbox: [], lastRead: 0, rotateEvery: reply.rotateEvery, createdAt: Date.now(),
         },
       };
     } finally {
@@ -102,18 +118,22 @@ export class RoomClient {
     const { join, joiningKeyBlob } = await startJoin(invite);
     return {
       name, phase: 'joining', status: 'active', server: { id: app.server.id, key: app.server.keyB64 },
-      join: { ...join, joiningKeyBlob }, joinSent: false, state: null, invites: {}, lastRead: 0, createdAt: Date.now(),
+      join: { ...join, joiningKeyBlob }, joinSent: false, state: null, invites: {}, outbox: [], lastRead: 0, createdAt: Date.now(),
     };
   }
 
   // ---- plumbing ----
 
   start() {
+    keyFingerprint(this.myKey).then(() => this.changed());
     if (this.record.status === 'active') this.connection.start();
     else this.connState = this.record.status;
   }
 
-  stop() { this.connection.stop(); }
+  stop() {
+    clearTimeout(this.retryTimer);
+    this.connection.stop();
+  }
 
   changed() { this.app.changed(this); }
 
@@ -130,11 +150,70 @@ export class RoomClient {
     this.changed();
   }
 
-  async save() {
-    if (this.state) this.record.state = durable(this.state);
-    this.app.store.data.rooms[this.id] = this.record;
-    await this.app.store.save();
+  /**
+   * Writes this room's state, merged with what other tabs wrote, and applies `change(record)` to
+   * the stored record (the only way this tab changes its record). Resolves false when the room
+   * was forgotten in another tab.
+   */
+  async save(change) {
+    const saved = await this.app.store.update(async (data) => {
+      const record = data.rooms[this.id];
+      if (!record) return null;
+      if (this.state) record.state = record.state ? mergeDurable(record.state, durable(this.state)) : structuredClone(durable(this.state));
+      if (change) await change(record);
+      return record;
+    });
+    if (saved) this.adopt(saved);
+    return Boolean(saved);
   }
+
+  /** Takes the stored record as this room's, keeping what this tab learnt and did not save yet. */
+  adopt(record) {
+    const lastRead = Math.max(record.lastRead ?? 0, this.record.lastRead ?? 0);
+    const wasActive = this.record.status === 'active';
+    this.record = { ...structuredClone(record), lastRead };
+    if (record.state && this.state) Object.assign(this.state, mergeDurable(record.state, durable(this.state)));
+    else if (record.state) this.state = restoreRoomState(structuredClone(record.state));
+    if (wasActive && this.record.status !== 'active') {
+      this.stop();
+      this.connState = this.record.status;
+    }
+  }
+
+  /** Another tab wrote the store: take this room's newest record, and send what it left unsent. */
+  external() {
+    return this.serial(async () => {
+      const record = this.app.store.data.rooms[this.id];
+      if (!record) return;
+      const wasJoining = this.record.phase === 'joining';
+      this.adopt(record);
+      this.changed();
+      const online = this.connection.state === 'online';
+      if (wasJoining && this.record.phase === 'ready' && this.record.status === 'active' && online) await this.sync();
+      else await this.drain();
+    });
+  }
+
+  /**
+   * Runs `fn` holding this room's lock across tabs, on the newest stored record: one tab at a
+   * time sends, rotates or answers a join, and sees what the others did before it.
+   */
+  exclusive(fn) {
+    if (this.inLock) return fn();
+    return navigator.locks.request(`hush-room:${this.id}`, async () => {
+      this.inLock = true;
+      try {
+        await this.app.store.refresh();
+        const record = this.app.store.data.rooms[this.id];
+        if (record) this.adopt(record);
+        return await fn();
+      } finally {
+        this.inLock = false;
+      }
+    });
+  }
+
+  get outbox() { return checkOutbox(this.record.outbox); }
 
   request(type, fields) {
     return this.connection.request(type, { room: this.id, ...fields });
@@ -143,9 +222,15 @@ export class RoomClient {
   get isOwner() { return this.state ? isOwner(this.state) : false; }
   get myKey() { return this.state ? this.state.me : this.record.join.publicKey; }
 
-  /** Timeline items in order. */
+  /** Timeline items in order: what the server holds, then this room's unsent messages. */
   timeline() {
-    return [...this.items.values()].sort((a, b) => a.seq - b.seq || a.n - b.n);
+    const held = this.state && this.heldAt === this.state.epoch;
+    const waiting = (this.state ? unsent(this.outbox, this.state) : []).map((entry) => ({
+      kind: 'chat', id: entry.id, own: true, role: 'you', fp: knownFingerprint(this.myKey), text: entry.text, ts: entry.at,
+      status: entry.failed !== null ? 'failed' : held ? 'held' : this.connState === 'online' ? 'pending' : 'offline',
+      reason: entry.failed,
+    }));
+    return [...[...this.items.values()].sort((a, b) => a.seq - b.seq || a.n - b.n), ...waiting];
   }
 
   unread() {
@@ -157,8 +242,8 @@ export class RoomClient {
   markRead() {
     const last = this.state?.lastSeq ?? 0;
     if (last > this.record.lastRead) {
-      this.record.lastRead = last;
-      this.save();
+      this.record.lastRead = last; // a local read mark, not a change of the record: shown at once
+      this.save((record) => { record.lastRead = Math.max(record.lastRead ?? 0, last); }).catch((error) => this.fail(error));
     }
   }
 
@@ -173,9 +258,10 @@ export class RoomClient {
     const base = { seq: event.seq, n: 0, at: event.at };
     if (event.type === 'chat') {
       this.items.set(`s${event.seq}`, { ...base, kind: 'chat', from: event.from, own: event.own, text: event.text, ts: event.ts,
-        role: this.roleOf(event.from), fp: await keyFingerprint(event.from) });
+        role: this.roleOf(event.from), fp: await keyFingerprint(event.from), status: event.own ? 'sent' : null });
     } else if (event.type === 'rotation') {
       this.items.set(`s${event.seq}`, { ...base, kind: 'system', tone: 'rotation', text: `Room key rotated (epoch ${event.epoch})` });
+      this.serial(() => this.drain()); // a new epoch: what waited for it can go
     } else {
       this.items.set(`s${event.seq}`, { ...base, kind: 'rejected', from: event.from, reason: event.reason,
         fp: event.from ? await keyFingerprint(event.from) : '' });
@@ -197,22 +283,33 @@ export class RoomClient {
   // ---- (re)connect ----
 
   async sync() {
+    if (this.record.phase === 'joining') {
+      // In the lock: another tab may be sending this very join, or have completed it.
+      const joining = await this.exclusive(async () => {
+        if (this.record.phase !== 'joining') return false;
+        await this.syncJoin();
+        return true;
+      });
+      if (joining) return;
+    }
     const hello = await this.connection.request('hello');
-    const rooms = Array.isArray(hello.rooms) ? hello.rooms : [];
-    const summary = rooms.find((r) => r && r.room === this.id);
-    if (this.record.phase === 'joining') return this.syncJoin(hello, summary);
+    const summary = roomSummary(hello, this.id);
     if (!summary) return this.ended('deleted', 'This room no longer exists: the owner deleted it.');
     if (summary.owner !== this.state.owner) throw new Error('The server reports another owner for this room; refusing it.');
     await syncFormer(this.state, summary.formerMembers);
     await syncMembers(this.state, summary.members);
     this.wrapRequired = summary.wrapRequired === true;
-    const now = Date.now() / 1000;
-    for (const [id, invite] of Object.entries(this.record.invites)) if (invite.expiresAt < now) delete this.record.invites[id];
     await this.refreshMembers();
     await this.history();
-    await this.save();
+    const now = Date.now() / 1000;
+    await this.save((record) => {
+      for (const [id, invite] of Object.entries(record.invites)) if (invite.expiresAt < now) delete record.invites[id];
+    });
     this.error = '';
     this.changed();
+    // After this job (the connection is online by then): a rotation owed, then the outbox.
+    if (this.wrapRequired) this.serial(() => this.rotateIfOwed());
+    this.serial(() => this.drain());
   }
 
   async history() {
@@ -230,10 +327,12 @@ export class RoomClient {
     }
   }
 
-  async syncJoin(hello, summary) {
+  async syncJoin() {
+    const hello = await this.connection.request('hello');
+    const summary = roomSummary(hello, this.id);
     const join = this.record.join;
     if (summary && this.state) {
-      const mine = (summary.members ?? []).find((m) => m && m.key === join.publicKey);
+      const mine = (Array.isArray(summary.members) ? summary.members : []).find((m) => m && m.key === join.publicKey);
       if (mine) return this.joined(mine.signature);
     }
     const open = (Array.isArray(hello.joins) ? hello.joins : []).find((j) => j && j.room === this.id && j.inviteId === join.inviteId);
@@ -245,28 +344,29 @@ export class RoomClient {
       if (error instanceof ServerError && JOIN_ERRORS[error.code]) return this.ended('failed', JOIN_ERRORS[error.code]);
       throw error;
     }
-    this.record.joinSent = true;
-    await this.save();
+    await this.save((record) => { record.joinSent = true; });
     this.changed();
   }
 
   async joined(signature) {
     if (!await admit(this.state, this.state.me, signature)) throw new Error('The owner’s membership signature does not verify.');
-    this.record.phase = 'ready';
-    delete this.record.join;
-    delete this.record.joinSent;
+    await this.save((record) => {
+      record.phase = 'ready';
+      delete record.join;
+      delete record.joinSent;
+    });
     this.line('You joined the room.', 'join');
-    await this.save();
     await this.sync();
   }
 
   async ended(status, text) {
-    this.record.status = status;
-    this.record.statusText = text;
     this.connection.stop();
     this.connState = status;
     this.line(text, 'warning');
-    await this.save();
+    await this.save((record) => {
+      record.status = status;
+      record.statusText = text;
+    });
     this.changed();
   }
 
@@ -278,7 +378,10 @@ export class RoomClient {
         if (!this.state || this.record.phase !== 'ready') return;
         const env = parseEnvelope(this.state, push);
         if (!env) return;
-        await this.addEvent(await receive(this.state, env));
+        const event = await receive(this.state, env);
+        // Any rotation the server took ends the one owed after a departure (pushes come in order).
+        if (event.type === 'rotation') this.wrapRequired = false;
+        await this.addEvent(event);
         if (this.app.isViewing(this)) this.markRead();
         break;
       }
@@ -305,10 +408,11 @@ export class RoomClient {
         else this.line(departure === 'left' ? `A member left: ${fp}` : `The owner removed a member: ${fp}`, 'removal');
         await this.refreshMembers();
         await this.save();
+        await this.rotateIfOwed();
         break;
       }
       case 'rotation_due':
-        if (push.room === this.id && this.isOwner) await this.rotate();
+        if (push.room === this.id && this.isOwner && this.record.status === 'active') await this.rotate();
         break;
       case 'removed':
         await this.ended('removed', 'You were removed from this room. You cannot read new messages.');
@@ -331,35 +435,41 @@ export class RoomClient {
     this.changed();
   }
 
-  async answerJoin({ inviteId, key, joiningKey }) {
-    const invite = this.record.invites[inviteId];
-    if (!invite || typeof key !== 'string') return;
-    const { sealed, remember } = await respondToJoin(this.state, invite, { joiner: key, joiningKey });
-    Object.assign(invite, remember);
-    await this.save();
-    await this.request('join_response', { inviteId, sealed });
-    this.line(`Someone is joining with an invite (${await keyFingerprint(key)})…`, 'join');
+  answerJoin({ inviteId, key, joiningKey }) {
+    return this.exclusive(async () => {
+      const invite = this.record.invites[inviteId];
+      if (!invite || typeof key !== 'string') return;
+      // Every tab of the owner hears the request; one that answered at this epoch is enough.
+      if (invite.answered && invite.joiner === key && invite.epoch === this.state.epoch) return;
+      const { sealed, remember } = await respondToJoin(this.state, invite, { joiner: key, joiningKey });
+      const kept = (record) => record.invites[inviteId];
+      await this.save((record) => { if (kept(record)) Object.assign(kept(record), remember, { answered: false }); });
+      await this.request('join_response', { inviteId, sealed });
+      await this.save((record) => { if (kept(record)) kept(record).answered = true; });
+      this.line(`Someone is joining with an invite (${await keyFingerprint(key)})…`, 'join');
+    });
   }
 
-  async admitJoin({ inviteId, key, sealed }) {
-    const invite = this.record.invites[inviteId];
-    if (!invite || invite.joiner !== key) return;
-    if (invite.epoch !== this.state.epoch) return this.answerJoin({ inviteId, key }); // rotated meanwhile
-    const signature = await confirmJoin(this.state, invite, { joiner: key, sealed });
-    if (!signature) {
-      this.line('A join confirmation did not verify; the joiner was not admitted.', 'warning');
-      return;
-    }
-    try {
-      await this.request('add_member', { inviteId, key, signature });
-    } catch (error) {
-      if (error instanceof ServerError && error.code === 'epoch_changed') return this.answerJoin({ inviteId, key });
-      throw error;
-    }
-    delete this.record.invites[inviteId];
-    await admit(this.state, key, signature);
-    await this.refreshMembers();
-    await this.save();
+  admitJoin({ inviteId, key, sealed }) {
+    return this.exclusive(async () => {
+      const invite = this.record.invites[inviteId];
+      if (!invite || invite.joiner !== key) return; // unknown, or admitted by another tab
+      if (invite.epoch !== this.state.epoch) return this.answerJoin({ inviteId, key }); // rotated meanwhile
+      const signature = await confirmJoin(this.state, invite, { joiner: key, sealed });
+      if (!signature) {
+        this.line('A join confirmation did not verify; the joiner was not admitted.', 'warning');
+        return;
+      }
+      try {
+        await this.request('add_member', { inviteId, key, signature });
+      } catch (error) {
+        if (error instanceof ServerError && error.code === 'epoch_changed') return this.answerJoin({ inviteId, key });
+        throw error;
+      }
+      await admit(this.state, key, signature);
+      await this.save((record) => { delete record.invites[inviteId]; });
+      await this.refreshMembers();
+    });
   }
 
   async acceptResponse({ inviteId, sealed }) {
@@ -367,81 +477,191 @@ export class RoomClient {
     const { state, confirmation } = await acceptGrant(this.record.join, sealed);
     this.state = state;
     await this.save();
-    await this.request('join_confirm', { inviteId, sealed: confirmation });
+    try {
+      await this.request('join_confirm', { inviteId, sealed: confirmation });
+    } catch (error) {
+      // Another tab of this key confirmed first.
+      if (!(error instanceof ServerError && error.code === 'no_pending_join')) throw error;
+    }
   }
 
   // ---- actions ----
 
-  async rotate(retried = false) {
+  rotate() {
+    return this.exclusive(() => this.rotateNow(false));
+  }
+
+  /** Owner: after a departure the server refuses every send until a wrapped rotation (§4.4): make it. */
+  async rotateIfOwed() {
+    if (this.isOwner && this.wrapRequired && this.record.status === 'active' && this.record.phase === 'ready') await this.rotate();
+  }
+
+  async rotateNow(retried) {
     const recipients = this.wrapRequired ? Object.keys(this.state.members) : null;
     const rotation = await makeRotation(this.state, recipients);
+    // Write-ahead: the new key is in the store before the request that makes it the room's.
+    const pending = { epoch: rotation.epoch, key: bytesToBase64(rotation.key) };
+    await this.save((record) => { record.state.pendingRotation = pending; });
     let reply;
     try {
       reply = await this.request('rotate', rotation.wraps ? { epoch: rotation.epoch, wraps: rotation.wraps }
         : { epoch: rotation.epoch, payload: rotation.payload });
     } catch (error) {
+      if (error instanceof ServerError) { // refused: that key never became the room's
+        await this.save((record) => { if (record.state.pendingRotation?.key === pending.key) record.state.pendingRotation = null; });
+      }
       if (!retried && error instanceof ServerError && error.code === 'wraps_required') {
         this.wrapRequired = true;
-        return this.rotate(true);
+        return this.rotateNow(true);
       }
       if (error instanceof ServerError && error.code === 'epoch_mismatch') {
         // Another window of this owner rotated first: catch up (members, and that rotation
         // through history); rotate again only if the room still needs a wrapped rotation.
         this.line('The room key was rotated elsewhere; catching up.', 'rotation');
         await this.sync();
-        if (!retried && this.wrapRequired) return this.rotate(true);
+        if (!retried && this.wrapRequired) return this.rotateNow(true);
         return;
       }
       throw error;
     }
     install(this.state, rotation);
     this.wrapRequired = false;
-    if (Number.isSafeInteger(reply.seq)) {
+    if (Number.isSafeInteger(reply.seq) && reply.seq > 0) {
       this.state.lastSeq = Math.max(this.state.lastSeq, reply.seq);
       await this.addEvent({ type: 'rotation', seq: reply.seq, at: Date.now(), epoch: rotation.epoch });
     }
-    await this.save();
+    await this.save(); // the merge drops the pending rotation: its epoch key is installed
   }
 
-  send(text) {
-    return this.serial(async () => {
-      // One id for every attempt of this message: the server stores it once (§4.4).
-      const messageId = bytesToBase64(crypto.getRandomValues(new Uint8Array(16)));
-      let reply;
-      for (let attempt = 0; ; attempt += 1) {
-        const { payload, counter, epoch } = await compose(this.state, text, Date.now());
-        await this.save(); // the counter must never repeat, even after a crash
-        try {
-          reply = await this.request('send', { epoch, messageId, payload });
-          recordSent(this.state, counter, reply.seq);
-          break;
-        } catch (error) {
-          const resealable = error instanceof ServerError && (error.code === 'stale_epoch' || error.code === 'rotation_pending');
-          if (!resealable || attempt > 0) throw error;
-          // A rotation this tab has not read yet (or one owed after a departure): read it,
-          // then seal the same text again under the new key.
-          if (error.code === 'rotation_pending' && this.isOwner) {
-            this.wrapRequired = true;
-            await this.rotate();
-          } else {
-            await this.sync();
-          }
-          if (this.state.epoch <= epoch) throw error;
-        }
-      }
-      if (!Number.isSafeInteger(reply.seq)) throw new Error('bad reply from the server');
-      await this.addEvent({ type: 'chat', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, text, ts: Date.now() });
-      this.markRead();
-      this.changed();
-    }, { rethrow: true });
+  // ---- the outbox ----
+
+  /** Keeps `text` in this room's outbox (in the store) and starts sending it. */
+  async enqueue(text) {
+    const entry = newEntry(text, Date.now());
+    const kept = await this.save((record) => {
+      const outbox = checkOutbox(record.outbox);
+      if (outbox.length >= MAX_OUTBOX) throw new Error(`${MAX_OUTBOX} messages already wait to be sent in this room`);
+      record.outbox = [...outbox, entry];
+    });
+    if (!kept) throw new Error('this room was closed in another tab');
+    this.changed();
+    this.serial(() => this.drain());
   }
+
+  /** Drops an unsent message that the server refused for good. */
+  async discard(id) {
+    await this.save((record) => { record.outbox = checkOutbox(record.outbox).filter((e) => e.id !== id || e.failed === null); });
+    this.changed();
+  }
+
+  /** Sends the outbox in order, one message at a time, while the server takes them. */
+  async drain() {
+    if (!this.state || this.record.phase !== 'ready' || this.record.status !== 'active') return;
+    if (!nextToSend(this.outbox, this.state) || this.connection.state === 'offline') return;
+    clearTimeout(this.retryTimer);
+    await this.exclusive(async () => {
+      await this.dropCommitted();
+      let staleRounds = 0;
+      let rotated = false;
+      for (;;) {
+        const entry = nextToSend(this.outbox, this.state);
+        if (!entry || this.heldAt === this.state.epoch || this.record.status !== 'active') return;
+        const outcome = await this.sendEntry(entry);
+        if (outcome.action === 'sent') continue;
+        if (outcome.action === 'retry') {
+          if (!(outcome.error instanceof ConnectionClosed)) this.retryTimer = setTimeout(() => this.serial(() => this.drain()), RETRY_MS);
+          return; // a reconnect drains again
+        }
+        if (outcome.action === 'reseal' && staleRounds < STALE_ROUNDS) {
+          staleRounds += 1;
+          let next = afterStale(entry, this.state, outcome.error.epoch, false);
+          if (next === 'catch-up') {
+            await this.history(); // reads the rotation this tab missed
+            next = afterStale(entry, this.state, outcome.error.epoch, true);
+          }
+          if (next === 'reseal') continue;
+        }
+        if (outcome.action === 'reseal' || outcome.action === 'hold') {
+          // A departure owes the room a wrapped rotation: the owner makes it; members wait for it.
+          if (outcome.action === 'hold' && this.isOwner && !rotated) {
+            rotated = true;
+            this.wrapRequired = true;
+            await this.rotateNow(false);
+            continue;
+          }
+          this.heldAt = this.state.epoch;
+          this.changed();
+          return;
+        }
+        if (outcome.action === 'failed') {
+          const reason = outcome.error.message.slice(0, 200);
+          await this.save((record) => {
+            const stored = checkOutbox(record.outbox);
+            for (const e of stored) if (e.id === entry.id) e.failed = reason;
+            record.outbox = stored;
+          });
+          this.changed();
+          continue;
+        }
+        return; // 'ended': the server closes this key's connection and says why
+      }
+    });
+  }
+
+  /** Entries that history shows the server committed (a reply lost to a crash or a cut). */
+  async dropCommitted() {
+    const done = new Set(this.outbox.filter((e) => committedSeq(e, this.state) !== undefined).map((e) => e.id));
+    if (done.size) await this.save((record) => { record.outbox = checkOutbox(record.outbox).filter((e) => !done.has(e.id)); });
+  }
+
+  async sendEntry(entry) {
+    let sealed = entry.sealed;
+    if (needsSeal(entry, this.state)) {
+      sealed = await this.seal(entry);
+      if (!sealed) return { action: 'sent' }; // gone from the store: sent or discarded in another tab
+    }
+    let reply;
+    try {
+      reply = await this.request('send', { payload: sealed.payload, epoch: sealed.epoch, messageId: entry.id });
+    } catch (error) {
+      return { action: failureAction(error instanceof ServerError ? error.code : undefined), error };
+    }
+    if (!Number.isSafeInteger(reply.seq) || reply.seq < 1) return { action: 'retry', error: new Error('bad reply from the server') };
+    this.heldAt = null;
+    recordSent(this.state, sealed.counter, reply.seq);
+    await this.addEvent({ type: 'chat', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, text: entry.text, ts: sealed.ts });
+    await this.save((record) => { record.outbox = checkOutbox(record.outbox).filter((e) => e.id !== entry.id); });
+    this.markRead();
+    this.changed();
+    return { action: 'sent' };
+  }
+
+  /**
+   * Seals an entry under the current epoch with the next counter. Both are written to the store
+   * in the same change, before the request leaves: the counter never repeats, across tabs too.
+   */
+  async seal(entry) {
+    let sealed = null;
+    await this.save(async (record) => {
+      const stored = checkOutbox(record.outbox);
+      const target = stored.find((e) => e.id === entry.id);
+      if (!target) return;
+      const now = Date.now();
+      const made = await compose(record.state, target.text, now);
+      target.sealed = { epoch: made.epoch, counter: made.counter, ts: now, payload: made.payload };
+      record.outbox = stored;
+      sealed = target.sealed;
+    });
+    return sealed;
+  }
+
+  // ---- other actions ----
 
   invite() {
     return this.serial(async () => {
       const made = await makeInvite(this.state, { baseUrl: this.app.server.baseUrl, serverFingerprint: this.app.server.fingerprint });
       const expiresAt = Math.floor(Date.now() / 1000) + INVITE_LIFETIME_S;
-      this.record.invites[made.inviteId] = { token: made.token, expiresAt };
-      await this.save();
+      await this.save((record) => { record.invites[made.inviteId] = { token: made.token, expiresAt }; });
       await this.request('invite', { inviteId: made.inviteId, expiresAt });
       return made.link;
     }, { rethrow: true });

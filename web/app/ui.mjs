@@ -58,7 +58,18 @@ export function renderRoomList(rooms, currentId, onOpen) {
   $('no-rooms').hidden = rooms.length > 0;
 }
 
-function messageItem(item) {
+// What an own message's line says: sent once the server committed it (its `sent` reply came).
+const STATUS = {
+  sent: 'sent', pending: 'sending…', offline: 'not sent yet: waiting for the server',
+  held: 'not sent yet: waiting for the new room key', failed: 'not sent',
+};
+
+function statusOf(item) {
+  const text = item.status === 'failed' && item.reason ? `${STATUS.failed}: ${item.reason}` : STATUS[item.status];
+  return h('span', { class: `status ${item.status}`, dataset: { testid: 'status' } }, text);
+}
+
+function messageItem(item, onDiscard) {
   if (item.kind === 'system') {
     return h('li', { class: `system ${item.tone}`, dataset: { testid: 'system', kind: item.tone, seq: item.seq } },
       h('span', {}, item.text), ' ', time(item.at));
@@ -68,15 +79,23 @@ function messageItem(item) {
       h('span', { class: 'lock-icon', 'aria-hidden': 'true' }, '⚠'),
       h('span', {}, `A message from ${shortFp(item.fp)} cannot be shown: ${item.reason}.`), ' ', time(item.at));
   }
-  return h('li', { class: `message${item.own ? ' own' : ''}`, dataset: { testid: 'message', seq: item.seq, own: item.own ? 'true' : 'false' } },
-    h('div', { class: 'meta' },
-      h('span', { class: `sender ${item.role}` }, ROLE[item.role]),
-      h('span', { class: 'fp', title: `Key fingerprint ${item.fp}` }, shortFp(item.fp)),
-      time(item.ts || item.at)),
-    h('div', { class: 'text', dataset: { testid: 'message-text' } }, item.text));
+  const unsent = item.status && item.status !== 'sent';
+  return h('li', {
+    class: `message${item.own ? ' own' : ''}${unsent ? ' unsent' : ''}`,
+    dataset: { testid: 'message', seq: item.seq ?? '', own: item.own ? 'true' : 'false', status: item.status ?? '' },
+  },
+  h('div', { class: 'meta' },
+    h('span', { class: `sender ${item.role}` }, ROLE[item.role]),
+    h('span', { class: 'fp', title: `Key fingerprint ${item.fp}` }, shortFp(item.fp)),
+    time(item.ts || item.at),
+    item.status ? statusOf(item) : null),
+  h('div', { class: 'text', dataset: { testid: 'message-text' } }, item.text),
+  item.status === 'failed' ? h('button', {
+    type: 'button', class: 'ghost small', dataset: { testid: 'discard' }, onclick: () => onDiscard(item.id),
+  }, 'Discard') : null);
 }
 
-export function renderRoom(room) {
+export function renderRoom(room, onDiscard) {
   const record = room.record;
   $('room-name').textContent = record.name;
   const meta = [];
@@ -103,7 +122,7 @@ export function renderRoom(room) {
 
   const list = $('messages');
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  list.replaceChildren(...room.timeline().map(messageItem));
+  list.replaceChildren(...room.timeline().map((item) => messageItem(item, onDiscard)));
   if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
