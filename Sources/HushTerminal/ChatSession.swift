@@ -338,6 +338,11 @@ public actor ChatSession {
             try? await persist(force: false)
         case .rotationDue:
             if isOwner { _ = try? await rotate() }
+        case .memberLeft, .memberGone:
+            // A departed key holds the current room key: rotate (wrapped) at once, so that the
+            // members' sends held by `rotation_pending` go out (the web owner does the same).
+            try? await persist(force: true)
+            if isOwner { _ = try? await rotate() }
         case .removed, .roomDeleted:
             try? await persist(force: true)
             try? Self.markClosed(store: store, room: record.room)

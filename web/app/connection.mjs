@@ -12,6 +12,9 @@ const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
  * An `error` reply: `code` is the protocol's error code (§5); `epoch`, the room's current epoch,
  * comes with `stale_epoch` and `rotation_pending` (§4.4).
  */
+/** The protocol this client speaks (`protocol` of `/.well-known/hush`, docs/PROTOCOL.md §2). */
+export const PROTOCOL_VERSION = 2;
+
 export class ServerError extends Error {
   constructor(code, message, epoch) {
     super(message || code);

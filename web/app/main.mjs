@@ -6,6 +6,7 @@ import { KeyStore, WrongPassword, requestPersistence, MAX_FILE_BYTES } from './s
 import { RoomClient, MAX_TEXT_CHARS } from './rooms.mjs';
 import { parseInviteFragment } from './formats.mjs';
 import { $, renderConnection, renderRoomList, renderRoom, renderMembers, toast } from './ui.mjs';
+import { PROTOCOL_VERSION } from './connection.mjs';
 
 const app = {
   store: null,
@@ -176,6 +177,10 @@ async function showJoin() {
     const text = await response.text();
     if (!response.ok || text.length > 4096) throw new Error('no answer');
     const known = JSON.parse(text);
+    if (known.protocol !== PROTOCOL_VERSION) {
+      $('join-check').textContent = '';
+      return joinError(`This server speaks another version of the Hush protocol (${Number(known.protocol)}; this page speaks ${PROTOCOL_VERSION}); nothing was sent.`);
+    }
     const key = base64ToBytes(known.publicKey);
     const matches = (await fingerprint(key)) === invite.server && known.serverId === app.server.id &&
       constantTimeEqual(key, app.server.key) && app.server.fingerprint === invite.server;

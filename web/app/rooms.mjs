@@ -429,6 +429,11 @@ export class RoomClient {
       case 'join_response':
         if (push.room === this.id && this.record.phase === 'joining') await this.acceptResponse(push);
         break;
+      case 'join_revoked':
+        if (push.room === this.id && this.record.phase === 'joining' && push.inviteId === this.record.join.inviteId) {
+          await this.ended('revoked', 'The owner revoked this invite. Ask the owner for a new one.');
+        }
+        break;
       default:
         return;
     }

@@ -29,7 +29,7 @@ function time(ms) {
 
 const CONN_TEXT = {
   online: 'connected', connecting: 'connecting…', offline: 'offline', removed: 'removed', deleted: 'deleted',
-  failed: 'failed', locked: 'locked',
+  revoked: 'invite revoked', failed: 'failed', locked: 'locked',
 };
 
 export function renderConnection(state, detail) {
