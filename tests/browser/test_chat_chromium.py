@@ -2,7 +2,6 @@
 both ways, automatic rotation after N messages, reload + unlock + history, a wrong password,
 removal by the owner (the removed person cannot read what follows), a join that waits
 while the owner is away, and a member who was away reading the messages of one who left."""
-import time
 
 
 def test_room_lifecycle_in_chromium(server, people):
@@ -74,15 +73,20 @@ def test_room_lifecycle_in_chromium(server, people):
     alice.wait("one member", lambda: alice.js("return document.querySelectorAll('[data-testid=member]').length") == 1)
     bob.open_room("Team (from Alice)")
     bob.wait("the removal notice", lambda: "removed" in (bob.js("return document.getElementById('room-notice').textContent") or ""))
+    # No waiting for something not to happen: the server closed Bob's connection (the page says
+    # so) before Alice writes, and `send` returns once her message is committed.
+    bob.wait("Bob's connection closed as removed",
+             lambda: bob.js("return document.getElementById('connection-state').dataset.state") == "removed")
     alice.send("secret after removal")
-    time.sleep(1.5)
     assert "secret after removal" not in bob.texts()
     assert bob.js("return document.getElementById('composer-input').disabled")
-    # Even after a reload, the removed key reads nothing new.
+    # Even after a reload, the removed key reads nothing new: the page no longer connects with it
+    # (and the server refuses a removed key at connect, RoomFlowTests).
     bob.open(server)
     bob.unlock("bob-password-1")
     bob.open_room("Team (from Alice)")
-    time.sleep(1.5)
+    bob.wait("the reloaded page shows the room as removed",
+             lambda: bob.js("return document.getElementById('connection-state').dataset.state") == "removed")
     assert "secret after removal" not in bob.texts()
 
     for person in (alice, bob):
