@@ -107,6 +107,9 @@ let package = Package(
             ],
             path: "Tests/HushTestSupport"
         ),
+        // The shared room scenario vectors (Tests/Fixtures/room-scenarios) against `RoomState`;
+        // the web client runs the same files (tests/js/scenarios.test.mjs).
+        .testTarget(name: "HushProtocolTests", dependencies: ["HushProtocol", "ThemisKit"]),
         .testTarget(
             name: "HushServerTests",
             dependencies: [

@@ -17,7 +17,7 @@ public actor RoomClient {
         /// The server says a member is gone, but the departure signature does not verify.
         case memberGone(key: String)
         case rotationDue(count: Int)
-        case rejected(seq: Int, reason: String)
+        case rejected(seq: Int, reason: RoomState.Reason)
         case removed
         case roomDeleted
         /// A chat message with the sender's timestamp, instead of `message` once
@@ -312,10 +312,15 @@ public actor RoomClient {
 
     private func wakeRotationWaiter(_ id: Int) { rotationWaiters.removeValue(forKey: id)?.resume() }
 
-    /// Reads history after `after` (default: the last seen), every page, in order.
+    /// Reads history after `after` (default: the last seen), every page, in order. Messages
+    /// already read come back too: the caller asked for this stretch of history.
     public func history(after: Int? = nil) async throws -> [Event] {
+        try await readHistory(after: after).map(interpret)
+    }
+
+    private func readHistory(after: Int?) async throws -> [RoomState.Event] {
         var after = after ?? state.lastSeq
-        var events: [Event] = []
+        var events: [RoomState.Event] = []
         while true {
             var request = WireMessage(type: "history")
             request.room = room
@@ -323,7 +328,7 @@ public actor RoomClient {
             let reply = try await connection.request(request)
             let asked = after
             for envelope in (reply.messages ?? []).prefix(Limits.standard.maxHistoryPage) {
-                events.append(interpret(state.receive(envelope)))
+                events.append(state.receive(envelope))
                 after = max(after, envelope.seq)
             }
             guard reply.more == true else { return events }
@@ -361,23 +366,18 @@ public actor RoomClient {
         return summary
     }
 
-    /// Re-reads the room summary (`hello`) and the history not seen yet on this connection.
+    /// Re-reads the room summary (`hello`) and the history not seen yet on this connection;
+    /// duplicates of messages already shown (pushed meanwhile) are not shown again.
     public func refresh() async throws {
         let hello = try await connection.request(WireMessage(type: "hello"))
         apply(hello.rooms?.first { $0.room == room })
-        for event in try await history() { sink.yield(event) }
+        for event in try await readHistory(after: nil) where !event.isDuplicate { sink.yield(interpret(event)) }
     }
 
     private func apply(_ summary: RoomSummary?) {
-        for entry in (summary?.formerMembers ?? []).prefix(Limits.standard.maxMembersPerRoom)
-        where state.admitFormer(entry) {
-            memberSignatures[entry.key] = nil
-        }
-        for member in (summary?.members ?? []).prefix(Limits.standard.maxMembersPerRoom)
-        where state.admit(key: member.key, signature: member.signature.bytes) {
-            memberSignatures[member.key] = member.signature.bytes
-        }
         wrapRequired = summary?.wrapRequired ?? false
+        guard let summary else { return }
+        memberSignatures = state.sync(members: summary.members, former: summary.formerMembers ?? [])
     }
 
     /// Reopens a room from its saved state, e.g. after the server restarted elsewhere. An owner
@@ -434,7 +434,7 @@ public actor RoomClient {
                 for waiter in rotationWaiters.values { waiter.resume() }
                 rotationWaiters = [:]
             }
-            sink.yield(interpret(event))
+            if !event.isDuplicate { sink.yield(interpret(event)) }
         case "member_joined":
             guard let key = push.key, let signature = push.signature?.bytes, state.admit(key: key, signature: signature) else { return }
             memberSignatures[key] = signature
@@ -502,10 +502,14 @@ public actor RoomClient {
 
     private func interpret(_ event: RoomState.Event) -> Event {
         switch event {
-        case .chat(let seq, let from, _, let ts, let text):
+        case .chat(let seq, let from, _, let ts, let text), .duplicate(let seq, let from, _, let ts, let text):
             return detailedMessages ? .chat(seq: seq, from: from, ts: ts, text: text) : .message(seq: seq, from: from, text: text)
         case .rotated(let seq, let epoch): return .rotated(seq: seq, epoch: epoch)
         case .rejected(let seq, let reason): return .rejected(seq: seq, reason: reason)
         }
     }
+}
+
+private extension RoomState.Event {
+    var isDuplicate: Bool { if case .duplicate = self { true } else { false } }
 }

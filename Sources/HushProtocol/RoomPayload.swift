@@ -87,6 +87,11 @@ public enum RoomPayload {
         else { throw .undecryptable }
         guard let inner = try? SecureMessage.verify(signed, with: sender) else { throw .badSignature }
         let message = try parse(ChatMessage.self, inner)
+        // Version 1, a counter from 1 (§6.1), and numbers JSON keeps exact: the web client can
+        // hold no other, so neither client takes another.
+        guard message.v == 1, (0...RoomState.maxSeq).contains(message.epoch), (1...RoomState.maxSeq).contains(message.counter),
+              (0...Int64(RoomState.maxSeq)).contains(message.ts)
+        else { throw .malformed }
         guard message.room == room, message.epoch == epoch else { throw .wrongRoomOrEpoch }
         return message
     }
@@ -124,7 +129,8 @@ public enum RoomPayload {
     static func verifyRotation(_ signed: [UInt8], room: String, newEpoch: Int, owner: ThemisPublicKey) throws(PayloadError) -> [UInt8] {
         guard let inner = try? SecureMessage.verify(signed, with: owner) else { throw .badSignature }
         let grant = try parse(RoomKeyGrant.self, inner)
-        guard grant.type == "rotation", grant.room == room, grant.epoch == newEpoch else { throw .wrongRoomOrEpoch }
+        guard grant.type == "rotation" else { throw .malformed }
+        guard grant.room == room, grant.epoch == newEpoch else { throw .wrongRoomOrEpoch }
         guard grant.key.bytes.count == roomKeyBytes else { throw .malformed }
         return grant.key.bytes
     }

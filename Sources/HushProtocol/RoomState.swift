@@ -6,8 +6,40 @@ public struct RoomState: Sendable {
     public enum Event: Sendable, Equatable {
         case chat(seq: Int, from: String, counter: Int, ts: Int64, text: String)
         case rotated(seq: Int, epoch: Int)
+        /// The message already accepted at this very seq (a push read again through history):
+        /// opened and verified again, it changes nothing and is not news. It carries the
+        /// message so that an explicit re-read of history can list it.
+        case duplicate(seq: Int, from: String, counter: Int, ts: Int64, text: String)
         /// Dropped: a replay, a sender the owner never admitted, or a blob that does not open.
-        case rejected(seq: Int, reason: String)
+        case rejected(seq: Int, reason: Reason)
+    }
+
+    /// Why an envelope was dropped. The same codes as the web client (`REASONS` in
+    /// web/app/formats.mjs), so that both clients answer the shared room scenario vectors
+    /// (Tests/Fixtures/room-scenarios) with the same code.
+    public enum Reason: String, Sendable, Equatable, CustomStringConvertible {
+        case missingKey, undecryptable, badSignature, notMember, malformed, wrongRoom, replay
+
+        init(_ error: PayloadError) {
+            switch error {
+            case .undecryptable: self = .undecryptable
+            case .badSignature: self = .badSignature
+            case .malformed: self = .malformed
+            case .wrongRoomOrEpoch: self = .wrongRoom
+            }
+        }
+
+        public var description: String {
+            switch self {
+            case .missingKey: "missing epoch key"
+            case .undecryptable: "cannot be decrypted"
+            case .badSignature: "bad signature"
+            case .notMember: "sender is not a member"
+            case .malformed: "malformed content"
+            case .wrongRoom: "wrong room or epoch"
+            case .replay: "replayed message"
+            }
+        }
     }
 
     public let room: String
@@ -59,16 +91,30 @@ public struct RoomState: Sendable {
     public var myKey: String { KeyID.json(me.publicKey) }
     public var currentKey: [UInt8] { keys[epoch]! }
 
-    /// Admits a member if the owner's signature over it verifies.
+    /// Admits a member if the owner's signature over it verifies. The owner is never a member.
     @discardableResult
     public mutating func admit(key: String, signature: [UInt8]) -> Bool {
         // A departed key is retired for good (§4.7): its old signature cannot bring it back.
-        guard former[key] == nil, Statement.verify(signature, signs: Statement.membership(room: room, key: key), by: owner) else { return false }
+        guard key != KeyID.json(owner), former[key] == nil,
+              Statement.verify(signature, signs: Statement.membership(room: room, key: key), by: owner) else { return false }
         members.insert(key)
         return true
     }
 
-    public mutating func forget(key: String) { members.remove(key) }
+    /// The room lists of `hello` (§4.1), former members first: the server's member list replaces
+    /// this one. Each entry is admitted through its signature; a member the list no longer holds
+    /// is gone, unexplained, as of the last seq seen. Returns the verified member signatures.
+    @discardableResult
+    public mutating func sync(members entries: [MemberEntry], former formerEntries: [FormerMemberEntry]) -> [String: [UInt8]] {
+        let bound = Limits.standard.maxMembersPerRoom
+        for entry in formerEntries.prefix(bound) { admitFormer(entry) }
+        var listed: [String: [UInt8]] = [:]
+        for entry in entries.prefix(bound) where admit(key: entry.key, signature: entry.signature.bytes) {
+            listed[entry.key] = entry.signature.bytes
+        }
+        for key in members where listed[key] == nil { retire(key, until: lastSeq, departure: nil) }
+        return listed
+    }
 
     /// A departed member as this state knows it: up to which sequence number its messages count,
     /// and how it departed when the departure signature verified (nil: not verifiable).
@@ -84,24 +130,29 @@ public struct RoomState: Sendable {
     /// A departure pushed by the server (`member_left`, `member_removed`): the key stops being a
     /// member; if it was one, its messages up to `until` stay valid. Returns whether the
     /// departure signature verifies (a removal by the owner, a leave by the key itself).
+    /// An `until` outside 0...2^53−1 means nothing: the last seq seen stands in for it.
     @discardableResult
     public mutating func depart(key: String, until: Int, departure: Departure, signature: [UInt8]?) -> Bool {
         let verified = signature.map {
             Statement.verifyDeparture(departure, signature: $0, room: room, key: key, owner: owner)
         } ?? false
-        if members.remove(key) != nil || former[key] != nil {
-            // A departure happens once: never let a later claim extend the window.
-            let bound = min(max(until, 0), former[key]?.until ?? Int.max)
-            former[key] = FormerMember(until: bound, departure: verified ? departure : former[key]?.departure)
-        }
+        retire(key, until: (0...Self.maxSeq).contains(until) ? until : lastSeq, departure: verified ? departure : nil)
         return verified
     }
 
+    /// Moves a member (or a former member) to `former`; nothing for a key never admitted.
+    private mutating func retire(_ key: String, until: Int, departure: Departure?) {
+        guard members.remove(key) != nil || former[key] != nil else { return }
+        // A departure happens once: never let a later claim extend the window.
+        former[key] = FormerMember(until: min(until, former[key]?.until ?? Int.max), departure: departure ?? former[key]?.departure)
+    }
+
     /// A former member listed by `hello`: admitted like a member (the owner's membership
-    /// signature must verify), then departed at `until`. Returns whether the membership verified.
+    /// signature must verify), then departed at `until`. Returns whether the entry was taken;
+    /// one with an `until` outside 0...2^53−1 is not.
     @discardableResult
     public mutating func admitFormer(_ entry: FormerMemberEntry) -> Bool {
-        guard entry.key != KeyID.json(owner), entry.key != myKey,
+        guard entry.key != KeyID.json(owner), entry.key != myKey, (0...Self.maxSeq).contains(entry.until),
               Statement.verify(entry.signature.bytes, signs: Statement.membership(room: room, key: entry.key), by: owner)
         else { return false }
         if former[entry.key] == nil && !members.contains(entry.key) {
@@ -156,12 +207,18 @@ public struct RoomState: Sendable {
     /// stay exact up to 2^53 (§1), and the web client holds the same bound.
     public static let maxSeq = (1 << 53) - 1
 
+    /// The longest `from` an envelope may carry, counted in UTF-16 units like the web client
+    /// (`parseEnvelope`), so that both refuse exactly the same envelopes.
+    static let maxFromLength = 128
+
     /// Interprets one envelope from the server (push or history). One that is not well formed
-    /// (another room, a sequence number or epoch out of range, an unknown kind) changes nothing.
+    /// (another room, a sequence number, epoch or time out of range, an oversized `from`, an
+    /// unknown kind) changes nothing, not even `lastSeq`.
     public mutating func receive(_ envelope: Envelope) -> Event {
         guard envelope.room == room, (1...Self.maxSeq).contains(envelope.seq), (0...Self.maxSeq).contains(envelope.epoch),
+              (0...Int64(Self.maxSeq)).contains(envelope.at), envelope.from.utf16.count <= Self.maxFromLength,
               ["message", "rotation"].contains(envelope.kind) else {
-            return .rejected(seq: envelope.seq, reason: "malformed envelope")
+            return .rejected(seq: envelope.seq, reason: .malformed)
         }
         lastSeq = max(lastSeq, envelope.seq)
         switch envelope.kind {
@@ -171,28 +228,36 @@ public struct RoomState: Sendable {
     }
 
     private mutating func receiveChat(_ envelope: Envelope) -> Event {
-        let reject = { (reason: String) in Event.rejected(seq: envelope.seq, reason: reason) }
+        let reject = { (reason: Reason) in Event.rejected(seq: envelope.seq, reason: reason) }
         let formerMember = former[envelope.from].map { envelope.seq <= $0.until } ?? false
         guard envelope.from == KeyID.json(owner) || members.contains(envelope.from) || envelope.from == myKey || formerMember else {
-            return reject("sender not admitted by the owner")
+            return reject(.notMember)
         }
-        guard let key = keys[envelope.epoch], let payload = envelope.payload?.bytes,
-              let sender = try? KeyID.key(fromJSON: envelope.from) else { return reject("no key for epoch") }
+        guard let key = keys[envelope.epoch] else { return reject(.missingKey) }
+        guard let payload = envelope.payload?.bytes, let sender = try? KeyID.key(fromJSON: envelope.from) else {
+            return reject(.malformed)
+        }
         let message: ChatMessage
         do {
             message = try RoomPayload.open(payload, roomKey: key, room: room, epoch: envelope.epoch, sender: sender)
         } catch {
-            return reject("payload does not open: \(error)")
+            return reject(Reason(error))
         }
-        if let seq = accepted[envelope.from]?[message.counter], seq != envelope.seq { return reject("replayed counter") }
+        if let seq = accepted[envelope.from]?[message.counter] {
+            guard seq == envelope.seq else { return reject(.replay) }
+            return .duplicate(seq: envelope.seq, from: envelope.from, counter: message.counter, ts: message.ts, text: message.text)
+        }
         accepted[envelope.from, default: [:]][message.counter] = envelope.seq
         if envelope.from == myKey { myCounter = max(myCounter, message.counter) }
         return .chat(seq: envelope.seq, from: envelope.from, counter: message.counter, ts: message.ts, text: message.text)
     }
 
     private mutating func receiveRotation(_ envelope: Envelope) -> Event {
-        guard envelope.from == KeyID.json(owner) else { return .rejected(seq: envelope.seq, reason: "rotation not from owner") }
-        guard envelope.epoch >= 1 else { return .rejected(seq: envelope.seq, reason: "rotation to epoch 0") }
+        let reject = { (reason: Reason) in Event.rejected(seq: envelope.seq, reason: reason) }
+        // Only the owner rotates: anyone else's rotation is as good as a bad signature.
+        guard envelope.from == KeyID.json(owner) else { return reject(.badSignature) }
+        // Epoch 0 is the room's first key, never the result of a rotation.
+        guard envelope.epoch >= 1 else { return reject(.malformed) }
         if keys[envelope.epoch] != nil { return .rotated(seq: envelope.seq, epoch: envelope.epoch) }
         let newKey: [UInt8]
         do {
@@ -201,10 +266,10 @@ public struct RoomState: Sendable {
             } else if let payload = envelope.payload?.bytes, let old = keys[envelope.epoch - 1] {
                 newKey = try RoomPayload.openRotation(payload: payload, oldKey: old, room: room, newEpoch: envelope.epoch, owner: owner)
             } else {
-                return .rejected(seq: envelope.seq, reason: "rotation not readable by this key")
+                return reject(.missingKey)
             }
         } catch {
-            return .rejected(seq: envelope.seq, reason: "rotation does not open: \(error)")
+            return reject(Reason(error))
         }
         keys[envelope.epoch] = newKey
         epoch = max(epoch, envelope.epoch)

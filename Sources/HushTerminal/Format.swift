@@ -50,7 +50,7 @@ public enum Format {
         case .joinRequested(let key): return "* \(short(key)) asked to join; answered with the room key"
         case .rotationDue(let count): return "* \(count) messages since the last rotation: rotating the room key"
         case .sendHeld: return "* a member left: your message waits for the owner's key rotation"
-        case .rejected(let seq, let reason): return "! message #\(seq) dropped: \(sanitize(reason))"
+        case .rejected(let seq, let reason): return "! message #\(seq) dropped: \(reason)"
         case .removed: return "* you were removed from this room"
         case .roomDeleted: return "* the room was deleted"
         }
@@ -94,7 +94,7 @@ public enum Format {
         case .joinRequested(let key): return JSONEvent(type: "join_requested", from: fingerprint(ofKey: key), key: key)
         case .rotationDue(let count): return JSONEvent(type: "rotation_due", count: count)
         case .sendHeld: return JSONEvent(type: "send_held")
-        case .rejected(let seq, let reason): return JSONEvent(type: "rejected", seq: seq, reason: reason)
+        case .rejected(let seq, let reason): return JSONEvent(type: "rejected", seq: seq, reason: reason.rawValue)
         case .removed: return JSONEvent(type: "removed")
         case .roomDeleted: return JSONEvent(type: "room_deleted")
         }

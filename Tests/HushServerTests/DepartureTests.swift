@@ -61,7 +61,7 @@ import ThemisKit
             var carolState = await carol.state
             let late = try Self.envelope(from: &bobState, seq: 2, text: "after removal")
             let verdict = carolState.receive(late)
-            #expect(verdict == .rejected(seq: 2, reason: "sender not admitted by the owner"))
+            #expect(verdict == .rejected(seq: 2, reason: .notMember))
         }
     }
 

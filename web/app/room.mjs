@@ -135,7 +135,10 @@ export async function syncFormer(state, entries) {
     const { key, signature, until, departure, departureSignature } = entry;
     if (typeof key !== 'string' || key === state.owner || key === state.me) continue;
     if (!Number.isSafeInteger(until) || until < 0 || (departure !== 'left' && departure !== 'removed')) continue;
-    if (state.members[key] !== signature && !state.former[key] && !await verifyMembership(state, key, signature)) continue;
+    // Only a signature already verified for this key skips verification (§4.1): a former key
+    // listed again with another signature is an unverified entry, not a narrower `until`.
+    const known = state.members[key] ?? state.former[key]?.signature;
+    if (known !== signature && !await verifyMembership(state, key, signature)) continue;
     if (!state.members[key] && !state.former[key]) state.members[key] = signature;
     await depart(state, key, { departure, signature: departureSignature, until });
   }
@@ -211,7 +214,7 @@ export function parseEnvelope(state, m) {
  * Interprets one envelope. Returns
  *   {type: 'chat', seq, at, from, ts, text, counter, own}
  *   {type: 'rotation', seq, at, epoch}
- *   {type: 'rejected', seq, at, from, epoch, reason}
+ *   {type: 'rejected', seq, at, from, epoch, reason, code}   (code: a key of REASONS, as Swift's RoomState.Reason)
  *   {type: 'duplicate', seq}   (already shown at this seq)
  */
 export async function receive(state, env) {
@@ -222,13 +225,14 @@ export async function receive(state, env) {
     return { ...base, ...await receiveChat(state, env) };
   } catch (error) {
     if (!(error instanceof PayloadError)) throw error;
-    return { ...base, type: 'rejected', from: env.from, epoch: env.epoch, reason: REASONS[error.reason] ?? error.reason };
+    return { ...base, type: 'rejected', from: env.from, epoch: env.epoch, reason: REASONS[error.reason] ?? error.reason, code: error.reason };
   }
 }
 
 function isAdmitted(state, from, seq) {
-  if (from === state.owner || from === state.me || state.members[from]) return true;
-  const former = state.former[from];
+  // Own properties only: a sender named `__proto__` or `constructor` is no member.
+  if (from === state.owner || from === state.me || Object.hasOwn(state.members, from)) return true;
+  const former = Object.hasOwn(state.former, from) ? state.former[from] : null;
   return Boolean(former && seq <= former.untilSeq);
 }
 
@@ -250,6 +254,7 @@ async function receiveChat(state, env) {
 
 async function receiveRotation(state, env) {
   if (env.from !== state.owner) throw new PayloadError('badSignature', 'rotation not from the owner');
+  if (env.epoch < 1) throw new PayloadError('malformed', 'epoch 0 is never the result of a rotation');
   if (state.keys[env.epoch]) return env.epoch;
   const meta = { room: state.room, epoch: env.epoch, owner: ownerKey(state) };
   let key;
