@@ -102,11 +102,7 @@ public actor ChatSession {
         record.rotateEvery = summary.rotateEvery
         let session = await ChatSession(store: store, client: client, record: record, summary: summary)
         try await session.persist(force: true)
-        if record.role == .owner, summary.sinceRotation >= summary.rotateEvery {
-            // Another client of this owner (a running `open`, a second process) may rotate first:
-            // then this one has caught up through the refresh and has nothing left to do.
-            do { try await session.rotate() } catch let error as HushError where error.code == .epochMismatch {}
-        }
+        if record.role == .owner, summary.sinceRotation >= summary.rotateEvery { try await session.rotate() }
         return session
     }
 
@@ -197,7 +193,9 @@ public actor ChatSession {
         return seq
     }
 
-    /// Owner: a new room key now. The key is saved before the rotation is sent.
+    /// Owner: a new room key now. The key is saved before the rotation is sent. When another
+    /// client of this owner (a running `open`, a second process) rotated first, the client has
+    /// caught up with that rotation and nothing is left to do: returns 0.
     @discardableResult
     public func rotate() async throws -> Int {
         guard isOwner else { throw ChatError("only the room's owner can rotate its key") }
@@ -210,6 +208,11 @@ public actor ChatSession {
             ownSeqs.insert(seq)
             try await persist(force: true)
             return seq
+        } catch let error as HushError where error.code == .epochMismatch {
+            try? clearPending()
+            sinceRotation = 0
+            try await persist(force: true)
+            return 0
         } catch {
             try? clearPending()
             throw error

@@ -107,8 +107,15 @@ final class HushProcess: @unchecked Sendable {
         let process = try HushProcess(arguments, environment: environment)
         process.closeInput()
         let status = try await process.exit()
-        // Let the pipes drain.
-        for await _ in process.lines {}
+        // Let the pipes drain (bounded: a pipe that never reports its end must not hang the test).
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask { [lines = process.lines] in for await _ in lines {}; return true }
+            group.addTask { try await Task.sleep(for: .seconds(20)); return false }
+            defer { group.cancelAll() }
+            guard try await group.next() == true else {
+                throw TestFailure("hush \(arguments) exited but its output did not end; stdout: \(process.stdout)")
+            }
+        }
         return (status, process.stdout, process.stderr)
     }
 }
