@@ -242,15 +242,18 @@ public actor RoomClient {
     /// Sends a chat message and returns its sequence number (protocol v2, §4.4). The same
     /// `messageID` goes with every attempt, so a retry can never store the message twice.
     /// `stale_epoch` (a rotation this client has not read yet): it reads the rotation and
-    /// seals the text again under the new key, once. `rotation_pending` (a member left): the
-    /// owner rotates; a member waits up to `rotationWait` for the owner's rotation.
+    /// seals the text again under the new key. `rotation_pending` (a member left): the owner
+    /// rotates; a member waits up to `rotationWait` for a rotation past the room's epoch that
+    /// the refusal carries. Each new attempt needs a newer key than the one before, and there
+    /// are at most `maxReseals` of them: in a busy room a rotation can land again between
+    /// reading one and sending, and the person must still see one message, not an error.
     /// `reserveCounter` sees the counter the message would use and returns the one to use
     /// (≥ it) once that is saved: a key store keeps counters unique across processes and
     /// crashes by saving before anything leaves (write-ahead).
     @discardableResult
     public func send(_ text: String, messageID: [UInt8] = RoomPayload.randomBytes(16), rotationWait: Duration = .seconds(60),
                      reserveCounter: (@Sendable (_ next: Int) async throws -> Int)? = nil) async throws -> Int {
-        var resealed = false
+        var reseals = 0
         while true {
             if let reserveCounter { state.raiseCounter(to: try await reserveCounter(state.sentCounter + 1) - 1) }
             var request = WireMessage(type: "send")
@@ -260,8 +263,8 @@ public actor RoomClient {
             request.payload = Base64Bytes(try state.compose(text: text, now: Int64(Date().timeIntervalSince1970 * 1000)))
             do {
                 return try await connection.request(request).seq ?? 0
-            } catch let error as HushError where !resealed && [.staleEpoch, .rotationPending].contains(error.code) {
-                resealed = true
+            } catch let error as HushError where reseals < Self.maxReseals && [.staleEpoch, .rotationPending].contains(error.code) {
+                reseals += 1
                 let sealedUnder = request.epoch ?? 0
                 if error.code == .staleEpoch {
                     try await refresh()
@@ -270,12 +273,18 @@ public actor RoomClient {
                     try await rotate()
                 } else {
                     sink.yield(.sendHeld)
-                    try await waitForRotation(beyond: sealedUnder, timeout: rotationWait)
+                    // Past the epoch the room had when it refused, not just past the one this
+                    // was sealed under: a rotation committed before the departure (and read
+                    // after the refusal) still leaves the room owing the wrapped one.
+                    try await waitForRotation(beyond: max(sealedUnder, error.epoch ?? sealedUnder), timeout: rotationWait)
                 }
                 guard state.epoch > sealedUnder else { throw error }
             }
         }
     }
+
+    /// How many times one `send` seals its text again under a newer key before it gives up.
+    static let maxReseals = 8
 
     /// Waits until a rotation past `epoch` has been read (push or history), or `timeout`.
     private func waitForRotation(beyond epoch: Int, timeout: Duration) async throws {
