@@ -126,25 +126,34 @@ public actor RoomClient {
     /// there, so that a crash right after the server accepted it cannot lose the key).
     @discardableResult
     public func rotate(prepare: (@Sendable (_ epoch: Int, _ key: [UInt8]) async throws -> Void)? = nil) async throws -> Int {
-        var request = WireMessage(type: "rotate")
-        request.room = room
-        let rotation = try state.makeRotation(wrappedFor: wrapRequired ? state.members.sorted() : nil)
-        try await prepare?(rotation.epoch, rotation.key)
-        request.epoch = rotation.epoch
-        request.payload = rotation.payload.map(Base64Bytes.init)
-        request.wraps = rotation.wraps
-        let reply: WireMessage
-        do {
-            reply = try await connection.request(request)
-        } catch let error as HushError where error.code == .epochMismatch {
-            // Another client of this owner rotated first: catch up with the server (members,
-            // and the rotation through history) before the caller tries again.
-            try await refresh()
-            throw error
+        var refreshed = false
+        while true {
+            var request = WireMessage(type: "rotate")
+            request.room = room
+            let rotation = try state.makeRotation(wrappedFor: wrapRequired ? state.members.sorted() : nil)
+            try await prepare?(rotation.epoch, rotation.key)
+            request.epoch = rotation.epoch
+            request.payload = rotation.payload.map(Base64Bytes.init)
+            request.wraps = rotation.wraps
+            let reply: WireMessage
+            do {
+                reply = try await connection.request(request)
+            } catch let error as HushError where error.code == .epochMismatch {
+                // Another client of this owner rotated first: catch up with the server (members,
+                // and the rotation through history) before the caller tries again.
+                try await refresh()
+                throw error
+            } catch let error as HushError where error.code == .wrapsRequired && !refreshed {
+                // A departure (or a join) whose push this client has not read yet: the room's
+                // keys are the server's. Read them (`hello`) and wrap again, once.
+                refreshed = true
+                try await refresh()
+                continue
+            }
+            state.install(rotation)
+            wrapRequired = false
+            return reply.seq ?? 0
         }
-        state.install(rotation)
-        wrapRequired = false
-        return reply.seq ?? 0
     }
 
     /// Removes a member with a signed request, then rotates with per-member wraps.
