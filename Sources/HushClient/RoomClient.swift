@@ -68,6 +68,9 @@ public actor RoomClient {
     /// Sends held by `rotation_pending`, woken by the next rotation read.
     private var rotationWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
     private var nextRotationWaiter = 0
+    /// After a reconnect, the last sequence number read before it: a rotation committed in
+    /// between is read from here (`history()`, `refresh()`), not from `lastSeq`.
+    private var unreadAfter: Int?
     public nonisolated let events: AsyncStream<Event>
     private let sink: AsyncStream<Event>.Continuation
 
@@ -311,9 +314,11 @@ public actor RoomClient {
 
     private func wakeRotationWaiter(_ id: Int) { rotationWaiters.removeValue(forKey: id)?.resume() }
 
-    /// Reads history after `after` (default: the last seen), every page, in order.
+    /// Reads history after `after` (default: the last seen, or where a reconnect left a gap),
+    /// every page, in order.
     public func history(after: Int? = nil) async throws -> [Event] {
-        var after = after ?? state.lastSeq
+        let start = after ?? unreadAfter ?? state.lastSeq
+        var after = start
         var events: [Event] = []
         while true {
             var request = WireMessage(type: "history")
@@ -324,8 +329,10 @@ public actor RoomClient {
                 events.append(interpret(state.receive(envelope)))
                 after = envelope.seq
             }
-            guard reply.more == true else { return events }
+            guard reply.more == true else { break }
         }
+        if let gap = unreadAfter, start <= gap { unreadAfter = nil }
+        return events
     }
 
     /// Leaves the room with a signed statement (§6.5); the key is retired.
@@ -345,6 +352,9 @@ public actor RoomClient {
             guard newServer.publicKey == server.publicKey else { throw ClientError.serverKeyMismatch }
             server = newServer
         }
+        // What was committed while no connection was open is never pushed, and the first push
+        // on the new one moves `lastSeq` past it: history reads from here until that is read.
+        unreadAfter = min(unreadAfter ?? state.lastSeq, state.lastSeq)
         if existing == nil {
             connection.close()
             connection = try await HushConnection.open(server: server, key: state.me)
