@@ -68,6 +68,9 @@ public actor RoomClient {
     /// Sends held by `rotation_pending`, woken by the next rotation read.
     private var rotationWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
     private var nextRotationWaiter = 0
+    /// After a reconnect, the last sequence number read before it: a rotation committed in
+    /// between is read from here (`history()`, `refresh()`), not from `lastSeq`.
+    private var unreadAfter: Int?
     public nonisolated let events: AsyncStream<Event>
     private let sink: AsyncStream<Event>.Continuation
 
@@ -143,25 +146,34 @@ public actor RoomClient {
     /// there, so that a crash right after the server accepted it cannot lose the key).
     @discardableResult
     public func rotate(prepare: (@Sendable (_ epoch: Int, _ key: [UInt8]) async throws -> Void)? = nil) async throws -> Int {
-        var request = WireMessage(type: "rotate")
-        request.room = room
-        let rotation = try state.makeRotation(wrappedFor: wrapRequired ? state.members.sorted() : nil)
-        try await prepare?(rotation.epoch, rotation.key)
-        request.epoch = rotation.epoch
-        request.payload = rotation.payload.map(Base64Bytes.init)
-        request.wraps = rotation.wraps
-        let reply: WireMessage
-        do {
-            reply = try await connection.request(request)
-        } catch let error as HushError where error.code == .epochMismatch {
-            // Another client of this owner rotated first: catch up with the server (members,
-            // and the rotation through history) before the caller tries again.
-            try await refresh()
-            throw error
+        var refreshed = false
+        while true {
+            var request = WireMessage(type: "rotate")
+            request.room = room
+            let rotation = try state.makeRotation(wrappedFor: wrapRequired ? state.members.sorted() : nil)
+            try await prepare?(rotation.epoch, rotation.key)
+            request.epoch = rotation.epoch
+            request.payload = rotation.payload.map(Base64Bytes.init)
+            request.wraps = rotation.wraps
+            let reply: WireMessage
+            do {
+                reply = try await connection.request(request)
+            } catch let error as HushError where error.code == .epochMismatch {
+                // Another client of this owner rotated first: catch up with the server (members,
+                // and the rotation through history) before the caller tries again.
+                try await refresh()
+                throw error
+            } catch let error as HushError where error.code == .wrapsRequired && !refreshed {
+                // A departure (or a join) whose push this client has not read yet: the room's
+                // keys are the server's. Read them (`hello`) and wrap again, once.
+                refreshed = true
+                try await refresh()
+                continue
+            }
+            state.install(rotation)
+            wrapRequired = false
+            return reply.seq ?? 0
         }
-        state.install(rotation)
-        wrapRequired = false
-        return reply.seq ?? 0
     }
 
     /// Removes a member with a signed request, then rotates with per-member wraps.
@@ -261,15 +273,18 @@ public actor RoomClient {
     /// Sends a chat message and returns its sequence number (protocol v2, §4.4). The same
     /// `messageID` goes with every attempt, so a retry can never store the message twice.
     /// `stale_epoch` (a rotation this client has not read yet): it reads the rotation and
-    /// seals the text again under the new key, once. `rotation_pending` (a member left): the
-    /// owner rotates; a member waits up to `rotationWait` for the owner's rotation.
+    /// seals the text again under the new key. `rotation_pending` (a member left): the owner
+    /// rotates; a member waits up to `rotationWait` for a rotation past the room's epoch that
+    /// the refusal carries. Each new attempt needs a newer key than the one before, and there
+    /// are at most `maxReseals` of them: in a busy room a rotation can land again between
+    /// reading one and sending, and the person must still see one message, not an error.
     /// `reserveCounter` sees the counter the message would use and returns the one to use
     /// (≥ it) once that is saved: a key store keeps counters unique across processes and
     /// crashes by saving before anything leaves (write-ahead).
     @discardableResult
     public func send(_ text: String, messageID: [UInt8] = RoomPayload.randomBytes(16), rotationWait: Duration = .seconds(60),
                      reserveCounter: (@Sendable (_ next: Int) async throws -> Int)? = nil) async throws -> Int {
-        var resealed = false
+        var reseals = 0
         while true {
             if let reserveCounter { state.raiseCounter(to: try await reserveCounter(state.sentCounter + 1) - 1) }
             var request = WireMessage(type: "send")
@@ -277,10 +292,13 @@ public actor RoomClient {
             request.epoch = state.epoch
             request.messageId = Base64Bytes(messageID)
             request.payload = Base64Bytes(try state.compose(text: text, now: Int64(Date().timeIntervalSince1970 * 1000)))
+            let counter = state.sentCounter
             do {
-                return try await connection.request(request).seq ?? 0
-            } catch let error as HushError where !resealed && [.staleEpoch, .rotationPending].contains(error.code) {
-                resealed = true
+                let seq = try await connection.request(request).seq ?? 0
+                state.recordSent(counter: counter, seq: seq)
+                return seq
+            } catch let error as HushError where reseals < Self.maxReseals && [.staleEpoch, .rotationPending].contains(error.code) {
+                reseals += 1
                 let sealedUnder = request.epoch ?? 0
                 if error.code == .staleEpoch {
                     try await refresh()
@@ -289,12 +307,18 @@ public actor RoomClient {
                     try await rotate()
                 } else {
                     sink.yield(.sendHeld)
-                    try await waitForRotation(beyond: sealedUnder, timeout: rotationWait)
+                    // Past the epoch the room had when it refused, not just past the one this
+                    // was sealed under: a rotation committed before the departure (and read
+                    // after the refusal) still leaves the room owing the wrapped one.
+                    try await waitForRotation(beyond: max(sealedUnder, error.epoch ?? sealedUnder), timeout: rotationWait)
                 }
                 guard state.epoch > sealedUnder else { throw error }
             }
         }
     }
+
+    /// How many times one `send` seals its text again under a newer key before it gives up.
+    static let maxReseals = 8
 
     /// Waits until a rotation past `epoch` has been read (push or history), or `timeout`.
     private func waitForRotation(beyond epoch: Int, timeout: Duration) async throws {
@@ -312,14 +336,16 @@ public actor RoomClient {
 
     private func wakeRotationWaiter(_ id: Int) { rotationWaiters.removeValue(forKey: id)?.resume() }
 
-    /// Reads history after `after` (default: the last seen), every page, in order. Messages
-    /// already read come back too: the caller asked for this stretch of history.
+    /// Reads history after `after` (default: the last seen, or where a reconnect left a gap),
+    /// every page, in order. Messages already read come back too: the caller asked for this
+    /// stretch of history.
     public func history(after: Int? = nil) async throws -> [Event] {
         try await readHistory(after: after).map(interpret)
     }
 
     private func readHistory(after: Int?) async throws -> [RoomState.Event] {
-        var after = after ?? state.lastSeq
+        let start = after ?? unreadAfter ?? state.lastSeq
+        var after = start
         var events: [RoomState.Event] = []
         while true {
             var request = WireMessage(type: "history")
@@ -331,10 +357,12 @@ public actor RoomClient {
                 events.append(state.receive(envelope))
                 after = max(after, envelope.seq)
             }
-            guard reply.more == true else { return events }
+            guard reply.more == true else { break }
             // A server that says `more` without moving forward would keep this loop busy forever.
             guard after > asked else { throw ClientError.unexpectedReply("history page without progress") }
         }
+        if let gap = unreadAfter, start <= gap { unreadAfter = nil }
+        return events
     }
 
     /// Leaves the room with a signed statement (§6.5); the key is retired.
@@ -354,6 +382,9 @@ public actor RoomClient {
             guard newServer.publicKey == server.publicKey else { throw ClientError.serverKeyMismatch }
             server = newServer
         }
+        // What was committed while no connection was open is never pushed, and the first push
+        // on the new one moves `lastSeq` past it: history reads from here until that is read.
+        unreadAfter = min(unreadAfter ?? state.lastSeq, state.lastSeq)
         if existing == nil {
             connection.close()
             connection = try await HushConnection.open(server: server, key: state.me)

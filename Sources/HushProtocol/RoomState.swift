@@ -162,6 +162,15 @@ public struct RoomState: Sendable {
         return true
     }
 
+    /// Records this key's own message once the server assigned its seq (it is not pushed back
+    /// to the sending connection): read again through history it is a duplicate, as in the
+    /// web client (`recordSent` in room.mjs).
+    public mutating func recordSent(counter: Int, seq: Int) {
+        guard (1...Self.maxSeq).contains(seq) else { return }
+        accepted[myKey, default: [:]][counter] = seq
+        lastSeq = max(lastSeq, seq)
+    }
+
     /// Moves the counter forward (never back): the next message uses `counter + 1`. A key
     /// store that reserved a counter for this key hands it over here.
     public mutating func raiseCounter(to counter: Int) {

@@ -6,29 +6,11 @@ import Testing
 
 /// The built `hush serve` binary, killed with SIGKILL and restarted.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct DurabilityTests {
-    /// Starts `hush serve --port 0` and returns the process and its URL from the banner.
-    static func serve(data: URL) async throws -> (Process, String) {
-        let process = Process()
-        process.executableURL = HushBinary.url
-        process.arguments = ["serve", "--port", "0", "--data", data.path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let (lines, sink) = AsyncStream.makeStream(of: String.self)
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = handle.availableData
-            if chunk.isEmpty { sink.finish(); handle.readabilityHandler = nil; return }
-            for line in String(decoding: chunk, as: UTF8.self).split(separator: "\n") { sink.yield(String(line)) }
-        }
-        let banner = try await next(lines, timeout: .seconds(30)) { $0.hasPrefix("Hush is listening on ") }
-        return (process, String(banner.dropFirst("Hush is listening on ".count)))
-    }
-
     @Test func ackedMessagesSurviveKillNine() async throws {
         let data = FileManager.default.temporaryDirectory.appendingPathComponent("hush-kill-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: data) }
-        let (first, url) = try await Self.serve(data: data)
-        let info = try await ServerInfo.fetch(url)
+        let first = try await ServeProcess.start(data: data)
+        let info = try await ServerInfo.fetch(first.url)
         let owner = try await RoomClient.create(server: info)
         let count = 25
         for index in 1...count { try await owner.send("durable \(index)") }
@@ -37,12 +19,11 @@ import Testing
         await owner.disconnect()
         let invite = try InviteLink.parse(link).invite
         let (flow, _) = try await sendJoinRequest(invite, server: info)
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+        first.kill()
 
-        let (second, newURL) = try await Self.serve(data: data)
-        defer { second.terminate(); second.waitUntilExit() }
-        let again = try await ServerInfo.fetch(newURL, expectedFingerprint: info.fingerprint)
+        let second = try await ServeProcess.start(data: data)
+        defer { second.stop() }
+        let again = try await ServerInfo.fetch(second.url, expectedFingerprint: info.fingerprint)
         #expect(again.wellKnown.publicKey == info.wellKnown.publicKey)
         let summary = try await owner.reconnect(to: again)
         #expect(summary?.lastSeq == count)
@@ -60,19 +41,18 @@ import Testing
     @Test func formerMembersSurviveKillNine() async throws {
         let data = FileManager.default.temporaryDirectory.appendingPathComponent("hush-former-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: data) }
-        let (first, url) = try await Self.serve(data: data)
-        let info = try await ServerInfo.fetch(url)
+        let first = try await ServeProcess.start(data: data)
+        let info = try await ServerInfo.fetch(first.url)
         let owner = try await RoomClient.create(server: info)
         let bob = try await RoomClient.join(link: try await owner.invite())
         let bobKey = await bob.key
         try await bob.send("from bob")
         try await bob.leave()
-        kill(first.processIdentifier, SIGKILL)
-        first.waitUntilExit()
+        first.kill()
 
-        let (second, newURL) = try await Self.serve(data: data)
-        defer { second.terminate(); second.waitUntilExit() }
-        let again = try await ServerInfo.fetch(newURL, expectedFingerprint: info.fingerprint)
+        let second = try await ServeProcess.start(data: data)
+        defer { second.stop() }
+        let again = try await ServerInfo.fetch(second.url, expectedFingerprint: info.fingerprint)
         let summary = try await owner.reconnect(to: again)
         let entry = try #require(summary?.formerMembers?.first)
         #expect(summary?.formerMembers?.count == 1)

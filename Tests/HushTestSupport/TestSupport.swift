@@ -119,6 +119,58 @@ public enum HushBinary {
     }
 }
 
+/// The built `hush serve` as a child process over a data folder, for tests that `kill -9` it
+/// and start it again on the same folder (and, with `port`, the same URL).
+/// `@unchecked Sendable`: across tasks only its pid, signals and exit wait are used.
+public struct ServeProcess: @unchecked Sendable {
+    public let process: Process
+    /// `http://127.0.0.1:<port>`, from the banner.
+    public let url: String
+
+    /// Starts `hush serve --port <port> --data <data>` (port 0: a free one) plus `arguments`,
+    /// and returns once the banner says where it listens.
+    public static func start(data: URL, port: Int = 0, arguments: [String] = []) async throws -> ServeProcess {
+        let process = Process()
+        process.executableURL = HushBinary.url
+        process.arguments = ["serve", "--port", "\(port)", "--data", data.path] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        let (lines, sink) = AsyncStream.makeStream(of: String.self)
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let chunk = handle.availableData
+            if chunk.isEmpty { sink.finish(); handle.readabilityHandler = nil; return }
+            for line in String(decoding: chunk, as: UTF8.self).split(separator: "\n") { sink.yield(String(line)) }
+        }
+        try process.run()
+        do {
+            let banner = try await next(lines, timeout: .seconds(30)) { $0.hasPrefix("Hush is listening on ") }
+            return ServeProcess(process: process, url: String(banner.dropFirst("Hush is listening on ".count)))
+        } catch {
+            // No banner (the port was taken, say): no process may outlive the attempt.
+            ServeProcess(process: process, url: "").kill()
+            throw error
+        }
+    }
+
+    /// The port from the banner, to start again at the same URL.
+    public var port: Int { Int(url.split(separator: ":").last ?? "") ?? 0 }
+
+    /// SIGKILL: no shutdown, no flush; returns once the process is gone.
+    public func kill() {
+        if process.isRunning { sendSignal(SIGKILL, to: process.processIdentifier) }
+        process.waitUntilExit()
+    }
+
+    /// SIGTERM (the graceful shutdown); returns once the process is gone.
+    public func stop() {
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+    }
+}
+
+/// `kill(2)`, out of reach of `ServeProcess.kill()`'s name.
+private func sendSignal(_ signal: Int32, to pid: Int32) { _ = kill(pid, signal) }
+
 /// Waits for the first event matching `predicate`, within `timeout`.
 public func next<S: AsyncSequence & Sendable>(_ sequence: S, timeout: Duration = .seconds(10),
                                        where predicate: @escaping @Sendable (S.Element) -> Bool) async throws -> S.Element
