@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import HushProtocol
 import Logging
@@ -16,6 +17,8 @@ public struct ServerConfiguration: Sendable {
     public var commitBatch = SQLiteStore.defaultCommitBatch
     /// The server's notion of now (invite expiry, message times); tests inject their own.
     public var clock: @Sendable () -> Date = { Date() }
+    /// Deadlines for TCP connections to the chat port.
+    public var connections = ConnectionLimits()
 
     public init(dataDirectory: URL) { self.dataDirectory = dataDirectory }
 }
@@ -38,7 +41,7 @@ public struct HushServer: Sendable {
         hub = Hub(capacity: configuration.limits.maxOutgoingFrames)
     }
 
-    /// The Hummingbird application; `onListening` receives the actually bound port.
+    /// The Hummingbird application of the chat port; `onListening` receives the actually bound port.
     public func application(logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in })
         -> some ApplicationProtocol {
         let limits = configuration.limits
@@ -54,11 +57,23 @@ public struct HushServer: Sendable {
         wsRouter.ws("/ws") { inbound, outbound, _ in
             await connection.run(inbound: inbound, outbound: outbound)
         }
+        let wsResponder = wsRouter.buildResponder()
         var wsConfiguration = WebSocketServerConfiguration(maxFrameSize: limits.maxFrameBytes)
         wsConfiguration.autoPing = .enabled(timePeriod: .seconds(30))
+        let headTimeout = TimeAmount(configuration.connections.requestHeadTimeout)
+        // The idle timeout covers a kept-alive connection between requests; `ChatChannel` covers
+        // the first request head, which Hummingbird's upgrade channel leaves without a deadline.
+        let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(http1: .init(idleTimeout: headTimeout),
+                                                                              ws: wsConfiguration)
+        let metrics = metrics
+        let server = HTTPServerBuilder { responder in
+            ChatChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: wsResponder,
+                                                           configuration: channelConfiguration),
+                        requestHeadTimeout: headTimeout, metrics: metrics)
+        }
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: wsRouter, configuration: .init(ws: wsConfiguration)),
+            server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "hush"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
             logger: logger

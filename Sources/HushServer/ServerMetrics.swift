@@ -16,7 +16,7 @@ public struct ServerMetrics: Sendable {
         messages = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "messages", unitName: "total", helpText: "Messages committed"))
         rotations = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "rotations", unitName: "total", helpText: "Key rotations committed"))
         refused = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "refused_requests", unitName: "total", helpText: "Requests answered with an error"))
-        closed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "closed_connections", unitName: "total", helpText: "Connections closed for a protocol violation or slow reading"))
+        closed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "closed_connections", unitName: "total", helpText: "Connections closed for a protocol violation, a malformed or late request head, or slow reading"))
     }
 
     public func render() -> String {

@@ -28,8 +28,16 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Writes per SQLite transaction at most (group commit, one fsync per batch); 1 commits each on its own. For benchmarks; default \(SQLiteStore.defaultCommitBatch).")
     var commitBatch: Int?
 
+    @Option(help: "Seconds a connection has to send its request head (and between requests).")
+    var requestHeadTimeout: Double = 10
+
+    func validate() throws {
+        guard requestHeadTimeout > 0 else { throw ValidationError("--request-head-timeout must be positive") }
+    }
+
     func run() async throws {
         var configuration = ServerConfiguration(dataDirectory: URL(fileURLWithPath: data))
+        configuration.connections.requestHeadTimeout = .seconds(requestHeadTimeout)
         if let rateLimit {
             guard rateLimit >= 0 else { throw ValidationError("--rate-limit must be 0 (off) or positive") }
             configuration.limits.requestsPerSecond = rateLimit == 0 ? 1e9 : rateLimit
