@@ -17,7 +17,7 @@ public struct ServerConfiguration: Sendable {
     public var commitBatch = SQLiteStore.defaultCommitBatch
     /// The server's notion of now (invite expiry, message times); tests inject their own.
     public var clock: @Sendable () -> Date = { Date() }
-    /// Deadlines for TCP connections to the chat port.
+    /// Caps and deadlines for TCP connections to the chat port.
     public var connections = ConnectionLimits()
 
     public init(dataDirectory: URL) { self.dataDirectory = dataDirectory }
@@ -65,17 +65,23 @@ public struct HushServer: Sendable {
         // the first request head, which Hummingbird's upgrade channel leaves without a deadline.
         let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(http1: .init(idleTimeout: headTimeout),
                                                                               ws: wsConfiguration)
+        let admission = ConnectionAdmission(limits: configuration.connections)
         let metrics = metrics
         let server = HTTPServerBuilder { responder in
             ChatChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: wsResponder,
                                                            configuration: channelConfiguration),
-                        requestHeadTimeout: headTimeout, metrics: metrics)
+                        admission: admission, requestHeadTimeout: headTimeout, metrics: metrics)
         }
         return Application(
             router: router,
             server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "hush"),
-            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
+            onServerRunning: { channel in
+                try? await channel.eventLoop.submit {
+                    try channel.pipeline.syncOperations.addHandler(AcceptPause(), position: .first)
+                }.get()
+                await onListening(channel.localAddress?.port ?? 0)
+            },
             logger: logger
         )
     }

@@ -28,15 +28,34 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Writes per SQLite transaction at most (group commit, one fsync per batch); 1 commits each on its own. For benchmarks; default \(SQLiteStore.defaultCommitBatch).")
     var commitBatch: Int?
 
+    @Option(help: "Open connections on the chat port; more are answered 503 and closed (default: the open-file limit less 64).")
+    var maxConnections: Int?
+
+    @Option(help: "Open connections from one address; more are answered 429 and closed.")
+    var maxConnectionsPerAddress: Int = ConnectionLimits().maxConnectionsPerAddress
+
     @Option(help: "Seconds a connection has to send its request head (and between requests).")
     var requestHeadTimeout: Double = 10
 
     func validate() throws {
+        guard maxConnectionsPerAddress > 0, maxConnections ?? 1 > 0 else {
+            throw ValidationError("--max-connections and --max-connections-per-address must be positive")
+        }
         guard requestHeadTimeout > 0 else { throw ValidationError("--request-head-timeout must be positive") }
     }
 
     func run() async throws {
+        // Every connection holds a descriptor: take all the process may have, and keep connections
+        // below it so that the database and the runtime never run out (docs/PROTOCOL.md §7).
+        let descriptors = DescriptorLimit.raiseToHard()
         var configuration = ServerConfiguration(dataDirectory: URL(fileURLWithPath: data))
+        if let maxConnections {
+            configuration.connections.maxConnections = maxConnections
+            if maxConnections > DescriptorLimit.connectionBudget {
+                print("Warning: --max-connections \(maxConnections) leaves fewer than \(DescriptorLimit.reserve) of \(descriptors) descriptors for the rest of the server")
+            }
+        }
+        configuration.connections.maxConnectionsPerAddress = maxConnectionsPerAddress
         configuration.connections.requestHeadTimeout = .seconds(requestHeadTimeout)
         if let rateLimit {
             guard rateLimit >= 0 else { throw ValidationError("--rate-limit must be 0 (off) or positive") }

@@ -7,11 +7,13 @@ import Testing
 import ThemisKit
 
 /// Hostile TCP clients before any WebSocket: connections that never finish a request, malformed
-/// requests.
+/// requests, too many connections.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct ConnectionLimitTests {
-    static func limits(headTimeout: Duration = .seconds(1)) -> ConnectionLimits {
+    static func limits(headTimeout: Duration = .seconds(1), total: Int = 1000, perAddress: Int = 1000) -> ConnectionLimits {
         var limits = ConnectionLimits()
         limits.requestHeadTimeout = headTimeout
+        limits.maxConnections = total
+        limits.maxConnectionsPerAddress = perAddress
         return limits
     }
 
@@ -81,6 +83,56 @@ import ThemisKit
                 #expect(closed)
                 socket.close()
             }
+        }
+    }
+
+    /// One address cannot take every slot: beyond its cap it gets 429 at once, while another
+    /// address is served; a freed slot is usable again.
+    @Test func perAddressCap() async throws {
+        try await withTestServer(connections: Self.limits(headTimeout: .seconds(60), perAddress: 8)) { server in
+            var held: [RawSocket] = []
+            for _ in 0..<8 { held.append(try await RawSocket.connect(port: server.port, from: "127.0.0.2")) }
+            #expect(try await rawGet("/healthz", port: server.port)?.status == 200)  // from 127.0.0.1
+            let refused = try await RawSocket.connect(port: server.port, from: "127.0.0.2")
+            let (bytes, closed) = await refused.read(timeout: .seconds(20))
+            #expect(RawResponse(bytes)?.status == 429)
+            #expect(closed)
+            refused.close()
+            // The held connections were not disturbed.
+            #expect(await held[0].read(timeout: .milliseconds(200)).closed == false)
+
+            held.removeLast().close()
+            // The server sees the close a moment later.
+            try await waitUntil(timeout: .seconds(30), "a slot for 127.0.0.2") {
+                try await rawGet("/healthz", port: server.port, from: "127.0.0.2")?.status == 200
+            }
+            for socket in held { socket.close() }
+        }
+    }
+
+    /// A full server answers 503 and closes; it serves again once connections go.
+    @Test func serverCap() async throws {
+        try await withTestServer(connections: Self.limits(headTimeout: .seconds(60), total: 20)) { server in
+            try await Self.expectHushClientServed(server)
+            var sockets: [RawSocket] = []
+            for _ in 0..<30 { sockets.append(try await RawSocket.connect(port: server.port)) }
+            // A held socket stays open for the whole wait; a refused one is answered and closed.
+            let outcomes = await withTaskGroup(of: (closed: Bool, status: Int?).self) { group in
+                for socket in sockets {
+                    group.addTask {
+                        let (bytes, closed) = await socket.read(timeout: .seconds(10))
+                        return (closed, RawResponse(bytes)?.status)
+                    }
+                }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            let refused = outcomes.filter(\.closed)
+            #expect(refused.allSatisfy { $0.status == 503 }, "\(refused.map(\.status))")
+            // The first client's connections may not all be gone yet (URLSession keeps one alive).
+            #expect((10...12).contains(refused.count), "refused \(refused.count) of 30")
+            for socket in sockets { socket.close() }
+            try await waitUntil(timeout: .seconds(30), "a free slot") { try await rawGet("/healthz", port: server.port)?.status == 200 }
+            try await Self.expectHushClientServed(server)
         }
     }
 }
