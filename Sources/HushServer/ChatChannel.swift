@@ -128,9 +128,9 @@ private final class Refusal: ChannelInboundHandler {
 }
 
 /// Closes a connection that has not sent a complete request head within `timeout` of its accept,
-/// and answers a malformed one `400` and closes it. It leaves the pipeline once NIO's upgrade
-/// handler has decided: from then on Hummingbird's idle timeout (HTTP) or the Secure Session
-/// handshake deadline (WebSocket) apply.
+/// answers a malformed one `400` and closes it, and closes one still without a request when the
+/// server quiesces. It leaves the pipeline once NIO's upgrade handler has decided: from then on
+/// Hummingbird's idle timeout (HTTP) or the Secure Session handshake deadline (WebSocket) apply.
 private final class RequestHeadDeadline: ChannelInboundHandler, RemovableChannelHandler {
     // Untyped: after the decision, HTTP parts or WebSocket bytes pass until this handler is gone.
     typealias InboundIn = Any
@@ -172,6 +172,8 @@ private final class RequestHeadDeadline: ChannelInboundHandler, RemovableChannel
         case is HTTPServerUpgradeEvents:
             context.fireUserInboundEventTriggered(event)
             leave(context)
+        case is ChannelShouldQuiesceEvent:
+            context.close(promise: nil)
         default:
             context.fireUserInboundEventTriggered(event)
         }

@@ -37,11 +37,16 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds a connection has to send its request head (and between requests).")
     var requestHeadTimeout: Double = 10
 
+    @Option(help: "Seconds to wait for connections to close after SIGTERM/SIGINT before cutting them.")
+    var shutdownTimeout: Double = 10
+
     func validate() throws {
         guard maxConnectionsPerAddress > 0, maxConnections ?? 1 > 0 else {
             throw ValidationError("--max-connections and --max-connections-per-address must be positive")
         }
-        guard requestHeadTimeout > 0 else { throw ValidationError("--request-head-timeout must be positive") }
+        guard requestHeadTimeout > 0, shutdownTimeout > 0 else {
+            throw ValidationError("--request-head-timeout and --shutdown-timeout must be positive")
+        }
     }
 
     func run() async throws {
@@ -81,9 +86,14 @@ struct Serve: AsyncParsableCommand {
             print("Server key fingerprint: \(fingerprint)")
             fflush(nil)  // the banner must reach a pipe at once: tests and scripts wait for it
         }
-        // SIGTERM/SIGINT: stop accepting, let connections finish, close the database.
-        let services = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint],
-                                                         logger: logger))
-        try await services.run()
+        // SIGTERM/SIGINT: Hummingbird stops accepting and sends every WebSocket a close frame;
+        // connections still open after the shutdown timeout (a peer that never answers the
+        // close) are cancelled, which closes them.
+        var group = ServiceGroupConfiguration(services: [.init(service: app)],
+                                              gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        group.maximumGracefulShutdownDuration = .seconds(shutdownTimeout)
+        // Cancellation only has to close sockets; a hang there is a bug, and the process traps.
+        group.maximumCancellationDuration = .seconds(10)
+        try await ServiceGroup(configuration: group).run()
     }
 }

@@ -101,8 +101,125 @@ final class ServeProcess: @unchecked Sendable {
     }
 }
 
-/// The real `hush serve` under hostile peers: descriptor exhaustion.
+/// A WebSocket client written byte by byte, to behave as no library would.
+enum RawWebSocket {
+    static let upgradeRequest = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+    /// A masked client frame.
+    static func frame(opcode: UInt8, _ payload: [UInt8]) -> [UInt8] {
+        var frame: [UInt8] = [0x80 | opcode]
+        switch payload.count {
+        case ..<126: frame.append(0x80 | UInt8(payload.count))
+        case ..<65536: frame += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+        default: frame.append(0x80 | 127); frame += (0..<8).reversed().map { UInt8((payload.count >> ($0 * 8)) & 0xFF) }
+        }
+        let mask = (0..<4).map { _ in UInt8.random(in: 0...255) }
+        frame += mask
+        frame += payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        return frame
+    }
+
+    /// The first whole server frame in `bytes` (opcode, payload) and its length, or nil.
+    static func parse(_ bytes: [UInt8]) -> (opcode: UInt8, payload: [UInt8], length: Int)? {
+        guard bytes.count >= 2 else { return nil }
+        var length = Int(bytes[1] & 0x7F)
+        var offset = 2
+        if length == 126 {
+            guard bytes.count >= 4 else { return nil }
+            length = Int(bytes[2]) << 8 | Int(bytes[3])
+            offset = 4
+        } else if length == 127 {
+            guard bytes.count >= 10 else { return nil }
+            length = bytes[2..<10].reduce(0) { $0 << 8 | Int($1) }
+            offset = 10
+        }
+        guard bytes.count >= offset + length else { return nil }
+        return (bytes[0] & 0x0F, Array(bytes[offset..<offset + length]), offset + length)
+    }
+
+    /// Upgrades, completes the Secure Session handshake and gets `hello` answered, then returns
+    /// the socket: from then on the caller decides whether to read.
+    static func establishedPeer(port: Int, server: ServerInfo) async throws -> RawSocket {
+        let socket = try await RawSocket.connect(port: port)
+        try await socket.send(upgradeRequest)
+        var buffer = await socket.read(timeout: .seconds(20), until: hasResponseHead).bytes
+        let head = String(decoding: buffer, as: UTF8.self)
+        guard head.hasPrefix("HTTP/1.1 101"), let end = head.range(of: "\r\n\r\n") else {
+            throw TestFailure("no upgrade: \(head)")
+        }
+        buffer.removeFirst(head[..<end.upperBound].utf8.count)
+        func nextFrame() async throws -> [UInt8] {
+            buffer += await socket.read(timeout: .seconds(20)) { parse(buffer + $0) != nil }.bytes
+            guard let (opcode, payload, length) = parse(buffer), opcode == 2 else { throw TestFailure("no binary frame") }
+            buffer.removeFirst(length)
+            return payload
+        }
+        let key = ThemisPrivateKey()
+        let serverID = Array(server.wellKnown.serverId.utf8)
+        let serverKey = server.publicKey
+        var session = SecureSession(id: KeyID.sessionID(key.publicKey), privateKey: key,
+                                    peerKeyLookup: { $0 == serverID ? serverKey : nil })
+        try await socket.send(frame(opcode: 2, try session.connectRequest()))
+        while !session.isEstablished {
+            switch try session.receive(try await nextFrame()) {
+            case .reply(let bytes): try await socket.send(frame(opcode: 2, bytes))
+            case .established(let reply): if let reply { try await socket.send(frame(opcode: 2, reply)) }
+            case .data: throw TestFailure("data before the handshake ended")
+            }
+        }
+        var hello = WireMessage(type: "hello")
+        hello.id = "1"
+        try await socket.send(frame(opcode: 2, try session.wrap(hello.encoded())))
+        guard case .data(let plaintext) = try session.receive(try await nextFrame()),
+              try WireMessage.decode(plaintext).type == "hello" else { throw TestFailure("no hello reply") }
+        return socket
+    }
+}
+
+/// The real `hush serve` under hostile peers: shutdown, descriptor exhaustion.
 @Suite(.serialized, .timeLimit(.minutes(10))) struct ServeResilienceTests {
+    /// SIGTERM ends the process within its shutdown timeout (10 s by default) although one peer
+    /// never reads, so never answers the WebSocket close.
+    @Test func sigtermExitsDespiteAFrozenPeer() async throws {
+        try await ServeProcess.with([]) { server in
+            let info = try await ServerInfo.fetch(server.url)
+            let frozen = try await RawWebSocket.establishedPeer(port: server.port, server: info)
+            let midHandshake = try await RawSocket.connect(port: server.port)
+            try await midHandshake.send(RawWebSocket.upgradeRequest)
+
+            let signalled = ContinuousClock.now
+            kill(server.process.processIdentifier, SIGTERM)
+            let exited = await server.waitForExit(timeout: .seconds(60))
+            print("hush serve exited \(ContinuousClock.now - signalled) after SIGTERM with a frozen peer")
+            #expect(exited, "hush serve still running 60 s after SIGTERM: \(server.text)")
+            #expect(!exited || server.process.terminationStatus == 0, "\(server.text)")
+            // The server did send the close frame; the peer just never read it.
+            let rest = await frozen.read(timeout: .seconds(20))
+            #expect(rest.closed)
+            #expect(RawWebSocket.parse(rest.bytes)?.opcode == 8, "no close frame first: \(rest.bytes.prefix(16))")
+            frozen.close()
+            midHandshake.close()
+        }
+    }
+
+    /// On SIGTERM a connection that has not sent its request head is closed at once: the
+    /// shutdown does not wait out its request-head timeout.
+    @Test func sigtermClosesConnectionsWithoutRequestAtOnce() async throws {
+        try await ServeProcess.with(["--request-head-timeout", "120", "--shutdown-timeout", "120"]) { server in
+            let idle = try await RawSocket.connect(port: server.port)
+            let halfSent = try await RawSocket.connect(port: server.port)
+            try await halfSent.send("GET /healthz HTTP/1.1\r\nHost: hush\r\n")
+            #expect(try await rawGet("/healthz", port: server.port)?.status == 200)
+            kill(server.process.processIdentifier, SIGTERM)
+            #expect(await server.waitForExit(timeout: .seconds(60)), "\(server.text)")
+            #expect(await idle.read(timeout: .seconds(20)).closed)
+            #expect(await halfSent.read(timeout: .seconds(20)).closed)
+            idle.close()
+            halfSent.close()
+        }
+    }
+
     /// With 256 descriptors (192 for connections), 40 Hush clients and 360 idle sockets: the
     /// excess is answered 503 and closed, the server neither traps nor spins, and it serves
     /// again as soon as connections go. (Few handshakes: each must beat the server's 10 s
