@@ -46,10 +46,9 @@ public struct HushServer: Sendable {
         -> some ApplicationProtocol {
         let limits = configuration.limits
         let router = Router()
-        // Request counts and durations through swift-metrics; `hush serve` points them at /metrics.
+        // Request counts and durations through swift-metrics; `hush serve` exports them on its metrics listener.
         router.add(middleware: MetricsMiddleware())
-        WebRoutes(identity: identity, webRoot: configuration.webRoot ?? WebRoutes.defaultWebRoot, metrics: metrics)
-            .add(to: router)
+        WebRoutes(identity: identity, webRoot: configuration.webRoot ?? WebRoutes.defaultWebRoot).add(to: router)
         let relay = Relay(store: store, hub: hub, limits: limits, metrics: metrics, clock: configuration.clock)
         let connection = SessionConnection(identity: identity, relay: relay, hub: hub, limits: limits,
                                            metrics: metrics, logger: logger)
@@ -82,6 +81,28 @@ public struct HushServer: Sendable {
                 }.get()
                 await onListening(channel.localAddress?.port ?? 0)
             },
+            logger: logger
+        )
+    }
+
+    /// `GET /metrics` (Prometheus text) on a listener of its own, kept off the public chat port.
+    public func metricsApplication(host: String, port: Int, logger: Logger,
+                                   onListening: @escaping @Sendable (Int) async -> Void = { _ in })
+        -> some ApplicationProtocol {
+        let router = Router()
+        router.get("/metrics") { [metrics] _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4", .cacheControl: "no-store"],
+                     body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
+        }
+        let idleTimeout = TimeAmount(configuration.connections.requestHeadTimeout)
+        return Application(
+            router: router,
+            // A plain HTTP/1 channel has its idle timeout from the accept on; scrapers beyond
+            // the cap wait in the listen backlog.
+            server: .http1(configuration: .init(idleTimeout: idleTimeout)),
+            configuration: .init(address: .hostname(host, port: port), serverName: "hush",
+                                 availableConnectionsDelegate: .maximum(16, logger: logger)),
+            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
             logger: logger
         )
     }

@@ -3,12 +3,12 @@ import HTTPTypes
 import Hummingbird
 import HushProtocol
 
-/// HTTP: discovery, health, metrics and the web client's static files, each with a strict
-/// Content-Security-Policy.
+/// HTTP on the chat port: discovery, health and the web client's static files, each with a
+/// strict Content-Security-Policy. Metrics are on a listener of their own
+/// (`HushServer.metricsApplication`).
 struct WebRoutes: Sendable {
     let identity: ServerIdentity
     let webRoot: URL
-    let metrics: ServerMetrics
 
     static let securityHeaders: HTTPFields = [
         .contentSecurityPolicy: "default-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
@@ -27,7 +27,6 @@ struct WebRoutes: Sendable {
             respond(Array(RoomPayload.json(identity.wellKnown)), type: "application/json")
         }
         router.get("/healthz") { _, _ in respond(Array("ok\n".utf8), type: "text/plain; charset=utf-8") }
-        router.get("/metrics") { _, _ in respond(Array(metrics.render().utf8), type: "text/plain; version=0.0.4") }
         router.get("/") { _, _ in index() }
         router.get("/**") { request, _ in try file(at: request.uri.path) }
     }

@@ -11,6 +11,7 @@ final class ServeProcess: @unchecked Sendable {
     let folder: TempFolder
     private let output = LockedBuffer()
     private(set) var port = 0
+    private(set) var metricsPort: Int?
 
     init(_ arguments: [String], descriptors: Int? = nil) throws {
         folder = try TempFolder()
@@ -35,14 +36,16 @@ final class ServeProcess: @unchecked Sendable {
 
     static func start(_ arguments: [String] = [], descriptors: Int? = nil) async throws -> ServeProcess {
         let server = try ServeProcess(arguments, descriptors: descriptors)
+        let wantsMetrics = arguments.contains("--metrics-address")
         let deadline = ContinuousClock.now + .seconds(30)
-        while server.port == 0 {
+        while server.port == 0 || (wantsMetrics && server.metricsPort == nil) {
             guard ContinuousClock.now < deadline, server.process.isRunning else {
                 await server.stop()
                 throw TestFailure("hush serve did not start: \(server.output.text)")
             }
             try await Task.sleep(for: .milliseconds(50))
             server.port = Self.port(after: "Hush is listening on http://127.0.0.1:", in: server.output.text) ?? 0
+            server.metricsPort = Self.port(after: "Metrics on http://127.0.0.1:", in: server.output.text)
         }
         return server
     }
@@ -177,7 +180,7 @@ enum RawWebSocket {
     }
 }
 
-/// The real `hush serve` under hostile peers: shutdown, descriptor exhaustion.
+/// The real `hush serve` under hostile peers: shutdown, descriptor exhaustion, metrics.
 @Suite(.serialized, .timeLimit(.minutes(10))) struct ServeResilienceTests {
     /// SIGTERM ends the process within its shutdown timeout (10 s by default) although one peer
     /// never reads, so never answers the WebSocket close.
@@ -217,6 +220,24 @@ enum RawWebSocket {
             #expect(await halfSent.read(timeout: .seconds(20)).closed)
             idle.close()
             halfSent.close()
+        }
+    }
+
+    /// Metrics only on `--metrics-address`; the chat port answers 404.
+    @Test func metricsOnTheirOwnListener() async throws {
+        try await ServeProcess.with(["--metrics-address", "127.0.0.1:0"]) { server in
+            let metricsPort = try #require(server.metricsPort)
+            let metrics = try #require(try await rawGet("/metrics", port: metricsPort))
+            #expect(metrics.status == 200)
+            #expect(metrics.body.contains("hush_connections"))
+            #expect(metrics.headers["content-type"]?.hasPrefix("text/plain") == true)
+            #expect(try await rawGet("/metrics", port: server.port)?.status == 404)
+        }
+
+        try await ServeProcess.with([]) { plain in
+            let status = try await rawGet("/metrics", port: plain.port)?.status
+            #expect(status == 404)
+            #expect(!plain.text.contains("Metrics on"))
         }
     }
 
