@@ -46,6 +46,8 @@ public struct HushServer: Sendable {
         -> some ApplicationProtocol {
         let limits = configuration.limits
         let router = Router()
+        // Outermost, so that it also dresses the errors the others throw.
+        router.add(middleware: SecurityHeadersMiddleware())
         // Request counts and durations through swift-metrics; `hush serve` exports them on its metrics listener.
         router.add(middleware: MetricsMiddleware())
         WebRoutes(identity: identity, webRoot: configuration.webRoot ?? WebRoutes.defaultWebRoot).add(to: router)
@@ -90,6 +92,7 @@ public struct HushServer: Sendable {
                                    onListening: @escaping @Sendable (Int) async -> Void = { _ in })
         -> some ApplicationProtocol {
         let router = Router()
+        router.add(middleware: SecurityHeadersMiddleware())
         router.get("/metrics") { [metrics] _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4", .cacheControl: "no-store"],
                      body: .init(byteBuffer: ByteBuffer(string: metrics.render())))

@@ -3,9 +3,8 @@ import HTTPTypes
 import Hummingbird
 import HushProtocol
 
-/// HTTP on the chat port: discovery, health and the web client's static files, each with a
-/// strict Content-Security-Policy. Metrics are on a listener of their own
-/// (`HushServer.metricsApplication`).
+/// HTTP on the chat port: discovery, health and the web client's static files. Metrics are on a
+/// listener of their own (`HushServer.metricsApplication`).
 struct WebRoutes: Sendable {
     let identity: ServerIdentity
     let webRoot: URL
@@ -32,10 +31,8 @@ struct WebRoutes: Sendable {
     }
 
     func respond(_ body: [UInt8], type: String, status: HTTPResponse.Status = .ok) -> Response {
-        var headers = Self.securityHeaders
-        headers[.contentType] = type
-        headers[.cacheControl] = "no-store"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        Response(status: status, headers: [.contentType: type, .cacheControl: "no-store"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
     /// `index.html` with the server key and id in `<meta>` tags, or a placeholder page.
@@ -78,5 +75,22 @@ struct WebRoutes: Sendable {
     static var defaultWebRoot: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("web")
+    }
+}
+
+/// Puts `WebRoutes.securityHeaders` on every response of the router, errors included: a thrown
+/// error becomes its response here rather than after the middleware chain, where no header is
+/// added.
+struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context,
+                next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            response = try ((error as? any HTTPResponseError) ?? HTTPError(.internalServerError)).response(from: request, context: context)
+        }
+        for field in WebRoutes.securityHeaders { response.headers[field.name] = field.value }
+        return response
     }
 }

@@ -7,7 +7,7 @@ import Testing
 import ThemisKit
 
 /// Hostile TCP clients before any WebSocket: connections that never finish a request, malformed
-/// requests, too many connections.
+/// requests, too many connections; and the security headers on error responses.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct ConnectionLimitTests {
     static func limits(headTimeout: Duration = .seconds(1), total: Int = 1000, perAddress: Int = 1000) -> ConnectionLimits {
         var limits = ConnectionLimits()
@@ -133,6 +133,29 @@ import ThemisKit
             for socket in sockets { socket.close() }
             try await waitUntil(timeout: .seconds(30), "a free slot") { try await rawGet("/healthz", port: server.port)?.status == 200 }
             try await Self.expectHushClientServed(server)
+        }
+    }
+
+    /// Not-found and error responses carry the same security headers as pages; `/metrics` is not
+    /// on the chat port.
+    @Test func securityHeadersOnErrors() async throws {
+        try await withTestServer { server in
+            let requests = [
+                "GET /missing.js HTTP/1.1\r\nHost: hush\r\nConnection: close\r\n\r\n",  // thrown by the file route
+                "GET /metrics HTTP/1.1\r\nHost: hush\r\nConnection: close\r\n\r\n",
+                "POST /healthz HTTP/1.1\r\nHost: hush\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",  // no route
+                "GET /ws HTTP/1.1\r\nHost: hush\r\nConnection: close\r\n\r\n",  // not an upgrade
+            ]
+            for request in requests {
+                let socket = try await RawSocket.connect(port: server.port)
+                try await socket.send(request)
+                let response = try #require(RawResponse(await socket.read(timeout: .seconds(20)).bytes))
+                socket.close()
+                #expect(response.status == 404, "\(request.prefix(30))")
+                #expect(response.headers["content-security-policy"]?.contains("default-src 'self'") == true, "\(request.prefix(30))")
+                #expect(response.headers["x-content-type-options"] == "nosniff", "\(request.prefix(30))")
+                #expect(response.headers["referrer-policy"] == "no-referrer", "\(request.prefix(30))")
+            }
         }
     }
 }
