@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import HushProtocol
 import Logging
@@ -16,6 +17,8 @@ public struct ServerConfiguration: Sendable {
     public var commitBatch = SQLiteStore.defaultCommitBatch
     /// The server's notion of now (invite expiry, message times); tests inject their own.
     public var clock: @Sendable () -> Date = { Date() }
+    /// Caps and deadlines for TCP connections to the chat port.
+    public var connections = ConnectionLimits()
 
     public init(dataDirectory: URL) { self.dataDirectory = dataDirectory }
 }
@@ -38,15 +41,16 @@ public struct HushServer: Sendable {
         hub = Hub(capacity: configuration.limits.maxOutgoingFrames)
     }
 
-    /// The Hummingbird application; `onListening` receives the actually bound port.
+    /// The Hummingbird application of the chat port; `onListening` receives the actually bound port.
     public func application(logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in })
         -> some ApplicationProtocol {
         let limits = configuration.limits
         let router = Router()
-        // Request counts and durations through swift-metrics; `hush serve` points them at /metrics.
+        // Outermost, so that it also dresses the errors the others throw.
+        router.add(middleware: SecurityHeadersMiddleware())
+        // Request counts and durations through swift-metrics; `hush serve` exports them on its metrics listener.
         router.add(middleware: MetricsMiddleware())
-        WebRoutes(identity: identity, webRoot: configuration.webRoot ?? WebRoutes.defaultWebRoot, metrics: metrics)
-            .add(to: router)
+        WebRoutes(identity: identity, webRoot: configuration.webRoot ?? WebRoutes.defaultWebRoot).add(to: router)
         let relay = Relay(store: store, hub: hub, limits: limits, metrics: metrics, clock: configuration.clock)
         let connection = SessionConnection(identity: identity, relay: relay, hub: hub, limits: limits,
                                            metrics: metrics, logger: logger)
@@ -54,12 +58,53 @@ public struct HushServer: Sendable {
         wsRouter.ws("/ws") { inbound, outbound, _ in
             await connection.run(inbound: inbound, outbound: outbound)
         }
+        let wsResponder = wsRouter.buildResponder()
         var wsConfiguration = WebSocketServerConfiguration(maxFrameSize: limits.maxFrameBytes)
         wsConfiguration.autoPing = .enabled(timePeriod: .seconds(30))
+        let headTimeout = TimeAmount(configuration.connections.requestHeadTimeout)
+        // The idle timeout covers a kept-alive connection between requests; `ChatChannel` covers
+        // the first request head, which Hummingbird's upgrade channel leaves without a deadline.
+        let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(http1: .init(idleTimeout: headTimeout),
+                                                                              ws: wsConfiguration)
+        let admission = ConnectionAdmission(limits: configuration.connections)
+        let metrics = metrics
+        let server = HTTPServerBuilder { responder in
+            ChatChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: wsResponder,
+                                                           configuration: channelConfiguration),
+                        admission: admission, requestHeadTimeout: headTimeout, metrics: metrics)
+        }
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: wsRouter, configuration: .init(ws: wsConfiguration)),
+            server: server,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "hush"),
+            onServerRunning: { channel in
+                try? await channel.eventLoop.submit {
+                    try channel.pipeline.syncOperations.addHandler(AcceptPause(), position: .first)
+                }.get()
+                await onListening(channel.localAddress?.port ?? 0)
+            },
+            logger: logger
+        )
+    }
+
+    /// `GET /metrics` (Prometheus text) on a listener of its own, kept off the public chat port.
+    public func metricsApplication(host: String, port: Int, logger: Logger,
+                                   onListening: @escaping @Sendable (Int) async -> Void = { _ in })
+        -> some ApplicationProtocol {
+        let router = Router()
+        router.add(middleware: SecurityHeadersMiddleware())
+        router.get("/metrics") { [metrics] _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4", .cacheControl: "no-store"],
+                     body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
+        }
+        let idleTimeout = TimeAmount(configuration.connections.requestHeadTimeout)
+        return Application(
+            router: router,
+            // A plain HTTP/1 channel has its idle timeout from the accept on; scrapers beyond
+            // the cap wait in the listen backlog.
+            server: .http1(configuration: .init(idleTimeout: idleTimeout)),
+            configuration: .init(address: .hostname(host, port: port), serverName: "hush",
+                                 availableConnectionsDelegate: .maximum(16, logger: logger)),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
             logger: logger
         )

@@ -9,6 +9,7 @@ public struct ServerMetrics: Sendable {
     let rotations: Counter
     let refused: Counter
     let closed: Counter
+    let refusedConnections: Counter
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -16,7 +17,8 @@ public struct ServerMetrics: Sendable {
         messages = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "messages", unitName: "total", helpText: "Messages committed"))
         rotations = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "rotations", unitName: "total", helpText: "Key rotations committed"))
         refused = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "refused_requests", unitName: "total", helpText: "Requests answered with an error"))
-        closed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "closed_connections", unitName: "total", helpText: "Connections closed for a protocol violation or slow reading"))
+        closed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "closed_connections", unitName: "total", helpText: "Connections closed for a protocol violation, a malformed or late request head, or slow reading"))
+        refusedConnections = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "refused_connections", unitName: "total", helpText: "Connections answered 503 or 429 at a connection cap and closed"))
     }
 
     public func render() -> String {

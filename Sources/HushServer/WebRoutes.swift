@@ -3,12 +3,11 @@ import HTTPTypes
 import Hummingbird
 import HushProtocol
 
-/// HTTP: discovery, health, metrics and the web client's static files, each with a strict
-/// Content-Security-Policy.
+/// HTTP on the chat port: discovery, health and the web client's static files. Metrics are on a
+/// listener of their own (`HushServer.metricsApplication`).
 struct WebRoutes: Sendable {
     let identity: ServerIdentity
     let webRoot: URL
-    let metrics: ServerMetrics
 
     static let securityHeaders: HTTPFields = [
         .contentSecurityPolicy: "default-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
@@ -27,16 +26,13 @@ struct WebRoutes: Sendable {
             respond(Array(RoomPayload.json(identity.wellKnown)), type: "application/json")
         }
         router.get("/healthz") { _, _ in respond(Array("ok\n".utf8), type: "text/plain; charset=utf-8") }
-        router.get("/metrics") { _, _ in respond(Array(metrics.render().utf8), type: "text/plain; version=0.0.4") }
         router.get("/") { _, _ in index() }
         router.get("/**") { request, _ in try file(at: request.uri.path) }
     }
 
     func respond(_ body: [UInt8], type: String, status: HTTPResponse.Status = .ok) -> Response {
-        var headers = Self.securityHeaders
-        headers[.contentType] = type
-        headers[.cacheControl] = "no-store"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        Response(status: status, headers: [.contentType: type, .cacheControl: "no-store"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
     /// `index.html` with the server key and id in `<meta>` tags, or a placeholder page.
@@ -79,5 +75,22 @@ struct WebRoutes: Sendable {
     static var defaultWebRoot: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("web")
+    }
+}
+
+/// Puts `WebRoutes.securityHeaders` on every response of the router, errors included: a thrown
+/// error becomes its response here rather than after the middleware chain, where no header is
+/// added.
+struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context,
+                next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            response = try ((error as? any HTTPResponseError) ?? HTTPError(.internalServerError)).response(from: request, context: context)
+        }
+        for field in WebRoutes.securityHeaders { response.headers[field.name] = field.value }
+        return response
     }
 }

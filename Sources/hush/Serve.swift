@@ -28,8 +28,45 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Writes per SQLite transaction at most (group commit, one fsync per batch); 1 commits each on its own. For benchmarks; default \(SQLiteStore.defaultCommitBatch).")
     var commitBatch: Int?
 
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics, or 'off' (env HUSH_METRICS_ADDRESS). Keep it on loopback or a private network.")
+    var metricsAddress: String = ProcessInfo.processInfo.environment["HUSH_METRICS_ADDRESS"] ?? "off"
+
+    @Option(help: "Open connections on the chat port; more are answered 503 and closed (default: the open-file limit less 64).")
+    var maxConnections: Int?
+
+    @Option(help: "Open connections from one address; more are answered 429 and closed.")
+    var maxConnectionsPerAddress: Int = ConnectionLimits().maxConnectionsPerAddress
+
+    @Option(help: "Seconds a connection has to send its request head (and between requests).")
+    var requestHeadTimeout: Double = 10
+
+    @Option(help: "Seconds to wait for connections to close after SIGTERM/SIGINT before cutting them.")
+    var shutdownTimeout: Double = 10
+
+    func validate() throws {
+        guard maxConnectionsPerAddress > 0, maxConnections ?? 1 > 0 else {
+            throw ValidationError("--max-connections and --max-connections-per-address must be positive")
+        }
+        guard requestHeadTimeout > 0, shutdownTimeout > 0 else {
+            throw ValidationError("--request-head-timeout and --shutdown-timeout must be positive")
+        }
+        _ = try Self.parseAddress(metricsAddress)
+    }
+
     func run() async throws {
+        // Every connection holds a descriptor: take all the process may have, and keep connections
+        // below it so that the database and the runtime never run out (docs/PROTOCOL.md §7).
+        let descriptors = DescriptorLimit.raiseToHard()
         var configuration = ServerConfiguration(dataDirectory: URL(fileURLWithPath: data))
+        if let maxConnections {
+            configuration.connections.maxConnections = maxConnections
+            if maxConnections > DescriptorLimit.connectionBudget {
+                print("Warning: --max-connections \(maxConnections) leaves fewer than \(DescriptorLimit.reserve) of \(descriptors) descriptors for the rest of the server")
+            }
+        }
+        configuration.connections.maxConnectionsPerAddress = maxConnectionsPerAddress
+        configuration.connections.requestHeadTimeout = .seconds(requestHeadTimeout)
+        let metricsListener = try Self.parseAddress(metricsAddress)
         if let rateLimit {
             guard rateLimit >= 0 else { throw ValidationError("--rate-limit must be 0 (off) or positive") }
             configuration.limits.requestsPerSecond = rateLimit == 0 ? 1e9 : rateLimit
@@ -54,9 +91,35 @@ struct Serve: AsyncParsableCommand {
             print("Server key fingerprint: \(fingerprint)")
             fflush(nil)  // the banner must reach a pipe at once: tests and scripts wait for it
         }
-        // SIGTERM/SIGINT: stop accepting, let connections finish, close the database.
-        let services = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint],
-                                                         logger: logger))
-        try await services.run()
+        var services: [any Service] = [app]
+        if let (metricsHost, metricsPort) = metricsListener {
+            // First in the list, so shut down last.
+            services.insert(server.metricsApplication(host: metricsHost, port: metricsPort, logger: logger) { port in
+                print("Metrics on http://\(metricsHost):\(port)/metrics")
+                fflush(nil)
+            }, at: 0)
+        }
+        // SIGTERM/SIGINT: Hummingbird stops accepting and sends every WebSocket a close frame;
+        // connections still open after the shutdown timeout (a peer that never answers the
+        // close) are cancelled, which closes them.
+        var group = ServiceGroupConfiguration(services: services.map { .init(service: $0) },
+                                              gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        group.maximumGracefulShutdownDuration = .seconds(shutdownTimeout)
+        // Cancellation only has to close sockets; a hang there is a bug, and the process traps.
+        group.maximumCancellationDuration = .seconds(10)
+        try await ServiceGroup(configuration: group).run()
+    }
+
+    /// `HOST:PORT` (`[IPv6]:PORT`), or nil for `off`.
+    static func parseAddress(_ text: String) throws -> (host: String, port: Int)? {
+        guard text != "off" else { return nil }
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65535).contains(port) else {
+            throw ValidationError("--metrics-address must be HOST:PORT or off")
+        }
+        var host = text[..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        guard !host.isEmpty else { throw ValidationError("--metrics-address must be HOST:PORT or off") }
+        return (String(host), port)
     }
 }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Hummingbird
 import HushClient
 import HushProtocol
@@ -17,13 +20,14 @@ public struct TestServer: Sendable {
     let task: Task<Void, any Error>
     public let dataDirectory: URL
 
-    public static func start(limits: Limits = .standard, dataDirectory: URL? = nil,
-                             clock: ManualClock? = nil) async throws -> TestServer {
+    public static func start(limits: Limits = .standard, connections: ConnectionLimits = ConnectionLimits(),
+                             dataDirectory: URL? = nil, clock: ManualClock? = nil) async throws -> TestServer {
         let directory = dataDirectory ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("hush-test-\(UUID().uuidString)")
         var configuration = ServerConfiguration(dataDirectory: directory)
         configuration.port = 0
         configuration.limits = limits
+        configuration.connections = connections
         configuration.webRoot = directory.appendingPathComponent("web")
         if let clock { configuration.clock = { clock.now } }
         let server = try HushServer(configuration: configuration)
@@ -39,6 +43,8 @@ public struct TestServer: Sendable {
 
     public func info() async throws -> ServerInfo { try await ServerInfo.fetch(url) }
 
+    public var port: Int { Int(url.split(separator: ":").last ?? "") ?? 0 }
+
     public func stop() async {
         task.cancel()
         _ = await task.result
@@ -48,9 +54,10 @@ public struct TestServer: Sendable {
 
 /// Runs `body` against a fresh server and always stops it (awaited) afterwards, also when
 /// `body` throws, so that no server outlives its test.
-public func withTestServer<T: Sendable>(limits: Limits = .standard, clock: ManualClock? = nil,
+public func withTestServer<T: Sendable>(limits: Limits = .standard, connections: ConnectionLimits = ConnectionLimits(),
+                                        clock: ManualClock? = nil,
                                         _ body: (TestServer) async throws -> T) async throws -> T {
-    let server = try await TestServer.start(limits: limits, clock: clock)
+    let server = try await TestServer.start(limits: limits, connections: connections, clock: clock)
     do {
         let result = try await body(server)
         await server.stop()
@@ -202,3 +209,149 @@ public func sendJoinRequest(_ invite: InviteLink, server: ServerInfo) async thro
     try await joiner.request(join)
     return (flow, joiner)
 }
+
+/// A raw TCP connection for hostile-client tests: bytes in and out, nothing in between.
+/// Non-blocking: every wait polls and sleeps, so many of them share the test's few threads.
+public final class RawSocket: Sendable {
+    public let fd: Int32
+    private let isClosed = Mutex(false)
+
+    private init(fd: Int32) { self.fd = fd }
+
+    /// Connects to `host:port` on IPv4, from the source address `source` when given (any
+    /// 127.x.y.z works on Linux loopback).
+    public static func connect(port: Int, host: String = "127.0.0.1", from source: String? = nil,
+                               timeout: Duration = .seconds(20)) async throws -> RawSocket {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw RawSocketError("socket: errno \(errno)") }
+        let raw = RawSocket(fd: fd)
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        if let source {
+            var address = try Self.address(source, port: 0)
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else { throw RawSocketError("bind \(source): errno \(errno)") }
+        }
+        var address = try Self.address(host, port: port)
+        let started = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard started == 0 || errno == EINPROGRESS else { throw RawSocketError("connect: errno \(errno)") }
+        let deadline = ContinuousClock.now + timeout
+        while !raw.poll(POLLOUT) {
+            guard ContinuousClock.now < deadline else { throw RawSocketError("connect timed out") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        var failure: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &failure, &length)
+        guard failure == 0 else { throw RawSocketError("connect: errno \(failure)") }
+        return raw
+    }
+
+    private static func address(_ host: String, port: Int) throws -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { throw RawSocketError("not an IPv4 address: \(host)") }
+        return address
+    }
+
+    private func poll(_ events: Int32) -> Bool {
+        var entry = pollfd(fd: fd, events: Int16(events), revents: 0)
+        return Glibc.poll(&entry, 1, 0) == 1
+    }
+
+    /// Sends all of `bytes`; throws when the peer has closed.
+    public func send(_ bytes: [UInt8], timeout: Duration = .seconds(20)) async throws {
+        var offset = 0
+        let deadline = ContinuousClock.now + timeout
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent > 0 {
+                offset += sent
+            } else if sent < 0, errno == EAGAIN || errno == EWOULDBLOCK, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            } else {
+                throw RawSocketError("send: errno \(errno)")
+            }
+        }
+    }
+
+    public func send(_ text: String) async throws { try await send(Array(text.utf8)) }
+
+    /// What arrives until `done` says the bytes so far are enough, the peer closes (EOF or
+    /// reset), or `timeout` passes. `closed` is true only when the peer closed.
+    public func read(timeout: Duration, until done: ([UInt8]) -> Bool = { _ in false }) async -> (bytes: [UInt8], closed: Bool) {
+        var received: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        let deadline = ContinuousClock.now + timeout
+        while !done(received) {
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if count > 0 {
+                received += chunk[..<count]
+            } else if count == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) {
+                return (received, true)
+            } else if ContinuousClock.now >= deadline {
+                break
+            } else {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        return (received, false)
+    }
+
+    /// Closes the socket; later calls do nothing.
+    public func close() {
+        let wasClosed = isClosed.withLock { closed in
+            defer { closed = true }
+            return closed
+        }
+        if !wasClosed { _ = Glibc.close(fd) }
+    }
+
+    deinit { close() }
+}
+
+public struct RawSocketError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// An HTTP response read raw: status, headers (lowercased names) and body.
+public struct RawResponse: Sendable {
+    public let status: Int
+    public let headers: [String: String]
+    public let body: String
+
+    public init?(_ bytes: [UInt8]) {
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard let end = text.range(of: "\r\n\r\n") else { return nil }
+        body = String(text[end.upperBound...])
+        let lines = text[..<end.lowerBound].components(separatedBy: "\r\n")
+        let statusParts = lines[0].split(separator: " ")
+        guard statusParts.count >= 2, statusParts[0].hasPrefix("HTTP/1."), let status = Int(statusParts[1]) else { return nil }
+        self.status = status
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        self.headers = headers
+    }
+}
+
+/// True once `bytes` hold a whole response head.
+public func hasResponseHead(_ bytes: [UInt8]) -> Bool {
+    String(decoding: bytes, as: UTF8.self).contains("\r\n\r\n")
+}
+
+/// `GET path` over a fresh raw connection that asks to be closed; nil when no response came.
+public func rawGet(_ path: String, port: Int, from source: String? = nil) async throws -> RawResponse? {
+    let socket = try await RawSocket.connect(port: port, from: source)
+    defer { socket.close() }
+    try await socket.send("GET \(path) HTTP/1.1\r\nHost: hush\r\nConnection: close\r\n\r\n")
+    return RawResponse(await socket.read(timeout: .seconds(20)).bytes)
+}
+

@@ -1,0 +1,231 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import HTTPTypes
+import HummingbirdCore
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOHTTP1
+import Prometheus
+import Synchronization
+
+/// The chat port's connections: Hummingbird's HTTP/1 + WebSocket upgrade channel behind the
+/// connection caps and the request-head deadline of `ConnectionLimits`.
+struct ChatChannel: ServerChildChannel {
+    enum Value: ServerChildChannelValue {
+        case admitted(HTTP1WebSocketUpgradeChannel.Value)
+        /// Over a cap: the `Refusal` handler answers and closes it; nothing else to do.
+        case refused(any Channel)
+
+        var channel: any Channel {
+            switch self {
+            case .admitted(let value): value.channel
+            case .refused(let channel): channel
+            }
+        }
+    }
+
+    let base: HTTP1WebSocketUpgradeChannel
+    let admission: ConnectionAdmission
+    let requestHeadTimeout: TimeAmount
+    let metrics: ServerMetrics
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        let value: EventLoopFuture<Value>
+        switch admission.admit(channel.remoteAddress) {
+        case .refused(let status):
+            metrics.refusedConnections.increment()
+            value = channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(Refusal(status: status))
+                return .refused(channel)
+            }
+        case .admitted(let address):
+            channel.closeFuture.whenComplete { [admission] _ in admission.release(address) }
+            value = base.setup(channel: channel, logger: logger).flatMapThrowing { [requestHeadTimeout, metrics] value in
+                // Behind NIO's upgrade handler, so that it sees the request head and parse errors.
+                try channel.pipeline.syncOperations.addHandler(RequestHeadDeadline(timeout: requestHeadTimeout,
+                                                                                   closed: metrics.closed))
+                return .admitted(value)
+            }
+        }
+        // NIO leaves a channel whose setup failed open and unregistered: closing it is ours to do.
+        value.whenFailure { _ in channel.close(promise: nil) }
+        return value
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        guard case .admitted(let value) = value else { return }
+        // This logger only reports how the upgrade decision ended; every connection closed
+        // before its request head (by its peer or by `RequestHeadDeadline`) is an error line
+        // there, which a slowloris would turn into a flood. The WebSocket and HTTP handlers log
+        // through their own loggers.
+        var quiet = logger
+        quiet.logLevel = .critical
+        await base.handle(value: value, logger: quiet)
+    }
+}
+
+/// Open connections on the chat port, in all and per source address.
+final class ConnectionAdmission: Sendable {
+    private let limits: ConnectionLimits
+    private let counts = Mutex<(total: Int, byAddress: [String: Int])>((0, [:]))
+
+    init(limits: ConnectionLimits) { self.limits = limits }
+
+    enum Decision {
+        /// Counted under this address key, to release when the connection closes.
+        case admitted(String)
+        /// `503` when the server is full, `429` when the address is.
+        case refused(HTTPResponse.Status)
+    }
+
+    func admit(_ address: SocketAddress?) -> Decision {
+        let key = address?.ipAddress ?? ""
+        return counts.withLock { counts in
+            guard counts.total < limits.maxConnections else { return .refused(.serviceUnavailable) }
+            guard counts.byAddress[key, default: 0] < limits.maxConnectionsPerAddress else { return .refused(.tooManyRequests) }
+            counts.total += 1
+            counts.byAddress[key, default: 0] += 1
+            return .admitted(key)
+        }
+    }
+
+    func release(_ key: String) {
+        counts.withLock { counts in
+            counts.total -= 1
+            counts.byAddress[key, default: 1] -= 1
+            if counts.byAddress[key] == 0 { counts.byAddress[key] = nil }
+        }
+    }
+}
+
+/// The headers of every response the chat port writes itself, outside the router.
+private func headersOfShortResponse() -> [(String, String)] {
+    [("connection", "close"), ("content-length", "0")]
+        + WebRoutes.securityHeaders.map { ($0.name.canonicalName, $0.value) }
+}
+
+/// Answers a connection over a cap and closes it at once, so that it holds its descriptor only
+/// for that one write.
+private final class Refusal: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let status: HTTPResponse.Status
+
+    init(status: HTTPResponse.Status) { self.status = status }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var text = "HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\n"
+        for (name, value) in headersOfShortResponse() { text += "\(name): \(value)\r\n" }
+        text += "\r\n"
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: text))).assumeIsolated()
+            .whenComplete { _ in context.close(promise: nil) }
+    }
+}
+
+/// Closes a connection that has not sent a complete request head within `timeout` of its accept,
+/// answers a malformed one `400` and closes it, and closes one still without a request when the
+/// server quiesces. It leaves the pipeline once NIO's upgrade handler has decided: from then on
+/// Hummingbird's idle timeout (HTTP) or the Secure Session handshake deadline (WebSocket) apply.
+private final class RequestHeadDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    // Untyped: after the decision, HTTP parts or WebSocket bytes pass until this handler is gone.
+    typealias InboundIn = Any
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let timeout: TimeAmount
+    /// Counts the connections this handler closes.
+    private let closed: Counter
+    private var deadline: Scheduled<Void>?
+    private var answered = false
+
+    init(timeout: TimeAmount, closed: Counter) {
+        self.timeout = timeout
+        self.closed = closed
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { arm(context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(context)
+        context.fireChannelActive()
+    }
+
+    /// The upgrade handler passes the request head on only once it has decided not to upgrade.
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(data)
+        leave(context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case is HTTPServerUpgradeEvents:
+            context.fireUserInboundEventTriggered(event)
+            leave(context)
+        case is ChannelShouldQuiesceEvent:
+            context.close(promise: nil)
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard error is HTTPParserError else { return context.fireErrorCaught(error) }
+        guard !answered else { return }
+        answered = true
+        closed.increment()
+        let head = HTTPResponseHead(version: .http1_1, status: .badRequest, headers: HTTPHeaders(headersOfShortResponse()))
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated()
+            .whenComplete { _ in context.close(promise: nil) }
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        guard deadline == nil else { return }
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [closed] in
+            closed.increment()
+            context.close(promise: nil)
+        }
+    }
+
+    private func leave(_ context: ChannelHandlerContext) {
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
+
+/// Stops accepting for a moment when `accept` fails for want of descriptors. NIO's
+/// `AcceptBackoffHandler` cannot: the listening socket stays registered and readable, so the
+/// event loop would call `accept` again at once, in a busy loop. Turning `autoRead` off
+/// unregisters it.
+final class AcceptPause: ChannelInboundHandler {
+    typealias InboundIn = any Channel
+
+    static let pause: TimeAmount = .milliseconds(500)
+    private var resume: Scheduled<Void>?
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? IOError, [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(error.errnoCode), resume == nil {
+            try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+            resume = context.eventLoop.assumeIsolated().scheduleTask(in: Self.pause) {
+                self.resume = nil
+                try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+            }
+        }
+        context.fireErrorCaught(error)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        resume?.cancel()
+        resume = nil
+    }
+}

@@ -1,0 +1,330 @@
+import Foundation
+import HushClient
+import HushProtocol
+import HushTestSupport
+import Testing
+import ThemisKit
+
+/// `hush serve` as a subprocess, optionally under `prlimit --nofile`.
+final class ServeProcess: @unchecked Sendable {
+    let process = Process()
+    let folder: TempFolder
+    private let output = LockedBuffer()
+    private(set) var port = 0
+    private(set) var metricsPort: Int?
+
+    init(_ arguments: [String], descriptors: Int? = nil) throws {
+        folder = try TempFolder()
+        let serve = ["serve", "--port", "0", "--data", folder.path("data")] + arguments
+        if let descriptors {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+            process.arguments = ["--nofile=\(descriptors):\(descriptors)", "--", HushBinary.url.path] + serve
+        } else {
+            process.executableURL = HushBinary.url
+            process.arguments = serve
+        }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        let output = self.output
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let chunk = handle.availableData
+            if chunk.isEmpty { handle.readabilityHandler = nil } else { output.append(chunk) }
+        }
+        try process.run()
+    }
+
+    static func start(_ arguments: [String] = [], descriptors: Int? = nil) async throws -> ServeProcess {
+        let server = try ServeProcess(arguments, descriptors: descriptors)
+        let wantsMetrics = arguments.contains("--metrics-address")
+        let deadline = ContinuousClock.now + .seconds(30)
+        while server.port == 0 || (wantsMetrics && server.metricsPort == nil) {
+            guard ContinuousClock.now < deadline, server.process.isRunning else {
+                await server.stop()
+                throw TestFailure("hush serve did not start: \(server.output.text)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+            server.port = Self.port(after: "Hush is listening on http://127.0.0.1:", in: server.output.text) ?? 0
+            server.metricsPort = Self.port(after: "Metrics on http://127.0.0.1:", in: server.output.text)
+        }
+        return server
+    }
+
+    private static func port(after prefix: String, in text: String) -> Int? {
+        guard let range = text.range(of: prefix) else { return nil }
+        return Int(text[range.upperBound...].prefix { $0.isNumber })
+    }
+
+    /// Runs `body` against a started server and always stops it (awaited) afterwards.
+    static func with<T: Sendable>(_ arguments: [String] = [], descriptors: Int? = nil,
+                                  _ body: (ServeProcess) async throws -> T) async throws -> T {
+        let server = try await start(arguments, descriptors: descriptors)
+        do {
+            let result = try await body(server)
+            await server.stop()
+            return result
+        } catch {
+            await server.stop()
+            throw error
+        }
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+    var text: String { output.text }
+
+    /// User plus system CPU time so far, from `/proc/PID/stat`.
+    func cpuSeconds() throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8)
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+        guard let user = Double(fields[11]), let system = Double(fields[12]) else { throw TestFailure("bad stat: \(stat)") }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Waits for the process to end; false when it is still running after `timeout`.
+    func waitForExit(timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        return !process.isRunning
+    }
+
+    /// SIGTERM, then SIGKILL if it lingers; removes the data folder. Detached, so that a test
+    /// cancelled by its time limit still waits for the process rather than spinning past it.
+    func stop() async {
+        await Task.detached {
+            if self.process.isRunning {
+                kill(self.process.processIdentifier, SIGTERM)
+                if await !self.waitForExit(timeout: .seconds(60)) {
+                    kill(self.process.processIdentifier, SIGKILL)
+                    _ = await self.waitForExit(timeout: .seconds(60))
+                }
+            }
+            self.folder.remove()
+        }.value
+    }
+}
+
+/// A WebSocket client written byte by byte, to behave as no library would.
+enum RawWebSocket {
+    static let upgradeRequest = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+    /// A masked client frame.
+    static func frame(opcode: UInt8, _ payload: [UInt8]) -> [UInt8] {
+        var frame: [UInt8] = [0x80 | opcode]
+        switch payload.count {
+        case ..<126: frame.append(0x80 | UInt8(payload.count))
+        case ..<65536: frame += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+        default: frame.append(0x80 | 127); frame += (0..<8).reversed().map { UInt8((payload.count >> ($0 * 8)) & 0xFF) }
+        }
+        let mask = (0..<4).map { _ in UInt8.random(in: 0...255) }
+        frame += mask
+        frame += payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        return frame
+    }
+
+    /// The first whole server frame in `bytes` (opcode, payload) and its length, or nil.
+    static func parse(_ bytes: [UInt8]) -> (opcode: UInt8, payload: [UInt8], length: Int)? {
+        guard bytes.count >= 2 else { return nil }
+        var length = Int(bytes[1] & 0x7F)
+        var offset = 2
+        if length == 126 {
+            guard bytes.count >= 4 else { return nil }
+            length = Int(bytes[2]) << 8 | Int(bytes[3])
+            offset = 4
+        } else if length == 127 {
+            guard bytes.count >= 10 else { return nil }
+            length = bytes[2..<10].reduce(0) { $0 << 8 | Int($1) }
+            offset = 10
+        }
+        guard bytes.count >= offset + length else { return nil }
+        return (bytes[0] & 0x0F, Array(bytes[offset..<offset + length]), offset + length)
+    }
+
+    /// Upgrades, completes the Secure Session handshake and gets `hello` answered, then returns
+    /// the socket: from then on the caller decides whether to read.
+    static func establishedPeer(port: Int, server: ServerInfo) async throws -> RawSocket {
+        let socket = try await RawSocket.connect(port: port)
+        try await socket.send(upgradeRequest)
+        var buffer = await socket.read(timeout: .seconds(20), until: hasResponseHead).bytes
+        let head = String(decoding: buffer, as: UTF8.self)
+        guard head.hasPrefix("HTTP/1.1 101"), let end = head.range(of: "\r\n\r\n") else {
+            throw TestFailure("no upgrade: \(head)")
+        }
+        buffer.removeFirst(head[..<end.upperBound].utf8.count)
+        func nextFrame() async throws -> [UInt8] {
+            buffer += await socket.read(timeout: .seconds(20)) { parse(buffer + $0) != nil }.bytes
+            guard let (opcode, payload, length) = parse(buffer), opcode == 2 else { throw TestFailure("no binary frame") }
+            buffer.removeFirst(length)
+            return payload
+        }
+        let key = ThemisPrivateKey()
+        let serverID = Array(server.wellKnown.serverId.utf8)
+        let serverKey = server.publicKey
+        var session = SecureSession(id: KeyID.sessionID(key.publicKey), privateKey: key,
+                                    peerKeyLookup: { $0 == serverID ? serverKey : nil })
+        try await socket.send(frame(opcode: 2, try session.connectRequest()))
+        while !session.isEstablished {
+            switch try session.receive(try await nextFrame()) {
+            case .reply(let bytes): try await socket.send(frame(opcode: 2, bytes))
+            case .established(let reply): if let reply { try await socket.send(frame(opcode: 2, reply)) }
+            case .data: throw TestFailure("data before the handshake ended")
+            }
+        }
+        var hello = WireMessage(type: "hello")
+        hello.id = "1"
+        try await socket.send(frame(opcode: 2, try session.wrap(hello.encoded())))
+        guard case .data(let plaintext) = try session.receive(try await nextFrame()),
+              try WireMessage.decode(plaintext).type == "hello" else { throw TestFailure("no hello reply") }
+        return socket
+    }
+}
+
+/// The real `hush serve` under hostile peers: shutdown, descriptor exhaustion, metrics.
+@Suite(.serialized, .timeLimit(.minutes(10))) struct ServeResilienceTests {
+    /// SIGTERM ends the process within its shutdown timeout (10 s by default) although one peer
+    /// never reads, so never answers the WebSocket close.
+    @Test func sigtermExitsDespiteAFrozenPeer() async throws {
+        try await ServeProcess.with([]) { server in
+            let info = try await ServerInfo.fetch(server.url)
+            let frozen = try await RawWebSocket.establishedPeer(port: server.port, server: info)
+            let midHandshake = try await RawSocket.connect(port: server.port)
+            try await midHandshake.send(RawWebSocket.upgradeRequest)
+
+            let signalled = ContinuousClock.now
+            kill(server.process.processIdentifier, SIGTERM)
+            let exited = await server.waitForExit(timeout: .seconds(60))
+            print("hush serve exited \(ContinuousClock.now - signalled) after SIGTERM with a frozen peer")
+            #expect(exited, "hush serve still running 60 s after SIGTERM: \(server.text)")
+            #expect(!exited || server.process.terminationStatus == 0, "\(server.text)")
+            // The server did send the close frame; the peer just never read it.
+            let rest = await frozen.read(timeout: .seconds(20))
+            #expect(rest.closed)
+            #expect(RawWebSocket.parse(rest.bytes)?.opcode == 8, "no close frame first: \(rest.bytes.prefix(16))")
+            frozen.close()
+            midHandshake.close()
+        }
+    }
+
+    /// On SIGTERM a connection that has not sent its request head is closed at once: the
+    /// shutdown does not wait out its request-head timeout.
+    @Test func sigtermClosesConnectionsWithoutRequestAtOnce() async throws {
+        try await ServeProcess.with(["--request-head-timeout", "120", "--shutdown-timeout", "120"]) { server in
+            let idle = try await RawSocket.connect(port: server.port)
+            let halfSent = try await RawSocket.connect(port: server.port)
+            try await halfSent.send("GET /healthz HTTP/1.1\r\nHost: hush\r\n")
+            #expect(try await rawGet("/healthz", port: server.port)?.status == 200)
+            kill(server.process.processIdentifier, SIGTERM)
+            #expect(await server.waitForExit(timeout: .seconds(60)), "\(server.text)")
+            #expect(await idle.read(timeout: .seconds(20)).closed)
+            #expect(await halfSent.read(timeout: .seconds(20)).closed)
+            idle.close()
+            halfSent.close()
+        }
+    }
+
+    /// Metrics only on `--metrics-address`; the chat port answers 404.
+    @Test func metricsOnTheirOwnListener() async throws {
+        try await ServeProcess.with(["--metrics-address", "127.0.0.1:0"]) { server in
+            let metricsPort = try #require(server.metricsPort)
+            let metrics = try #require(try await rawGet("/metrics", port: metricsPort))
+            #expect(metrics.status == 200)
+            #expect(metrics.body.contains("hush_connections"))
+            #expect(metrics.headers["content-type"]?.hasPrefix("text/plain") == true)
+            #expect(try await rawGet("/metrics", port: server.port)?.status == 404)
+        }
+
+        try await ServeProcess.with([]) { plain in
+            let status = try await rawGet("/metrics", port: plain.port)?.status
+            #expect(status == 404)
+            #expect(!plain.text.contains("Metrics on"))
+        }
+    }
+
+    /// With 256 descriptors (192 for connections), 40 Hush clients and 360 idle sockets: the
+    /// excess is answered 503 and closed, the server neither traps nor spins, and it serves
+    /// again as soon as connections go. (Few handshakes: each must beat the server's 10 s
+    /// handshake deadline, even while other suites keep this process's threads busy.)
+    @Test func descriptorExhaustionIsRefusedNotFatal() async throws {
+        try await ServeProcess.with(["--max-connections-per-address", "1000", "--request-head-timeout", "120"],
+                                    descriptors: 256) { server in
+            let info = try await ServerInfo.fetch(server.url)
+            let flood = ContinuousClock.now
+            let cpuBeforeFlood = try server.cpuSeconds()
+            let clients = try await withThrowingTaskGroup(of: [HushConnection].self) { group in
+                for _ in 0..<4 {
+                    group.addTask {
+                        var opened: [HushConnection] = []
+                        for _ in 0..<10 {
+                            opened.append(try await HushConnection.openRegistered(server: info, key: ThemisPrivateKey()))
+                        }
+                        return opened
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            var idle: [RawSocket] = []
+            for _ in 0..<360 { idle.append(try await RawSocket.connect(port: server.port)) }
+            // A held socket stays open for the whole wait; a refused one is answered and closed.
+            let outcomes = await withTaskGroup(of: (closed: Bool, status: Int?).self) { group in
+                for socket in idle {
+                    group.addTask {
+                        let (bytes, closed) = await socket.read(timeout: .seconds(20))
+                        return (closed, RawResponse(bytes)?.status)
+                    }
+                }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            let refused = outcomes.filter(\.closed)
+            print("flood: \(clients.count) Hush clients, \(360 - refused.count) idle sockets held, \(refused.count) refused; "
+                  + "server CPU \(try server.cpuSeconds() - cpuBeforeFlood) s in \(ContinuousClock.now - flood)")
+            #expect(clients.count == 40)
+            #expect(refused.allSatisfy { $0.status == 503 }, "\(refused.map(\.status))")
+            #expect(40 + 360 - refused.count <= 192)
+            #expect(refused.count >= 40 + 360 - 192)
+
+            // Full: a newcomer is told so at once, and the server idles rather than spins.
+            #expect(try await rawGet("/healthz", port: server.port)?.status == 503)
+            let cpuBefore = try server.cpuSeconds()
+            let window = ContinuousClock.now
+            try await Task.sleep(for: .seconds(5))
+            let cpu = try server.cpuSeconds() - cpuBefore
+            let wall = ContinuousClock.now - window
+            print("full server: \(cpu) s CPU in \(wall)")
+            #expect(cpu < 1, "server busy while full: \(cpu) s CPU in \(wall)")
+            #expect(server.process.isRunning, "\(server.text)")
+
+            for socket in idle { socket.close() }
+            try await waitUntil(timeout: .seconds(30), "a free slot") { try await rawGet("/healthz", port: server.port)?.status == 200 }
+            // The established clients were not disturbed, and a newcomer is served.
+            for client in clients { #expect(try await client.request(WireMessage(type: "hello")).type == "hello") }
+            let newcomer = try await HushConnection.openRegistered(server: info, key: ThemisPrivateKey())
+            for client in clients + [newcomer] { client.close() }
+            for client in clients + [newcomer] { try await client.closed(within: .seconds(20)) }
+            #expect(server.process.isRunning, "\(server.text)")
+        }
+    }
+
+    /// Connections allowed beyond the descriptors: `accept` fails with EMFILE, and the listener
+    /// pauses instead of retrying in a busy loop; it accepts again once descriptors are free.
+    @Test func acceptPausesWhenDescriptorsRunOut() async throws {
+        try await ServeProcess.with(["--max-connections", "1000", "--max-connections-per-address", "1000",
+                                     "--request-head-timeout", "120"], descriptors: 256) { server in
+            var sockets: [RawSocket] = []
+            for _ in 0..<300 { sockets.append(try await RawSocket.connect(port: server.port)) }
+            try await Task.sleep(for: .seconds(1))  // let the server reach its limit
+            let cpuBefore = try server.cpuSeconds()
+            let window = ContinuousClock.now
+            try await Task.sleep(for: .seconds(5))
+            let cpu = try server.cpuSeconds() - cpuBefore
+            let wall = ContinuousClock.now - window
+            print("out of descriptors: \(cpu) s CPU in \(wall)")
+            #expect(cpu < 1, "accept loop busy: \(cpu) s CPU in \(wall)")
+            #expect(server.process.isRunning, "\(server.text)")
+
+            for socket in sockets { socket.close() }
+            try await waitUntil(timeout: .seconds(30), "a free slot") { try await rawGet("/healthz", port: server.port)?.status == 200 }
+            #expect(server.process.isRunning, "\(server.text)")
+        }
+    }
+}
