@@ -3,7 +3,7 @@
 // reconnection with exponential backoff. It knows nothing about rooms.
 import { SecureSession, clientIdFromPublicKey, publicKeyFromPrivate, constantTimeEqual } from '../themis/index.mjs';
 
-const MAX_FRAME_BYTES = 16 * 1024 * 1024; // a history page of 100 large messages
+const MAX_FRAME_BYTES = 4 * 1024 * 1024; // PROTOCOL.md §7: the largest history page is about 1.4 MiB
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
