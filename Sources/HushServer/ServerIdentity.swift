@@ -1,4 +1,9 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import HushProtocol
 import ThemisKit
 
@@ -19,7 +24,14 @@ public struct ServerIdentity: Sendable {
                                         attributes: [.posixPermissions: 0o700])
         let file = directory.appendingPathComponent("server.key")
         if fileManager.fileExists(atPath: file.path) {
-            return ServerIdentity(privateKey: try ThemisPrivateKey(containerBytes: Array(try Data(contentsOf: file))))
+            // A key container is 45 bytes; anything much larger is not ours to parse.
+            let size = (try fileManager.attributesOfItem(atPath: file.path)[.size] as? NSNumber)?.intValue ?? 0
+            guard size <= 4096 else { throw IdentityError("\(file.path) is \(size) bytes: not a server key") }
+            do {
+                return ServerIdentity(privateKey: try ThemisPrivateKey(containerBytes: Array(try Data(contentsOf: file))))
+            } catch {
+                throw IdentityError("\(file.path) is not a valid Themis private key (\(error)); refusing to start")
+            }
         }
         let key = ThemisPrivateKey()
         let temporary = directory.appendingPathComponent("server.key.tmp")
@@ -28,11 +40,27 @@ public struct ServerIdentity: Sendable {
                                      attributes: [.posixPermissions: 0o600]) else {
             throw CocoaError(.fileWriteUnknown)
         }
+        // On disk before anything signed with it leaves: the file, then its name in the folder.
+        try Self.syncToDisk(path: temporary.path, directory: false)
         try fileManager.moveItem(at: temporary, to: file)
+        try Self.syncToDisk(path: directory.path, directory: true)
         return ServerIdentity(privateKey: key)
+    }
+
+    static func syncToDisk(path: String, directory: Bool) throws {
+        let descriptor = open(path, (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC)
+        guard descriptor >= 0 else { throw IdentityError("cannot open \(path) to sync it") }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw IdentityError("cannot sync \(path) to disk") }
     }
 
     public var wellKnown: WellKnown {
         WellKnown(serverId: serverID, publicKey: Base64.encode(publicKey.containerBytes), fingerprint: fingerprint)
     }
+}
+
+/// The server key cannot be read or written safely.
+struct IdentityError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

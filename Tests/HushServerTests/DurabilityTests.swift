@@ -2,10 +2,28 @@ import Foundation
 import HushTestSupport
 import HushClient
 import HushProtocol
+import HushServer
 import Testing
 
 /// The built `hush serve` binary, killed with SIGKILL and restarted.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct DurabilityTests {
+    /// The server key is made once (0600, synced) and read strictly: a damaged or oversized file
+    /// stops the server with a clear error instead of becoming a new identity.
+    @Test func serverKeyIsKeptAndReadStrictly() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("hush-key-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let first = try ServerIdentity.loadOrCreate(in: folder)
+        let file = folder.appendingPathComponent("server.key")
+        let mode = try FileManager.default.attributesOfItem(atPath: file.path)[.posixPermissions] as? NSNumber
+        #expect(mode?.intValue == 0o600)
+        #expect(try ServerIdentity.loadOrCreate(in: folder).publicKey == first.publicKey)
+        for damaged in [Data(repeating: 7, count: 45), Data(repeating: 7, count: 5000)] {
+            try damaged.write(to: file)
+            #expect(throws: (any Error).self) { try ServerIdentity.loadOrCreate(in: folder) }
+            #expect(try Data(contentsOf: file) == damaged, "a damaged key is never replaced by a new identity")
+        }
+    }
+
     @Test func ackedMessagesSurviveKillNine() async throws {
         let data = FileManager.default.temporaryDirectory.appendingPathComponent("hush-kill-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: data) }
