@@ -58,15 +58,12 @@ final class ServeProcess: @unchecked Sendable {
     /// Runs `body` against a started server and always stops it (awaited) afterwards.
     static func with<T: Sendable>(_ arguments: [String] = [], descriptors: Int? = nil,
                                   _ body: (ServeProcess) async throws -> T) async throws -> T {
-        let server = try await start(arguments, descriptors: descriptors)
-        do {
-            let result = try await body(server)
-            await server.stop()
-            return result
-        } catch {
-            await server.stop()
-            throw error
-        }
+        try await using(try await start(arguments, descriptors: descriptors), stop: { await $0.stop() }, body)
+    }
+
+    /// How many descriptors the server has open now, from `/proc/PID/fd`.
+    func openDescriptors() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/fd").count) ?? 0
     }
 
     var url: String { "http://127.0.0.1:\(port)" }
@@ -312,7 +309,8 @@ enum RawWebSocket {
                                      "--request-head-timeout", "120"], descriptors: 256) { server in
             var sockets: [RawSocket] = []
             for _ in 0..<300 { sockets.append(try await RawSocket.connect(port: server.port)) }
-            try await Task.sleep(for: .seconds(1))  // let the server reach its limit
+            // Measure only once the server really is out of descriptors (its table is full).
+            try await waitUntil(timeout: .seconds(60), "the server to run out of descriptors") { server.openDescriptors() >= 250 }
             let cpuBefore = try server.cpuSeconds()
             let window = ContinuousClock.now
             try await Task.sleep(for: .seconds(5))

@@ -57,13 +57,19 @@ public struct TestServer: Sendable {
 public func withTestServer<T: Sendable>(limits: Limits = .standard, connections: ConnectionLimits = ConnectionLimits(),
                                         clock: ManualClock? = nil,
                                         _ body: (TestServer) async throws -> T) async throws -> T {
-    let server = try await TestServer.start(limits: limits, connections: connections, clock: clock)
+    try await using(try await TestServer.start(limits: limits, connections: connections, clock: clock),
+                    stop: { await $0.stop() }, body)
+}
+
+/// Runs `body` with `resource` and always awaits `stop` afterwards, also when `body` throws.
+public func using<Resource: Sendable, T: Sendable>(_ resource: Resource, stop: (Resource) async -> Void,
+                                                   _ body: (Resource) async throws -> T) async throws -> T {
     do {
-        let result = try await body(server)
-        await server.stop()
+        let result = try await body(resource)
+        await stop(resource)
         return result
     } catch {
-        await server.stop()
+        await stop(resource)
         throw error
     }
 }
