@@ -58,10 +58,10 @@ extension Chat {
 
         func run() async throws {
             try await reportingErrors {
-                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
-                let link = try await session.invite(expiresIn: try inviteSeconds(expires))
-                printOut(link)
-                await session.close()
+                try await withSession(store: options.store, room: room) { session in
+                    let link = try await session.invite(expiresIn: try inviteSeconds(expires))
+                    printOut(link)
+                }
             }
         }
     }
@@ -100,9 +100,9 @@ extension Chat {
             try await reportingErrors {
                 let message = text.joined(separator: " ")
                 guard !message.isEmpty else { throw CLIError("nothing to send") }
-                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
-                try await session.send(message)
-                await session.close()
+                try await withSession(store: options.store, room: room) { session in
+                    try await session.send(message)
+                }
             }
         }
     }
@@ -118,18 +118,18 @@ extension Chat {
 
         func run() async throws {
             try await reportingErrors {
-                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
-                let show: @Sendable (RoomClient.Event) -> Void = { [json] event in
-                    if json { printOut(Format.jsonLine(Format.json(event))) } else if let line = Format.line(event, me: session.me) {
-                        printOut(line)
+                try await withSession(store: options.store, room: room) { session in
+                    let show: @Sendable (RoomClient.Event) -> Void = { [json] event in
+                        if json { printOut(Format.jsonLine(Format.json(event))) } else if let line = Format.line(event, me: session.me) {
+                            printOut(line)
+                        }
+                    }
+                    for event in try await session.catchUp(all: all) { show(event) }
+                    if follow {
+                        if !json { printErr("following \(await session.record.name); Ctrl-C to stop") }
+                        await followEvents(session) { event in show(event) }
                     }
                 }
-                for event in try await session.catchUp(all: all) { show(event) }
-                if follow {
-                    if !json { printErr("following \(await session.record.name); Ctrl-C to stop") }
-                    await followEvents(session) { event in show(event) }
-                }
-                await session.close()
             }
         }
     }
@@ -164,11 +164,11 @@ extension Chat {
 
         func run() async throws {
             try await reportingErrors {
-                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
-                let invites = try await session.openInvites()
-                let now = Int64(Date().timeIntervalSince1970)
-                printOut(invites.isEmpty ? "no open invites" : invites.map { Format.inviteLine($0, now: now) }.joined(separator: "\n"))
-                await session.close()
+                try await withSession(store: options.store, room: room) { session in
+                    let invites = try await session.openInvites()
+                    let now = Int64(Date().timeIntervalSince1970)
+                    printOut(invites.isEmpty ? "no open invites" : invites.map { Format.inviteLine($0, now: now) }.joined(separator: "\n"))
+                }
             }
         }
     }
@@ -181,9 +181,9 @@ extension Chat {
 
         func run() async throws {
             try await reportingErrors {
-                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
-                printOut("revoked \(try await session.revokeInvite(prefix: invite))")
-                await session.close()
+                try await withSession(store: options.store, room: room) { session in
+                    printOut("revoked \(try await session.revokeInvite(prefix: invite))")
+                }
             }
         }
     }
@@ -195,11 +195,11 @@ extension Chat {
 
         func run() async throws {
             try await reportingErrors {
-                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
-                for member in await session.members() {
-                    printOut("\(member.fingerprint)  \(member.role)\(member.key == session.me ? " (you)" : "")")
+                try await withSession(store: options.store, room: room) { session in
+                    for member in await session.members() {
+                        printOut("\(member.fingerprint)  \(member.role)\(member.key == session.me ? " (you)" : "")")
+                    }
                 }
-                await session.close()
             }
         }
     }
@@ -212,10 +212,10 @@ extension Chat {
 
         func run() async throws {
             try await reportingErrors {
-                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
-                let removed = try await session.remove(prefix: member)
-                printOut("removed \(Format.fingerprint(ofKey: removed)); the room key was rotated")
-                await session.close()
+                try await withSession(store: options.store, room: room) { session in
+                    let removed = try await session.remove(prefix: member)
+                    printOut("removed \(Format.fingerprint(ofKey: removed)); the room key was rotated")
+                }
             }
         }
     }
@@ -227,10 +227,10 @@ extension Chat {
 
         func run() async throws {
             try await reportingErrors {
-                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
-                try await session.rotate()
-                printOut("rotated; epoch \(await session.client.state.epoch)")
-                await session.close()
+                try await withSession(store: options.store, room: room) { session in
+                    try await session.rotate()
+                    printOut("rotated; epoch \(await session.client.state.epoch)")
+                }
             }
         }
     }

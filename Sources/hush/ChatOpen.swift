@@ -15,24 +15,24 @@ extension Chat {
 
         func run() async throws {
             try await reportingErrors {
-                let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: options.store), room: room)
-                let record = await session.record
-                printOut("* \(record.name) (\(record.role.rawValue)); you are \(Format.short(session.me)); /help for commands, /quit to leave")
-                for event in try await session.catchUp() {
-                    if let line = Format.line(event, me: session.me) { printOut(line) }
-                }
-                let (quit, quitSink) = AsyncStream.makeStream(of: Void.self)
-                let input = Task {
-                    for await line in StandardInput.lines() {
-                        if await !Self.run(LineCommand.parse(line), session) { break }
+                try await withSession(store: options.store, room: room) { session in
+                    let record = await session.record
+                    printOut("* \(record.name) (\(record.role.rawValue)); you are \(Format.short(session.me)); /help for commands, /quit to leave")
+                    for event in try await session.catchUp() {
+                        if let line = Format.line(event, me: session.me) { printOut(line) }
                     }
-                    quitSink.yield()
+                    let (quit, quitSink) = AsyncStream.makeStream(of: Void.self)
+                    let input = Task {
+                        for await line in StandardInput.lines() {
+                            if await !Self.run(LineCommand.parse(line), session) { break }
+                        }
+                        quitSink.yield()
+                    }
+                    await followEvents(session, until: quit) { event in
+                        if let line = Format.line(event, me: session.me) { printOut(line) }
+                    }
+                    input.cancel()
                 }
-                await followEvents(session, until: quit) { event in
-                    if let line = Format.line(event, me: session.me) { printOut(line) }
-                }
-                input.cancel()
-                await session.close()
             }
         }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HushClient
+import HushTerminal
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -61,6 +62,19 @@ struct CLIError: Error, CustomStringConvertible {
 }
 
 /// Runs a command body: user-facing errors go to stderr as one line and exit 1.
+/// Opens a room of the key store, runs `body`, and always closes the session (which writes
+/// what is not saved yet), also when `body` throws.
+func withSession(store flag: String?, room: String, _ body: (ChatSession) async throws -> Void) async throws {
+    let session = try await ChatSession.open(store: try StoreAccess.keyStore(path: flag), room: room)
+    do {
+        try await body(session)
+    } catch {
+        await session.close()
+        throw error
+    }
+    await session.close()
+}
+
 func reportingErrors(_ body: () async throws -> Void) async throws {
     do {
         try await body()
