@@ -78,6 +78,20 @@ final class ServeProcess: @unchecked Sendable {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
+    /// Expects the server alive and far from a busy loop: under 1 s of CPU over 5 s of wall
+    /// time. The bound is generous on purpose (the spin it catches used 2.2–3.4 s even on a
+    /// loaded machine), and load elsewhere can only lower the figure, never raise it.
+    func expectIdle(_ what: String) async throws {
+        let cpuBefore = try cpuSeconds()
+        let window = ContinuousClock.now
+        try await Task.sleep(for: .seconds(5))
+        let cpu = try cpuSeconds() - cpuBefore
+        let wall = ContinuousClock.now - window
+        print("\(what): \(cpu) s CPU in \(wall)")
+        #expect(cpu < 1, "\(what): server busy, \(cpu) s CPU in \(wall)")
+        #expect(process.isRunning, "\(text)")
+    }
+
     /// Waits for the process to end; false when it is still running after `timeout`.
     func waitForExit(timeout: Duration) async -> Bool {
         let deadline = ContinuousClock.now + timeout
@@ -282,14 +296,7 @@ enum RawWebSocket {
 
             // Full: a newcomer is told so at once, and the server idles rather than spins.
             #expect(try await rawGet("/healthz", port: server.port)?.status == 503)
-            let cpuBefore = try server.cpuSeconds()
-            let window = ContinuousClock.now
-            try await Task.sleep(for: .seconds(5))
-            let cpu = try server.cpuSeconds() - cpuBefore
-            let wall = ContinuousClock.now - window
-            print("full server: \(cpu) s CPU in \(wall)")
-            #expect(cpu < 1, "server busy while full: \(cpu) s CPU in \(wall)")
-            #expect(server.process.isRunning, "\(server.text)")
+            try await server.expectIdle("full server")
 
             for socket in idle { socket.close() }
             try await waitUntil(timeout: .seconds(30), "a free slot") { try await rawGet("/healthz", port: server.port)?.status == 200 }
@@ -311,14 +318,7 @@ enum RawWebSocket {
             for _ in 0..<300 { sockets.append(try await RawSocket.connect(port: server.port)) }
             // Measure only once the server really is out of descriptors (its table is full).
             try await waitUntil(timeout: .seconds(60), "the server to run out of descriptors") { server.openDescriptors() >= 250 }
-            let cpuBefore = try server.cpuSeconds()
-            let window = ContinuousClock.now
-            try await Task.sleep(for: .seconds(5))
-            let cpu = try server.cpuSeconds() - cpuBefore
-            let wall = ContinuousClock.now - window
-            print("out of descriptors: \(cpu) s CPU in \(wall)")
-            #expect(cpu < 1, "accept loop busy: \(cpu) s CPU in \(wall)")
-            #expect(server.process.isRunning, "\(server.text)")
+            try await server.expectIdle("out of descriptors")
 
             for socket in sockets { socket.close() }
             try await waitUntil(timeout: .seconds(30), "a free slot") { try await rawGet("/healthz", port: server.port)?.status == 200 }
