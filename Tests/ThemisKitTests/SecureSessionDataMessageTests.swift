@@ -20,6 +20,38 @@ import Testing
                 try SecureSession(restoring: blob(isClient: false), id: [2], privateKey: key, peerKeyLookup: { _ in nil }, clock: clock.closure))
     }
 
+    /// The 12 bytes of a data frame that are the GCM nonce.
+    static func nonce(_ frame: [UInt8]) -> [UInt8] { Array(frame[4..<16]) }
+
+    @Test func copiesOfASessionNeverSendUnderOneNonce() throws {
+        var (client, server, _) = try SessionParties().handshake()
+        var copy = client
+        var spare = client
+        var nonces: Set<[UInt8]> = []
+        for round in 0..<50 {
+            nonces.insert(Self.nonce(try client.wrap([UInt8(round)])))
+            nonces.insert(Self.nonce(try copy.wrap([UInt8(round)])))
+        }
+        #expect(nonces.count == 100)
+        // A copy still speaks the session.
+        #expect(try server.receive(try spare.wrap([7])) == .data([7]))
+    }
+
+    @Test func restoredSessionsSendWithRandomNonces() throws {
+        let clock = ManualClock(1_700_000_000)
+        // Two restores of one saved state share its key: their nonces must still differ.
+        var (first, server) = try Self.restoredPair(clientSequence: 5, serverSequence: 9, clock: clock)
+        var (second, _) = try Self.restoredPair(clientSequence: 5, serverSequence: 9, clock: clock)
+        var nonces: Set<[UInt8]> = []
+        for round in 0..<50 {
+            nonces.insert(Self.nonce(try first.wrap([UInt8(round)])))
+            nonces.insert(Self.nonce(try second.wrap([UInt8(round)])))
+        }
+        #expect(nonces.count == 100)
+        var fresh = try Self.restoredPair(clientSequence: 5, serverSequence: 9, clock: clock).0
+        #expect(try server.receive(try fresh.wrap([1])) == .data([1]))
+    }
+
     @Test func replayAndReorderingAreRejected() throws {
         var (client, server, _) = try SessionParties().handshake()
         let first = try client.wrap([1])

@@ -1,6 +1,7 @@
 import Crypto
 import _CryptoExtras
 import Foundation
+import Synchronization
 
 /// Data messages of an established Secure Session (wire format §6.5):
 ///
@@ -15,16 +16,15 @@ import Foundation
 ///   (`.trailingBytes`).
 /// * Sequence numbers must increase (`SequenceWindow`): Themis accepts replays and reordering
 ///   within ±8.
-/// * The message is authenticated before its sequence number and timestamp are trusted, so a
-///   forged frame always reports `.authenticationFailed` (or the length it claims), never a
-///   window error.
+/// * The message is authenticated before anything in it is trusted: a frame that fails GCM
+///   reports `.authenticationFailed`, whatever it was (forged, cut short, bytes appended),
+///   because nothing unauthenticated is decrypted to tell those apart.
 /// * An authenticated message with an empty payload is rejected (`.emptyInput`); Themis never
 ///   produces one.
 ///
-/// Sending, the IV field is `random(4) ‖ BE64(counter) ‖ random(4)`, the random bytes drawn once
-/// per session: a counter-based GCM nonce (NIST SP 800-38D §8.2.1) never repeats under the
-/// session's fresh key, and costs no system call per message as 16 random bytes would. The
-/// receiver never interprets the IV, so Themis peers are unaffected.
+/// Sending, the IV field comes from `NonceSource`, which a copy of the channel shares, so two
+/// copies of a session can never send under one GCM nonce. The receiver never interprets the
+/// IV, so Themis peers are unaffected.
 struct DataChannel: Sendable {
     static let overhead = 52
     static let ivCount = 16
@@ -40,30 +40,24 @@ struct DataChannel: Sendable {
     let receiveKey: SymmetricKey
     private(set) var sendSequence: UInt32
     private(set) var receiveWindow: SequenceWindow
-    private let ivSalt: UInt64
-    private var ivCounter: UInt64 = 0
+    private let nonces: NonceSource
 
+    /// `nonces`: `.counter` under keys that are new to this channel (a handshake), `.random`
+    /// under keys used before (a restored state), where a counter would start again at zero.
     init(sessionIDOnWire: [UInt8], sendKey: SymmetricKey, receiveKey: SymmetricKey,
-         sendSequence: UInt32, receiveWindow: SequenceWindow) {
+         sendSequence: UInt32, receiveWindow: SequenceWindow, nonces: NonceSource) {
         self.sessionIDOnWire = sessionIDOnWire
         self.sendKey = sendKey
         self.receiveKey = receiveKey
         self.sendSequence = sendSequence
         self.receiveWindow = receiveWindow
-        var generator = SystemRandomNumberGenerator()
-        ivSalt = generator.next()
+        self.nonces = nonces
     }
 
-    /// Encrypts with the next counter-based IV field.
+    /// Encrypts with the next IV field from the channel's nonce source.
     mutating func wrap(_ message: [UInt8], timestamp: UInt64) throws(ThemisError) -> [UInt8] {
-        let (salt, counter) = (ivSalt, ivCounter)
-        let out = try wrap(message, timestamp: timestamp) { out in
-            out.appendBE32(UInt32(truncatingIfNeeded: salt >> 32))
-            out.appendBE64(counter)
-            out.appendBE32(UInt32(truncatingIfNeeded: salt))
-        }
-        ivCounter += 1
-        return out
+        let nonces = nonces
+        return try wrap(message, timestamp: timestamp) { nonces.appendNextIV(to: &$0) }
     }
 
     /// Encrypts with the given 16-byte IV field, to reproduce recorded messages.
@@ -115,7 +109,7 @@ struct DataChannel: Sendable {
                 ciphertext: message[Self.headerCount..<tagStart], tag: message[tagStart...])
             plaintext = try AES.GCM.open(box, using: receiveKey)
         } catch {
-            throw failureReason(message)
+            throw .authenticationFailed
         }
         // Authentic from here on: a bad field means the peer framed it wrongly.
         guard Self.readBE(plaintext, 0, as: UInt32.self) == plaintext.count - 4 else { throw .lengthMismatch }
@@ -130,25 +124,52 @@ struct DataChannel: Sendable {
         return Array(plaintext[(plaintext.startIndex + Self.innerHeaderCount)...])
     }
 
-    /// Names why a message failed GCM verification. The (unauthenticated) length field says
-    /// where the tag should be; if that is not at the end, the frame was cut short or has bytes
-    /// appended. GCM's first data block is encrypted with counter block `nonce ‖ 00000002`.
-    private func failureReason(_ message: [UInt8]) -> ThemisError {
-        var keystream = Array(message[4..<(4 + Self.nonceCount)]) + [0, 0, 0, 2]
-        guard (try? AES.permute(&keystream, key: receiveKey)) != nil else { return .authenticationFailed }
-        let field = (0..<4).map { keystream[$0] ^ message[Self.headerCount + $0] }
-        let announced = Int(Self.readBE(field, 0, as: UInt32.self))
-        let carried = message.count - Self.overhead + 12
-        if announced > carried { return .truncated }
-        if announced < carried { return .trailingBytes }
-        return .authenticationFailed
-    }
-
     private static func readBE<T: FixedWidthInteger, Bytes: Collection<UInt8>>(
         _ bytes: Bytes, _ offset: Int, as: T.Type
     ) -> T where Bytes.Index == Int {
         let start = bytes.startIndex + offset
         return bytes[start..<(start + T.bitWidth / 8)].reduce(0) { $0 << 8 | T($1) }
+    }
+}
+
+/// Where a channel's GCM nonces come from. A reference, so that every copy of a channel (a
+/// `SecureSession` is a value) draws from one source and no nonce is used twice under a key.
+final class NonceSource: Sendable {
+    enum Kind {
+        /// `random(4) ‖ BE64(counter) ‖ random(4)`, the random bytes drawn once: a counter-based
+        /// nonce (NIST SP 800-38D §8.2.1) that never repeats under a fresh key and costs no
+        /// system call per message. Only the first 12 bytes are the nonce.
+        case counter
+        /// 16 random bytes per message (a 96-bit random nonce), for keys that may have been
+        /// used before, as by a restored saved state.
+        case random
+    }
+
+    private let kind: Kind
+    private let salt: UInt64
+    private let counter = Mutex<UInt64>(0)
+
+    init(_ kind: Kind) {
+        self.kind = kind
+        var generator = SystemRandomNumberGenerator()
+        salt = generator.next()
+    }
+
+    func appendNextIV(to out: inout [UInt8]) {
+        switch kind {
+        case .counter:
+            let value = counter.withLock { value in
+                defer { value += 1 }
+                return value
+            }
+            out.appendBE32(UInt32(truncatingIfNeeded: salt >> 32))
+            out.appendBE64(value)
+            out.appendBE32(UInt32(truncatingIfNeeded: salt))
+        case .random:
+            var generator = SystemRandomNumberGenerator()
+            out.appendBE64(generator.next())
+            out.appendBE64(generator.next())
+        }
     }
 }
 

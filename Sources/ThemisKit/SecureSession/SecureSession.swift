@@ -8,7 +8,8 @@ import Foundation
 /// data messages with `wrap(_:)` and `receive(_:)`.
 ///
 /// It is a value with no I/O, threads or global state; the clock (and, for tests, the
-/// ephemeral key and IVs) are injected. Any frame that fails — malformed, forged, replayed,
+/// ephemeral key and IVs) are injected. Copies share the source of sending nonces, so no GCM
+/// nonce is ever used twice, but each keeps its own sequence numbers: use one per connection. Any frame that fails — malformed, forged, replayed,
 /// or arriving in the wrong state — throws a specific `ThemisError` and leaves the session
 /// exactly as it was, so a bad frame from an attacker cannot desynchronise a good session.
 ///

@@ -51,7 +51,8 @@ struct SessionKeySchedule: Sendable {
             sendKey: SymmetricKey(data: isClient ? clientKey : serverKey),
             receiveKey: SymmetricKey(data: isClient ? serverKey : clientKey),
             sendSequence: outgoing ?? (isClient ? clientSeq : serverSeq),
-            receiveWindow: SequenceWindow(initial: incoming ?? (isClient ? serverSeq : clientSeq)))
+            receiveWindow: SequenceWindow(initial: incoming ?? (isClient ? serverSeq : clientSeq)),
+            nonces: NonceSource(outgoing == nil ? .counter : .random))
     }
 
     private func derive(_ label: String, _ count: Int) -> [UInt8] {
