@@ -16,6 +16,12 @@ assert.ok(OVERRIDE === null || (Number.isSafeInteger(OVERRIDE) && OVERRIDE > 0),
 /** Iterations for one loop: its default, or HUSH_FUZZ_ITERATIONS. */
 export const iterations = (n) => OVERRIDE ?? n;
 
+/** HUSH_FUZZ_ONLY (a regular expression): run only the loops whose name matches (for long runs). */
+const ONLY = process.env.HUSH_FUZZ_ONLY ? new RegExp(process.env.HUSH_FUZZ_ONLY) : null;
+
+/** node:test timeout of a fuzz test: generous by default, none for a long run chosen by env. */
+export const TEST_TIMEOUT = { timeout: OVERRIDE === null ? 120_000 : Infinity };
+
 /** A hang bound per decoder call: far above any real call (they take microseconds to milliseconds). */
 export const CALL_BOUND_MS = 20_000;
 
@@ -307,6 +313,7 @@ export const show = (input) => (input instanceof Uint8Array ? `hex ${bytesToHex(
  *   (e.g. every truncation of the short corpus items: see prefixes)
  */
 export async function fuzzLoop({ name, count, generate, run, allowed, accept, fixed = [] }) {
+  if (ONLY && !ONLY.test(name)) return { done: 0, threw: 0 };
   const rng = rngFor(name);
   const total = fixed.length + iterations(count);
   const started = performance.now();
