@@ -3,10 +3,15 @@
 // every reason a message is refused.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bytesToBase64, generateKeyPair, base64UrlToBytes, bytesToBase64Url } from '../../web/themis/index.mjs';
+import { readFileSync } from 'node:fs';
+import { join as joinPath } from 'node:path';
+import { REPO_ROOT } from './helpers.mjs';
+import {
+  bytesToBase64, base64ToBytes, generateKeyPair, base64UrlToBytes, bytesToBase64Url, publicKeyFromPrivate,
+} from '../../web/themis/index.mjs';
 import {
   newRoomState, durable, restoreRoomState, admit, forget, compose, recordSent, makeRotation, install, receive,
-  parseEnvelope, syncMembers, signRemoval, verifyRemoval,
+  parseEnvelope, syncMembers, syncFormer, depart, signRemoval, verifyRemoval,
 } from '../../web/app/room.mjs';
 import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant } from '../../web/app/joins.mjs';
 import { parseInviteFragment } from '../../web/app/formats.mjs';
@@ -168,4 +173,49 @@ test('invite links are parsed strictly', async () => {
     encode({ ...body, token: 'AAAA' }), encode({ ...body, owner: 'AAAA' }), encode({ ...body, room: 'a/b' }), encode([1])]) {
     assert.throws(() => parseInviteFragment(bad), /not a valid Hush invite/);
   }
+});
+
+// Found by tests/js/fuzz-app.test.mjs: hostile `hello` and departure entries (from a server).
+// Scenario 03: bob left at seq 3; his message at seq 4 must stay refused.
+async function departedBob() {
+  const s = JSON.parse(readFileSync(joinPath(REPO_ROOT, 'Tests', 'Fixtures', 'room-scenarios', '03-departures.json'), 'utf8'));
+  const keys = Object.fromEntries(Object.entries(s.keys).map(([n, k]) => [n, base64ToBytes(k)]));
+  const state = newRoomState({
+    room: s.room, owner: bytesToBase64(publicKeyFromPrivate(keys.owner)), privateKey: keys[s.me],
+    epoch: s.start.epoch, roomKey: base64ToBytes(s.start.keys[s.start.epoch]),
+  });
+  state.keys = { ...s.start.keys };
+  for (const entry of s.start.members) assert.ok(await admit(state, entry.key, entry.signature));
+  await syncFormer(state, s.start.formerMembers);
+  const bob = bytesToBase64(publicKeyFromPrivate(keys.bob));
+  const late = s.steps[2].envelope; // bob's message after his `until`
+  assert.equal(late.from, bob);
+  return { s, state, bob, late };
+}
+
+test('hello: a member entry without a signature admits nobody (not even a departed key)', async () => {
+  const { s, state, bob, late } = await departedBob();
+  // Was: `state.members[key] === entry.signature` held for undefined === undefined, so the
+  // entry re-admitted bob unverified and his later message was shown as chat.
+  await syncMembers(state, [...s.start.members, { key: bob }, {}, [], null]);
+  assert.equal(Object.hasOwn(state.members, bob), false);
+  assert.equal(Object.hasOwn(state.members, 'undefined'), false);
+  assert.deepEqual(Object.keys(state.members).sort(), s.start.members.map((m) => m.key).sort());
+  const event = await receive(state, parseEnvelope(state, late));
+  assert.deepEqual([event.type, event.code], ['rejected', 'notMember']);
+});
+
+test('departures and former members named after Object.prototype members change nothing', async () => {
+  const { state } = await departedBob();
+  const before = structuredClone(state);
+  for (const key of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+    // Was: forget() read state.members.constructor (Object) as a signature and wrote
+    // former.constructor = {signature: Object, untilSeq: NaN}; '__proto__' replaced former's prototype.
+    assert.equal(await depart(state, key, { departure: 'left', signature: 'AAAA', until: 9 }), false);
+    await syncFormer(state, [{ key, signature: undefined, until: 1, departure: 'left', departureSignature: 'AAAA' }]);
+  }
+  // Was: a TypeError (Cannot convert object to primitive value) from the property lookup.
+  assert.equal(await depart(state, { toString: 0, valueOf: 0 }, { departure: 'left', signature: 'AAAA', until: 3 }), false);
+  assert.deepStrictEqual(state, before);
+  assert.equal(Object.getPrototypeOf(state.former), Object.prototype);
 });

@@ -15,6 +15,12 @@ const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
 /** The protocol this client speaks (`protocol` of `/.well-known/hush`, docs/PROTOCOL.md §2). */
 export const PROTOCOL_VERSION = 2;
 
+/**
+ * A JSON value as text; objects and arrays become '' (String() of `{"toString": 0}` would throw
+ * a TypeError, and no code or message is an object).
+ */
+const text = (value) => (value !== null && typeof value === 'object' ? '' : String(value));
+
 export class ServerError extends Error {
   constructor(code, message, epoch) {
     super(message || code);
@@ -25,7 +31,7 @@ export class ServerError extends Error {
   /** From the server's (hostile) error object: bounded strings, a valid epoch or none. */
   static from(reply) {
     const epoch = Number.isSafeInteger(reply.epoch) && reply.epoch >= 0 ? reply.epoch : undefined;
-    return new ServerError(String(reply.code).slice(0, 64), String(reply.message ?? '').slice(0, 300), epoch);
+    return new ServerError(text(reply.code).slice(0, 64), text(reply.message ?? '').slice(0, 300), epoch);
   }
 }
 

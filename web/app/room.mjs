@@ -100,6 +100,9 @@ export async function verifyDeparture(state, key, departure, signatureB64) {
   return false;
 }
 
+/** `map[key]` if `key` is the map's own (a hostile key such as 'constructor' is not inherited). */
+const own = (map, key) => (Object.hasOwn(map, key) ? map[key] : undefined);
+
 /**
  * A member left or was removed at `until` (the room's last seq then; default: the last seq seen):
  * its messages with seq ≤ until stay valid, later ones do not. A departure happens once, so a
@@ -107,8 +110,8 @@ export async function verifyDeparture(state, key, departure, signatureB64) {
  * verified, null when not.
  */
 export function forget(state, key, until = state.lastSeq, departure = null) {
-  const known = state.former[key];
-  const signature = state.members[key] ?? known?.signature;
+  const known = own(state.former, key);
+  const signature = own(state.members, key) ?? known?.signature;
   if (signature) {
     const bound = Number.isSafeInteger(until) && until >= 0 ? until : state.lastSeq;
     state.former[key] = {
@@ -120,6 +123,7 @@ export function forget(state, key, until = state.lastSeq, departure = null) {
 
 /** A pushed departure (`member_left`/`member_removed`): verifies it, then forgets; returns whether it verified. */
 export async function depart(state, key, { departure, signature, until }) {
+  if (typeof key !== 'string') return false; // no member has such a key (and it is no property name)
   const verified = await verifyDeparture(state, key, departure, signature);
   forget(state, key, until, verified ? departure : null);
   return verified;
@@ -133,13 +137,13 @@ export async function syncFormer(state, entries) {
   for (const entry of Array.isArray(entries) ? entries.slice(0, 256) : []) {
     if (entry === null || typeof entry !== 'object') continue;
     const { key, signature, until, departure, departureSignature } = entry;
-    if (typeof key !== 'string' || key === state.owner || key === state.me) continue;
+    if (typeof key !== 'string' || typeof signature !== 'string' || key === state.owner || key === state.me) continue;
     if (!Number.isSafeInteger(until) || until < 0 || (departure !== 'left' && departure !== 'removed')) continue;
     // Only a signature already verified for this key skips verification (§4.1): a former key
     // listed again with another signature is an unverified entry, not a narrower `until`.
-    const known = state.members[key] ?? state.former[key]?.signature;
+    const known = own(state.members, key) ?? own(state.former, key)?.signature;
     if (known !== signature && !await verifyMembership(state, key, signature)) continue;
-    if (!state.members[key] && !state.former[key]) state.members[key] = signature;
+    if (!own(state.members, key) && !own(state.former, key)) state.members[key] = signature;
     await depart(state, key, { departure, signature: departureSignature, until });
   }
 }
@@ -148,8 +152,11 @@ export async function syncFormer(state, entries) {
 export async function syncMembers(state, entries) {
   const next = {};
   for (const entry of Array.isArray(entries) ? entries.slice(0, 256) : []) {
-    if (entry && state.members[entry.key] === entry.signature) next[entry.key] = entry.signature;
-    else if (entry && await admit(state, entry.key, entry.signature)) next[entry.key] = entry.signature;
+    // Both strings, or the shortcut below would match an absent signature to an absent member
+    // (`undefined === undefined`) and admit any key, a departed one included, unverified.
+    if (entry === null || typeof entry !== 'object' || typeof entry.key !== 'string' || typeof entry.signature !== 'string') continue;
+    if (Object.hasOwn(state.members, entry.key) && state.members[entry.key] === entry.signature) next[entry.key] = entry.signature;
+    else if (await admit(state, entry.key, entry.signature)) next[entry.key] = entry.signature;
   }
   for (const key of Object.keys(state.members)) if (!next[key]) forget(state, key);
   state.members = next;

@@ -397,7 +397,7 @@ export class RoomClient {
       }
       case 'member_left':
       case 'member_removed': {
-        if (push.room !== this.id || !this.state || !this.state.members[push.key]) return;
+        if (push.room !== this.id || !this.state || typeof push.key !== 'string' || !Object.hasOwn(this.state.members, push.key)) return;
         // The server no longer relays that key either way; the signature tells whether the
         // departure is really the member's own (leave) or the owner's (removal).
         const departure = push.type === 'member_left' ? 'left' : 'removed';
