@@ -521,7 +521,7 @@ public final class SQLiteStore: Store {
         guard retention.isEnabled else { return ExpiryPass(deleted: 0, nextRoom: nil) }
         let batch = max(1, retention.batch)
         return try await write { db in
-            // Each room looked at costs one unit of the batch, each record one more: a pass
+            // Each room looked at costs one unit of the batch, each record read one more: a pass
             // stays bounded however many rooms or records there are.
             let rooms = try Row.fetchAll(db, sql: "SELECT rowid, * FROM rooms WHERE rowid > ? ORDER BY rowid LIMIT ?",
                                          arguments: [afterRoom, batch])
@@ -530,28 +530,36 @@ public final class SQLiteStore: Store {
             for row in rooms {
                 let rowid: Int64 = row["rowid"]
                 budget -= 1
-                let count = try Self.expire(db, room: Self.room(row: row), now: now, retention: retention, budget: budget)
-                deleted += count
-                budget -= count
-                // A room cut short by the budget comes first in the next pass.
-                if budget <= 0 { return ExpiryPass(deleted: deleted, nextRoom: count > 0 ? rowid - 1 : rowid) }
+                let room = try Self.expire(db, room: Self.room(row: row), now: now, retention: retention, budget: budget)
+                deleted += room.deleted
+                budget -= room.read
+                // A room cut short by the budget comes first in the next pass, unless it had
+                // nothing to delete (then it would only be read again).
+                if budget <= 0 { return ExpiryPass(deleted: deleted, nextRoom: room.deleted > 0 ? rowid - 1 : rowid) }
             }
             return ExpiryPass(deleted: deleted, nextRoom: rooms.count == batch ? rooms.last?["rowid"] : nil)
         }
     }
 
-    /// One room's part of a retention pass; returns how many records it deleted.
-    static func expire(_ db: Database, room: RoomRecord, now: Int64, retention: Retention, budget: Int) throws -> Int {
-        guard budget > 0 else { return 0 }
-        func entries(_ sql: String) throws -> [StoredEntry] {
-            try Row.fetchAll(db, sql: "SELECT seq, kind, at FROM messages WHERE room = ? AND \(sql) ORDER BY seq LIMIT ?",
-                             arguments: [room.id, room.expiredThrough, budget])
+    /// One room's part of a retention pass, reading at most `budget` records: how many it read
+    /// and how many it deleted.
+    static func expire(_ db: Database, room: RoomRecord, now: Int64, retention: Retention,
+                       budget: Int) throws -> (read: Int, deleted: Int) {
+        func entries(_ sql: String, limit: Int) throws -> [StoredEntry] {
+            guard limit > 0 else { return [] }
+            return try Row.fetchAll(db, sql: "SELECT seq, kind, at FROM messages WHERE room = ? AND \(sql) ORDER BY seq LIMIT ?",
+                                    arguments: [room.id, room.expiredThrough, limit])
                 .map { StoredEntry(seq: $0["seq"], kind: $0["kind"], at: $0["at"]) }
         }
+        // What may expire first, then the rotations kept below the floor: however many of those
+        // a long-absent key holds back, the floor still moves.
+        let oldest = try entries("seq > ?", limit: budget)
+        let kept = try entries("seq <= ?", limit: budget - oldest.count)
         let minDelivered = try Int.fetchOne(db, sql: "SELECT MIN(delivered) FROM members WHERE room = ?", arguments: [room.id]) ?? 0
         let plan = StorageRules.expiry(expiredThrough: room.expiredThrough, lastSeq: room.lastSeq, minDelivered: minDelivered,
-                                       kept: try entries("seq <= ?"), oldest: try entries("seq > ?"), now: now, retention: retention)
-        guard plan.expiredThrough != room.expiredThrough || !plan.deletions.isEmpty else { return 0 }
+                                       kept: kept, oldest: oldest, now: now, retention: retention)
+        let read = oldest.count + kept.count
+        guard plan.expiredThrough != room.expiredThrough || !plan.deletions.isEmpty else { return (read, 0) }
         var freed = 0
         for seq in plan.deletions {
             let overhead = StorageRules.recordOverhead
@@ -567,7 +575,7 @@ public final class SQLiteStore: Store {
                        arguments: [plan.expiredThrough, freed, room.id])
         // A departed key whose messages have all expired has nothing left to verify.
         try db.execute(sql: "DELETE FROM departed WHERE room = ? AND until <= ?", arguments: [room.id, plan.expiredThrough])
-        return plan.deletions.count
+        return (read, plan.deletions.count)
     }
 }
 
