@@ -42,22 +42,22 @@ import ThemisKit
             let connection = await full.rawConnection
             let firstID = RoomPayload.randomBytes(16)
             #expect(try await Self.send(connection, room: room, bytes: 1000, messageID: firstID).seq == 1)
-            for seq in 2...8 { #expect(try await Self.send(connection, room: room, bytes: 1000).seq == seq) }
-            // 8 × 1128 = 9024: a payload of 848 bytes fills the quota exactly, one byte more is refused.
-            #expect(try await Self.send(connection, room: room, bytes: 849).code == "room_full")
-            #expect(try await Self.send(connection, room: room, bytes: 848).seq == 9)
+            for seq in 2...7 { #expect(try await Self.send(connection, room: room, bytes: 1000).seq == seq) }
+            // 7 × 1256 = 8792: a payload of 952 bytes fills the quota exactly, one byte more is refused.
+            #expect(try await Self.send(connection, room: room, bytes: 953).code == "room_full")
+            #expect(try await Self.send(connection, room: room, bytes: 952).seq == 8)
             let refused = try await Self.send(connection, room: room, bytes: 1)
             #expect(refused.type == "error" && refused.code == "room_full")
             let stored = try #require(try await server.server.store.room(room))
-            #expect(stored.lastSeq == 9 && stored.storedBytes == limits.roomQuotaBytes)
+            #expect(stored.lastSeq == 8 && stored.storedBytes == limits.roomQuotaBytes)
 
             // A retry of a stored message still gets its seq: nothing new is stored for it.
             #expect(try await Self.send(connection, room: room, bytes: 1000, messageID: firstID).seq == 1)
             // The client gives up at once with the code, instead of sealing again.
             let error = await #expect(throws: HushError.self) { try await full.send("one more") }
             #expect(error?.code == .roomFull)
-            #expect(try await server.server.store.room(room)?.lastSeq == 9)
-            #expect(try await full.history(after: 0).count == 9)
+            #expect(try await server.server.store.room(room)?.lastSeq == 8)
+            #expect(try await full.history(after: 0).count == 8)
 
             #expect(try await other.send("another room is not full") == 1)
         }
@@ -76,7 +76,7 @@ import ThemisKit
             // The current key sealed messages: its replacement passes the quota.
             try await owner.rotate()
             // A second one would protect nothing new: refused like a message (what is left of
-            // the quota is under 1128 bytes, as the refused message showed).
+            // the quota is under 1256 bytes, as the refused message showed).
             var again = WireMessage.request("rotate", room: room)
             again.epoch = 2
             again.payload = Base64Bytes(RoomPayload.randomBytes(1000))
@@ -103,7 +103,7 @@ import ThemisKit
             let filled = try await Self.fill(await first.rawConnection, room: room, bytes: 4000)
             #expect(filled.sent > 0 && filled.refusal == "server_full")
             // Then to the last page: pages in use and the bound are both whole pages, so once a
-            // 129-byte message is refused, nothing of 128 bytes fits either.
+            // one-byte message (cost 257) is refused, a new room (cost 256) cannot fit either.
             let topped = try await Self.fill(await first.rawConnection, room: room, bytes: 1)
             #expect(topped.refusal == "server_full")
             #expect(try await server.server.store.room(room)?.lastSeq == filled.sent + topped.sent)
