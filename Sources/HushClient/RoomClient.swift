@@ -280,7 +280,8 @@ public actor RoomClient {
     /// reading one and sending, and the person must still see one message, not an error.
     /// `reserveCounter` sees the counter the message would use and returns the one to use
     /// (≥ it) once that is saved: a key store keeps counters unique across processes and
-    /// crashes by saving before anything leaves (write-ahead).
+    /// crashes by saving before anything leaves (write-ahead). `room_full` and `server_full` are
+    /// thrown at once: nothing was stored, and space comes back only as old messages expire.
     @discardableResult
     public func send(_ text: String, messageID: [UInt8] = RoomPayload.randomBytes(16), rotationWait: Duration = .seconds(60),
                      reserveCounter: (@Sendable (_ next: Int) async throws -> Int)? = nil) async throws -> Int {

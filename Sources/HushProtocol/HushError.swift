@@ -18,6 +18,8 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     case staleEpoch = "stale_epoch"
     case rotationPending = "rotation_pending"
     case alreadyMember = "already_member"
+    case roomFull = "room_full"
+    case serverFull = "server_full"
     case removed
     case `internal`
 }

@@ -18,6 +18,15 @@ public struct Limits: Sendable {
     public var maxOutgoingFrames = 256
     public var handshakeTimeout: Duration = .seconds(10)
     public var maxInviteLifetime: Int64 = 30 * 24 * 3600
+    /// Stored bytes of one room (payloads, wraps, and a fixed cost per stored record): a `send`
+    /// beyond it is refused with `room_full` (§4.4).
+    public var roomQuotaBytes = 256 * 1024 * 1024
+    /// Database bytes in use (pages, not counting free ones) beyond which messages and new rooms
+    /// are refused with `server_full`; nil bounds only by the disk.
+    public var maxStorageBytes: Int?
+    /// How far the database file may grow past `maxStorageBytes`, for what is never refused for
+    /// space (a rotation owed after a departure, removals); past it every write is `server_full`.
+    public var storageHeadroomBytes = 32 * 1024 * 1024
     public var maxRotateEvery = 10_000
     public var defaultRotateEvery = 100
 

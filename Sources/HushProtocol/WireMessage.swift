@@ -38,6 +38,8 @@ public struct WireMessage: Codable, Sendable, Equatable {
     public var after: Int?
     public var limit: Int?
     public var more: Bool?
+    /// `history`: retention deleted the room's chat messages up to this sequence number (§4.7).
+    public var expiredThrough: Int?
     public var messages: [Envelope]?
     public var rooms: [RoomSummary]?
     public var joins: [JoinSummary]?
@@ -167,10 +169,13 @@ public struct RoomSummary: Codable, Sendable, Equatable {
     public var members: [MemberEntry]
     /// Absent from servers before departures were kept.
     public var formerMembers: [FormerMemberEntry]?
+    /// Retention deleted the chat messages up to this sequence number; absent from servers
+    /// without retention.
+    public var expiredThrough: Int?
 
     public init(room: String, role: String, owner: String, epoch: Int, lastSeq: Int, floor: Int,
                 delivered: Int, rotateEvery: Int, sinceRotation: Int, wrapRequired: Bool, members: [MemberEntry],
-                formerMembers: [FormerMemberEntry]? = nil) {
+                formerMembers: [FormerMemberEntry]? = nil, expiredThrough: Int? = nil) {
         self.room = room
         self.role = role
         self.owner = owner
@@ -183,6 +188,7 @@ public struct RoomSummary: Codable, Sendable, Equatable {
         self.wrapRequired = wrapRequired
         self.members = members
         self.formerMembers = formerMembers
+        self.expiredThrough = expiredThrough
     }
 }
 

@@ -8,10 +8,11 @@ import Synchronization
 /// (the pushes), are delivered once the batch is durable, in the order the writes ran, before
 /// the next batch starts — so a room's pushes leave in sequence order.
 final class GroupCommitter: Sendable {
-    /// One queued write, type-erased: `run` executes it inside the batch's transaction and
-    /// keeps its outcome; `finish` delivers it after the commit (or the commit's failure).
+    /// One queued write, type-erased: `run` executes it inside the batch's transaction, keeps
+    /// its outcome and returns its error, if any; `finish` delivers it after the commit (or the
+    /// commit's failure).
     struct Job: Sendable {
-        let run: @Sendable (Database) -> Void
+        let run: @Sendable (Database) -> (any Error)?
         let finish: @Sendable ((any Error)?) -> Void
     }
 
@@ -41,17 +42,26 @@ final class GroupCommitter: Sendable {
                             return .commit
                         }
                     } catch {
-                        result = .failure(error)
+                        result = .failure(Self.reported(error))
                     }
                     outcome.withLock { $0 = result }
+                    if case .failure(let error) = result { return error }
+                    return nil
                 },
                 finish: { commitError in
-                    let result: Result<T, any Error> = commitError.map { .failure($0) }
+                    let result: Result<T, any Error> = commitError.map { .failure(Self.reported($0)) }
                         ?? outcome.withLock { $0 } ?? .failure(StoreError("the write did not run"))
                     if case .success(let value) = result { afterCommit?(value) }
                     continuation.resume(with: result)
                 }))
         }
+    }
+
+    /// SQLite out of space (the disk, or the file's ceiling, `PRAGMA max_page_count`) is the
+    /// server being full, which the client is told as such, not as a failure of the server.
+    static func reported(_ error: any Error) -> any Error {
+        guard let error = error as? DatabaseError, error.resultCode == .SQLITE_FULL else { return error }
+        return StorageRules.serverFull
     }
 
     private func enqueue(_ job: Job) {
@@ -75,7 +85,13 @@ final class GroupCommitter: Sendable {
             if batch.isEmpty { return }
             var commitError: (any Error)?
             do {
-                try await pool.write { db in for job in batch { job.run(db) } }
+                try await pool.write { db in
+                    for job in batch {
+                        // SQLite may answer SQLITE_FULL (or an I/O error) by rolling back the whole
+                        // transaction: then nothing of the batch holds, and every write in it fails.
+                        if let error = job.run(db), !db.isInsideTransaction { throw error }
+                    }
+                }
             } catch {
                 commitError = error
             }

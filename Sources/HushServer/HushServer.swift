@@ -19,6 +19,8 @@ public struct ServerConfiguration: Sendable {
     public var clock: @Sendable () -> Date = { Date() }
     /// Caps and deadlines for TCP connections to the chat port.
     public var connections = ConnectionLimits()
+    /// How long history is kept (off by default).
+    public var retention = Retention()
 
     public init(dataDirectory: URL) { self.dataDirectory = dataDirectory }
 }
@@ -31,14 +33,17 @@ public struct HushServer: Sendable {
     public let metrics: ServerMetrics
     /// Who is online (tests watch it to know when the server has noticed a close).
     public let hub: Hub
+    /// Deletes expired history; `hush serve` runs it periodically, tests call `sweep()`.
+    public let retention: RetentionSweeper
 
     public init(configuration: ServerConfiguration, metrics: ServerMetrics = ServerMetrics()) throws {
         self.configuration = configuration
         identity = try ServerIdentity.loadOrCreate(in: configuration.dataDirectory)
         store = try SQLiteStore(path: configuration.dataDirectory.appendingPathComponent("hush.sqlite").path,
-                                commitBatch: configuration.commitBatch)
+                                commitBatch: configuration.commitBatch, limits: configuration.limits)
         self.metrics = metrics
         hub = Hub(capacity: configuration.limits.maxOutgoingFrames)
+        retention = RetentionSweeper(store: store, retention: configuration.retention, clock: configuration.clock)
     }
 
     /// The Hummingbird application of the chat port; `onListening` receives the actually bound port.

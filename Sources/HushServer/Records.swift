@@ -10,6 +10,10 @@ public struct RoomRecord: Sendable, Equatable {
     public var sinceRotation: Int
     public var rotateEvery: Int
     public var wrapRequired: Bool
+    /// Bytes the room's records cost against its quota (`StorageRules`).
+    public var storedBytes: Int
+    /// Retention deleted every chat message with a sequence number up to this one (0: none).
+    public var expiredThrough: Int
 }
 
 public enum Role: String, Sendable { case owner, member }

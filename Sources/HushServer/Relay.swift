@@ -118,7 +118,7 @@ public struct Relay: Sendable {
             let epoch = try field(request.epoch, "epoch")
             let messageID = try bytes(request.messageId, "messageId", max: limits.maxMessageIDBytes)
             let outcome = try await store.append(room: room, from: key, payload: payload, epoch: epoch, messageID: messageID,
-                                                 now: nowMillis) { [hub] outcome in
+                                                 now: nowMillis, limits: limits) { [hub] outcome in
                 hub.push(outcome.message.envelope(wrap: nil).push, to: outcome.recipients, except: outbox)
                 if outcome.room.sinceRotation == outcome.room.rotateEvery {
                     hub.push(Self.rotationDue(outcome.room), to: outcome.room.owner)
@@ -137,7 +137,8 @@ public struct Relay: Sendable {
                 guard wrap.wrap.bytes.count <= limits.maxPayloadBytes else { throw HushError(.tooLarge, "a wrap is too large") }
             }
             let outcome = try await store.rotate(room: room, by: key, epoch: try field(request.epoch, "epoch"),
-                                                 payload: payload, wraps: request.wraps, now: nowMillis) { [hub] outcome in
+                                                 payload: payload, wraps: request.wraps, now: nowMillis,
+                                                 limits: limits) { [hub] outcome in
                 // A wrapped rotation reaches each key with its own wrap, the owner's other
                 // connections included.
                 for recipient in outcome.recipients {
@@ -159,6 +160,7 @@ public struct Relay: Sendable {
             reply.room = room
             reply.messages = page.messages
             reply.more = page.more
+            reply.expiredThrough = page.expiredThrough
             return reply
         case "remove_member":
             let room = try field(request.room, "room")
@@ -220,7 +222,8 @@ public struct Relay: Sendable {
             rooms.append(RoomSummary(room: room.id, role: member.role.rawValue, owner: room.owner, epoch: room.epoch,
                                      lastSeq: room.lastSeq, floor: member.floor, delivered: member.delivered,
                                      rotateEvery: room.rotateEvery, sinceRotation: room.sinceRotation,
-                                     wrapRequired: room.wrapRequired, members: members, formerMembers: former))
+                                     wrapRequired: room.wrapRequired, members: members, formerMembers: former,
+                                     expiredThrough: room.expiredThrough))
             guard member.role == .owner else { continue }
             for invite in try await store.pendingJoins(room: room.id, now: nowSeconds) {
                 switch invite.state {

@@ -16,7 +16,8 @@ public final class SQLiteStore: Store {
     static let synchronousFull = 2
 
     /// `commitBatch`: writes per transaction at most (group commit); 1 turns grouping off.
-    public init(path: String, commitBatch: Int = SQLiteStore.defaultCommitBatch) throws {
+    /// `limits.maxStorageBytes` (plus its headroom) caps the database file.
+    public init(path: String, commitBatch: Int = SQLiteStore.defaultCommitBatch, limits: Limits = .standard) throws {
         let pool = try DatabasePool(path: path)
         // GRDB sets the writer to NORMAL when it enables WAL, after any `prepareDatabase`
         // hook: set FULL afterwards on the one writer connection, and check that it holds.
@@ -25,6 +26,14 @@ public final class SQLiteStore: Store {
             throw StoreError("SQLite refused synchronous=FULL on the writer connection")
         }
         try Self.migrator.migrate(pool)
+        // The writer is the only connection that grows the file; SQLite keeps the ceiling at
+        // least at the file's present size.
+        try pool.writeWithoutTransaction { db in
+            let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+            if let pages = StorageRules.maxPageCount(limits: limits, pageSize: pageSize) {
+                try db.execute(sql: "PRAGMA max_page_count = \(pages)")
+            }
+        }
         self.pool = pool
         committer = GroupCommitter(pool: pool, maxBatch: commitBatch)
     }
@@ -82,6 +91,17 @@ public final class SQLiteStore: Store {
                 CREATE UNIQUE INDEX messages_by_id ON messages(room, sender, message_id) WHERE message_id IS NOT NULL;
                 """)
         }
+        migrator.registerMigration("v4-storage") { db in
+            // Per-room quota accounting and the retention floor (docs/PROTOCOL.md §4.4, §4.7).
+            let overhead = StorageRules.recordOverhead
+            try db.execute(sql: """
+                ALTER TABLE rooms ADD COLUMN stored_bytes INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE rooms ADD COLUMN expired_through INTEGER NOT NULL DEFAULT 0;
+                UPDATE rooms SET stored_bytes =
+                    (SELECT COALESCE(SUM(LENGTH(payload)), 0) + COUNT(*) * \(overhead) FROM messages WHERE room = rooms.id)
+                    + (SELECT COALESCE(SUM(LENGTH(wrap)), 0) + COUNT(*) * \(overhead) FROM wraps WHERE room = rooms.id);
+                """)
+        }
         return migrator
     }
 
@@ -105,7 +125,8 @@ public final class SQLiteStore: Store {
     static func room(row: Row) -> RoomRecord {
         RoomRecord(id: row["id"], owner: row["owner"], epoch: row["epoch"], lastSeq: row["last_seq"],
                    lastRotationSeq: row["last_rotation_seq"], sinceRotation: row["since_rotation"],
-                   rotateEvery: row["rotate_every"], wrapRequired: row["wrap_required"])
+                   rotateEvery: row["rotate_every"], wrapRequired: row["wrap_required"],
+                   storedBytes: row["stored_bytes"], expiredThrough: row["expired_through"])
     }
 
     static func member(_ db: Database, room: String, key: String) throws -> MemberRecord? {
@@ -152,6 +173,14 @@ public final class SQLiteStore: Store {
             """, arguments: [key, key, now]) ?? 0
     }
 
+    /// The bytes of database pages in use (free pages, which SQLite reuses, not counted).
+    static func databaseBytes(_ db: Database) throws -> Int {
+        let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+        let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
+        let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 0
+        return (pages - free) * pageSize
+    }
+
     static func updateInvite(_ db: Database, _ invite: InviteRecord) throws {
         try db.execute(sql: """
             UPDATE invites SET state = ?, joiner = ?, joining_key = ?, response = ?, confirmation = ?, response_epoch = ?
@@ -171,9 +200,13 @@ public final class SQLiteStore: Store {
             guard try Self.roomCount(db, key: owner, now: now) < limits.maxRoomsPerKey else {
                 throw HushError(.limitReached, "this key is in too many rooms")
             }
+            try StorageRules.checkNewRoom(databaseBytes: Self.databaseBytes(db), limits: limits)
             let room = RoomRecord(id: id, owner: owner, epoch: 0, lastSeq: 0, lastRotationSeq: 0, sinceRotation: 0,
-                                  rotateEvery: rotateEvery, wrapRequired: false)
-            try db.execute(sql: "INSERT INTO rooms VALUES (?, ?, 0, 0, 0, 0, ?, 0)", arguments: [id, owner, rotateEvery])
+                                  rotateEvery: rotateEvery, wrapRequired: false, storedBytes: 0, expiredThrough: 0)
+            try db.execute(sql: """
+                INSERT INTO rooms (id, owner, epoch, last_seq, last_rotation_seq, since_rotation, rotate_every, wrap_required)
+                VALUES (?, ?, 0, 0, 0, 0, ?, 0)
+                """, arguments: [id, owner, rotateEvery])
             try db.execute(sql: "INSERT INTO members VALUES (?, ?, 'owner', x'', 0, 0)", arguments: [id, owner])
             return room
         }
@@ -187,12 +220,13 @@ public final class SQLiteStore: Store {
         let rows = try await read { db in
             try Row.fetchAll(db, sql: """
                 SELECT m.*, r.id AS rid, r.owner, r.epoch, r.last_seq, r.last_rotation_seq, r.since_rotation,
-                       r.rotate_every, r.wrap_required
+                       r.rotate_every, r.wrap_required, r.stored_bytes, r.expired_through
                 FROM members m JOIN rooms r ON r.id = m.room WHERE m.key = ?
                 """, arguments: [key]).map { row in
                 (RoomRecord(id: row["rid"], owner: row["owner"], epoch: row["epoch"], lastSeq: row["last_seq"],
                             lastRotationSeq: row["last_rotation_seq"], sinceRotation: row["since_rotation"],
-                            rotateEvery: row["rotate_every"], wrapRequired: row["wrap_required"]),
+                            rotateEvery: row["rotate_every"], wrapRequired: row["wrap_required"],
+                            storedBytes: row["stored_bytes"], expiredThrough: row["expired_through"]),
                  try Self.member(row: row))
             }
         }
@@ -319,7 +353,7 @@ public final class SQLiteStore: Store {
     }
 
     public func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], now: Int64,
-                       afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
+                       limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
         try await write { db in
             var room = try RoomRules.requireRoom(Self.room(db, room))
             _ = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
@@ -328,13 +362,16 @@ public final class SQLiteStore: Store {
                 return AppendOutcome(message: Self.message(row: original), room: room, recipients: [], wraps: [:], isRepeat: true)
             }
             try RoomRules.checkSend(room: room, epoch: epoch)
+            let cost = StorageRules.messageCost(payload: payload)
+            try StorageRules.checkMessage(cost: cost, room: room, databaseBytes: Self.databaseBytes(db), limits: limits)
             room.lastSeq += 1
             room.sinceRotation += 1
+            room.storedBytes += cost
             let message = MessageRecord(room: room.id, seq: room.lastSeq, kind: "message", sender: key,
                                         epoch: room.epoch, at: now, payload: payload, messageID: messageID)
             try Self.insert(db, message)
-            try db.execute(sql: "UPDATE rooms SET last_seq = ?, since_rotation = ? WHERE id = ?",
-                           arguments: [room.lastSeq, room.sinceRotation, room.id])
+            try db.execute(sql: "UPDATE rooms SET last_seq = ?, since_rotation = ?, stored_bytes = ? WHERE id = ?",
+                           arguments: [room.lastSeq, room.sinceRotation, room.storedBytes, room.id])
             return AppendOutcome(message: message, room: room, recipients: try Self.keys(db, room: room.id), wraps: [:])
         } afterCommit: { outcome in
             if !outcome.isRepeat { afterCommit(outcome) }
@@ -349,13 +386,16 @@ public final class SQLiteStore: Store {
     }
 
     public func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64,
-                       afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
+                       limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
         try await write { db in
             var room = try RoomRules.requireRoom(Self.room(db, room))
             _ = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
             try RoomRules.requireOwner(room, key: key)
             let keys = try Self.keys(db, room: room.id)
             try RoomRules.checkRotation(room: room, epoch: epoch, payload: payload, wraps: wraps, roomKeys: Set(keys))
+            let cost = StorageRules.rotationCost(payload: payload, wraps: wraps)
+            try StorageRules.checkRotation(cost: cost, room: room, databaseBytes: Self.databaseBytes(db), limits: limits)
+            room.storedBytes += cost
             room.lastSeq += 1
             room.epoch = epoch
             room.lastRotationSeq = room.lastSeq
@@ -371,16 +411,17 @@ public final class SQLiteStore: Store {
                                arguments: [room.id, message.seq, wrap.key, Data(wrap.wrap.bytes)])
             }
             try db.execute(sql: """
-                UPDATE rooms SET last_seq = ?, epoch = ?, last_rotation_seq = ?, since_rotation = 0, wrap_required = 0
+                UPDATE rooms SET last_seq = ?, epoch = ?, last_rotation_seq = ?, since_rotation = 0, wrap_required = 0,
+                    stored_bytes = ?
                 WHERE id = ?
-                """, arguments: [room.lastSeq, epoch, room.lastSeq, room.id])
+                """, arguments: [room.lastSeq, epoch, room.lastSeq, room.storedBytes, room.id])
             return AppendOutcome(message: message, room: room, recipients: keys, wraps: wrapMap)
         } afterCommit: { outcome in
             afterCommit(outcome)
         }
     }
 
-    public func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> (messages: [Envelope], more: Bool) {
+    public func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> HistoryPage {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             let member = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
@@ -404,7 +445,7 @@ public final class SQLiteStore: Store {
             if let last = messages.last?.seq, last > member.delivered {
                 try db.execute(sql: "UPDATE members SET delivered = ? WHERE room = ? AND key = ?", arguments: [last, room.id, key])
             }
-            return (messages, more)
+            return HistoryPage(messages: messages, more: more, expiredThrough: room.expiredThrough)
         }
     }
 
@@ -474,6 +515,67 @@ public final class SQLiteStore: Store {
             try db.execute(sql: "DELETE FROM rooms WHERE id = ?", arguments: [room.id])
             return keys
         }
+    }
+
+    public func expire(now: Int64, retention: Retention, afterRoom: Int64) async throws -> ExpiryPass {
+        guard retention.isEnabled else { return ExpiryPass(deleted: 0, nextRoom: nil) }
+        let batch = max(1, retention.batch)
+        return try await write { db in
+            // Each room looked at costs one unit of the batch, each record read one more: a pass
+            // stays bounded however many rooms or records there are.
+            let rooms = try Row.fetchAll(db, sql: "SELECT rowid, * FROM rooms WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                                         arguments: [afterRoom, batch])
+            var budget = batch
+            var deleted = 0
+            for row in rooms {
+                let rowid: Int64 = row["rowid"]
+                budget -= 1
+                let room = try Self.expire(db, room: Self.room(row: row), now: now, retention: retention, budget: budget)
+                deleted += room.deleted
+                budget -= room.read
+                // A room cut short by the budget comes first in the next pass, unless it had
+                // nothing to delete (then it would only be read again).
+                if budget <= 0 { return ExpiryPass(deleted: deleted, nextRoom: room.deleted > 0 ? rowid - 1 : rowid) }
+            }
+            return ExpiryPass(deleted: deleted, nextRoom: rooms.count == batch ? rooms.last?["rowid"] : nil)
+        }
+    }
+
+    /// One room's part of a retention pass, reading at most `budget` records: how many it read
+    /// and how many it deleted.
+    static func expire(_ db: Database, room: RoomRecord, now: Int64, retention: Retention,
+                       budget: Int) throws -> (read: Int, deleted: Int) {
+        func entries(_ sql: String, limit: Int) throws -> [StoredEntry] {
+            guard limit > 0 else { return [] }
+            return try Row.fetchAll(db, sql: "SELECT seq, kind, at FROM messages WHERE room = ? AND \(sql) ORDER BY seq LIMIT ?",
+                                    arguments: [room.id, room.expiredThrough, limit])
+                .map { StoredEntry(seq: $0["seq"], kind: $0["kind"], at: $0["at"]) }
+        }
+        // What may expire first, then the rotations kept below the floor: however many of those
+        // a long-absent key holds back, the floor still moves.
+        let oldest = try entries("seq > ?", limit: budget)
+        let kept = try entries("seq <= ?", limit: budget - oldest.count)
+        let minDelivered = try Int.fetchOne(db, sql: "SELECT MIN(delivered) FROM members WHERE room = ?", arguments: [room.id]) ?? 0
+        let plan = StorageRules.expiry(expiredThrough: room.expiredThrough, lastSeq: room.lastSeq, minDelivered: minDelivered,
+                                       kept: kept, oldest: oldest, now: now, retention: retention)
+        let read = oldest.count + kept.count
+        guard plan.expiredThrough != room.expiredThrough || !plan.deletions.isEmpty else { return (read, 0) }
+        var freed = 0
+        for seq in plan.deletions {
+            let overhead = StorageRules.recordOverhead
+            freed += try Int.fetchOne(db, sql: """
+                SELECT COALESCE(LENGTH(payload), 0) + \(overhead)
+                    + (SELECT COALESCE(SUM(LENGTH(wrap)), 0) + COUNT(*) * \(overhead) FROM wraps WHERE room = ?1 AND seq = ?2)
+                FROM messages WHERE room = ?1 AND seq = ?2
+                """, arguments: [room.id, seq]) ?? 0
+            try db.execute(sql: "DELETE FROM wraps WHERE room = ? AND seq = ?", arguments: [room.id, seq])
+            try db.execute(sql: "DELETE FROM messages WHERE room = ? AND seq = ?", arguments: [room.id, seq])
+        }
+        try db.execute(sql: "UPDATE rooms SET expired_through = ?, stored_bytes = stored_bytes - ? WHERE id = ?",
+                       arguments: [plan.expiredThrough, freed, room.id])
+        // A departed key whose messages have all expired has nothing left to verify.
+        try db.execute(sql: "DELETE FROM departed WHERE room = ? AND until <= ?", arguments: [room.id, plan.expiredThrough])
+        return (read, plan.deletions.count)
     }
 }
 

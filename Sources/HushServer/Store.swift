@@ -31,6 +31,20 @@ public struct DepartureOutcome: Sendable {
     public var until: Int
 }
 
+/// A page of `history` (docs/PROTOCOL.md §4.7).
+public struct HistoryPage: Sendable {
+    public var messages: [Envelope]
+    public var more: Bool
+    /// The room's `expiredThrough`: the messages up to it were deleted by retention.
+    public var expiredThrough: Int
+}
+
+/// One retention pass: what it deleted, and the room to go on after (nil: it reached the end).
+public struct ExpiryPass: Sendable {
+    public var deleted: Int
+    public var nextRoom: Int64?
+}
+
 /// Durable state of rooms. Each method is one atomic transaction that reads what it needs,
 /// applies `RoomRules`, and either commits or throws `HushError` having changed nothing.
 /// SQLite is the embedded default; a PostgreSQL implementation can follow the same contract.
@@ -58,11 +72,12 @@ public protocol Store: Sendable {
 
     /// A chat message under `epoch` with the sender's idempotency id: a repeat of a stored
     /// (room, sender, id) returns the original (`isRepeat`) and writes nothing.
+    /// Refused for space (`StorageRules`) with `room_full` or `server_full`.
     func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], now: Int64,
-                afterCommit: @escaping AfterCommit) async throws -> AppendOutcome
+                limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome
     func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64,
-                afterCommit: @escaping AfterCommit) async throws -> AppendOutcome
-    func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> (messages: [Envelope], more: Bool)
+                limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome
+    func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> HistoryPage
     func saveDelivered(room: String, key: String, seq: Int) async throws
 
     /// The departed members whose messages a key with `floor` can read (`until > floor`), the
@@ -74,4 +89,8 @@ public protocol Store: Sendable {
     func leave(room: String, key: String, signature: [UInt8]) async throws -> DepartureOutcome
     /// Returns the keys that were in the room.
     func deleteRoom(room: String, by key: String) async throws -> [String]
+
+    /// One bounded retention pass (`StorageRules.expiry`) over the rooms after `afterRoom`
+    /// (0: from the first), in one transaction; `now` in milliseconds.
+    func expire(now: Int64, retention: Retention, afterRoom: Int64) async throws -> ExpiryPass
 }

@@ -178,10 +178,18 @@ public actor ChatSession {
 
     // MARK: actions
 
-    /// Sends a line; an owner rotates when the room's count is reached.
+    /// Sends a line; an owner rotates when the room's count is reached. A room or server out of
+    /// space refuses it at once: said plainly, since retrying before old messages expire is useless.
     @discardableResult
     public func send(_ text: String) async throws -> Int {
-        let seq = try await client.send(text, reserveCounter: { next in try await self.reserveCounter(next) })
+        let seq: Int
+        do {
+            seq = try await client.send(text, reserveCounter: { next in try await self.reserveCounter(next) })
+        } catch let error as HushError where error.code == .roomFull {
+            throw ChatError("not sent: the room is full; the server stores nothing more here until old messages expire (room_full)")
+        } catch let error as HushError where error.code == .serverFull {
+            throw ChatError("not sent: the server is out of storage; try again later (server_full)")
+        }
         ownSeqs.insert(seq)
         sinceRotation += 1
         dirty = true

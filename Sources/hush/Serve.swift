@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Hummingbird
+import HushProtocol
 import HushServer
 import Logging
 import Metrics
@@ -43,6 +44,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds to wait for connections to close after SIGTERM/SIGINT before cutting them.")
     var shutdownTimeout: Double = 10
 
+    @Option(help: "Stored bytes per room (payloads, wraps, \(StorageRules.recordOverhead) per record); a send beyond is refused with room_full.")
+    var roomQuotaBytes: Int = Limits.standard.roomQuotaBytes
+
+    @Option(help: "Database bytes in use beyond which messages and new rooms are refused with server_full (default: only the disk bounds it). The file may grow 32 MiB past it for owed rotations and removals.")
+    var maxStorageBytes: Int?
+
+    @Option(help: "Delete messages older than this many days (default: keep them).")
+    var retainDays: Int?
+
+    @Option(help: "Keep only the newest this many sequence numbers (messages and rotations) of each room (default: keep all).")
+    var retainMessages: Int?
+
     func validate() throws {
         guard maxConnectionsPerAddress > 0, maxConnections ?? 1 > 0 else {
             throw ValidationError("--max-connections and --max-connections-per-address must be positive")
@@ -50,8 +63,18 @@ struct Serve: AsyncParsableCommand {
         guard requestHeadTimeout > 0, shutdownTimeout > 0 else {
             throw ValidationError("--request-head-timeout and --shutdown-timeout must be positive")
         }
+        // Upper ends keep the byte and millisecond arithmetic far from overflow.
+        guard (1...Self.maxBytes).contains(roomQuotaBytes), (1...Self.maxBytes).contains(maxStorageBytes ?? 1) else {
+            throw ValidationError("--room-quota-bytes and --max-storage-bytes must be 1…\(Self.maxBytes)")
+        }
+        guard (1...Self.maxRetainDays).contains(retainDays ?? 1), retainMessages ?? 1 > 0 else {
+            throw ValidationError("--retain-days must be 1…\(Self.maxRetainDays) and --retain-messages positive")
+        }
         _ = try Self.parseAddress(metricsAddress)
     }
+
+    static let maxBytes = 1 << 50
+    static let maxRetainDays = 100_000
 
     func run() async throws {
         // Every connection holds a descriptor: take all the process may have, and keep connections
@@ -77,6 +100,9 @@ struct Serve: AsyncParsableCommand {
             guard (1...4096).contains(commitBatch) else { throw ValidationError("--commit-batch must be 1…4096") }
             configuration.commitBatch = commitBatch
         }
+        configuration.limits.roomQuotaBytes = roomQuotaBytes
+        configuration.limits.maxStorageBytes = maxStorageBytes
+        configuration.retention = Retention(days: retainDays, messages: retainMessages)
         configuration.host = host
         configuration.port = port
         configuration.webRoot = (webRoot ?? ProcessInfo.processInfo.environment["HUSH_WEB_ROOT"]).map { URL(fileURLWithPath: $0) }
@@ -92,6 +118,9 @@ struct Serve: AsyncParsableCommand {
             fflush(nil)  // the banner must reach a pipe at once: tests and scripts wait for it
         }
         var services: [any Service] = [app]
+        if configuration.retention.isEnabled {
+            services.append(RetentionService(sweeper: server.retention, logger: logger))
+        }
         if let (metricsHost, metricsPort) = metricsListener {
             // First in the list, so shut down last.
             services.insert(server.metricsApplication(host: metricsHost, port: metricsPort, logger: logger) { port in
@@ -121,5 +150,15 @@ struct Serve: AsyncParsableCommand {
         if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
         guard !host.isEmpty else { throw ValidationError("--metrics-address must be HOST:PORT or off") }
         return (String(host), port)
+    }
+}
+
+/// Runs the retention sweeper until the server shuts down.
+struct RetentionService: Service {
+    let sweeper: RetentionSweeper
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await sweeper.run(logger: logger) }
     }
 }

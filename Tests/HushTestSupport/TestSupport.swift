@@ -21,13 +21,15 @@ public struct TestServer: Sendable {
     public let dataDirectory: URL
 
     public static func start(limits: Limits = .standard, connections: ConnectionLimits = ConnectionLimits(),
-                             dataDirectory: URL? = nil, clock: ManualClock? = nil) async throws -> TestServer {
+                             dataDirectory: URL? = nil, clock: ManualClock? = nil,
+                             retention: Retention = Retention()) async throws -> TestServer {
         let directory = dataDirectory ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("hush-test-\(UUID().uuidString)")
         var configuration = ServerConfiguration(dataDirectory: directory)
         configuration.port = 0
         configuration.limits = limits
         configuration.connections = connections
+        configuration.retention = retention
         configuration.webRoot = directory.appendingPathComponent("web")
         if let clock { configuration.clock = { clock.now } }
         let server = try HushServer(configuration: configuration)
@@ -45,19 +47,20 @@ public struct TestServer: Sendable {
 
     public var port: Int { Int(url.split(separator: ":").last ?? "") ?? 0 }
 
-    public func stop() async {
+    /// `removingData` false keeps the data folder for a restart on it.
+    public func stop(removingData: Bool = true) async {
         task.cancel()
         _ = await task.result
-        try? FileManager.default.removeItem(at: dataDirectory)
+        if removingData { try? FileManager.default.removeItem(at: dataDirectory) }
     }
 }
 
 /// Runs `body` against a fresh server and always stops it (awaited) afterwards, also when
 /// `body` throws, so that no server outlives its test.
 public func withTestServer<T: Sendable>(limits: Limits = .standard, connections: ConnectionLimits = ConnectionLimits(),
-                                        clock: ManualClock? = nil,
+                                        clock: ManualClock? = nil, retention: Retention = Retention(),
                                         _ body: (TestServer) async throws -> T) async throws -> T {
-    try await using(try await TestServer.start(limits: limits, connections: connections, clock: clock),
+    try await using(try await TestServer.start(limits: limits, connections: connections, clock: clock, retention: retention),
                     stop: { await $0.stop() }, body)
 }
 

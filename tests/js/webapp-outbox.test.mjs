@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { bytesToBase64, generateKeyPair } from '../../web/themis/index.mjs';
 import { newRoomState, compose, recordSent, receive } from '../../web/app/room.mjs';
 import {
-  newEntry, checkOutbox, committedSeq, unsent, nextToSend, needsSeal, failureAction, afterStale, MAX_OUTBOX,
+  newEntry, checkOutbox, committedSeq, unsent, nextToSend, needsSeal, failureAction, failureReason, afterStale, MAX_OUTBOX,
 } from '../../web/app/outbox.mjs';
 
 async function room() {
@@ -78,6 +78,14 @@ test('failures: transient ones retry, epochs reseal or hold, refusals fail one e
   assert.equal(failureAction('rotation_pending'), 'hold');
   for (const code of ['removed', 'not_member', 'not_found']) assert.equal(failureAction(code), 'ended');
   for (const code of ['too_large', 'bad_request', 'something new']) assert.equal(failureAction(code), 'failed');
+});
+
+test('a full room or server fails the entry (no retry loop) and says so in our words, not the server\'s', () => {
+  for (const code of ['room_full', 'server_full']) assert.equal(failureAction(code), 'failed');
+  assert.match(failureReason('room_full', 'click here'), /room is full/);
+  assert.match(failureReason('server_full', 'click here'), /out of storage/);
+  assert.equal(failureReason('too_large', 'x'.repeat(500)).length, 200);
+  assert.equal(failureReason('bad_request', undefined), '');
 });
 
 test('after stale_epoch: reseal when the key is here, catch up once, else hold', async () => {

@@ -49,7 +49,9 @@ export const needsSeal = (entry, state) => entry.sealed === null || entry.sealed
  *   'reseal' the room moved to another epoch: catch up, seal again, send with the same id
  *   'hold'   a rotation is owed (a member left or was removed): wait for the new epoch
  *   'ended'  this key is out of the room; nothing can be sent any more
- *   'failed' refused for good (e.g. too large); shown as not sent, the rest goes on
+ *   'failed' refused for good (e.g. too large, or the room or the server is full: space comes back
+ *            only as old messages expire, so retrying at once would only be refused again);
+ *            shown as not sent, the rest goes on
  */
 export function failureAction(code) {
   if (code === undefined || code === 'rate_limited' || code === 'internal') return 'retry';
@@ -57,6 +59,13 @@ export function failureAction(code) {
   if (code === 'rotation_pending') return 'hold';
   if (code === 'removed' || code === 'not_member' || code === 'not_found') return 'ended';
   return 'failed';
+}
+
+/** Why a message was not sent, as shown to the person: our words for the codes we know. */
+export function failureReason(code, serverMessage) {
+  if (code === 'room_full') return 'the room is full: the server stores nothing more here until old messages expire';
+  if (code === 'server_full') return 'the server is out of storage; try again later';
+  return String(serverMessage ?? '').slice(0, 200);
 }
 
 /**

@@ -13,7 +13,7 @@ import {
 } from './room.mjs';
 import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant } from './joins.mjs';
 import {
-  MAX_OUTBOX, newEntry, checkOutbox, committedSeq, unsent, nextToSend, needsSeal, failureAction, afterStale,
+  MAX_OUTBOX, newEntry, checkOutbox, committedSeq, unsent, nextToSend, needsSeal, failureAction, failureReason, afterStale,
 } from './outbox.mjs';
 
 const INVITE_LIFETIME_S = 7 * 24 * 3600;
@@ -599,7 +599,7 @@ export class RoomClient {
           return;
         }
         if (outcome.action === 'failed') {
-          const reason = outcome.error.message.slice(0, 200);
+          const reason = failureReason(outcome.error.code, outcome.error.message);
           await this.save((record) => {
             const stored = checkOutbox(record.outbox);
             for (const e of stored) if (e.id === entry.id) e.failed = reason;

@@ -1,0 +1,38 @@
+import Foundation
+import Logging
+
+/// Deletes expired history (docs/PROTOCOL.md §4.7) in bounded passes, each one transaction of
+/// the store, so that requests' writes go on between them.
+public struct RetentionSweeper: Sendable {
+    let store: any Store
+    let retention: Retention
+    let clock: @Sendable () -> Date
+
+    /// One round over every room, pass after pass; returns how many records it deleted.
+    @discardableResult
+    public func sweep() async throws -> Int {
+        guard retention.isEnabled else { return 0 }
+        var deleted = 0
+        var afterRoom: Int64 = 0
+        while true {
+            let now = Int64(clock().timeIntervalSince1970 * 1000)
+            let pass = try await store.expire(now: now, retention: retention, afterRoom: afterRoom)
+            deleted += pass.deleted
+            guard let next = pass.nextRoom else { return deleted }
+            afterRoom = next
+        }
+    }
+
+    /// Sweeps every `retention.sweepEvery` until cancelled; a failed round is tried again at the next.
+    public func run(logger: Logger) async {
+        guard retention.isEnabled else { return }
+        while !Task.isCancelled {
+            do {
+                try await sweep()
+            } catch {
+                logger.error("retention sweep failed: \(error)")
+            }
+            try? await Task.sleep(for: retention.sweepEvery)
+        }
+    }
+}
