@@ -109,7 +109,19 @@ let package = Package(
         ),
         // The shared room scenario vectors (Tests/Fixtures/room-scenarios) against `RoomState`;
         // the web client runs the same files (tests/js/scenarios.test.mjs).
-        .testTarget(name: "HushProtocolTests", dependencies: ["HushProtocol", "ThemisKit"]),
+        .testTarget(name: "HushProtocolTests", dependencies: ["HushProtocol", "ThemisKit", "FuzzTargets"]),
+        // The decoders under fuzzing and what must hold for every input (docs/FUZZING.md). The
+        // test suite runs their seeds and kept crash inputs; scripts/fuzz drives them with libFuzzer.
+        .target(
+            name: "FuzzTargets",
+            dependencies: [
+                "HushClient",
+                "HushProtocol",
+                "ThemisKit",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Fuzz/Targets"
+        ),
         .testTarget(
             name: "HushServerTests",
             dependencies: [
@@ -137,3 +149,15 @@ let package = Package(
         ),
     ]
 )
+
+// The libFuzzer driver: libFuzzer supplies `main`, so it builds only in scripts/fuzz
+// (HUSH_FUZZ=1, with `--sanitize fuzzer`), never in an ordinary build.
+if Context.environment["HUSH_FUZZ"] == "1" {
+    package.targets.append(
+        .executableTarget(
+            name: "hush-fuzz",
+            dependencies: ["FuzzTargets"],
+            path: "Fuzz/Driver",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ))
+}
