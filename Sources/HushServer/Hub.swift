@@ -3,8 +3,25 @@ import Synchronization
 
 /// What a connection's writer gets: a message to wrap and send, or the order to close.
 public enum Outgoing: Sendable {
-    case message(WireMessage)
+    case message(EncodedMessage)
     case close(reason: String)
+}
+
+/// A wire message as JSON bytes, encoded once however many connections it goes to (each
+/// only wraps it in its own Secure Session).
+public struct EncodedMessage: Sendable {
+    public let json: [UInt8]
+    /// A `message` push: its room and sequence number, which the writer records as delivered.
+    public let delivery: (room: String, seq: Int)?
+
+    public init(_ message: WireMessage) {
+        json = message.encoded()
+        if message.type == "message", let room = message.room, let seq = message.seq {
+            delivery = (room, seq)
+        } else {
+            delivery = nil
+        }
+    }
 }
 
 /// A connection's bounded outgoing queue. A reader too slow to drain it is disconnected:
@@ -22,7 +39,9 @@ public final class Outbox: Sendable {
         (stream, continuation) = AsyncStream.makeStream(of: Outgoing.self, bufferingPolicy: .bufferingOldest(capacity))
     }
 
-    public func send(_ message: WireMessage) {
+    public func send(_ message: WireMessage) { send(EncodedMessage(message)) }
+
+    public func send(_ message: EncodedMessage) {
         if case .dropped = continuation.yield(.message(message)) {
             overflowed.store(true, ordering: .relaxed)
             continuation.finish()
@@ -66,17 +85,21 @@ public final class Hub: Sendable {
     }
 
     public func push(_ message: WireMessage, to key: String, except: Outbox? = nil) {
-        for outbox in outboxes(of: key) where outbox.id != except?.id { outbox.send(message) }
+        push(message, to: [key], except: except)
     }
 
     public func push(_ message: WireMessage, to keys: [String], except: Outbox? = nil) {
-        for key in keys { push(message, to: key, except: except) }
+        let encoded = EncodedMessage(message)
+        for key in keys {
+            for outbox in outboxes(of: key) where outbox.id != except?.id { outbox.send(encoded) }
+        }
     }
 
     /// Sends a last message to every connection of `key`, then closes them.
     public func close(key: String, with message: WireMessage) {
+        let encoded = EncodedMessage(message)
         for outbox in outboxes(of: key) {
-            outbox.send(message)
+            outbox.send(encoded)
             outbox.close(reason: message.code ?? "closed")
         }
     }

@@ -112,15 +112,13 @@ struct SessionConnection: Sendable {
         drain: for await item in outbox.stream {
             switch item {
             case .message(let message):
-                guard let frame = try? box.wrap(message.encoded()) else { continue }
+                guard let frame = try? box.wrap(message.json) else { continue }
                 do {
                     try await outbound.write(.binary(ByteBuffer(bytes: frame)))
                 } catch {
                     break drain
                 }
-                if message.type == "message", let room = message.room, let seq = message.seq {
-                    delivered[room] = max(delivered[room] ?? 0, seq)
-                }
+                if let (room, seq) = message.delivery { delivered[room] = max(delivered[room] ?? 0, seq) }
             case .close(let reason):
                 try? await outbound.close(.policyViolation, reason: reason)
             }
