@@ -32,6 +32,7 @@ public final class Outbox: Sendable {
     private let continuation: AsyncStream<Outgoing>.Continuation
     public let stream: AsyncStream<Outgoing>
     private let overflowed = Atomic<Bool>(false)
+    private let retired = Atomic<Bool>(false)
 
     init(id: UInt64, key: String, capacity: Int) {
         self.id = id
@@ -54,6 +55,10 @@ public final class Outbox: Sendable {
     }
 
     public var didOverflow: Bool { overflowed.load(ordering: .relaxed) }
+    /// The key left or was removed while this connection was open: every later request is
+    /// refused without asking the store (a new connection of the key is refused at connect).
+    public var isRetired: Bool { retired.load(ordering: .acquiring) }
+    func retire() { retired.store(true, ordering: .releasing) }
     func finish() { continuation.finish() }
 }
 
@@ -93,6 +98,11 @@ public final class Hub: Sendable {
         for key in keys {
             for outbox in outboxes(of: key) where outbox.id != except?.id { outbox.send(encoded) }
         }
+    }
+
+    /// Marks every open connection of `key` retired (it left or was removed).
+    public func retire(key: String) {
+        for outbox in outboxes(of: key) { outbox.retire() }
     }
 
     /// Sends a last message to every connection of `key`, then closes them.

@@ -23,9 +23,7 @@ public struct Relay: Sendable {
             return [.error(HushError(.badRequest, "every request needs an id of 1–64 characters"), id: nil)]
         }
         do {
-            if try await store.isRetired(key) {
-                throw HushError(.removed, "this key was removed from its room")
-            }
+            if outbox.isRetired { throw HushError(.removed, "this key was removed from its room") }
             if request.type == "hello" {
                 var (reply, waiting) = try await hello(key: key)
                 reply.id = id
@@ -169,6 +167,7 @@ public struct Relay: Sendable {
             let outcome = try await store.removeMember(room: room, key: member, signature: signature, by: key)
             var removed = WireMessage(type: "removed")
             removed.room = room
+            hub.retire(key: member)
             hub.close(key: member, with: removed)
             var push = WireMessage(type: "member_removed")
             push.room = room
@@ -187,6 +186,7 @@ public struct Relay: Sendable {
             let signature = request.signature?.bytes ?? []
             guard signature.count <= limits.maxSmallBlobBytes else { throw HushError(.tooLarge, "signature is too large") }
             let outcome = try await store.leave(room: room, key: key, signature: signature)
+            hub.retire(key: key)
             var push = WireMessage(type: "member_left")
             push.room = room
             push.key = key

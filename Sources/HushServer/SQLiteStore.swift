@@ -119,7 +119,7 @@ public final class SQLiteStore: Store {
     // MARK: row mapping
 
     static func room(_ db: Database, _ id: String) throws -> RoomRecord? {
-        try Row.fetchOne(db, sql: "SELECT * FROM rooms WHERE id = ?", arguments: [id]).map(room(row:))
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM rooms WHERE id = ?"), arguments: [id]).map(room(row:))
     }
 
     static func room(row: Row) -> RoomRecord {
@@ -130,7 +130,7 @@ public final class SQLiteStore: Store {
     }
 
     static func member(_ db: Database, room: String, key: String) throws -> MemberRecord? {
-        try Row.fetchOne(db, sql: "SELECT * FROM members WHERE room = ? AND key = ?", arguments: [room, key]).map(member(row:))
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM members WHERE room = ? AND key = ?"), arguments: [room, key]).map(member(row:))
     }
 
     /// Unknown stored values fail closed: a row this code does not understand grants nothing.
@@ -142,7 +142,7 @@ public final class SQLiteStore: Store {
 
     static func invite(_ db: Database, room: String, inviteID: [UInt8]) throws -> InviteRecord? {
         // Fetch the room's invites and compare ids in constant time.
-        try Row.fetchAll(db, sql: "SELECT * FROM invites WHERE room = ?", arguments: [room]).map(invite(row:))
+        try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM invites WHERE room = ?"), arguments: [room]).map(invite(row:))
             .first { constantTimeEquals($0.inviteID, inviteID) }
     }
 
@@ -163,36 +163,38 @@ public final class SQLiteStore: Store {
     static func data(_ bytes: [UInt8]?) -> Data? { bytes.map { Data($0) } }
 
     static func keys(_ db: Database, room: String) throws -> [String] {
-        try String.fetchAll(db, sql: "SELECT key FROM members WHERE room = ? ORDER BY rowid", arguments: [room])
+        try String.fetchAll(db.cachedStatement(sql: "SELECT key FROM members WHERE room = ? ORDER BY rowid"), arguments: [room])
     }
 
     /// Rooms and unexpired joins of a key (an expired join no longer holds a place).
     static func roomCount(_ db: Database, key: String, now: Int64) throws -> Int {
-        try Int.fetchOne(db, sql: """
+        try Int.fetchOne(db.cachedStatement(sql: """
             SELECT (SELECT COUNT(*) FROM members WHERE key = ?) + (SELECT COUNT(*) FROM invites WHERE joiner = ? AND expires_at > ?)
-            """, arguments: [key, key, now]) ?? 0
+            """), arguments: [key, key, now]) ?? 0
     }
 
-    /// The bytes of database pages in use (free pages, which SQLite reuses, not counted).
-    static func databaseBytes(_ db: Database) throws -> Int {
-        let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
-        let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
-        let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 0
+    /// The bytes of database pages in use (free pages, which SQLite reuses, not counted); 0
+    /// without a server bound, which is then the only reader: three PRAGMAs a send saved.
+    static func databaseBytes(_ db: Database, limits: Limits) throws -> Int {
+        guard limits.maxStorageBytes != nil else { return 0 }
+        let pages = try Int.fetchOne(db.cachedStatement(sql: "PRAGMA page_count")) ?? 0
+        let free = try Int.fetchOne(db.cachedStatement(sql: "PRAGMA freelist_count")) ?? 0
+        let pageSize = try Int.fetchOne(db.cachedStatement(sql: "PRAGMA page_size")) ?? 0
         return (pages - free) * pageSize
     }
 
     static func updateInvite(_ db: Database, _ invite: InviteRecord) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             UPDATE invites SET state = ?, joiner = ?, joining_key = ?, response = ?, confirmation = ?, response_epoch = ?
             WHERE room = ? AND invite_id = ?
-            """, arguments: [invite.state.rawValue, invite.joiner, data(invite.joiningKey), data(invite.response),
+            """).execute(arguments: [invite.state.rawValue, invite.joiner, data(invite.joiningKey), data(invite.response),
                              data(invite.confirmation), invite.responseEpoch, invite.room, data(invite.inviteID)])
     }
 
     // MARK: Store
 
     public func isRetired(_ key: String) async throws -> Bool {
-        try await read { db in try Bool.fetchOne(db, sql: "SELECT 1 FROM retired WHERE key = ?", arguments: [key]) ?? false }
+        try await read { db in try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM retired WHERE key = ?"), arguments: [key]) ?? false }
     }
 
     public func createRoom(id: String, owner: String, rotateEvery: Int, now: Int64, limits: Limits) async throws -> RoomRecord {
@@ -200,14 +202,14 @@ public final class SQLiteStore: Store {
             guard try Self.roomCount(db, key: owner, now: now) < limits.maxRoomsPerKey else {
                 throw HushError(.limitReached, "this key is in too many rooms")
             }
-            try StorageRules.checkNewRoom(databaseBytes: Self.databaseBytes(db), limits: limits)
+            try StorageRules.checkNewRoom(databaseBytes: Self.databaseBytes(db, limits: limits), limits: limits)
             let room = RoomRecord(id: id, owner: owner, epoch: 0, lastSeq: 0, lastRotationSeq: 0, sinceRotation: 0,
                                   rotateEvery: rotateEvery, wrapRequired: false, storedBytes: 0, expiredThrough: 0)
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO rooms (id, owner, epoch, last_seq, last_rotation_seq, since_rotation, rotate_every, wrap_required)
                 VALUES (?, ?, 0, 0, 0, 0, ?, 0)
-                """, arguments: [id, owner, rotateEvery])
-            try db.execute(sql: "INSERT INTO members VALUES (?, ?, 'owner', x'', 0, 0)", arguments: [id, owner])
+                """).execute(arguments: [id, owner, rotateEvery])
+            try db.cachedStatement(sql: "INSERT INTO members VALUES (?, ?, 'owner', x'', 0, 0)").execute(arguments: [id, owner])
             return room
         }
     }
@@ -218,11 +220,11 @@ public final class SQLiteStore: Store {
 
     public func rooms(of key: String) async throws -> [(RoomRecord, MemberRecord)] {
         let rows = try await read { db in
-            try Row.fetchAll(db, sql: """
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT m.*, r.id AS rid, r.owner, r.epoch, r.last_seq, r.last_rotation_seq, r.since_rotation,
                        r.rotate_every, r.wrap_required, r.stored_bytes, r.expired_through
                 FROM members m JOIN rooms r ON r.id = m.room WHERE m.key = ?
-                """, arguments: [key]).map { row in
+                """), arguments: [key]).map { row in
                 (RoomRecord(id: row["rid"], owner: row["owner"], epoch: row["epoch"], lastSeq: row["last_seq"],
                             lastRotationSeq: row["last_rotation_seq"], sinceRotation: row["since_rotation"],
                             rotateEvery: row["rotate_every"], wrapRequired: row["wrap_required"],
@@ -235,20 +237,20 @@ public final class SQLiteStore: Store {
 
     public func members(of room: String) async throws -> [MemberRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM members WHERE room = ? ORDER BY rowid", arguments: [room]).map(Self.member(row:))
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM members WHERE room = ? ORDER BY rowid"), arguments: [room]).map(Self.member(row:))
         }
     }
 
     public func joins(of key: String, now: Int64) async throws -> [InviteRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM invites WHERE joiner = ? AND expires_at > ?", arguments: [key, now])
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM invites WHERE joiner = ? AND expires_at > ?"), arguments: [key, now])
                 .map(Self.invite(row:))
         }
     }
 
     public func pendingJoins(room: String, now: Int64) async throws -> [InviteRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM invites WHERE room = ? AND state != 'open' AND expires_at > ?",
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM invites WHERE room = ? AND state != 'open' AND expires_at > ?"),
                              arguments: [room, now]).map(Self.invite(row:))
         }
     }
@@ -257,7 +259,7 @@ public final class SQLiteStore: Store {
         try await read { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.requireOwner(room, key: key)
-            return try Row.fetchAll(db, sql: "SELECT * FROM invites WHERE room = ? AND expires_at > ? ORDER BY expires_at",
+            return try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM invites WHERE room = ? AND expires_at > ? ORDER BY expires_at"),
                                     arguments: [room.id, now]).map(Self.invite(row:))
         }
     }
@@ -269,7 +271,7 @@ public final class SQLiteStore: Store {
             guard let invite = try Self.invite(db, room: room.id, inviteID: inviteID) else {
                 throw HushError(.unknownInvite, "no such invite in this room")
             }
-            try db.execute(sql: "DELETE FROM invites WHERE room = ? AND invite_id = ?", arguments: [room.id, Data(invite.inviteID)])
+            try db.cachedStatement(sql: "DELETE FROM invites WHERE room = ? AND invite_id = ?").execute(arguments: [room.id, Data(invite.inviteID)])
             return invite
         }
     }
@@ -278,15 +280,15 @@ public final class SQLiteStore: Store {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.requireOwner(room, key: key)
-            let open = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM invites WHERE room = ? AND state = 'open' AND expires_at > ?",
+            let open = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM invites WHERE room = ? AND state = 'open' AND expires_at > ?"),
                                         arguments: [room.id, now]) ?? 0
             try RoomRules.checkNewInvite(expiresAt: expiresAt, now: now, openInvites: open, limits: limits)
             guard try Self.invite(db, room: room.id, inviteID: inviteID) == nil else {
                 throw HushError(.inviteUsed, "this invite id is already registered")
             }
             // Expired invites, and the joins through them, are over: make room for new ones.
-            try db.execute(sql: "DELETE FROM invites WHERE room = ? AND expires_at <= ?", arguments: [room.id, now])
-            try db.execute(sql: "INSERT INTO invites (room, invite_id, expires_at, state) VALUES (?, ?, ?, 'open')",
+            try db.cachedStatement(sql: "DELETE FROM invites WHERE room = ? AND expires_at <= ?").execute(arguments: [room.id, now])
+            try db.cachedStatement(sql: "INSERT INTO invites (room, invite_id, expires_at, state) VALUES (?, ?, ?, 'open')").execute(
                            arguments: [room.id, Data(inviteID), expiresAt])
         }
     }
@@ -297,7 +299,7 @@ public final class SQLiteStore: Store {
             guard try Self.member(db, room: room.id, key: joiner) == nil else {
                 throw HushError(.alreadyMember, "this key is already in the room")
             }
-            let pending = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM invites WHERE room = ? AND state != 'open' AND expires_at > ?",
+            let pending = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM invites WHERE room = ? AND state != 'open' AND expires_at > ?"),
                                            arguments: [room.id, now]) ?? 0
             var invite = try RoomRules.checkJoin(invite: Self.invite(db, room: room.id, inviteID: inviteID), now: now,
                                                  pendingJoins: pending, limits: limits)
@@ -345,9 +347,9 @@ public final class SQLiteStore: Store {
             let count = try Self.keys(db, room: room.id).count
             try RoomRules.checkAddMember(room: room, invite: Self.invite(db, room: room.id, inviteID: inviteID), key: key,
                                          signature: signature, memberCount: count, now: now, limits: limits)
-            try db.execute(sql: "INSERT INTO members VALUES (?, ?, 'member', ?, ?, ?)",
+            try db.cachedStatement(sql: "INSERT INTO members VALUES (?, ?, 'member', ?, ?, ?)").execute(
                            arguments: [room.id, key, Data(signature), room.lastRotationSeq, room.lastRotationSeq])
-            try db.execute(sql: "DELETE FROM invites WHERE room = ? AND invite_id = ?", arguments: [room.id, Data(inviteID)])
+            try db.cachedStatement(sql: "DELETE FROM invites WHERE room = ? AND invite_id = ?").execute(arguments: [room.id, Data(inviteID)])
             return try Self.keys(db, room: room.id)
         }
     }
@@ -357,20 +359,20 @@ public final class SQLiteStore: Store {
         try await write { db in
             var room = try RoomRules.requireRoom(Self.room(db, room))
             _ = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
-            if let original = try Row.fetchOne(db, sql: "SELECT * FROM messages WHERE room = ? AND sender = ? AND message_id = ?",
+            if let original = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM messages WHERE room = ? AND sender = ? AND message_id = ?"),
                                                arguments: [room.id, key, Data(messageID)]) {
                 return AppendOutcome(message: Self.message(row: original), room: room, recipients: [], wraps: [:], isRepeat: true)
             }
             try RoomRules.checkSend(room: room, epoch: epoch)
             let cost = StorageRules.messageCost(payload: payload)
-            try StorageRules.checkMessage(cost: cost, room: room, databaseBytes: Self.databaseBytes(db), limits: limits)
+            try StorageRules.checkMessage(cost: cost, room: room, databaseBytes: Self.databaseBytes(db, limits: limits), limits: limits)
             room.lastSeq += 1
             room.sinceRotation += 1
             room.storedBytes += cost
             let message = MessageRecord(room: room.id, seq: room.lastSeq, kind: "message", sender: key,
                                         epoch: room.epoch, at: now, payload: payload, messageID: messageID)
             try Self.insert(db, message)
-            try db.execute(sql: "UPDATE rooms SET last_seq = ?, since_rotation = ?, stored_bytes = ? WHERE id = ?",
+            try db.cachedStatement(sql: "UPDATE rooms SET last_seq = ?, since_rotation = ?, stored_bytes = ? WHERE id = ?").execute(
                            arguments: [room.lastSeq, room.sinceRotation, room.storedBytes, room.id])
             return AppendOutcome(message: message, room: room, recipients: try Self.keys(db, room: room.id), wraps: [:])
         } afterCommit: { outcome in
@@ -379,9 +381,9 @@ public final class SQLiteStore: Store {
     }
 
     static func insert(_ db: Database, _ message: MessageRecord) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO messages (room, seq, kind, sender, epoch, at, payload, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [message.room, message.seq, message.kind, message.sender, message.epoch, message.at,
+            """).execute(arguments: [message.room, message.seq, message.kind, message.sender, message.epoch, message.at,
                              data(message.payload), data(message.messageID)])
     }
 
@@ -394,7 +396,7 @@ public final class SQLiteStore: Store {
             let keys = try Self.keys(db, room: room.id)
             try RoomRules.checkRotation(room: room, epoch: epoch, payload: payload, wraps: wraps, roomKeys: Set(keys))
             let cost = StorageRules.rotationCost(payload: payload, wraps: wraps)
-            try StorageRules.checkRotation(cost: cost, room: room, databaseBytes: Self.databaseBytes(db), limits: limits)
+            try StorageRules.checkRotation(cost: cost, room: room, databaseBytes: Self.databaseBytes(db, limits: limits), limits: limits)
             room.storedBytes += cost
             room.lastSeq += 1
             room.epoch = epoch
@@ -407,14 +409,14 @@ public final class SQLiteStore: Store {
             var wrapMap: [String: [UInt8]] = [:]
             for wrap in wraps ?? [] {
                 wrapMap[wrap.key] = wrap.wrap.bytes
-                try db.execute(sql: "INSERT INTO wraps VALUES (?, ?, ?, ?)",
+                try db.cachedStatement(sql: "INSERT INTO wraps VALUES (?, ?, ?, ?)").execute(
                                arguments: [room.id, message.seq, wrap.key, Data(wrap.wrap.bytes)])
             }
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 UPDATE rooms SET last_seq = ?, epoch = ?, last_rotation_seq = ?, since_rotation = 0, wrap_required = 0,
                     stored_bytes = ?
                 WHERE id = ?
-                """, arguments: [room.lastSeq, epoch, room.lastSeq, room.storedBytes, room.id])
+                """).execute(arguments: [room.lastSeq, epoch, room.lastSeq, room.storedBytes, room.id])
             return AppendOutcome(message: message, room: room, recipients: keys, wraps: wrapMap)
         } afterCommit: { outcome in
             afterCommit(outcome)
@@ -426,11 +428,11 @@ public final class SQLiteStore: Store {
             let room = try RoomRules.requireRoom(Self.room(db, room))
             let member = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
             let page = try RoomRules.historyPage(after: after, limit: limit, floor: member.floor, limits: limits)
-            let rows = try Row.fetchAll(db, sql: """
+            let rows = try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT m.*, w.wrap AS own_wrap FROM messages m
                 LEFT JOIN wraps w ON w.room = m.room AND w.seq = m.seq AND w.key = ?
                 WHERE m.room = ? AND m.seq > ? ORDER BY m.seq LIMIT ?
-                """, arguments: [key, room.id, page.after, page.limit + 1])
+                """), arguments: [key, room.id, page.after, page.limit + 1])
             // Cut the page at the byte budget too (never below one message): `more` tells the
             // client to ask again from the last sequence number it got.
             var messages: [Envelope] = []
@@ -443,7 +445,7 @@ public final class SQLiteStore: Store {
             }
             let more = rows.count > messages.count
             if let last = messages.last?.seq, last > member.delivered {
-                try db.execute(sql: "UPDATE members SET delivered = ? WHERE room = ? AND key = ?", arguments: [last, room.id, key])
+                try db.cachedStatement(sql: "UPDATE members SET delivered = ? WHERE room = ? AND key = ?").execute(arguments: [last, room.id, key])
             }
             return HistoryPage(messages: messages, more: more, expiredThrough: room.expiredThrough)
         }
@@ -451,16 +453,16 @@ public final class SQLiteStore: Store {
 
     public func saveDelivered(room: String, key: String, seq: Int) async throws {
         try await write { db in
-            try db.execute(sql: "UPDATE members SET delivered = MAX(delivered, ?) WHERE room = ? AND key = ?",
+            try db.cachedStatement(sql: "UPDATE members SET delivered = MAX(delivered, ?) WHERE room = ? AND key = ?").execute(
                            arguments: [seq, room, key])
         }
     }
 
     public func formerMembers(of room: String, after floor: Int, limit: Int) async throws -> [DepartedRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: """
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT * FROM departed WHERE room = ? AND until > ? ORDER BY until DESC, rowid DESC LIMIT ?
-                """, arguments: [room, floor, limit]).compactMap { row in
+                """), arguments: [room, floor, limit]).compactMap { row in
                 guard let departure = Departure(rawValue: row["departure"]) else { return nil }
                 return DepartedRecord(room: row["room"], key: row["key"], signature: Self.bytes(row["signature"]) ?? [],
                                       until: row["until"], departure: departure,
@@ -495,11 +497,11 @@ public final class SQLiteStore: Store {
 
     /// Deletes the membership, keeps the departure (for `formerMembers`), retires the key.
     static func retire(_ db: Database, room: RoomRecord, member: MemberRecord, departure: Departure, signature: [UInt8]) throws {
-        try db.execute(sql: "DELETE FROM members WHERE room = ? AND key = ?", arguments: [room.id, member.key])
-        try db.execute(sql: "INSERT OR REPLACE INTO departed VALUES (?, ?, ?, ?, ?, ?)",
+        try db.cachedStatement(sql: "DELETE FROM members WHERE room = ? AND key = ?").execute(arguments: [room.id, member.key])
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO departed VALUES (?, ?, ?, ?, ?, ?)").execute(
                        arguments: [room.id, member.key, Data(member.signature), room.lastSeq, departure.rawValue, Data(signature)])
-        try db.execute(sql: "UPDATE rooms SET wrap_required = 1 WHERE id = ?", arguments: [room.id])
-        try db.execute(sql: "INSERT OR IGNORE INTO retired VALUES (?)", arguments: [member.key])
+        try db.cachedStatement(sql: "UPDATE rooms SET wrap_required = 1 WHERE id = ?").execute(arguments: [room.id])
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO retired VALUES (?)").execute(arguments: [member.key])
     }
 
     public func deleteRoom(room: String, by key: String) async throws -> [String] {
@@ -507,12 +509,12 @@ public final class SQLiteStore: Store {
             let room = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.requireOwner(room, key: key)
             let keys = try Self.keys(db, room: room.id)
-            try db.execute(sql: "DELETE FROM wraps WHERE room = ?", arguments: [room.id])
-            try db.execute(sql: "DELETE FROM messages WHERE room = ?", arguments: [room.id])
-            try db.execute(sql: "DELETE FROM invites WHERE room = ?", arguments: [room.id])
-            try db.execute(sql: "DELETE FROM departed WHERE room = ?", arguments: [room.id])
-            try db.execute(sql: "DELETE FROM members WHERE room = ?", arguments: [room.id])
-            try db.execute(sql: "DELETE FROM rooms WHERE id = ?", arguments: [room.id])
+            try db.cachedStatement(sql: "DELETE FROM wraps WHERE room = ?").execute(arguments: [room.id])
+            try db.cachedStatement(sql: "DELETE FROM messages WHERE room = ?").execute(arguments: [room.id])
+            try db.cachedStatement(sql: "DELETE FROM invites WHERE room = ?").execute(arguments: [room.id])
+            try db.cachedStatement(sql: "DELETE FROM departed WHERE room = ?").execute(arguments: [room.id])
+            try db.cachedStatement(sql: "DELETE FROM members WHERE room = ?").execute(arguments: [room.id])
+            try db.cachedStatement(sql: "DELETE FROM rooms WHERE id = ?").execute(arguments: [room.id])
             return keys
         }
     }
@@ -523,7 +525,7 @@ public final class SQLiteStore: Store {
         return try await write { db in
             // Each room looked at costs one unit of the batch, each record read one more: a pass
             // stays bounded however many rooms or records there are.
-            let rooms = try Row.fetchAll(db, sql: "SELECT rowid, * FROM rooms WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            let rooms = try Row.fetchAll(db.cachedStatement(sql: "SELECT rowid, * FROM rooms WHERE rowid > ? ORDER BY rowid LIMIT ?"),
                                          arguments: [afterRoom, batch])
             var budget = batch
             var deleted = 0
@@ -555,7 +557,7 @@ public final class SQLiteStore: Store {
         // a long-absent key holds back, the floor still moves.
         let oldest = try entries("seq > ?", limit: budget)
         let kept = try entries("seq <= ?", limit: budget - oldest.count)
-        let minDelivered = try Int.fetchOne(db, sql: "SELECT MIN(delivered) FROM members WHERE room = ?", arguments: [room.id]) ?? 0
+        let minDelivered = try Int.fetchOne(db.cachedStatement(sql: "SELECT MIN(delivered) FROM members WHERE room = ?"), arguments: [room.id]) ?? 0
         let plan = StorageRules.expiry(expiredThrough: room.expiredThrough, lastSeq: room.lastSeq, minDelivered: minDelivered,
                                        kept: kept, oldest: oldest, now: now, retention: retention)
         let read = oldest.count + kept.count
@@ -568,13 +570,13 @@ public final class SQLiteStore: Store {
                     + (SELECT COALESCE(SUM(LENGTH(wrap)), 0) + COUNT(*) * \(overhead) FROM wraps WHERE room = ?1 AND seq = ?2)
                 FROM messages WHERE room = ?1 AND seq = ?2
                 """, arguments: [room.id, seq]) ?? 0
-            try db.execute(sql: "DELETE FROM wraps WHERE room = ? AND seq = ?", arguments: [room.id, seq])
-            try db.execute(sql: "DELETE FROM messages WHERE room = ? AND seq = ?", arguments: [room.id, seq])
+            try db.cachedStatement(sql: "DELETE FROM wraps WHERE room = ? AND seq = ?").execute(arguments: [room.id, seq])
+            try db.cachedStatement(sql: "DELETE FROM messages WHERE room = ? AND seq = ?").execute(arguments: [room.id, seq])
         }
-        try db.execute(sql: "UPDATE rooms SET expired_through = ?, stored_bytes = stored_bytes - ? WHERE id = ?",
+        try db.cachedStatement(sql: "UPDATE rooms SET expired_through = ?, stored_bytes = stored_bytes - ? WHERE id = ?").execute(
                        arguments: [plan.expiredThrough, freed, room.id])
         // A departed key whose messages have all expired has nothing left to verify.
-        try db.execute(sql: "DELETE FROM departed WHERE room = ? AND until <= ?", arguments: [room.id, plan.expiredThrough])
+        try db.cachedStatement(sql: "DELETE FROM departed WHERE room = ? AND until <= ?").execute(arguments: [room.id, plan.expiredThrough])
         return (read, plan.deletions.count)
     }
 }

@@ -127,6 +127,17 @@ import Testing
         }
     }
 
+    @Test func aKeyThatLeftIsRefusedOnItsOpenConnection() async throws {
+        try await withTestServer { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            let bob = try await RoomClient.join(link: try await owner.invite())
+            try await bob.leave()
+            // The connection that left stays open, but speaks for a retired key from now on.
+            #expect(try await errorCode(bob.rawConnection, WireMessage(type: "create_room")) == .removed)
+            #expect(try await errorCode(bob.rawConnection, WireMessage(type: "hello")) == .removed)
+        }
+    }
+
     @Test func theOwnersSecondClientFollowsAWrappedRotation() async throws {
         try await withTestServer { server in
             let info = try await server.info()
