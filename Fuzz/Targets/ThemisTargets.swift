@@ -11,6 +11,18 @@ enum ThemisTargets {
                                     sessionServer, sessionClient, sessionData]
 
     static let keys = FuzzTarget(name: "keys", about: "EC key containers (public and private)") { input in
+        .either(parseKeys(input), parseKeys(ContainerChecksums.repaired(input)))
+    } seeds: { fixtures in
+        let file = try fixtures.json("themis-vectors/keys.json")
+        let pairs = file["key_pairs"] as? [[String: Any]] ?? []
+        let invalid = file["invalid_keys"] as? [[String: Any]] ?? []
+        return pairs.flatMap {
+            [hex($0["private_key"]), hex($0["public_key"]), hex($0["public_key_uncompressed_container"]),
+             hex($0["private_key_32byte_container"])]
+        } + invalid.map { hex($0["key"]) }
+    }
+
+    static func parseKeys(_ input: [UInt8]) -> FuzzTarget.Outcome {
         var accepted = false
         if let key = try? ThemisPublicKey(containerBytes: input) {
             precondition((try? ThemisPublicKey(containerBytes: key.containerBytes)) == key, "a parsed public key does not reparse to itself")
@@ -22,15 +34,6 @@ enum ThemisTargets {
             accepted = true
         }
         return accepted ? .accepted : .refused
-    } seeds: { fixtures in
-        let file = try fixtures.json("themis-vectors/keys.json")
-        let pairs = file["key_pairs"] as? [[String: Any]] ?? []
-        let invalid = file["invalid_keys"] as? [[String: Any]] ?? []
-        return pairs.flatMap {
-            [hex($0["private_key"]), hex($0["public_key"]), hex($0["public_key_uncompressed_container"]),
-             hex($0["private_key_32byte_container"])]
-        }
-            + invalid.map { hex($0["key"]) }
     }
 
     /// Fields: key, context, sealed cell.
@@ -139,8 +142,8 @@ enum ThemisTargets {
     /// odd, a server that answered a genuine hello, given the client's finish (message 3).
     static let sessionServer = FuzzTarget(name: "session-server", about: "Secure Session handshake, server role") { input in
         guard let step = input.first else { return .refused }
-        var server = step % 2 == 0 ? Handshake.recorded.freshServer : Handshake.recorded.serverAfterHello
-        return (try? server.receive(Array(input.dropFirst()))) == nil ? .refused : .accepted
+        let server = step % 2 == 0 ? Handshake.recorded.freshServer : Handshake.recorded.serverAfterHello
+        return receive(Array(input.dropFirst()), by: server)
     } seeds: { fixtures in
         let recorded = Handshake.recorded
         let transcripts = try fixtures.vectors("secure_session.json", list: "transcripts")
@@ -152,13 +155,20 @@ enum ThemisTargets {
     /// (message 2); odd, after its finish, given the server's finish (message 4).
     static let sessionClient = FuzzTarget(name: "session-client", about: "Secure Session handshake, client role") { input in
         guard let step = input.first else { return .refused }
-        var client = step % 2 == 0 ? Handshake.recorded.clientAfterHello : Handshake.recorded.clientAfterFinish
-        return (try? client.receive(Array(input.dropFirst()))) == nil ? .refused : .accepted
+        let client = step % 2 == 0 ? Handshake.recorded.clientAfterHello : Handshake.recorded.clientAfterFinish
+        return receive(Array(input.dropFirst()), by: client)
     } seeds: { fixtures in
         let recorded = Handshake.recorded
         let transcripts = try fixtures.vectors("secure_session.json", list: "transcripts")
         return [[0] + recorded.messages[1], [1] + recorded.messages[3]]
             + transcripts.flatMap { [[0] + handshake($0, step: 2), [1] + handshake($0, step: 4)] }
+    }
+
+    /// A handshake frame given to a copy of `session`, as it came and with its checksums made right.
+    static func receive(_ frame: [UInt8], by session: SecureSession) -> FuzzTarget.Outcome {
+        var asItCame = session, repaired = session
+        return .either((try? asItCame.receive(frame)) == nil ? .refused : .accepted,
+                       (try? repaired.receive(ContainerChecksums.repaired(frame))) == nil ? .refused : .accepted)
     }
 
     /// An established pair (`Handshake.recorded`). Input byte 0 chooses: even, the rest goes

@@ -165,7 +165,12 @@ enum RawWebSocket {
         buffer.removeFirst(head[..<end.upperBound].utf8.count)
         func nextFrame() async throws -> [UInt8] {
             buffer += await socket.read(timeout: .seconds(20)) { parse(buffer + $0) != nil }.bytes
-            guard let (opcode, payload, length) = parse(buffer), opcode == 2 else { throw TestFailure("no binary frame") }
+            guard let (opcode, payload, length) = parse(buffer) else {
+                throw TestFailure("no whole frame within 20 s (\(buffer.count) bytes read)")
+            }
+            guard opcode == 2 else {
+                throw TestFailure("frame with opcode \(opcode), not binary: \(String(decoding: payload.prefix(120), as: UTF8.self))")
+            }
             buffer.removeFirst(length)
             return payload
         }

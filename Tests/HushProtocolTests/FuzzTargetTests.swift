@@ -1,6 +1,7 @@
 import Foundation
 import FuzzTargets
 import Testing
+import ThemisKit
 
 /// The fuzz targets outside libFuzzer: each target's seeds go through it (and some must be
 /// accepted, or the fuzzer would only ever explore refusals), and every input kept in
@@ -33,6 +34,15 @@ import Testing
         for folder in folders where !folder.hasPrefix(".") && folder != "README.md" {
             #expect(FuzzTarget.named(folder) != nil, "fuzz-regressions/\(folder) names no target")
         }
+    }
+
+    @Test func checksumRepairLetsADamagedContainerThrough() throws {
+        let container = ThemisPrivateKey().publicKey.containerBytes
+        var damaged = container
+        damaged[8] ^= 0xFF
+        #expect(throws: ThemisError.badChecksum) { try ThemisPublicKey(containerBytes: damaged) }
+        #expect(ContainerChecksums.repaired(damaged) == container)
+        #expect(ContainerChecksums.repaired(Array(container.prefix(11))) == Array(container.prefix(11)))
     }
 
     @Test func fieldsSplitWhatJoinWrote() {
