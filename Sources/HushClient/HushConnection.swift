@@ -3,6 +3,7 @@ import HummingbirdWSClient
 import HushProtocol
 import Logging
 import NIOCore
+import NIOConcurrencyHelpers
 import Synchronization
 import ThemisKit
 
@@ -18,7 +19,7 @@ public final class HushConnection: Sendable {
     private let outgoingStream: AsyncStream<Outgoing>
     /// Replies awaited by id, and whether the connection has ended: one lock, so that a
     /// request racing the close is either answered by `finish` or never registered.
-    private let pending = Mutex<(waiters: [String: CheckedContinuation<WireMessage, any Error>], closed: Bool)>(([:], false))
+    private let pending = NIOLockedValueBox<(waiters: [String: CheckedContinuation<WireMessage, any Error>], closed: Bool)>(([:], false))
     private let nextID = Atomic<Int>(1)
     /// The largest frame accepted from the server: a history page holds up to 1 MiB of
     /// payloads (docs/PROTOCOL.md §7), about 1.4 MiB as base64 JSON, plus the session's framing.
@@ -26,7 +27,7 @@ public final class HushConnection: Sendable {
     /// How long a request waits for its reply before it fails with `timedOut`.
     public static let requestTimeout: Duration = .seconds(30)
     private let closedSignal = AsyncStream<Void>.makeStream()
-    private let ready = Mutex<CheckedContinuation<Void, any Error>?>(nil)
+    private let ready = NIOLockedValueBox<CheckedContinuation<Void, any Error>?>(nil)
 
     enum Outgoing: Sendable {
         case plaintext([UInt8])
@@ -47,7 +48,7 @@ public final class HushConnection: Sendable {
                             logger: Logger = Logger(label: "hush.client")) async throws -> HushConnection {
         let connection = HushConnection(key: key, server: server)
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            connection.ready.withLock { $0 = continuation }
+            connection.ready.withLockedValue { $0 = continuation }
             Task {
                 do {
                     try await WebSocketClient.connect(url: server.webSocketURL,
@@ -80,7 +81,7 @@ public final class HushConnection: Sendable {
             }
         }
         let box = SharedSession(session)
-        ready.withLock { $0?.resume(); $0 = nil }
+        ready.withLockedValue { $0?.resume(); $0 = nil }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await item in self.outgoingStream {
@@ -101,7 +102,7 @@ public final class HushConnection: Sendable {
                 guard case .binary(let buffer) = frame,
                       case .data(let plaintext) = try box.receive(Array(buffer.readableBytesView)) else { throw ClientError.unexpectedReply("not a data message") }
                 let message = try WireMessage.decode(plaintext)
-                if let id = message.id, let waiter = pending.withLock({ $0.waiters.removeValue(forKey: id) }) {
+                if let id = message.id, let waiter = pending.withLockedValue({ $0.waiters.removeValue(forKey: id) }) {
                     waiter.resume(returning: message)
                 } else {
                     pushSink.yield(message)
@@ -111,8 +112,8 @@ public final class HushConnection: Sendable {
     }
 
     private func finish(_ error: any Error) {
-        ready.withLock { $0?.resume(throwing: error); $0 = nil }
-        let waiters = pending.withLock { table in
+        ready.withLockedValue { $0?.resume(throwing: error); $0 = nil }
+        let waiters = pending.withLockedValue { table in
             defer { table = ([:], true) }
             return Array(table.waiters.values)
         }
@@ -140,11 +141,11 @@ public final class HushConnection: Sendable {
         request.id = id
         let timer = Task { [weak self] in
             try await Task.sleep(for: timeout)
-            self?.pending.withLock { $0.waiters.removeValue(forKey: id) }?.resume(throwing: ClientError.timedOut)
+            self?.pending.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume(throwing: ClientError.timedOut)
         }
         defer { timer.cancel() }
         return try await withCheckedThrowingContinuation { continuation in
-            let registered = pending.withLock { table in
+            let registered = pending.withLockedValue { table in
                 guard !table.closed else { return false }
                 table.waiters[id] = continuation
                 return true
@@ -167,5 +168,5 @@ public final class HushConnection: Sendable {
         for await _ in closedSignal.stream {}
     }
 
-    public var isClosed: Bool { pending.withLock { $0.closed } }
+    public var isClosed: Bool { pending.withLockedValue { $0.closed } }
 }

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import HushProtocol
-import Synchronization
+import NIOConcurrencyHelpers
 import ThemisKit
 #if canImport(Glibc)
 import Glibc
@@ -288,7 +288,7 @@ public struct KeyStoreFile: Sendable {
     }
 
     final class UnlockedKey: Sendable {
-        let value = Mutex<(sealed: [UInt8], key: [UInt8])?>(nil)
+        let value = NIOLockedValueBox<(sealed: [UInt8], key: [UInt8])?>(nil)
     }
 
     /// `--store`, else `HUSH_STORE`, else `~/.hush/keystore.hush`.
@@ -411,9 +411,9 @@ public struct KeyStoreFile: Sendable {
         let bytes = try readBounded()
         if bytes.starts(with: Self.legacyMagic) { return try Self.openLegacy(bytes, passphrase: passphrase) }
         return try Self.open(bytes) { (sealed: [UInt8]) throws(KeyStoreError) -> [UInt8] in
-            if let known = unlocked.value.withLock({ $0 }), constantTimeEquals(known.sealed, sealed) { return known.key }
+            if let known = unlocked.value.withLockedValue({ $0 }), constantTimeEquals(known.sealed, sealed) { return known.key }
             let key = try Self.openStoreKey(sealed, passphrase: passphrase)
-            unlocked.value.withLock { $0 = (sealed, key) }
+            unlocked.value.withLockedValue { $0 = (sealed, key) }
             return key
         }
     }
@@ -435,7 +435,7 @@ public struct KeyStoreFile: Sendable {
     /// Writes `store` atomically (no lock: callers hold it through `update`), under the store
     /// key this process unlocked; a new store (or one of the first format) gets a fresh key.
     func write(_ store: KeyStore) throws {
-        let current = try unlocked.value.withLock { known in
+        let current = try unlocked.value.withLockedValue { known in
             if let known { return known }
             let key = RoomPayload.randomBytes(32)
             let fresh = (sealed: try Self.sealStoreKey(key, passphrase: passphrase), key: key)

@@ -10,7 +10,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Prometheus
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// The chat port's connections: Hummingbird's HTTP/1 + WebSocket upgrade channel behind the
 /// connection caps and the request-head deadline of `ConnectionLimits`.
@@ -71,7 +71,7 @@ struct ChatChannel: ServerChildChannel {
 /// Open connections on the chat port, in all and per source address.
 final class ConnectionAdmission: Sendable {
     private let limits: ConnectionLimits
-    private let counts = Mutex<(total: Int, byAddress: [String: Int])>((0, [:]))
+    private let counts = NIOLockedValueBox<(total: Int, byAddress: [String: Int])>((0, [:]))
 
     init(limits: ConnectionLimits) { self.limits = limits }
 
@@ -84,7 +84,7 @@ final class ConnectionAdmission: Sendable {
 
     func admit(_ address: SocketAddress?) -> Decision {
         let key = address?.ipAddress ?? ""
-        return counts.withLock { counts in
+        return counts.withLockedValue { counts in
             guard counts.total < limits.maxConnections else { return .refused(.serviceUnavailable) }
             guard counts.byAddress[key, default: 0] < limits.maxConnectionsPerAddress else { return .refused(.tooManyRequests) }
             counts.total += 1
@@ -94,7 +94,7 @@ final class ConnectionAdmission: Sendable {
     }
 
     func release(_ key: String) {
-        counts.withLock { counts in
+        counts.withLockedValue { counts in
             counts.total -= 1
             counts.byAddress[key, default: 1] -= 1
             if counts.byAddress[key] == 0 { counts.byAddress[key] = nil }

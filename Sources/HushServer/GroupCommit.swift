@@ -1,5 +1,5 @@
 import GRDB
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Group commit: writes that arrive while a transaction is being committed wait, then share
 /// the next transaction, so that one fsync (`synchronous=FULL`) makes a whole batch durable.
@@ -17,7 +17,7 @@ final class GroupCommitter: Sendable {
     }
 
     private let pool: DatabasePool
-    private let queue = Mutex<(jobs: [Job], draining: Bool)>(([], false))
+    private let queue = NIOLockedValueBox<(jobs: [Job], draining: Bool)>(([], false))
     /// Writes in one transaction at most: bounds a batch's latency and its journal.
     let maxBatch: Int
 
@@ -32,7 +32,7 @@ final class GroupCommitter: Sendable {
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T,
                             afterCommit: (@Sendable (T) -> Void)? = nil) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            let outcome = Mutex<Result<T, any Error>?>(nil)
+            let outcome = NIOLockedValueBox<Result<T, any Error>?>(nil)
             enqueue(Job(
                 run: { db in
                     var result: Result<T, any Error> = .failure(StoreError("the write did not run"))
@@ -44,13 +44,13 @@ final class GroupCommitter: Sendable {
                     } catch {
                         result = .failure(Self.reported(error))
                     }
-                    outcome.withLock { $0 = result }
+                    outcome.withLockedValue { $0 = result }
                     if case .failure(let error) = result { return error }
                     return nil
                 },
                 finish: { commitError in
                     let result: Result<T, any Error> = commitError.map { .failure(Self.reported($0)) }
-                        ?? outcome.withLock { $0 } ?? .failure(StoreError("the write did not run"))
+                        ?? outcome.withLockedValue { $0 } ?? .failure(StoreError("the write did not run"))
                     if case .success(let value) = result { afterCommit?(value) }
                     continuation.resume(with: result)
                 }))
@@ -65,7 +65,7 @@ final class GroupCommitter: Sendable {
     }
 
     private func enqueue(_ job: Job) {
-        let start = queue.withLock { state in
+        let start = queue.withLockedValue { state in
             state.jobs.append(job)
             defer { state.draining = true }
             return !state.draining
@@ -76,7 +76,7 @@ final class GroupCommitter: Sendable {
     /// Commits batches until the queue is empty.
     private func drain() async {
         while true {
-            let batch = queue.withLock { state in
+            let batch = queue.withLockedValue { state in
                 let batch = Array(state.jobs.prefix(maxBatch))
                 state.jobs.removeFirst(batch.count)
                 if batch.isEmpty { state.draining = false }

@@ -1,4 +1,5 @@
 import HushProtocol
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// What a connection's writer gets: a message to wrap and send, or the order to close.
@@ -65,7 +66,7 @@ public final class Outbox: Sendable {
 /// Who is online: established connections by key. The fan-out seam: a multi-node deployment
 /// replaces this with one that also publishes to the other nodes.
 public final class Hub: Sendable {
-    private let connections = Mutex<[String: [UInt64: Outbox]]>([:])
+    private let connections = NIOLockedValueBox<[String: [UInt64: Outbox]]>([:])
     private let nextID = Atomic<UInt64>(1)
     let capacity: Int
 
@@ -73,12 +74,12 @@ public final class Hub: Sendable {
 
     public func register(key: String) -> Outbox {
         let outbox = Outbox(id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, key: key, capacity: capacity)
-        connections.withLock { $0[key, default: [:]][outbox.id] = outbox }
+        connections.withLockedValue { $0[key, default: [:]][outbox.id] = outbox }
         return outbox
     }
 
     public func unregister(_ outbox: Outbox) {
-        connections.withLock { table in
+        connections.withLockedValue { table in
             table[outbox.key]?[outbox.id] = nil
             if table[outbox.key]?.isEmpty == true { table[outbox.key] = nil }
         }
@@ -86,7 +87,7 @@ public final class Hub: Sendable {
     }
 
     private func outboxes(of key: String) -> [Outbox] {
-        connections.withLock { Array(($0[key] ?? [:]).values) }
+        connections.withLockedValue { Array(($0[key] ?? [:]).values) }
     }
 
     public func push(_ message: WireMessage, to key: String, except: Outbox? = nil) {
@@ -114,7 +115,7 @@ public final class Hub: Sendable {
         }
     }
 
-    public func connectionCount(of key: String) -> Int { connections.withLock { $0[key]?.count ?? 0 } }
+    public func connectionCount(of key: String) -> Int { connections.withLockedValue { $0[key]?.count ?? 0 } }
 
-    public var connectionCount: Int { connections.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+    public var connectionCount: Int { connections.withLockedValue { $0.values.reduce(0) { $0 + $1.count } } }
 }

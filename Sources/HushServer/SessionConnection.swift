@@ -3,7 +3,6 @@ import HushProtocol
 import HummingbirdWebSocket
 import Logging
 import NIOCore
-import Synchronization
 import ThemisKit
 
 /// One WebSocket at `/ws`: the Secure Session handshake, then requests in and replies and

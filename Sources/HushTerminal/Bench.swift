@@ -2,6 +2,7 @@ import Foundation
 import Histogram
 import HushClient
 import HushProtocol
+import NIOConcurrencyHelpers
 import Synchronization
 import ThemisKit
 
@@ -46,16 +47,16 @@ public struct BenchConfig: Sendable, Codable, Equatable {
 
 /// Delivery latencies in microseconds, shared by every receiver.
 public final class LatencyRecorder: Sendable {
-    private let histogram = Mutex(Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000,
+    private let histogram = NIOLockedValueBox(Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 600_000_000,
                                                     numberOfSignificantValueDigits: .three))
 
     public init() {}
 
     public func record(microseconds: UInt64) {
-        histogram.withLock { _ = $0.record(min(max(microseconds, 1), 600_000_000)) }
+        histogram.withLockedValue { _ = $0.record(min(max(microseconds, 1), 600_000_000)) }
     }
 
-    public var summary: LatencySummary { histogram.withLock { LatencySummary($0) } }
+    public var summary: LatencySummary { histogram.withLockedValue { LatencySummary($0) } }
 }
 
 /// Percentiles in milliseconds.
@@ -197,7 +198,7 @@ public enum BenchRunner {
         let joinLatency = LatencyRecorder()
         progress?("joins: \(config.rooms) rooms × \(config.members - 1) joiners")
         let joinStart = nanos()
-        let rooms = Mutex<[[RoomClient]]>([])
+        let rooms = NIOLockedValueBox<[[RoomClient]]>([])
         try await forEach(0..<config.rooms, concurrency: 4) { _ in
             let owner = try await RoomClient.create(server: server, rotateEvery: Limits.standard.maxRotateEvery)
             var clients = [owner]
@@ -212,10 +213,10 @@ public enum BenchRunner {
                 }
             }
             let all = clients
-            rooms.withLock { $0.append(all) }
+            rooms.withLockedValue { $0.append(all) }
         }
         let joinSeconds = Double(nanos() - joinStart) / 1e9
-        let allRooms = rooms.withLock { $0 }
+        let allRooms = rooms.withLockedValue { $0 }
         let joined = allRooms.reduce(0) { $0 + $1.count - 1 }
 
         // 3. Messages: every member sends; every other member of the room receives.

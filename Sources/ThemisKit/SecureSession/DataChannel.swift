@@ -147,7 +147,7 @@ final class NonceSource: Sendable {
 
     private let kind: Kind
     private let salt: UInt64
-    private let counter = Mutex<UInt64>(0)
+    private let counter = Atomic<UInt64>(0)
 
     init(_ kind: Kind) {
         self.kind = kind
@@ -158,10 +158,7 @@ final class NonceSource: Sendable {
     func appendNextIV(to out: inout [UInt8]) {
         switch kind {
         case .counter:
-            let value = counter.withLock { value in
-                defer { value += 1 }
-                return value
-            }
+            let value = counter.wrappingAdd(1, ordering: .relaxed).oldValue
             out.appendBE32(UInt32(truncatingIfNeeded: salt >> 32))
             out.appendBE64(value)
             out.appendBE32(UInt32(truncatingIfNeeded: salt))
