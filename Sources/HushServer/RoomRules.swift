@@ -1,20 +1,24 @@
 import HushProtocol
 import ThemisKit
 
-/// Who may do what (docs/PROTOCOL.md §4), as pure checks over stored records. The store calls
-/// these inside its transaction, so a refusal changes nothing.
+/// The room core (docs/PROTOCOL.md §4): who may do what, and what each accepted request turns
+/// the stored records into, as pure functions over records. A store reads the records a
+/// request needs, calls one of these inside its transaction and writes back exactly what it
+/// returns; a refusal throws before anything is written, so it changes nothing. Every store
+/// (SQLite today) shares these rules and only persists.
 public enum RoomRules {
     public static func requireRoom(_ room: RoomRecord?) throws(HushError) -> RoomRecord {
         guard let room else { throw HushError(.notFound, "no such room") }
         return room
     }
 
-    public static func requireOwner(_ room: RoomRecord, key: String) throws(HushError) {
-        guard room.owner == key else { throw HushError(.notOwner, "only the room owner may do this") }
-    }
-
-    public static func requireMember(_ member: MemberRecord?) throws(HushError) -> MemberRecord {
+    /// The one rule for room requests: a key that is not in the room is `not_member`, whatever
+    /// it asks (so a stranger learns nothing about who owns the room); a member asking for
+    /// what only the owner may do is `not_owner`.
+    @discardableResult
+    public static func authorize(_ member: MemberRecord?, as role: Role) throws(HushError) -> MemberRecord {
         guard let member else { throw HushError(.notMember, "this key is not in the room") }
+        guard role == .member || member.role == .owner else { throw HushError(.notOwner, "only the room owner may do this") }
         return member
     }
 
@@ -31,12 +35,18 @@ public enum RoomRules {
         guard openInvites < limits.maxOpenInvitesPerRoom else { throw HushError(.limitReached, "too many open invites") }
     }
 
-    /// The invite a `join` names: registered, unexpired, unused.
-    public static func checkJoin(invite: InviteRecord?, now: Int64, pendingJoins: Int, limits: Limits) throws(HushError) -> InviteRecord {
-        guard let invite else { throw HushError(.unknownInvite, "no such invite in this room") }
+    /// `join`: the invite it names (registered, unexpired, unused) becomes this key's request.
+    public static func join(invite: InviteRecord?, joiner: String, joiningKey: [UInt8], isMember: Bool, roomsOfJoiner: Int,
+                            pendingJoins: Int, now: Int64, limits: Limits) throws(HushError) -> InviteRecord {
+        guard !isMember else { throw HushError(.alreadyMember, "this key is already in the room") }
+        guard var invite else { throw HushError(.unknownInvite, "no such invite in this room") }
         guard invite.expiresAt > now else { throw HushError(.inviteExpired, "the invite has expired") }
         guard invite.state == .open else { throw HushError(.inviteUsed, "the invite was already used") }
         guard pendingJoins < limits.maxPendingJoinsPerRoom else { throw HushError(.limitReached, "too many pending joins") }
+        guard roomsOfJoiner < limits.maxRoomsPerKey else { throw HushError(.limitReached, "this key is in too many rooms") }
+        invite.state = .requested
+        invite.joiner = joiner
+        invite.joiningKey = joiningKey
         return invite
     }
 
@@ -45,24 +55,35 @@ public enum RoomRules {
         guard invite.expiresAt > now else { throw HushError(.inviteExpired, "the invite, and the join through it, have expired") }
     }
 
-    public static func checkResponse(invite: InviteRecord?, now: Int64) throws(HushError) -> InviteRecord {
-        guard let invite, [.requested, .responded, .confirmed].contains(invite.state) else {
+    /// `join_response` (owner): the request gets the sealed grant under the current epoch; a
+    /// repeat replaces it (and any confirmation of the old one).
+    public static func respond(room: RoomRecord, invite: InviteRecord?, sealed: [UInt8], now: Int64) throws(HushError) -> InviteRecord {
+        guard var invite, [.requested, .responded, .confirmed].contains(invite.state) else {
             throw HushError(.noPendingJoin, "no join request is pending for this invite")
         }
         try checkUnexpired(invite, now: now)
+        invite.state = .responded
+        invite.response = sealed
+        invite.confirmation = nil
+        invite.responseEpoch = room.epoch
         return invite
     }
 
-    public static func checkConfirm(invite: InviteRecord?, key: String, now: Int64) throws(HushError) -> InviteRecord {
-        guard let invite, invite.state == .responded, invite.joiner == key else {
+    /// `join_confirm` (the joiner): the response it was given is confirmed.
+    public static func confirm(invite: InviteRecord?, key: String, sealed: [UInt8], now: Int64) throws(HushError) -> InviteRecord {
+        guard var invite, invite.state == .responded, invite.joiner == key else {
             throw HushError(.noPendingJoin, "no join response is waiting for this key")
         }
         try checkUnexpired(invite, now: now)
+        invite.state = .confirmed
+        invite.confirmation = sealed
         return invite
     }
 
-    public static func checkAddMember(room: RoomRecord, invite: InviteRecord?, key: String, signature: [UInt8],
-                                      memberCount: Int, now: Int64, limits: Limits) throws(HushError) {
+    /// `add_member` (owner): a confirmed join under the current epoch, with the owner's
+    /// membership signature, becomes a member who reads from the last rotation on (its floor).
+    public static func admit(room: RoomRecord, invite: InviteRecord?, key: String, signature: [UInt8],
+                             memberCount: Int, now: Int64, limits: Limits) throws(HushError) -> MemberRecord {
         guard let invite, invite.state == .confirmed, invite.joiner == key else {
             throw HushError(.noPendingJoin, "no confirmed join for this key")
         }
@@ -72,6 +93,8 @@ public enum RoomRules {
         }
         try checkOwnerSignature(signature, statement: Statement.membership(room: room.id, key: key), room: room)
         guard memberCount < limits.maxMembersPerRoom else { throw HushError(.limitReached, "the room is full") }
+        return MemberRecord(room: room.id, key: key, role: .member, signature: signature,
+                            floor: room.lastRotationSeq, delivered: room.lastRotationSeq)
     }
 
     public static func checkOwnerSignature(_ signature: [UInt8], statement: [UInt8], room: RoomRecord) throws(HushError) {
@@ -90,20 +113,33 @@ public enum RoomRules {
     }
 
     /// A chat message (§4.4): sealed under the room's current epoch, and never while a departed
-    /// key still holds that epoch's key (the owner's wrapped rotation comes first).
-    public static func checkSend(room: RoomRecord, epoch: Int) throws(HushError) {
+    /// key still holds that epoch's key (the owner's wrapped rotation comes first). Returns the
+    /// room after it and the message at the next sequence number.
+    public static func send(room: RoomRecord, from key: String, epoch: Int, payload: [UInt8], messageID: [UInt8],
+                            now: Int64, databaseBytes: Int, limits: Limits) throws(HushError) -> (RoomRecord, MessageRecord) {
         guard !room.wrapRequired else {
             throw HushError(.rotationPending, "a member left: wait for the owner's key rotation, then send", epoch: room.epoch)
         }
         guard epoch == room.epoch else {
             throw HushError(.staleEpoch, "the room key rotated: seal under the current epoch and send again", epoch: room.epoch)
         }
+        let cost = StorageRules.messageCost(payload: payload)
+        try StorageRules.checkMessage(cost: cost, room: room, databaseBytes: databaseBytes, limits: limits)
+        var room = room
+        room.lastSeq += 1
+        room.sinceRotation += 1
+        room.storedBytes += cost
+        let message = MessageRecord(room: room.id, seq: room.lastSeq, kind: "message", sender: key,
+                                    epoch: room.epoch, at: now, payload: payload, messageID: messageID)
+        return (room, message)
     }
 
-    /// A rotation: next epoch; once anyone has left, wraps for exactly the room's keys: every
-    /// current member and the owner itself (so the owner's other clients can follow it).
-    public static func checkRotation(room: RoomRecord, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?,
-                                     roomKeys: Set<String>) throws(HushError) {
+    /// A rotation (owner): the next epoch; once anyone has left, wraps for exactly the room's
+    /// keys, every current member and the owner itself (so the owner's other clients can
+    /// follow it). Returns the room after it and the rotation at the next sequence number.
+    public static func rotate(room: RoomRecord, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?,
+                              roomKeys: Set<String>, now: Int64, databaseBytes: Int,
+                              limits: Limits) throws(HushError) -> (RoomRecord, MessageRecord) {
         guard epoch == room.epoch + 1 else { throw HushError(.epochMismatch, "epoch must be the current epoch + 1") }
         if let wraps {
             guard payload == nil, Set(wraps.map(\.key)) == roomKeys, wraps.count == roomKeys.count else {
@@ -113,6 +149,38 @@ public enum RoomRules {
             guard !room.wrapRequired else { throw HushError(.wrapsRequired, "a member left: the rotation must be wrapped per member") }
             guard payload != nil else { throw HushError(.badRequest, "a rotation needs a payload or wraps") }
         }
+        let cost = StorageRules.rotationCost(payload: payload, wraps: wraps)
+        try StorageRules.checkRotation(cost: cost, room: room, databaseBytes: databaseBytes, limits: limits)
+        var room = room
+        room.storedBytes += cost
+        room.lastSeq += 1
+        room.epoch = epoch
+        room.lastRotationSeq = room.lastSeq
+        room.sinceRotation = 0
+        room.wrapRequired = false
+        let rotation = MessageRecord(room: room.id, seq: room.lastSeq, kind: "rotation", sender: key,
+                                     epoch: epoch, at: now, payload: payload, messageID: nil)
+        return (room, rotation)
+    }
+
+    /// `remove_member` (owner) or `leave` (the key itself, with its own signature): the member
+    /// becomes a departed record readable up to the room's last sequence number, the key is
+    /// retired, and the room owes a wrapped rotation before anyone sends again.
+    public static func depart(room: RoomRecord, member: MemberRecord?, departure: Departure,
+                              signature: [UInt8]) throws(HushError) -> (RoomRecord, DepartedRecord) {
+        guard let member else { throw HushError(.notMember, "that key is not a member of the room") }
+        switch departure {
+        case .removed:
+            guard member.role != .owner else { throw HushError(.notMember, "that key is not a member of the room") }
+            try checkOwnerSignature(signature, statement: Statement.removal(room: room.id, key: member.key), room: room)
+        case .left:
+            guard member.role != .owner else { throw HushError(.badRequest, "the owner deletes the room instead of leaving") }
+            try checkLeaveSignature(signature, room: room.id, key: member.key)
+        }
+        var room = room
+        room.wrapRequired = true
+        return (room, DepartedRecord(room: room.id, key: member.key, signature: member.signature, until: room.lastSeq,
+                                     departure: departure, departureSignature: signature))
     }
 
     public static func historyPage(after: Int?, limit: Int?, floor: Int, limits: Limits) throws(HushError) -> (after: Int, limit: Int) {

@@ -258,7 +258,7 @@ public final class SQLiteStore: Store {
     public func invites(room: String, by key: String, now: Int64) async throws -> [InviteRecord] {
         try await read { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
-            try RoomRules.requireOwner(room, key: key)
+            try RoomRules.authorize(Self.member(db, room: room.id, key: key), as: .owner)
             return try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM invites WHERE room = ? AND expires_at > ? ORDER BY expires_at"),
                                     arguments: [room.id, now]).map(Self.invite(row:))
         }
@@ -267,7 +267,7 @@ public final class SQLiteStore: Store {
     public func revokeInvite(room: String, inviteID: [UInt8], by key: String) async throws -> InviteRecord {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
-            try RoomRules.requireOwner(room, key: key)
+            try RoomRules.authorize(Self.member(db, room: room.id, key: key), as: .owner)
             guard let invite = try Self.invite(db, room: room.id, inviteID: inviteID) else {
                 throw HushError(.unknownInvite, "no such invite in this room")
             }
@@ -279,7 +279,7 @@ public final class SQLiteStore: Store {
     public func addInvite(room: String, by key: String, inviteID: [UInt8], expiresAt: Int64, now: Int64, limits: Limits) async throws {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
-            try RoomRules.requireOwner(room, key: key)
+            try RoomRules.authorize(Self.member(db, room: room.id, key: key), as: .owner)
             let open = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM invites WHERE room = ? AND state = 'open' AND expires_at > ?"),
                                         arguments: [room.id, now]) ?? 0
             try RoomRules.checkNewInvite(expiresAt: expiresAt, now: now, openInvites: open, limits: limits)
@@ -296,19 +296,12 @@ public final class SQLiteStore: Store {
     public func requestJoin(room: String, inviteID: [UInt8], joiner: String, joiningKey: [UInt8], now: Int64, limits: Limits) async throws -> JoinOutcome {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
-            guard try Self.member(db, room: room.id, key: joiner) == nil else {
-                throw HushError(.alreadyMember, "this key is already in the room")
-            }
             let pending = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM invites WHERE room = ? AND state != 'open' AND expires_at > ?"),
                                            arguments: [room.id, now]) ?? 0
-            var invite = try RoomRules.checkJoin(invite: Self.invite(db, room: room.id, inviteID: inviteID), now: now,
-                                                 pendingJoins: pending, limits: limits)
-            guard try Self.roomCount(db, key: joiner, now: now) < limits.maxRoomsPerKey else {
-                throw HushError(.limitReached, "this key is in too many rooms")
-            }
-            invite.state = .requested
-            invite.joiner = joiner
-            invite.joiningKey = joiningKey
+            let invite = try RoomRules.join(invite: Self.invite(db, room: room.id, inviteID: inviteID), joiner: joiner,
+                                            joiningKey: joiningKey, isMember: Self.member(db, room: room.id, key: joiner) != nil,
+                                            roomsOfJoiner: Self.roomCount(db, key: joiner, now: now), pendingJoins: pending,
+                                            now: now, limits: limits)
             try Self.updateInvite(db, invite)
             return JoinOutcome(room: room, invite: invite)
         }
@@ -317,12 +310,9 @@ public final class SQLiteStore: Store {
     public func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
-            try RoomRules.requireOwner(room, key: key)
-            var invite = try RoomRules.checkResponse(invite: Self.invite(db, room: room.id, inviteID: inviteID), now: now)
-            invite.state = .responded
-            invite.response = sealed
-            invite.confirmation = nil
-            invite.responseEpoch = room.epoch
+            try RoomRules.authorize(Self.member(db, room: room.id, key: key), as: .owner)
+            let invite = try RoomRules.respond(room: room, invite: Self.invite(db, room: room.id, inviteID: inviteID),
+                                               sealed: sealed, now: now)
             try Self.updateInvite(db, invite)
             return JoinOutcome(room: room, invite: invite)
         }
@@ -331,9 +321,8 @@ public final class SQLiteStore: Store {
     public func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
-            var invite = try RoomRules.checkConfirm(invite: Self.invite(db, room: room.id, inviteID: inviteID), key: key, now: now)
-            invite.state = .confirmed
-            invite.confirmation = sealed
+            let invite = try RoomRules.confirm(invite: Self.invite(db, room: room.id, inviteID: inviteID), key: key,
+                                               sealed: sealed, now: now)
             try Self.updateInvite(db, invite)
             return JoinOutcome(room: room, invite: invite)
         }
@@ -343,12 +332,12 @@ public final class SQLiteStore: Store {
                           limits: Limits) async throws -> [String] {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
-            try RoomRules.requireOwner(room, key: owner)
-            let count = try Self.keys(db, room: room.id).count
-            try RoomRules.checkAddMember(room: room, invite: Self.invite(db, room: room.id, inviteID: inviteID), key: key,
-                                         signature: signature, memberCount: count, now: now, limits: limits)
-            try db.cachedStatement(sql: "INSERT INTO members VALUES (?, ?, 'member', ?, ?, ?)").execute(
-                           arguments: [room.id, key, Data(signature), room.lastRotationSeq, room.lastRotationSeq])
+            try RoomRules.authorize(Self.member(db, room: room.id, key: owner), as: .owner)
+            let member = try RoomRules.admit(room: room, invite: Self.invite(db, room: room.id, inviteID: inviteID), key: key,
+                                             signature: signature, memberCount: Self.keys(db, room: room.id).count, now: now,
+                                             limits: limits)
+            try db.cachedStatement(sql: "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?)").execute(
+                arguments: [member.room, member.key, member.role.rawValue, Data(member.signature), member.floor, member.delivered])
             try db.cachedStatement(sql: "DELETE FROM invites WHERE room = ? AND invite_id = ?").execute(arguments: [room.id, Data(inviteID)])
             return try Self.keys(db, room: room.id)
         }
@@ -357,23 +346,16 @@ public final class SQLiteStore: Store {
     public func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], now: Int64,
                        limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
         try await write { db in
-            var room = try RoomRules.requireRoom(Self.room(db, room))
-            _ = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
+            let current = try RoomRules.requireRoom(Self.room(db, room))
+            try RoomRules.authorize(Self.member(db, room: current.id, key: key), as: .member)
             if let original = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM messages WHERE room = ? AND sender = ? AND message_id = ?"),
-                                               arguments: [room.id, key, Data(messageID)]) {
-                return AppendOutcome(message: Self.message(row: original), room: room, recipients: [], wraps: [:], isRepeat: true)
+                                               arguments: [current.id, key, Data(messageID)]) {
+                return AppendOutcome(message: Self.message(row: original), room: current, recipients: [], wraps: [:], isRepeat: true)
             }
-            try RoomRules.checkSend(room: room, epoch: epoch)
-            let cost = StorageRules.messageCost(payload: payload)
-            try StorageRules.checkMessage(cost: cost, room: room, databaseBytes: Self.databaseBytes(db, limits: limits), limits: limits)
-            room.lastSeq += 1
-            room.sinceRotation += 1
-            room.storedBytes += cost
-            let message = MessageRecord(room: room.id, seq: room.lastSeq, kind: "message", sender: key,
-                                        epoch: room.epoch, at: now, payload: payload, messageID: messageID)
+            let (room, message) = try RoomRules.send(room: current, from: key, epoch: epoch, payload: payload, messageID: messageID,
+                                                     now: now, databaseBytes: Self.databaseBytes(db, limits: limits), limits: limits)
             try Self.insert(db, message)
-            try db.cachedStatement(sql: "UPDATE rooms SET last_seq = ?, since_rotation = ?, stored_bytes = ? WHERE id = ?").execute(
-                           arguments: [room.lastSeq, room.sinceRotation, room.storedBytes, room.id])
+            try Self.update(db, room)
             return AppendOutcome(message: message, room: room, recipients: try Self.keys(db, room: room.id), wraps: [:])
         } afterCommit: { outcome in
             if !outcome.isRepeat { afterCommit(outcome) }
@@ -390,21 +372,12 @@ public final class SQLiteStore: Store {
     public func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64,
                        limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
         try await write { db in
-            var room = try RoomRules.requireRoom(Self.room(db, room))
-            _ = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
-            try RoomRules.requireOwner(room, key: key)
-            let keys = try Self.keys(db, room: room.id)
-            try RoomRules.checkRotation(room: room, epoch: epoch, payload: payload, wraps: wraps, roomKeys: Set(keys))
-            let cost = StorageRules.rotationCost(payload: payload, wraps: wraps)
-            try StorageRules.checkRotation(cost: cost, room: room, databaseBytes: Self.databaseBytes(db, limits: limits), limits: limits)
-            room.storedBytes += cost
-            room.lastSeq += 1
-            room.epoch = epoch
-            room.lastRotationSeq = room.lastSeq
-            room.sinceRotation = 0
-            room.wrapRequired = false
-            let message = MessageRecord(room: room.id, seq: room.lastSeq, kind: "rotation", sender: key,
-                                        epoch: epoch, at: now, payload: payload, messageID: nil)
+            let current = try RoomRules.requireRoom(Self.room(db, room))
+            try RoomRules.authorize(Self.member(db, room: current.id, key: key), as: .owner)
+            let keys = try Self.keys(db, room: current.id)
+            let (room, message) = try RoomRules.rotate(room: current, by: key, epoch: epoch, payload: payload, wraps: wraps,
+                                                       roomKeys: Set(keys), now: now,
+                                                       databaseBytes: Self.databaseBytes(db, limits: limits), limits: limits)
             try Self.insert(db, message)
             var wrapMap: [String: [UInt8]] = [:]
             for wrap in wraps ?? [] {
@@ -412,11 +385,7 @@ public final class SQLiteStore: Store {
                 try db.cachedStatement(sql: "INSERT INTO wraps VALUES (?, ?, ?, ?)").execute(
                                arguments: [room.id, message.seq, wrap.key, Data(wrap.wrap.bytes)])
             }
-            try db.cachedStatement(sql: """
-                UPDATE rooms SET last_seq = ?, epoch = ?, last_rotation_seq = ?, since_rotation = 0, wrap_required = 0,
-                    stored_bytes = ?
-                WHERE id = ?
-                """).execute(arguments: [room.lastSeq, epoch, room.lastSeq, room.storedBytes, room.id])
+            try Self.update(db, room)
             return AppendOutcome(message: message, room: room, recipients: keys, wraps: wrapMap)
         } afterCommit: { outcome in
             afterCommit(outcome)
@@ -426,7 +395,7 @@ public final class SQLiteStore: Store {
     public func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> HistoryPage {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
-            let member = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
+            let member = try RoomRules.authorize(Self.member(db, room: room.id, key: key), as: .member)
             let page = try RoomRules.historyPage(after: after, limit: limit, floor: member.floor, limits: limits)
             let rows = try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT m.*, w.wrap AS own_wrap FROM messages m
@@ -473,41 +442,50 @@ public final class SQLiteStore: Store {
 
     public func removeMember(room: String, key: String, signature: [UInt8], by owner: String) async throws -> DepartureOutcome {
         try await write { db in
-            let room = try RoomRules.requireRoom(Self.room(db, room))
-            try RoomRules.requireOwner(room, key: owner)
-            guard key != room.owner, let member = try Self.member(db, room: room.id, key: key) else {
-                throw HushError(.notMember, "that key is not a member of the room")
-            }
-            try RoomRules.checkOwnerSignature(signature, statement: Statement.removal(room: room.id, key: key), room: room)
-            try Self.retire(db, room: room, member: member, departure: .removed, signature: signature)
-            return DepartureOutcome(remaining: try Self.keys(db, room: room.id), until: room.lastSeq)
+            let current = try RoomRules.requireRoom(Self.room(db, room))
+            try RoomRules.authorize(Self.member(db, room: current.id, key: owner), as: .owner)
+            let (room, departed) = try RoomRules.depart(room: current, member: Self.member(db, room: current.id, key: key),
+                                                        departure: .removed, signature: signature)
+            try Self.retire(db, room: room, departed: departed)
+            return DepartureOutcome(remaining: try Self.keys(db, room: room.id), until: departed.until)
         }
     }
 
     public func leave(room: String, key: String, signature: [UInt8]) async throws -> DepartureOutcome {
         try await write { db in
-            let room = try RoomRules.requireRoom(Self.room(db, room))
-            let member = try RoomRules.requireMember(Self.member(db, room: room.id, key: key))
-            guard key != room.owner else { throw HushError(.badRequest, "the owner deletes the room instead of leaving") }
-            try RoomRules.checkLeaveSignature(signature, room: room.id, key: key)
-            try Self.retire(db, room: room, member: member, departure: .left, signature: signature)
-            return DepartureOutcome(remaining: try Self.keys(db, room: room.id), until: room.lastSeq)
+            let current = try RoomRules.requireRoom(Self.room(db, room))
+            let member = try RoomRules.authorize(Self.member(db, room: current.id, key: key), as: .member)
+            let (room, departed) = try RoomRules.depart(room: current, member: member, departure: .left, signature: signature)
+            try Self.retire(db, room: room, departed: departed)
+            return DepartureOutcome(remaining: try Self.keys(db, room: room.id), until: departed.until)
         }
     }
 
-    /// Deletes the membership, keeps the departure (for `formerMembers`), retires the key.
-    static func retire(_ db: Database, room: RoomRecord, member: MemberRecord, departure: Departure, signature: [UInt8]) throws {
-        try db.cachedStatement(sql: "DELETE FROM members WHERE room = ? AND key = ?").execute(arguments: [room.id, member.key])
+    /// Writes a departure: the membership goes, the departed record stays (for `formerMembers`),
+    /// the key is retired, and the room is as `RoomRules.depart` left it.
+    static func retire(_ db: Database, room: RoomRecord, departed: DepartedRecord) throws {
+        try db.cachedStatement(sql: "DELETE FROM members WHERE room = ? AND key = ?").execute(arguments: [room.id, departed.key])
         try db.cachedStatement(sql: "INSERT OR REPLACE INTO departed VALUES (?, ?, ?, ?, ?, ?)").execute(
-                       arguments: [room.id, member.key, Data(member.signature), room.lastSeq, departure.rawValue, Data(signature)])
-        try db.cachedStatement(sql: "UPDATE rooms SET wrap_required = 1 WHERE id = ?").execute(arguments: [room.id])
-        try db.cachedStatement(sql: "INSERT OR IGNORE INTO retired VALUES (?)").execute(arguments: [member.key])
+            arguments: [room.id, departed.key, Data(departed.signature), departed.until, departed.departure.rawValue,
+                        Data(departed.departureSignature)])
+        try update(db, room)
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO retired VALUES (?)").execute(arguments: [departed.key])
+    }
+
+    /// Writes back a room as a rule returned it.
+    static func update(_ db: Database, _ room: RoomRecord) throws {
+        try db.cachedStatement(sql: """
+            UPDATE rooms SET epoch = ?, last_seq = ?, last_rotation_seq = ?, since_rotation = ?, wrap_required = ?,
+                stored_bytes = ?, expired_through = ?
+            WHERE id = ?
+            """).execute(arguments: [room.epoch, room.lastSeq, room.lastRotationSeq, room.sinceRotation, room.wrapRequired,
+                                     room.storedBytes, room.expiredThrough, room.id])
     }
 
     public func deleteRoom(room: String, by key: String) async throws -> [String] {
         try await write { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
-            try RoomRules.requireOwner(room, key: key)
+            try RoomRules.authorize(Self.member(db, room: room.id, key: key), as: .owner)
             let keys = try Self.keys(db, room: room.id)
             try db.cachedStatement(sql: "DELETE FROM wraps WHERE room = ?").execute(arguments: [room.id])
             try db.cachedStatement(sql: "DELETE FROM messages WHERE room = ?").execute(arguments: [room.id])

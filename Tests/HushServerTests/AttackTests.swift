@@ -104,7 +104,8 @@ import ThemisKit
             let wrongRoom = try SecureMessage.sign(Statement.membership(room: "another-room", key: joinerKey), with: ownerKey)
             #expect(try await addMember(wrongRoom, on: owner) == .badSignature)
             let selfSigned = try SecureMessage.sign(Statement.membership(room: room, key: joinerKey), with: flow.me)
-            #expect(try await addMember(selfSigned, on: joiner) == .notOwner)
+            // The joiner is not in the room yet: not_member, as for any stranger (§5).
+            #expect(try await addMember(selfSigned, on: joiner) == .notMember)
             #expect(try await server.server.store.members(of: room).count == 1)
 
             let signature = try joins.admit(inviteID: invite.inviteID, joiner: confirmation.key!,

@@ -127,6 +127,43 @@ import Testing
         }
     }
 
+    /// One rule for every room request (§5): a key not in the room is `not_member` whatever it
+    /// asks, a member asking for what only the owner may do is `not_owner`, and neither
+    /// changes the room.
+    @Test func strangersAreNotMembersAndMembersAreNotOwners() async throws {
+        try await withTestServer { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            let bob = try await RoomClient.join(link: try await owner.invite())
+            let room = await owner.room, bobKey = await bob.key
+            let stranger = try await HushConnection.openRegistered(server: try await server.info(), key: ThemisPrivateKey())
+            let before = try await server.server.store.room(room)
+            let signature = Base64Bytes([1, 2, 3])
+            var ownerOnly: [WireMessage] = []
+            for type in ["invite", "invites", "revoke_invite", "join_response", "add_member", "rotate", "remove_member", "delete_room"] {
+                var request = WireMessage.request(type, room: room)
+                request.inviteId = Base64Bytes(RoomPayload.randomBytes(32))
+                request.expiresAt = Int64(Date().timeIntervalSince1970) + 3600
+                request.sealed = Base64Bytes([9, 9, 9])
+                request.key = bobKey
+                request.signature = signature
+                request.epoch = 1
+                request.payload = Base64Bytes([7, 7, 7])
+                ownerOnly.append(request)
+            }
+            for request in ownerOnly {
+                #expect(try await errorCode(stranger, request) == .notMember, "\(request.type) from a stranger")
+                #expect(try await errorCode(bob.rawConnection, request) == .notOwner, "\(request.type) from a member")
+            }
+            var stateOfAStranger = RoomState(room: room, owner: await owner.state.owner, me: ThemisPrivateKey(), epoch: 0,
+                                             roomKey: RoomPayload.newRoomKey())
+            #expect(try await errorCode(stranger, try Self.sendRequest(&stateOfAStranger, text: "hi")) == .notMember)
+            #expect(try await errorCode(stranger, WireMessage.request("history", room: room)) == .notMember)
+            #expect(try await errorCode(stranger, WireMessage.request("leave", room: room)) == .notMember)
+            #expect(try await server.server.store.room(room) == before)
+            #expect(try await server.server.store.members(of: room).count == 2)
+        }
+    }
+
     @Test func aKeyThatLeftIsRefusedOnItsOpenConnection() async throws {
         try await withTestServer { server in
             let owner = try await RoomClient.create(server: try await server.info())
@@ -287,13 +324,13 @@ import Testing
             #expect(try await expiringJoiner.request(WireMessage(type: "hello")).joins?.isEmpty == true)
             #expect(try await server.server.store.pendingJoins(room: room, now: clock.seconds).isEmpty)
 
-            // Only the owner lists or revokes.
+            // Only the owner lists or revokes; a stranger is not even told who owns the room.
             let stranger = try await HushConnection.open(server: info, key: ThemisPrivateKey())
             var strangerList = WireMessage(type: "invites")
             strangerList.room = room
-            #expect(try await errorCode(stranger, strangerList) == .notOwner)
+            #expect(try await errorCode(stranger, strangerList) == .notMember)
             revoke.inviteId = Base64Bytes(untouched.inviteID)
-            #expect(try await errorCode(stranger, revoke) == .notOwner)
+            #expect(try await errorCode(stranger, revoke) == .notMember)
         }
     }
 
