@@ -5,79 +5,7 @@ import HushTestSupport
 import Testing
 import ThemisKit
 
-/// `hush serve` as a subprocess, optionally under `prlimit --nofile`.
-final class ServeProcess: @unchecked Sendable {
-    let process = Process()
-    let folder: TempFolder
-    private let output = LockedBuffer()
-    private(set) var port = 0
-    private(set) var metricsPort: Int?
-
-    init(_ arguments: [String], descriptors: Int? = nil) throws {
-        folder = try TempFolder()
-        let serve = ["serve", "--port", "0", "--data", folder.path("data")] + arguments
-        if let descriptors {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
-            process.arguments = ["--nofile=\(descriptors):\(descriptors)", "--", HushBinary.url.path] + serve
-        } else {
-            process.executableURL = HushBinary.url
-            process.arguments = serve
-        }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let output = self.output
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = handle.availableData
-            if chunk.isEmpty { handle.readabilityHandler = nil } else { output.append(chunk) }
-        }
-        try process.run()
-    }
-
-    static func start(_ arguments: [String] = [], descriptors: Int? = nil) async throws -> ServeProcess {
-        let server = try ServeProcess(arguments, descriptors: descriptors)
-        let wantsMetrics = arguments.contains("--metrics-address")
-        let deadline = ContinuousClock.now + .seconds(30)
-        while server.port == 0 || (wantsMetrics && server.metricsPort == nil) {
-            guard ContinuousClock.now < deadline, server.process.isRunning else {
-                await server.stop()
-                throw TestFailure("hush serve did not start: \(server.output.text)")
-            }
-            try await Task.sleep(for: .milliseconds(50))
-            server.port = Self.port(after: "Hush is listening on http://127.0.0.1:", in: server.output.text) ?? 0
-            server.metricsPort = Self.port(after: "Metrics on http://127.0.0.1:", in: server.output.text)
-        }
-        return server
-    }
-
-    private static func port(after prefix: String, in text: String) -> Int? {
-        guard let range = text.range(of: prefix) else { return nil }
-        return Int(text[range.upperBound...].prefix { $0.isNumber })
-    }
-
-    /// Runs `body` against a started server and always stops it (awaited) afterwards.
-    static func with<T: Sendable>(_ arguments: [String] = [], descriptors: Int? = nil,
-                                  _ body: (ServeProcess) async throws -> T) async throws -> T {
-        try await using(try await start(arguments, descriptors: descriptors), stop: { await $0.stop() }, body)
-    }
-
-    /// How many descriptors the server has open now, from `/proc/PID/fd`.
-    func openDescriptors() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/fd").count) ?? 0
-    }
-
-    var url: String { "http://127.0.0.1:\(port)" }
-    var text: String { output.text }
-
-    /// User plus system CPU time so far, from `/proc/PID/stat`.
-    func cpuSeconds() throws -> Double {
-        let stat = try String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8)
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
-        guard let user = Double(fields[11]), let system = Double(fields[12]) else { throw TestFailure("bad stat: \(stat)") }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
+extension ServeProcess {
     /// Expects the server alive and far from a busy loop: under 1 s of CPU over 5 s of wall
     /// time. The bound is generous on purpose (the spin it catches used 2.2–3.4 s even on a
     /// loaded machine), and load elsewhere can only lower the figure, never raise it.
@@ -90,28 +18,6 @@ final class ServeProcess: @unchecked Sendable {
         print("\(what): \(cpu) s CPU in \(wall)")
         #expect(cpu < 1, "\(what): server busy, \(cpu) s CPU in \(wall)")
         #expect(process.isRunning, "\(text)")
-    }
-
-    /// Waits for the process to end; false when it is still running after `timeout`.
-    func waitForExit(timeout: Duration) async -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
-        return !process.isRunning
-    }
-
-    /// SIGTERM, then SIGKILL if it lingers; removes the data folder. Detached, so that a test
-    /// cancelled by its time limit still waits for the process rather than spinning past it.
-    func stop() async {
-        await Task.detached {
-            if self.process.isRunning {
-                kill(self.process.processIdentifier, SIGTERM)
-                if await !self.waitForExit(timeout: .seconds(60)) {
-                    kill(self.process.processIdentifier, SIGKILL)
-                    _ = await self.waitForExit(timeout: .seconds(60))
-                }
-            }
-            self.folder.remove()
-        }.value
     }
 }
 
@@ -201,7 +107,7 @@ enum RawWebSocket {
     /// SIGTERM ends the process within its shutdown timeout (10 s by default) although one peer
     /// never reads, so never answers the WebSocket close.
     @Test func sigtermExitsDespiteAFrozenPeer() async throws {
-        try await ServeProcess.with([]) { server in
+        try await ServeProcess.with() { server in
             let info = try await ServerInfo.fetch(server.url)
             let frozen = try await RawWebSocket.establishedPeer(port: server.port, server: info)
             let midHandshake = try await RawSocket.connect(port: server.port)
@@ -225,7 +131,7 @@ enum RawWebSocket {
     /// On SIGTERM a connection that has not sent its request head is closed at once: the
     /// shutdown does not wait out its request-head timeout.
     @Test func sigtermClosesConnectionsWithoutRequestAtOnce() async throws {
-        try await ServeProcess.with(["--request-head-timeout", "120", "--shutdown-timeout", "120"]) { server in
+        try await ServeProcess.with(arguments: ["--request-head-timeout", "120", "--shutdown-timeout", "120"]) { server in
             let idle = try await RawSocket.connect(port: server.port)
             let halfSent = try await RawSocket.connect(port: server.port)
             try await halfSent.send("GET /healthz HTTP/1.1\r\nHost: hush\r\n")
@@ -241,7 +147,7 @@ enum RawWebSocket {
 
     /// Metrics only on `--metrics-address`; the chat port answers 404.
     @Test func metricsOnTheirOwnListener() async throws {
-        try await ServeProcess.with(["--metrics-address", "127.0.0.1:0"]) { server in
+        try await ServeProcess.with(arguments: ["--metrics-address", "127.0.0.1:0"]) { server in
             let metricsPort = try #require(server.metricsPort)
             let metrics = try #require(try await rawGet("/metrics", port: metricsPort))
             #expect(metrics.status == 200)
@@ -250,7 +156,7 @@ enum RawWebSocket {
             #expect(try await rawGet("/metrics", port: server.port)?.status == 404)
         }
 
-        try await ServeProcess.with([]) { plain in
+        try await ServeProcess.with() { plain in
             let status = try await rawGet("/metrics", port: plain.port)?.status
             #expect(status == 404)
             #expect(!plain.text.contains("Metrics on"))
@@ -262,7 +168,7 @@ enum RawWebSocket {
     /// again as soon as connections go. (Few handshakes: each must beat the server's 10 s
     /// handshake deadline, even while other suites keep this process's threads busy.)
     @Test func descriptorExhaustionIsRefusedNotFatal() async throws {
-        try await ServeProcess.with(["--max-connections-per-address", "1000", "--request-head-timeout", "120"],
+        try await ServeProcess.with(arguments: ["--max-connections-per-address", "1000", "--request-head-timeout", "120"],
                                     descriptors: 256) { server in
             let info = try await ServerInfo.fetch(server.url)
             let flood = ContinuousClock.now
@@ -328,7 +234,7 @@ enum RawWebSocket {
     /// Connections allowed beyond the descriptors: `accept` fails with EMFILE, and the listener
     /// pauses instead of retrying in a busy loop; it accepts again once descriptors are free.
     @Test func acceptPausesWhenDescriptorsRunOut() async throws {
-        try await ServeProcess.with(["--max-connections", "1000", "--max-connections-per-address", "1000",
+        try await ServeProcess.with(arguments: ["--max-connections", "1000", "--max-connections-per-address", "1000",
                                      "--request-head-timeout", "120"], descriptors: 256) { server in
             var sockets: [RawSocket] = []
             for _ in 0..<300 { sockets.append(try await RawSocket.connect(port: server.port)) }

@@ -120,33 +120,6 @@ final class HushProcess: @unchecked Sendable {
     }
 }
 
-final class LockedBuffer: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data = Data()
-
-    func append(_ chunk: Data) { lock.withLock { data.append(chunk) } }
-    var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
-
-    func appendAndTakeLines(_ chunk: Data) -> [String] {
-        lock.withLock {
-            data.append(chunk)
-            var lines: [String] = []
-            while let newline = data.firstIndex(of: UInt8(ascii: "\n")) {
-                lines.append(String(decoding: data[data.startIndex..<newline], as: UTF8.self))
-                data = Data(data[data.index(after: newline)...])
-            }
-            return lines
-        }
-    }
-
-    func takeAll() -> String? {
-        lock.withLock {
-            defer { data = Data() }
-            return data.isEmpty ? nil : String(decoding: data, as: UTF8.self)
-        }
-    }
-}
-
 struct TestFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }

@@ -543,6 +543,6 @@ actor Churn {
         for consumer in consumers { consumer.cancel() }
         for consumer in consumers { await consumer.value }
         consumers = []
-        server.stop()
+        await server.stop()
     }
 }

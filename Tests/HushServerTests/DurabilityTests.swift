@@ -39,21 +39,21 @@ import Testing
         let (flow, _) = try await sendJoinRequest(invite, server: info)
         first.kill()
 
-        let second = try await ServeProcess.start(data: data)
-        defer { second.stop() }
-        let again = try await ServerInfo.fetch(second.url, expectedFingerprint: info.fingerprint)
-        #expect(again.wellKnown.publicKey == info.wellKnown.publicKey)
-        let summary = try await owner.reconnect(to: again)
-        #expect(summary?.lastSeq == count)
-        let history = try await owner.history(after: 0)
-        #expect(history.compactMap(RoomFlowTests.text) == (1...count).map { "durable \($0)" })
+        try await ServeProcess.with(data: data) { second in
+            let again = try await ServerInfo.fetch(second.url, expectedFingerprint: info.fingerprint)
+            #expect(again.wellKnown.publicKey == info.wellKnown.publicKey)
+            let summary = try await owner.reconnect(to: again)
+            #expect(summary?.lastSeq == count)
+            let history = try await owner.history(after: 0)
+            #expect(history.compactMap(RoomFlowTests.text) == (1...count).map { "durable \($0)" })
 
-        // The owner's hello delivered the stored join request and answered it.
-        let joinerAgain = try await HushConnection.open(server: again, key: flow.me)
-        let hello = try await joinerAgain.request(WireMessage(type: "hello"))
-        #expect(hello.joins?.first?.room == invite.room)
-        let response = try await next(joinerAgain.pushes) { $0.type == "join_response" }
-        #expect(try flow.accept(sealed: response.sealed!.bytes).state.epoch == 0)
+            // The owner's hello delivered the stored join request and answered it.
+            let joinerAgain = try await HushConnection.open(server: again, key: flow.me)
+            let hello = try await joinerAgain.request(WireMessage(type: "hello"))
+            #expect(hello.joins?.first?.room == invite.room)
+            let response = try await next(joinerAgain.pushes) { $0.type == "join_response" }
+            #expect(try flow.accept(sealed: response.sealed!.bytes).state.epoch == 0)
+        }
     }
 
     @Test func formerMembersSurviveKillNine() async throws {
@@ -68,17 +68,17 @@ import Testing
         try await bob.leave()
         first.kill()
 
-        let second = try await ServeProcess.start(data: data)
-        defer { second.stop() }
-        let again = try await ServerInfo.fetch(second.url, expectedFingerprint: info.fingerprint)
-        let summary = try await owner.reconnect(to: again)
-        let entry = try #require(summary?.formerMembers?.first)
-        #expect(summary?.formerMembers?.count == 1)
-        #expect(entry.key == bobKey && entry.until == 1 && entry.departure == .left)
-        #expect(Statement.verifyDeparture(.left, signature: entry.departureSignature.bytes, room: await owner.room,
-                                          key: bobKey, owner: await owner.state.owner))
-        // A member joining after the restart reads Bob's message as his.
-        let carol = try await RoomClient.join(link: try await owner.invite())
-        #expect(try await carol.history(after: 0) == [.message(seq: 1, from: bobKey, text: "from bob")])
+        try await ServeProcess.with(data: data) { second in
+            let again = try await ServerInfo.fetch(second.url, expectedFingerprint: info.fingerprint)
+            let summary = try await owner.reconnect(to: again)
+            let entry = try #require(summary?.formerMembers?.first)
+            #expect(summary?.formerMembers?.count == 1)
+            #expect(entry.key == bobKey && entry.until == 1 && entry.departure == .left)
+            #expect(Statement.verifyDeparture(.left, signature: entry.departureSignature.bytes, room: await owner.room,
+                                              key: bobKey, owner: await owner.state.owner))
+            // A member joining after the restart reads Bob's message as his.
+            let carol = try await RoomClient.join(link: try await owner.invite())
+            #expect(try await carol.history(after: 0) == [.message(seq: 1, from: bobKey, text: "from bob")])
+        }
     }
 }

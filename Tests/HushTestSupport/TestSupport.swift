@@ -135,41 +135,101 @@ public enum HushBinary {
     }
 }
 
-/// The built `hush serve` as a child process over a data folder, for tests that `kill -9` it
-/// and start it again on the same folder (and, with `port`, the same URL).
-/// `@unchecked Sendable`: across tasks only its pid, signals and exit wait are used.
-public struct ServeProcess: @unchecked Sendable {
-    public let process: Process
-    /// `http://127.0.0.1:<port>`, from the banner.
-    public let url: String
+/// The built `hush serve` as a child process: on a data folder of the caller's (tests that
+/// `kill -9` it and start it again on the same folder and port) or a temporary one; optionally
+/// under `prlimit --nofile`. Its output is kept (`text`); `stop()` is awaited teardown.
+/// `@unchecked Sendable`: `port` and `metricsPort` are set only while `start` runs, before the
+/// value is shared; afterwards only the pid, signals and the output buffer (locked) are used.
+public final class ServeProcess: @unchecked Sendable {
+    public let process = Process()
+    /// The data folder: the caller's, or a temporary one that `stop()` removes.
+    public let data: URL
+    private let removesData: Bool
+    private let output = LockedBuffer()
+    public private(set) var port = 0
+    public private(set) var metricsPort: Int?
 
-    /// Starts `hush serve --port <port> --data <data>` (port 0: a free one) plus `arguments`,
-    /// and returns once the banner says where it listens.
-    public static func start(data: URL, port: Int = 0, arguments: [String] = []) async throws -> ServeProcess {
-        let process = Process()
-        process.executableURL = HushBinary.url
-        process.arguments = ["serve", "--port", "\(port)", "--data", data.path] + arguments
+    private init(data: URL?, port: Int, arguments: [String], descriptors: Int?) throws {
+        removesData = data == nil
+        self.data = data ?? FileManager.default.temporaryDirectory.appendingPathComponent("hush-serve-\(UUID().uuidString)")
+        let serve = ["serve", "--port", "\(port)", "--data", self.data.path] + arguments
+        if let descriptors {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+            process.arguments = ["--nofile=\(descriptors):\(descriptors)", "--", HushBinary.url.path] + serve
+        } else {
+            process.executableURL = HushBinary.url
+            process.arguments = serve
+        }
         let pipe = Pipe()
         process.standardOutput = pipe
-        let (lines, sink) = AsyncStream.makeStream(of: String.self)
+        process.standardError = pipe
+        let output = self.output
         pipe.fileHandleForReading.readabilityHandler = { handle in
             let chunk = handle.availableData
-            if chunk.isEmpty { sink.finish(); handle.readabilityHandler = nil; return }
-            for line in String(decoding: chunk, as: UTF8.self).split(separator: "\n") { sink.yield(String(line)) }
+            if chunk.isEmpty { handle.readabilityHandler = nil } else { output.append(chunk) }
         }
         try process.run()
-        do {
-            let banner = try await next(lines, timeout: .seconds(30)) { $0.hasPrefix("Hush is listening on ") }
-            return ServeProcess(process: process, url: String(banner.dropFirst("Hush is listening on ".count)))
-        } catch {
-            // No banner (the port was taken, say): no process may outlive the attempt.
-            ServeProcess(process: process, url: "").kill()
-            throw error
-        }
     }
 
-    /// The port from the banner, to start again at the same URL.
-    public var port: Int { Int(url.split(separator: ":").last ?? "") ?? 0 }
+    /// Starts `hush serve --port <port> --data <data>` (port 0: a free one) plus `arguments`,
+    /// and returns once its banner says where it listens (and where its metrics are, when
+    /// asked for). A server that does not start within 30 s is stopped, and that is an error.
+    public static func start(data: URL? = nil, port: Int = 0, arguments: [String] = [],
+                             descriptors: Int? = nil) async throws -> ServeProcess {
+        let server = try ServeProcess(data: data, port: port, arguments: arguments, descriptors: descriptors)
+        let wantsMetrics = arguments.contains("--metrics-address")
+        let deadline = ContinuousClock.now + .seconds(30)
+        while server.port == 0 || (wantsMetrics && server.metricsPort == nil) {
+            guard ContinuousClock.now < deadline, server.process.isRunning else {
+                await server.stop()
+                throw ServeFailure(description: "hush serve did not start: \(server.text)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+            server.port = Self.port(after: "Hush is listening on http://127.0.0.1:", in: server.text) ?? 0
+            server.metricsPort = Self.port(after: "Metrics on http://127.0.0.1:", in: server.text)
+        }
+        return server
+    }
+
+    /// Runs `body` against a started server and always stops it (awaited) afterwards.
+    public static func with<T: Sendable>(data: URL? = nil, arguments: [String] = [], descriptors: Int? = nil,
+                                         _ body: (ServeProcess) async throws -> T) async throws -> T {
+        try await using(try await start(data: data, arguments: arguments, descriptors: descriptors),
+                        stop: { await $0.stop() }, body)
+    }
+
+    private static func port(after prefix: String, in text: String) -> Int? {
+        guard let range = text.range(of: prefix) else { return nil }
+        return Int(text[range.upperBound...].prefix { $0.isNumber })
+    }
+
+    public var url: String { "http://127.0.0.1:\(port)" }
+    /// Everything the server printed so far.
+    public var text: String { output.text }
+
+    /// How many descriptors the server has open now, from `/proc/PID/fd`.
+    public func openDescriptors() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/fd").count) ?? 0
+    }
+
+    /// User plus system CPU time so far, from `/proc/PID/stat`.
+    public func cpuSeconds() throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8)
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        guard let end = stat.lastIndex(of: ")") else { throw ServeFailure(description: "bad stat: \(stat)") }
+        let fields = stat[stat.index(after: end)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else {
+            throw ServeFailure(description: "bad stat: \(stat)")
+        }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Waits for the process to end; false when it is still running after `timeout`.
+    public func waitForExit(timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        return !process.isRunning
+    }
 
     /// SIGKILL: no shutdown, no flush; returns once the process is gone.
     public func kill() {
@@ -177,10 +237,56 @@ public struct ServeProcess: @unchecked Sendable {
         process.waitUntilExit()
     }
 
-    /// SIGTERM (the graceful shutdown); returns once the process is gone.
-    public func stop() {
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
+    /// SIGTERM (the graceful shutdown), then SIGKILL if it lingers past a minute; removes a
+    /// temporary data folder. Detached, so that a test cancelled by its time limit still
+    /// waits for the process rather than leaving it behind.
+    public func stop() async {
+        await Task.detached {
+            if self.process.isRunning {
+                sendSignal(SIGTERM, to: self.process.processIdentifier)
+                if await !self.waitForExit(timeout: .seconds(60)) {
+                    sendSignal(SIGKILL, to: self.process.processIdentifier)
+                    _ = await self.waitForExit(timeout: .seconds(60))
+                }
+            }
+            if self.removesData { try? FileManager.default.removeItem(at: self.data) }
+        }.value
+    }
+}
+
+public struct ServeFailure: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Bytes a child process writes, collected across the pipe's reader thread.
+public final class LockedBuffer: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+
+    public init() {}
+
+    public func append(_ chunk: Data) { lock.withLock { data.append(chunk) } }
+    public var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
+
+    /// Appends `chunk` and returns the whole lines now complete, keeping the rest.
+    public func appendAndTakeLines(_ chunk: Data) -> [String] {
+        lock.withLock {
+            data.append(chunk)
+            var lines: [String] = []
+            while let newline = data.firstIndex(of: UInt8(ascii: "\n")) {
+                lines.append(String(decoding: data[data.startIndex..<newline], as: UTF8.self))
+                data = Data(data[data.index(after: newline)...])
+            }
+            return lines
+        }
+    }
+
+    /// Everything collected so far, emptying the buffer (nil when empty).
+    public func takeAll() -> String? {
+        lock.withLock {
+            defer { data = Data() }
+            return data.isEmpty ? nil : String(decoding: data, as: UTF8.self)
+        }
     }
 }
 
