@@ -42,7 +42,7 @@ enum HushTargets {
     } seeds: { _ in
         let owner = try ThemisPrivateKey(containerBytes: RoomFixture.ownerKeyBytes)
         let invite = InviteLink(room: "Jd7NeG0366hu3LTUT1LpWA", token: Array(repeating: 7, count: 32),
-                                owner: KeyID.json(owner.publicKey), server: "fingerprint")
+                                owner: KeyID.json(owner.publicKey), server: owner.publicKey.fingerprint)
         return [Array(invite.link(serverURL: "http://127.0.0.1:8080").utf8), Array(invite.link(serverURL: "https://hush.example/").utf8)]
     }
 

@@ -29,16 +29,39 @@ public struct InviteLink: Codable, Sendable, Equatable {
 
     /// Real links are a few hundred characters; anything longer is refused before decoding.
     public static let maxLinkLength = 4096
+    /// The fragment (after `#`), as the web client bounds it.
+    public static let maxFragmentLength = 2048
 
-    /// Parses a link; returns the server URL and the invite.
+    /// Parses a link strictly (§6.6, the same rule as the web client's `parseInviteFragment`,
+    /// pinned by Tests/Fixtures/invite-links.json); returns the server URL and the invite.
     public static func parse(_ link: String) throws(HushError) -> (serverURL: String, invite: InviteLink) {
         guard link.utf8.count <= maxLinkLength else { throw HushError(.tooLarge, "an invite link is at most \(maxLinkLength) characters") }
-        guard let hash = link.firstIndex(of: "#"), let bytes = Base64.decodeURL(String(link[link.index(after: hash)...])),
+        let invalid = HushError(.badRequest, "not a Hush invite link")
+        guard let hash = link.firstIndex(of: "#") else { throw invalid }
+        let fragment = String(link[link.index(after: hash)...])
+        guard (1...maxFragmentLength).contains(fragment.utf8.count), let bytes = Base64.decodeURL(fragment),
               let invite = try? JSONDecoder().decode(InviteLink.self, from: Data(bytes)), invite.v == 1,
-              invite.token.bytes.count == 32
-        else { throw HushError(.badRequest, "not a Hush invite link") }
+              invite.token.bytes.count == 32, isRoomID(invite.room), isFingerprint(invite.server),
+              (try? KeyID.key(fromJSON: invite.owner)) != nil
+        else { throw invalid }
         var server = String(link[..<hash])
         if server.hasSuffix("/") { server.removeLast() }
         return (server, invite)
+    }
+
+    /// 16 random bytes in unpadded base64url, as the server makes room ids.
+    static func isRoomID(_ text: String) -> Bool {
+        text.utf8.count == 22 && text.utf8.allSatisfy { byte in
+            (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+        }
+    }
+
+    /// `ThemisPublicKey.fingerprint`'s shape: five groups of four lowercase hex digits.
+    static func isFingerprint(_ text: String) -> Bool {
+        let groups = text.split(separator: " ", omittingEmptySubsequences: false)
+        return groups.count == 5 && groups.allSatisfy { group in
+            group.utf8.count == 4 && group.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
+        }
     }
 }

@@ -204,8 +204,9 @@ export function parseInviteFragment(fragment) {
   if (!isObject(body) || body.v !== 1 || typeof body.room !== 'string' || !ROOM_ID.test(body.room) ||
       typeof body.token !== 'string' || typeof body.owner !== 'string' ||
       typeof body.server !== 'string' || !FINGERPRINT.test(body.server)) fail();
-  let token;
-  try { token = b64(body.token, 32); keyBytes(body.owner); } catch { fail(); }
-  if (token.length !== 32) fail();
+  let token, owner;
+  try { token = b64(body.token, 32); owner = keyBytes(body.owner); } catch { fail(); }
+  // The owner's key in its one canonical form (45-byte container, canonical base64), as on the wire.
+  if (token.length !== 32 || owner.length !== 45 || bytesToBase64(owner) !== body.owner) fail();
   return { room: body.room, token, owner: body.owner, server: body.server };
 }
