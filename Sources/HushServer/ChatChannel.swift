@@ -83,7 +83,7 @@ final class ConnectionAdmission: Sendable {
     }
 
     func admit(_ address: SocketAddress?) -> Decision {
-        let key = address?.ipAddress ?? ""
+        let key = Self.sourceKey(address)
         return counts.withLockedValue { counts in
             guard counts.total < limits.maxConnections else { return .refused(.serviceUnavailable) }
             guard counts.byAddress[key, default: 0] < limits.maxConnectionsPerAddress else { return .refused(.tooManyRequests) }
@@ -91,6 +91,19 @@ final class ConnectionAdmission: Sendable {
             counts.byAddress[key, default: 0] += 1
             return .admitted(key)
         }
+    }
+
+    /// Whose connection this is, for the per-address cap: an IPv4 address as it is (also when
+    /// it arrives IPv4-mapped on an IPv6 socket), an IPv6 address by its /64, since one host
+    /// is usually given a whole /64 and could otherwise take a fresh address per connection.
+    static func sourceKey(_ address: SocketAddress?) -> String {
+        guard case .v6(let v6) = address else { return address?.ipAddress ?? "" }
+        let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF {
+            return bytes[12...].map(String.init).joined(separator: ".")
+        }
+        return stride(from: 0, to: 8, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
+            .joined(separator: ":") + "::/64"
     }
 
     func release(_ key: String) {

@@ -1,8 +1,9 @@
 import Foundation
 import HushClient
 import HushProtocol
-import HushServer
+@testable import HushServer
 import HushTestSupport
+import NIOCore
 import Testing
 import ThemisKit
 
@@ -84,6 +85,18 @@ import ThemisKit
                 socket.close()
             }
         }
+    }
+
+    @Test func perAddressKeys() throws {
+        func key(_ text: String) throws -> String { ConnectionAdmission.sourceKey(try SocketAddress(ipAddress: text, port: 1)) }
+        #expect(try key("203.0.113.7") == "203.0.113.7")
+        // The same IPv4 host on an IPv6 socket is the same source.
+        #expect(try key("::ffff:203.0.113.7") == "203.0.113.7")
+        // Addresses of one /64 are one source; another /64 is another.
+        #expect(try key("2001:db8:1:2::1") == key("2001:db8:1:2:ffff:eeee:dddd:cccc"))
+        #expect(try key("2001:db8:1:2::1") == "2001:db8:1:2::/64")
+        #expect(try key("2001:db8:1:3::1") != key("2001:db8:1:2::1"))
+        #expect(ConnectionAdmission.sourceKey(nil) == "")
     }
 
     /// One address cannot take every slot: beyond its cap it gets 429 at once, while another
