@@ -1,0 +1,148 @@
+import HushProtocol
+@testable import HushServer
+import Testing
+import ThemisKit
+
+/// The room core (`RoomRules`) as plain functions: every rule, each refusal with its code, and
+/// what an accepted request turns the records into. No server, no store.
+@Suite(.timeLimit(.minutes(5))) struct RoomCoreTests {
+    let ownerKey = ThemisPrivateKey()
+    let joinerKey = ThemisPrivateKey()
+    var owner: String { KeyID.json(ownerKey.publicKey) }
+    var joiner: String { KeyID.json(joinerKey.publicKey) }
+    let now: Int64 = 1_800_000_000
+    let limits = Limits.standard
+
+    var room: RoomRecord {
+        RoomRecord(id: "Jd7NeG0366hu3LTUT1LpWA", owner: owner, epoch: 2, lastSeq: 10, lastRotationSeq: 7, sinceRotation: 3,
+                   rotateEvery: 100, wrapRequired: false, storedBytes: 0, expiredThrough: 0)
+    }
+
+    func invite(_ state: InviteState, joiner: String? = nil, responseEpoch: Int? = nil, expiresAt: Int64? = nil) -> InviteRecord {
+        InviteRecord(room: room.id, inviteID: Array(repeating: 1, count: 32), expiresAt: expiresAt ?? now + 60, state: state,
+                     joiner: joiner, joiningKey: joiner == nil ? nil : [1], response: nil, confirmation: nil, responseEpoch: responseEpoch)
+    }
+
+    func member(_ key: String, _ role: Role) -> MemberRecord {
+        MemberRecord(room: room.id, key: key, role: role, signature: [], floor: 0, delivered: 0)
+    }
+
+    /// The code a rule refuses with (nil: accepted, or refused with something else than `HushError`).
+    func refusal(_ body: () throws -> Void) -> ErrorCode? {
+        do { try body(); return nil } catch { return (error as? HushError)?.code }
+    }
+
+    @Test func authorizeIsOneRuleForStrangersMembersAndOwners() throws {
+        #expect(refusal { try RoomRules.authorize(nil, as: .member) } == .notMember)
+        #expect(refusal { try RoomRules.authorize(nil, as: .owner) } == .notMember)
+        #expect(refusal { try RoomRules.authorize(member(joiner, .member), as: .owner) } == .notOwner)
+        #expect(try RoomRules.authorize(member(joiner, .member), as: .member).key == joiner)
+        #expect(try RoomRules.authorize(member(owner, .owner), as: .owner).role == .owner)
+    }
+
+    @Test func joinTakesAnOpenUnexpiredInviteWithinTheBounds() throws {
+        func join(_ invite: InviteRecord?, isMember: Bool = false, rooms: Int = 0, pending: Int = 0) -> ErrorCode? {
+            refusal { _ = try RoomRules.join(invite: invite, joiner: joiner, joiningKey: [9], isMember: isMember, roomsOfJoiner: rooms,
+                                             pendingJoins: pending, now: now, limits: limits) }
+        }
+        #expect(join(invite(.open), isMember: true) == .alreadyMember)
+        #expect(join(nil) == .unknownInvite)
+        #expect(join(invite(.open, expiresAt: now)) == .inviteExpired)
+        #expect(join(invite(.requested, joiner: owner)) == .inviteUsed)
+        #expect(join(invite(.open), pending: limits.maxPendingJoinsPerRoom) == .limitReached)
+        #expect(join(invite(.open), rooms: limits.maxRoomsPerKey) == .limitReached)
+        let joined = try RoomRules.join(invite: invite(.open), joiner: joiner, joiningKey: [9], isMember: false, roomsOfJoiner: 0,
+                                        pendingJoins: 0, now: now, limits: limits)
+        #expect(joined.state == .requested && joined.joiner == joiner && joined.joiningKey == [9])
+    }
+
+    @Test func respondConfirmAndAdmitFollowTheJoinInOrder() throws {
+        #expect(refusal { _ = try RoomRules.respond(room: room, invite: invite(.open), sealed: [1], now: now) } == .noPendingJoin)
+        #expect(refusal { _ = try RoomRules.respond(room: room, invite: invite(.requested, joiner: joiner, expiresAt: now), sealed: [1],
+                                                     now: now) } == .inviteExpired)
+        let responded = try RoomRules.respond(room: room, invite: invite(.confirmed, joiner: joiner, responseEpoch: 0), sealed: [5], now: now)
+        #expect(responded.state == .responded && responded.response == [5] && responded.confirmation == nil && responded.responseEpoch == room.epoch)
+
+        #expect(refusal { _ = try RoomRules.confirm(invite: responded, key: owner, sealed: [6], now: now) } == .noPendingJoin)
+        let confirmed = try RoomRules.confirm(invite: responded, key: joiner, sealed: [6], now: now)
+        #expect(confirmed.state == .confirmed && confirmed.confirmation == [6])
+
+        let signature = try SecureMessage.sign(Statement.membership(room: room.id, key: joiner), with: ownerKey)
+        func admit(_ invite: InviteRecord?, signature: [UInt8], members: Int = 1) -> ErrorCode? {
+            refusal { _ = try RoomRules.admit(room: room, invite: invite, key: joiner, signature: signature, memberCount: members,
+                                              now: now, limits: limits) }
+        }
+        #expect(admit(responded, signature: signature) == .noPendingJoin)
+        var rotatedSince = confirmed
+        rotatedSince.responseEpoch = room.epoch - 1
+        #expect(admit(rotatedSince, signature: signature) == .epochChanged)
+        let byTheJoiner = try SecureMessage.sign(Statement.membership(room: room.id, key: joiner), with: joinerKey)
+        #expect(admit(confirmed, signature: byTheJoiner) == .badSignature)
+        #expect(admit(confirmed, signature: signature, members: limits.maxMembersPerRoom) == .limitReached)
+        let admitted = try RoomRules.admit(room: room, invite: confirmed, key: joiner, signature: signature, memberCount: 1, now: now,
+                                           limits: limits)
+        // A new member reads from the last rotation on (history since the last key rotation).
+        #expect(admitted.role == .member && admitted.floor == room.lastRotationSeq && admitted.signature == signature)
+    }
+
+    @Test func sendIsUnderTheCurrentEpochAndNeverWhileARotationIsOwed() throws {
+        func send(_ room: RoomRecord, epoch: Int, payload: [UInt8] = [1, 2, 3]) -> HushError? {
+            do { _ = try RoomRules.send(room: room, from: joiner, epoch: epoch, payload: payload, messageID: [7], now: now,
+                                        databaseBytes: 0, limits: limits); return nil } catch { return error }
+        }
+        var owed = room
+        owed.wrapRequired = true
+        #expect(send(owed, epoch: room.epoch)?.code == .rotationPending && send(owed, epoch: room.epoch)?.epoch == room.epoch)
+        #expect(send(room, epoch: room.epoch - 1)?.code == .staleEpoch && send(room, epoch: room.epoch - 1)?.epoch == room.epoch)
+        var full = room
+        full.storedBytes = limits.roomQuotaBytes - StorageRules.messageCost(payload: [1, 2]) + 1
+        #expect(send(full, epoch: room.epoch, payload: [1, 2])?.code == .roomFull)
+        let (after, message) = try RoomRules.send(room: room, from: joiner, epoch: room.epoch, payload: [1, 2, 3], messageID: [7],
+                                                  now: now, databaseBytes: 0, limits: limits)
+        #expect(message.seq == room.lastSeq + 1 && message.epoch == room.epoch && message.kind == "message" && message.messageID == [7])
+        #expect(after.lastSeq == message.seq && after.sinceRotation == room.sinceRotation + 1
+                && after.storedBytes == StorageRules.messageCost(payload: [1, 2, 3]))
+    }
+
+    @Test func rotationIsTheNextEpochAndWrappedForEveryKeyOnceAnyoneLeft() throws {
+        let keys: Set = [owner, joiner]
+        func rotate(_ room: RoomRecord, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?) -> ErrorCode? {
+            refusal { _ = try RoomRules.rotate(room: room, by: owner, epoch: epoch, payload: payload, wraps: wraps, roomKeys: keys,
+                                               now: now, databaseBytes: 0, limits: limits) }
+        }
+        #expect(rotate(room, epoch: room.epoch, payload: [1], wraps: nil) == .epochMismatch)
+        #expect(rotate(room, epoch: room.epoch + 2, payload: [1], wraps: nil) == .epochMismatch)
+        #expect(rotate(room, epoch: room.epoch + 1, payload: nil, wraps: nil) == .badRequest)
+        var owed = room
+        owed.wrapRequired = true
+        #expect(rotate(owed, epoch: room.epoch + 1, payload: [1], wraps: nil) == .wrapsRequired)
+        // Without the owner's own wrap, or with one for a key not in the room.
+        #expect(rotate(owed, epoch: room.epoch + 1, payload: nil, wraps: [Wrap(key: joiner, wrap: [1])]) == .wrapsRequired)
+        #expect(rotate(owed, epoch: room.epoch + 1, payload: nil,
+                       wraps: [Wrap(key: joiner, wrap: [1]), Wrap(key: owner, wrap: [2]), Wrap(key: "stranger", wrap: [3])]) == .wrapsRequired)
+        let (after, rotation) = try RoomRules.rotate(room: owed, by: owner, epoch: room.epoch + 1, payload: nil,
+                                                     wraps: [Wrap(key: joiner, wrap: [1]), Wrap(key: owner, wrap: [2])], roomKeys: keys,
+                                                     now: now, databaseBytes: 0, limits: limits)
+        #expect(rotation.kind == "rotation" && rotation.seq == room.lastSeq + 1 && rotation.epoch == room.epoch + 1)
+        #expect(after.epoch == room.epoch + 1 && after.lastRotationSeq == rotation.seq && after.sinceRotation == 0 && !after.wrapRequired)
+    }
+
+    @Test func departureNeedsItsSignatureAndOwesARotation() throws {
+        let removal = try SecureMessage.sign(Statement.removal(room: room.id, key: joiner), with: ownerKey)
+        let leave = try SecureMessage.sign(Statement.leave(room: room.id, key: joiner), with: joinerKey)
+        func depart(_ member: MemberRecord?, _ departure: Departure, _ signature: [UInt8]) -> ErrorCode? {
+            refusal { _ = try RoomRules.depart(room: room, member: member, departure: departure, signature: signature) }
+        }
+        #expect(depart(nil, .removed, removal) == .notMember)
+        #expect(depart(member(owner, .owner), .removed, removal) == .notMember)
+        #expect(depart(member(owner, .owner), .left, leave) == .badRequest)
+        #expect(depart(member(joiner, .member), .removed, leave) == .badSignature)
+        #expect(depart(member(joiner, .member), .left, removal) == .badSignature)
+        for (departure, signature) in [(Departure.removed, removal), (.left, leave)] {
+            let (after, departed) = try RoomRules.depart(room: room, member: member(joiner, .member), departure: departure,
+                                                         signature: signature)
+            #expect(after.wrapRequired && departed.until == room.lastSeq && departed.departure == departure
+                    && departed.departureSignature == signature)
+        }
+    }
+}
