@@ -321,9 +321,11 @@ public actor RoomClient {
     /// How many times one `send` seals its text again under a newer key before it gives up.
     static let maxReseals = 8
 
-    /// Waits until a rotation past `epoch` has been read (push or history), or `timeout`.
+    /// Waits until a rotation past `epoch` has been read (push or history), or `timeout`, or
+    /// the connection ends (no rotation can arrive on it then: `connectionClosed` at once).
     private func waitForRotation(beyond epoch: Int, timeout: Duration) async throws {
         if state.epoch > epoch { return }
+        guard !connection.isClosed else { throw ClientError.connectionClosed }
         let id = nextRotationWaiter
         nextRotationWaiter += 1
         let timer = Task { [weak self] in
@@ -332,10 +334,15 @@ public actor RoomClient {
         }
         await withCheckedContinuation { rotationWaiters[id] = $0 }
         timer.cancel()
-        guard state.epoch > epoch else { throw ClientError.timedOut }
+        guard state.epoch > epoch else { throw connection.isClosed ? ClientError.connectionClosed : ClientError.timedOut }
     }
 
     private func wakeRotationWaiter(_ id: Int) { rotationWaiters.removeValue(forKey: id)?.resume() }
+
+    private func wakeRotationWaiters() {
+        for waiter in rotationWaiters.values { waiter.resume() }
+        rotationWaiters = [:]
+    }
 
     /// Reads history after `after` (default: the last seen, or where a reconnect left a gap),
     /// every page, in order. Messages already read come back too: the caller asked for this
@@ -454,6 +461,9 @@ public actor RoomClient {
                 guard let self else { return }
                 await self.handle(push)
             }
+            // The connection ended: a send waiting for a rotation must not wait for a push
+            // that can no longer come.
+            await self?.wakeRotationWaiters()
         }
     }
 
@@ -462,10 +472,7 @@ public actor RoomClient {
         case "message":
             guard let envelope = Envelope(push: push) else { return }
             let event = state.receive(envelope)
-            if case .rotated = event {
-                for waiter in rotationWaiters.values { waiter.resume() }
-                rotationWaiters = [:]
-            }
+            if case .rotated = event { wakeRotationWaiters() }
             if !event.isDuplicate { sink.yield(interpret(event)) }
         case "member_joined":
             guard let key = push.key, let signature = push.signature?.bytes, state.admit(key: key, signature: signature) else { return }

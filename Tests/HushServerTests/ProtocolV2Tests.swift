@@ -175,6 +175,24 @@ import Testing
         }
     }
 
+    /// A send held for an owed rotation ends as soon as its connection does, with
+    /// `connectionClosed` (its caller retries with the same message id), not after the wait.
+    @Test func aHeldSendEndsWhenItsConnectionDoes() async throws {
+        try await withTestServer { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            let bob = try await RoomClient.join(link: try await owner.invite())
+            let carol = try await RoomClient.join(link: try await owner.invite())
+            await owner.disconnect()
+            try await bob.leave()
+            // The wait is far longer than the suite may run: only the closed connection ends it.
+            let held = Task { try await carol.send("held", rotationWait: .seconds(3600)) }
+            #expect(try await next(carol.events) { $0 == .sendHeld } == .sendHeld)
+            await carol.rawConnection.close()
+            await #expect(throws: ClientError.connectionClosed) { try await held.value }
+            #expect(try await server.server.store.room(await carol.room)?.lastSeq == 0)
+        }
+    }
+
     @Test func theOwnersSecondClientFollowsAWrappedRotation() async throws {
         try await withTestServer { server in
             let info = try await server.info()
