@@ -513,7 +513,7 @@ public actor RoomClient {
             request.inviteId = Base64Bytes(inviteID)
             request.key = joiner
             request.signature = Base64Bytes(signature)
-            guard let reply = try? await connection.exchange(request) else { return }
+            guard let reply = try? await exchangeThroughRateLimit(request) else { return }
             if reply.type == "error" {
                 joins.remember(token: token)
                 if reply.code == ErrorCode.epochChanged.rawValue { await respond(inviteID: inviteID, joiner: joiner) }
@@ -536,8 +536,26 @@ public actor RoomClient {
         request.room = room
         request.inviteId = Base64Bytes(inviteID)
         request.sealed = Base64Bytes(sealed)
-        _ = try? await connection.request(request)
+        _ = try? await exchangeThroughRateLimit(request)
     }
+
+    /// `exchange`, sent again while the server answers `rate_limited`: a burst of joins can
+    /// meet the connection's request budget, and the owner's answers must still go out rather
+    /// than leave joiners waiting for its next hello. Other replies are returned as they are.
+    private func exchangeThroughRateLimit(_ request: WireMessage) async throws -> WireMessage {
+        var attempt = 0
+        while true {
+            let reply = try await connection.exchange(request)
+            guard reply.type == "error", reply.code == ErrorCode.rateLimited.rawValue, attempt < Self.rateLimitedAttempts else {
+                return reply
+            }
+            try await Task.sleep(for: .milliseconds(100 << attempt))
+            attempt += 1
+        }
+    }
+
+    /// Retries of a rate-limited request, 0.1 s after the first and doubling (≈ 6 s in all).
+    static let rateLimitedAttempts = 6
 
     private func interpret(_ event: RoomState.Event) -> Event {
         switch event {

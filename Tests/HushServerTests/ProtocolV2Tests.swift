@@ -193,6 +193,25 @@ import Testing
         }
     }
 
+    /// The owner answers joins even past its request budget: a rate-limited `join_response`
+    /// is sent again once the budget refills, so no joiner waits for the owner's next hello.
+    @Test func joinsArriveThroughTheOwnersRequestBudget() async throws {
+        var limits = Limits.standard
+        limits.requestsPerSecond = 2
+        limits.requestBurst = 4
+        try await withTestServer(limits: limits) { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            // The owner spends its burst here; each join then needs two more of its requests.
+            let links = [try await owner.invite(), try await owner.invite(), try await owner.invite()]
+            let joiners = try await withThrowingTaskGroup(of: RoomClient.self) { group in
+                for link in links { group.addTask { try await RoomClient.join(link: link) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(joiners.count == 3)
+            #expect(try await server.server.store.members(of: await owner.room).count == 4)
+        }
+    }
+
     @Test func theOwnersSecondClientFollowsAWrappedRotation() async throws {
         try await withTestServer { server in
             let info = try await server.info()
