@@ -1,7 +1,7 @@
-// The web client's controller: reads the pinned server key from the page, unlocks the key
+// The web client's controller: reads the server key from /.well-known/hush, unlocks the key
 // store, runs one RoomClient per room (following the rooms other tabs add and remove), and
 // wires the page's controls to them.
-import { base64ToBytes, fingerprint, constantTimeEqual } from '../themis/index.mjs';
+import { base64ToBytes, bytesToBase64Url, fingerprint, parsePublicKey } from '../themis/index.mjs';
 import { KeyStore, WrongPassword, requestPersistence, MAX_FILE_BYTES } from './store.mjs';
 import { RoomClient, MAX_TEXT_CHARS } from './rooms.mjs';
 import { parseInviteFragment } from './formats.mjs';
@@ -21,14 +21,22 @@ const app = {
 // ---- server identity (pinned: rooms remember the key they were made with) ----
 
 async function readServer() {
-  const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? '';
-  const keyB64 = meta('hush-server-key');
-  const id = meta('hush-server-id');
+  // index.html is served byte for byte as released (its hash is in the signed manifest), so the
+  // server's key comes from /.well-known/hush rather than from the page.
+  const response = await fetch('/.well-known/hush', { cache: 'no-store', credentials: 'omit' });
+  const text = await response.text();
+  if (!response.ok || text.length > 4096) throw new Error('no /.well-known/hush');
+  const known = JSON.parse(text);
+  const keyB64 = String(known.publicKey);
   const key = base64ToBytes(keyB64);
-  const fp = await fingerprint(key);
+  parsePublicKey(key);
+  if (known.serverId !== bytesToBase64Url(key)) throw new Error('the server id is not its key');
   const ws = new URL('/ws', location.href);
   ws.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return { id, key, keyB64, fingerprint: fp, wsUrl: ws.href, baseUrl: location.origin };
+  return {
+    id: known.serverId, key, keyB64, fingerprint: await fingerprint(key), protocol: known.protocol,
+    wsUrl: ws.href, baseUrl: location.origin,
+  };
 }
 
 // ---- rendering, batched per frame ----
@@ -171,25 +179,14 @@ async function showJoin() {
   $('join-error').hidden = true;
   $('join-check').textContent = 'Checking the server’s key…';
   render();
-  try {
-    // Before anything is sent: the server must hold the key the invite names.
-    const response = await fetch('/.well-known/hush', { cache: 'no-store', credentials: 'omit' });
-    const text = await response.text();
-    if (!response.ok || text.length > 4096) throw new Error('no answer');
-    const known = JSON.parse(text);
-    if (known.protocol !== PROTOCOL_VERSION) {
-      $('join-check').textContent = '';
-      return joinError(`This server speaks another version of the Hush protocol (${Number(known.protocol)}; this page speaks ${PROTOCOL_VERSION}); nothing was sent.`);
-    }
-    const key = base64ToBytes(known.publicKey);
-    const matches = (await fingerprint(key)) === invite.server && known.serverId === app.server.id &&
-      constantTimeEqual(key, app.server.key) && app.server.fingerprint === invite.server;
-    if (!matches) {
-      $('join-check').textContent = '';
-      return joinError('This server’s key does not match the invite. Someone may be impersonating the server; nothing was sent.');
-    }
-  } catch {
-    return joinError('Could not check the server’s key; nothing was sent. Reload to try again.');
+  // Before anything is sent: the server must hold the key the invite names.
+  if (app.server.protocol !== PROTOCOL_VERSION) {
+    $('join-check').textContent = '';
+    return joinError(`This server speaks another version of the Hush protocol (${Number(app.server.protocol)}; this page speaks ${PROTOCOL_VERSION}); nothing was sent.`);
+  }
+  if (app.server.fingerprint !== invite.server) {
+    $('join-check').textContent = '';
+    return joinError('This server’s key does not match the invite. Someone may be impersonating the server; nothing was sent.');
   }
   $('join-check').textContent = '✓ The server’s key matches the invite.';
   $('join-check').dataset.ok = 'true';
@@ -392,6 +389,7 @@ async function importKeys(event) {
 async function start() {
   try {
     app.server = await readServer();
+    $('server-fp').textContent = app.server.fingerprint;
   } catch {
     document.body.textContent = 'This page must be opened from a Hush server (hush serve).';
     return;
