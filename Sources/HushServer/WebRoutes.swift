@@ -9,13 +9,14 @@ struct WebRoutes: Sendable {
     let identity: ServerIdentity
     let webRoot: URL
 
-    /// Headers on every response (docs/CODE_TRUST.md). Trusted Types are required though the
-    /// client makes no policy: no string ever reaches an HTML or script sink. `no-store`
-    /// everywhere: the code a browser keeps is the release it checked, never an HTTP cache copy.
+    /// Headers on every response (docs/CODE_TRUST.md). Trusted Types are required: no string
+    /// reaches an HTML or script sink, and the one policy (`hush-worker`) admits only the
+    /// service worker's URL. `no-store` everywhere: the code a browser keeps is the release its
+    /// service worker checked and pinned, never an HTTP cache copy.
     static func securityHeaders(scriptHashes: [String] = []) -> HTTPFields {
         let scripts = (["'self'"] + scriptHashes.map { "'\($0)'" }).joined(separator: " ")
         return [
-            .contentSecurityPolicy: "default-src 'self'; script-src \(scripts); connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'; require-trusted-types-for 'script'; trusted-types 'none'",
+            .contentSecurityPolicy: "default-src 'self'; script-src \(scripts); connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'; require-trusted-types-for 'script'; trusted-types hush-worker",
             HTTPField.Name("Cross-Origin-Opener-Policy")!: "same-origin",
             HTTPField.Name("Cross-Origin-Resource-Policy")!: "same-origin",
             HTTPField.Name("X-Content-Type-Options")!: "nosniff",

@@ -7,12 +7,14 @@ import { RoomClient, MAX_TEXT_CHARS } from './rooms.mjs';
 import { parseInviteFragment } from './formats.mjs';
 import { $, renderConnection, renderRoomList, renderRoom, renderMembers, toast } from './ui.mjs';
 import { PROTOCOL_VERSION } from './connection.mjs';
+import { checkCode } from './pinning.mjs';
 
 const app = {
   store: null,
   server: null,
   rooms: new Map(),
   current: null, // id of the open room
+  codeRefused: false, // the server sent code that is not a signed release: nothing unlocks
   invite: null, // a parsed invite from the page's fragment
   changed: (room) => scheduleRender(room),
   isViewing: (room) => app.current === room.id && document.visibilityState === 'visible',
@@ -126,6 +128,7 @@ function lockError(text) {
 
 async function submitLock(event) {
   event.preventDefault();
+  if (app.codeRefused) return;
   const password = $('password').value;
   const creating = $('lock-form').dataset.mode === 'create';
   lockError('');
@@ -384,6 +387,36 @@ async function importKeys(event) {
   unlocked();
 }
 
+// ---- code pinning (web/sw.mjs): no unlock unless the server serves a signed release ----
+
+function showRelease(verdict) {
+  const text = verdict.state === 'pinned'
+    ? `Hush web release ${verdict.release}, signed, pinned in this browser${verdict.offline ? ' (offline: not checked with the server)' : ''}`
+    : `Not pinned: ${verdict.reason}`;
+  $('release-state').textContent = text;
+  $('release-state').dataset.state = verdict.state;
+  $('release-state-device').textContent = text;
+}
+
+/** Blocks the page: what the keys would be unlocked by is not a signed release. */
+function refuseCode(reason) {
+  app.codeRefused = true;
+  for (const room of app.rooms.values()) room.stop();
+  app.rooms.clear();
+  app.store = null;
+  document.body.classList.add('locked', 'code-refused');
+  $('lock-view').hidden = true;
+  $('app-view').hidden = true;
+  $('lock-button').hidden = true;
+  $('release-error-reason').textContent = reason;
+  $('release-error').hidden = false;
+}
+
+function codeChanged(verdict) {
+  if (verdict.state === 'refused') refuseCode(verdict.reason);
+  else if (!app.codeRefused) showRelease({ ...verdict, state: 'pinned' }); // an update is pinned from the next load on
+}
+
 // ---- start ----
 
 async function start() {
@@ -394,6 +427,11 @@ async function start() {
     document.body.textContent = 'This page must be opened from a Hush server (hush serve).';
     return;
   }
+  const verdict = await checkCode(codeChanged);
+  if (verdict.state === 'updated') return location.reload(); // the newer signed release, now pinned
+  if (verdict.state === 'refused') return refuseCode(verdict.reason);
+  if (app.codeRefused) return; // a new worker was refused meanwhile
+  showRelease(verdict);
   const fragment = location.hash.slice(1);
   if (fragment) {
     try { app.invite = parseInviteFragment(fragment); } catch (error) { lockError(error.message); }
