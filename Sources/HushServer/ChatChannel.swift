@@ -118,7 +118,7 @@ final class ConnectionAdmission: Sendable {
 /// The headers of every response the chat port writes itself, outside the router.
 private func headersOfShortResponse() -> [(String, String)] {
     [("connection", "close"), ("content-length", "0")]
-        + WebRoutes.securityHeaders.map { ($0.name.canonicalName, $0.value) }
+        + WebRoutes.securityHeaders().map { ($0.name.canonicalName, $0.value) }
 }
 
 /// Answers a connection over a cap and closes it at once, so that it holds its descriptor only

@@ -52,10 +52,11 @@ public struct HushServer: Sendable {
         let limits = configuration.limits
         let router = Router()
         // Outermost, so that it also dresses the errors the others throw.
-        router.add(middleware: SecurityHeadersMiddleware())
+        let webRoot = configuration.webRoot ?? WebRoutes.defaultWebRoot
+        router.add(middleware: SecurityHeadersMiddleware(headers: WebRoutes.securityHeaders(webRoot: webRoot)))
         // Request counts and durations through swift-metrics; `hush serve` exports them on its metrics listener.
         router.add(middleware: MetricsMiddleware())
-        WebRoutes(identity: identity, webRoot: configuration.webRoot ?? WebRoutes.defaultWebRoot).add(to: router)
+        WebRoutes(identity: identity, webRoot: webRoot).add(to: router)
         let relay = Relay(store: store, hub: hub, limits: limits, metrics: metrics, clock: configuration.clock)
         let connection = SessionConnection(identity: identity, relay: relay, hub: hub, limits: limits,
                                            metrics: metrics, logger: logger)
@@ -97,9 +98,9 @@ public struct HushServer: Sendable {
                                    onListening: @escaping @Sendable (Int) async -> Void = { _ in })
         -> some ApplicationProtocol {
         let router = Router()
-        router.add(middleware: SecurityHeadersMiddleware())
+        router.add(middleware: SecurityHeadersMiddleware(headers: WebRoutes.securityHeaders()))
         router.get("/metrics") { [metrics] _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4", .cacheControl: "no-store"],
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
         }
         let idleTimeout = TimeAmount(configuration.connections.requestHeadTimeout)

@@ -9,16 +9,34 @@ struct WebRoutes: Sendable {
     let identity: ServerIdentity
     let webRoot: URL
 
-    static let securityHeaders: HTTPFields = [
-        .contentSecurityPolicy: "default-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-        HTTPField.Name("X-Content-Type-Options")!: "nosniff",
-        HTTPField.Name("Referrer-Policy")!: "no-referrer",
-    ]
+    /// Headers on every response (docs/CODE_TRUST.md). Trusted Types are required: no string
+    /// reaches an HTML or script sink, and the one policy (`hush-worker`) admits only the
+    /// service worker's URL. `no-store` everywhere: the code a browser keeps is the release its
+    /// service worker checked and pinned, never an HTTP cache copy.
+    static func securityHeaders(scriptHashes: [String] = []) -> HTTPFields {
+        let scripts = (["'self'"] + scriptHashes.map { "'\($0)'" }).joined(separator: " ")
+        return [
+            .contentSecurityPolicy: "default-src 'self'; script-src \(scripts); connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'; require-trusted-types-for 'script'; trusted-types hush-worker",
+            HTTPField.Name("Cross-Origin-Opener-Policy")!: "same-origin",
+            HTTPField.Name("Cross-Origin-Resource-Policy")!: "same-origin",
+            HTTPField.Name("X-Content-Type-Options")!: "nosniff",
+            HTTPField.Name("Referrer-Policy")!: "no-referrer",
+            .cacheControl: "no-store",
+        ]
+    }
+
+    /// The headers for the web root: its manifest's import map hash goes into script-src. A web
+    /// root without a valid manifest gets none, and the browser refuses its inline import map.
+    static func securityHeaders(webRoot: URL) -> HTTPFields {
+        guard let bytes = FileManager.default.contents(atPath: webRoot.appendingPathComponent("manifest.json").path),
+              let manifest = try? WebManifest.parse(Array(bytes)) else { return securityHeaders() }
+        return securityHeaders(scriptHashes: manifest.scriptHashes)
+    }
 
     static let contentTypes = [
         "html": "text/html; charset=utf-8", "css": "text/css; charset=utf-8", "mjs": "text/javascript; charset=utf-8",
         "js": "text/javascript; charset=utf-8", "svg": "image/svg+xml", "png": "image/png",
-        "json": "application/json",
+        "json": "application/json", "sig": "application/octet-stream",
     ]
 
     func add(to router: Router<BasicRequestContext>) {
@@ -31,28 +49,22 @@ struct WebRoutes: Sendable {
     }
 
     func respond(_ body: [UInt8], type: String, status: HTTPResponse.Status = .ok) -> Response {
-        Response(status: status, headers: [.contentType: type, .cacheControl: "no-store"],
+        Response(status: status, headers: [.contentType: type],
                  body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
-    /// `index.html` with the server key and id in `<meta>` tags, or a placeholder page.
+    /// `index.html` exactly as released (clients read the server key from `/.well-known/hush`),
+    /// or a placeholder page.
     func index() -> Response {
-        let meta = """
-            <meta name="hush-server-key" content="\(Base64.encode(identity.publicKey.containerBytes))">
-            <meta name="hush-server-id" content="\(identity.serverID)">
-            <meta name="hush-server-fingerprint" content="\(identity.fingerprint)">
-            """
-        let page: String
-        if let html = try? String(contentsOf: webRoot.appendingPathComponent("index.html"), encoding: .utf8) {
-            page = html.replacingOccurrences(of: "<head>", with: "<head>\n" + meta)
-        } else {
-            page = """
-                <!doctype html>
-                <html><head>\(meta)<title>Hush</title></head>
-                <body><h1>Hush</h1><p>This server speaks the Hush protocol. The web client is not installed.</p>
-                <p>Server key fingerprint: <code>\(identity.fingerprint)</code></p></body></html>
-                """
+        if let html = FileManager.default.contents(atPath: webRoot.appendingPathComponent("index.html").path) {
+            return respond(Array(html), type: Self.contentTypes["html"]!)
         }
+        let page = """
+            <!doctype html>
+            <html><head><title>Hush</title></head>
+            <body><h1>Hush</h1><p>This server speaks the Hush protocol. The web client is not installed.</p>
+            <p>Server key fingerprint: <code>\(identity.fingerprint)</code></p></body></html>
+            """
         return respond(Array(page.utf8), type: Self.contentTypes["html"]!)
     }
 
@@ -78,10 +90,12 @@ struct WebRoutes: Sendable {
     }
 }
 
-/// Puts `WebRoutes.securityHeaders` on every response of the router, errors included: a thrown
+/// Puts the security headers on every response of the router, errors included: a thrown
 /// error becomes its response here rather than after the middleware chain, where no header is
 /// added.
 struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
+    let headers: HTTPFields
+
     func handle(_ request: Request, context: Context,
                 next: (Request, Context) async throws -> Response) async throws -> Response {
         var response: Response
@@ -90,7 +104,7 @@ struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch {
             response = try ((error as? any HTTPResponseError) ?? HTTPError(.internalServerError)).response(from: request, context: context)
         }
-        for field in WebRoutes.securityHeaders { response.headers[field.name] = field.value }
+        for field in headers { response.headers[field.name] = field.value }
         return response
     }
 }

@@ -4,6 +4,6 @@ import ArgumentParser
 struct Hush: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Hush: end-to-end encrypted group chat on Themis.",
-        subcommands: [Serve.self, Chat.self, Keygen.self, Bench.self]
+        subcommands: [Serve.self, Chat.self, Keygen.self, Web.self, Bench.self]
     )
 }

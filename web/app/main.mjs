@@ -1,18 +1,20 @@
-// The web client's controller: reads the pinned server key from the page, unlocks the key
+// The web client's controller: reads the server key from /.well-known/hush, unlocks the key
 // store, runs one RoomClient per room (following the rooms other tabs add and remove), and
 // wires the page's controls to them.
-import { base64ToBytes, fingerprint, constantTimeEqual } from '../themis/index.mjs';
+import { base64ToBytes, bytesToBase64Url, fingerprint, parsePublicKey } from '../themis/index.mjs';
 import { KeyStore, WrongPassword, requestPersistence, MAX_FILE_BYTES } from './store.mjs';
 import { RoomClient, MAX_TEXT_CHARS } from './rooms.mjs';
 import { parseInviteFragment } from './formats.mjs';
 import { $, renderConnection, renderRoomList, renderRoom, renderMembers, toast } from './ui.mjs';
 import { PROTOCOL_VERSION } from './connection.mjs';
+import { checkCode } from './pinning.mjs';
 
 const app = {
   store: null,
   server: null,
   rooms: new Map(),
   current: null, // id of the open room
+  codeRefused: false, // the server sent code that is not a signed release: nothing unlocks
   invite: null, // a parsed invite from the page's fragment
   changed: (room) => scheduleRender(room),
   isViewing: (room) => app.current === room.id && document.visibilityState === 'visible',
@@ -21,14 +23,22 @@ const app = {
 // ---- server identity (pinned: rooms remember the key they were made with) ----
 
 async function readServer() {
-  const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? '';
-  const keyB64 = meta('hush-server-key');
-  const id = meta('hush-server-id');
+  // index.html is served byte for byte as released (its hash is in the signed manifest), so the
+  // server's key comes from /.well-known/hush rather than from the page.
+  const response = await fetch('/.well-known/hush', { cache: 'no-store', credentials: 'omit' });
+  const text = await response.text();
+  if (!response.ok || text.length > 4096) throw new Error('no /.well-known/hush');
+  const known = JSON.parse(text);
+  const keyB64 = String(known.publicKey);
   const key = base64ToBytes(keyB64);
-  const fp = await fingerprint(key);
+  parsePublicKey(key);
+  if (known.serverId !== bytesToBase64Url(key)) throw new Error('the server id is not its key');
   const ws = new URL('/ws', location.href);
   ws.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return { id, key, keyB64, fingerprint: fp, wsUrl: ws.href, baseUrl: location.origin };
+  return {
+    id: known.serverId, key, keyB64, fingerprint: await fingerprint(key), protocol: known.protocol,
+    wsUrl: ws.href, baseUrl: location.origin,
+  };
 }
 
 // ---- rendering, batched per frame ----
@@ -118,6 +128,7 @@ function lockError(text) {
 
 async function submitLock(event) {
   event.preventDefault();
+  if (app.codeRefused) return;
   const password = $('password').value;
   const creating = $('lock-form').dataset.mode === 'create';
   lockError('');
@@ -171,25 +182,14 @@ async function showJoin() {
   $('join-error').hidden = true;
   $('join-check').textContent = 'Checking the server’s key…';
   render();
-  try {
-    // Before anything is sent: the server must hold the key the invite names.
-    const response = await fetch('/.well-known/hush', { cache: 'no-store', credentials: 'omit' });
-    const text = await response.text();
-    if (!response.ok || text.length > 4096) throw new Error('no answer');
-    const known = JSON.parse(text);
-    if (known.protocol !== PROTOCOL_VERSION) {
-      $('join-check').textContent = '';
-      return joinError(`This server speaks another version of the Hush protocol (${Number(known.protocol)}; this page speaks ${PROTOCOL_VERSION}); nothing was sent.`);
-    }
-    const key = base64ToBytes(known.publicKey);
-    const matches = (await fingerprint(key)) === invite.server && known.serverId === app.server.id &&
-      constantTimeEqual(key, app.server.key) && app.server.fingerprint === invite.server;
-    if (!matches) {
-      $('join-check').textContent = '';
-      return joinError('This server’s key does not match the invite. Someone may be impersonating the server; nothing was sent.');
-    }
-  } catch {
-    return joinError('Could not check the server’s key; nothing was sent. Reload to try again.');
+  // Before anything is sent: the server must hold the key the invite names.
+  if (app.server.protocol !== PROTOCOL_VERSION) {
+    $('join-check').textContent = '';
+    return joinError(`This server speaks another version of the Hush protocol (${Number(app.server.protocol)}; this page speaks ${PROTOCOL_VERSION}); nothing was sent.`);
+  }
+  if (app.server.fingerprint !== invite.server) {
+    $('join-check').textContent = '';
+    return joinError('This server’s key does not match the invite. Someone may be impersonating the server; nothing was sent.');
   }
   $('join-check').textContent = '✓ The server’s key matches the invite.';
   $('join-check').dataset.ok = 'true';
@@ -387,15 +387,51 @@ async function importKeys(event) {
   unlocked();
 }
 
+// ---- code pinning (web/sw.mjs): no unlock unless the server serves a signed release ----
+
+function showRelease(verdict) {
+  const text = verdict.state === 'pinned'
+    ? `Hush web release ${verdict.release}, signed, pinned in this browser${verdict.offline ? ' (offline: not checked with the server)' : ''}`
+    : `Not pinned: ${verdict.reason}`;
+  $('release-state').textContent = text;
+  $('release-state').dataset.state = verdict.state;
+  $('release-state-device').textContent = text;
+}
+
+/** Blocks the page: what the keys would be unlocked by is not a signed release. */
+function refuseCode(reason) {
+  app.codeRefused = true;
+  for (const room of app.rooms.values()) room.stop();
+  app.rooms.clear();
+  app.store = null;
+  document.body.classList.add('locked', 'code-refused');
+  $('lock-view').hidden = true;
+  $('app-view').hidden = true;
+  $('lock-button').hidden = true;
+  $('release-error-reason').textContent = reason;
+  $('release-error').hidden = false;
+}
+
+function codeChanged(verdict) {
+  if (verdict.state === 'refused') refuseCode(verdict.reason);
+  else if (!app.codeRefused) showRelease({ ...verdict, state: 'pinned' }); // an update is pinned from the next load on
+}
+
 // ---- start ----
 
 async function start() {
   try {
     app.server = await readServer();
+    $('server-fp').textContent = app.server.fingerprint;
   } catch {
     document.body.textContent = 'This page must be opened from a Hush server (hush serve).';
     return;
   }
+  const verdict = await checkCode(codeChanged);
+  if (verdict.state === 'updated') return location.reload(); // the newer signed release, now pinned
+  if (verdict.state === 'refused') return refuseCode(verdict.reason);
+  if (app.codeRefused) return; // a new worker was refused meanwhile
+  showRelease(verdict);
   const fragment = location.hash.slice(1);
   if (fragment) {
     try { app.invite = parseInviteFragment(fragment); } catch (error) { lockError(error.message); }
