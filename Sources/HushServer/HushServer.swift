@@ -36,11 +36,27 @@ public struct HushServer: Sendable {
     /// Deletes expired history; `hush serve` runs it periodically, tests call `sweep()`.
     public let retention: RetentionSweeper
 
+    /// A server on SQLite in the data folder.
     public init(configuration: ServerConfiguration, metrics: ServerMetrics = ServerMetrics()) throws {
+        // First: loading the identity makes the data folder (0700) the database goes in.
+        let identity = try ServerIdentity.loadOrCreate(in: configuration.dataDirectory)
+        self.init(configuration: configuration, identity: identity,
+                  store: try SQLiteStore(path: configuration.dataDirectory.appendingPathComponent("hush.sqlite").path,
+                                         commitBatch: configuration.commitBatch, limits: configuration.limits),
+                  metrics: metrics)
+    }
+
+    /// A server on a store the caller opened (and closes), such as `PostgresStore`; the server
+    /// key still lives in the data folder.
+    public init(configuration: ServerConfiguration, store: any Store, metrics: ServerMetrics = ServerMetrics()) throws {
+        self.init(configuration: configuration, identity: try ServerIdentity.loadOrCreate(in: configuration.dataDirectory),
+                  store: store, metrics: metrics)
+    }
+
+    init(configuration: ServerConfiguration, identity: ServerIdentity, store: any Store, metrics: ServerMetrics) {
         self.configuration = configuration
-        identity = try ServerIdentity.loadOrCreate(in: configuration.dataDirectory)
-        store = try SQLiteStore(path: configuration.dataDirectory.appendingPathComponent("hush.sqlite").path,
-                                commitBatch: configuration.commitBatch, limits: configuration.limits)
+        self.identity = identity
+        self.store = store
         self.metrics = metrics
         hub = Hub(capacity: configuration.limits.maxOutgoingFrames)
         retention = RetentionSweeper(store: store, retention: configuration.retention, clock: configuration.clock)

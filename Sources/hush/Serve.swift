@@ -26,6 +26,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Requests per second per connection (burst: twice that); 0 turns the limit off. For benchmarks only; default 20 (docs/PROTOCOL.md §7).")
     var rateLimit: Double?
 
+    @Option(help: "PostgreSQL in place of SQLite in the data folder, shared by every node that names it: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE[?sslmode=disable|prefer|require] (env HUSH_DATABASE, which keeps a password out of the process list). The server key stays in the data folder.")
+    var database: String?
+
     @Option(help: "Writes per SQLite transaction at most (group commit, one fsync per batch); 1 commits each on its own. For benchmarks; default \(SQLiteStore.defaultCommitBatch).")
     var commitBatch: Int?
 
@@ -71,6 +74,20 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--retain-days must be 1…\(Self.maxRetainDays) and --retain-messages positive")
         }
         _ = try Self.parseAddress(metricsAddress)
+        _ = try databaseLocation
+    }
+
+    /// The PostgreSQL database, or nil for SQLite.
+    var databaseLocation: PostgresLocation? {
+        get throws {
+            guard let url = database ?? ProcessInfo.processInfo.environment["HUSH_DATABASE"] else { return nil }
+            do {
+                return try PostgresLocation(url: url)
+            } catch {
+                // The message never repeats the URL: it may hold a password.
+                throw ValidationError("--database: \(error)")
+            }
+        }
     }
 
     static let maxBytes = 1 << 50
@@ -108,9 +125,23 @@ struct Serve: AsyncParsableCommand {
         configuration.webRoot = (webRoot ?? ProcessInfo.processInfo.environment["HUSH_WEB_ROOT"]).map { URL(fileURLWithPath: $0) }
         let metrics = ServerMetrics()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
-        let server = try HushServer(configuration: configuration, metrics: metrics)
         var logger = Logger(label: "hush")
         logger.logLevel = .info
+        let postgres: PostgresStore?
+        if let location = try databaseLocation {
+            postgres = try await PostgresStore.connect(to: location, logger: Logger(label: "hush.postgres"))
+            print("Database: \(location)")
+        } else {
+            postgres = nil
+        }
+        let server: HushServer
+        do {
+            server = try postgres.map { try HushServer(configuration: configuration, store: $0, metrics: metrics) }
+                ?? HushServer(configuration: configuration, metrics: metrics)
+        } catch {
+            await postgres?.close()
+            throw error
+        }
         let fingerprint = server.identity.fingerprint
         let app = server.application(logger: logger) { [host] port in
             print("Hush is listening on http://\(host):\(port)")
@@ -136,7 +167,13 @@ struct Serve: AsyncParsableCommand {
         group.maximumGracefulShutdownDuration = .seconds(shutdownTimeout)
         // Cancellation only has to close sockets; a hang there is a bug, and the process traps.
         group.maximumCancellationDuration = .seconds(10)
-        try await ServiceGroup(configuration: group).run()
+        do {
+            try await ServiceGroup(configuration: group).run()
+        } catch {
+            await postgres?.close()
+            throw error
+        }
+        await postgres?.close()
     }
 
     /// `HOST:PORT` (`[IPv6]:PORT`), or nil for `off`.

@@ -30,8 +30,8 @@ import ThemisKit
                         payload: payload, wrap: nil)
     }
 
-    @Test func laterJoinerVerifiesARemovedMembersEarlierMessages() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func laterJoinerVerifiesARemovedMembersEarlierMessages(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let (owner, bob) = try await Self.roomWithBobsMessage(server)
             let room = await owner.room
             let bobKey = await bob.key
@@ -65,8 +65,8 @@ import ThemisKit
         }
     }
 
-    @Test func laterJoinerVerifiesALeftMembersEarlierMessagesAndTheSignedLeave() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func laterJoinerVerifiesALeftMembersEarlierMessagesAndTheSignedLeave(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let (owner, bob) = try await Self.roomWithBobsMessage(server)
             let room = await owner.room
             let bobKey = await bob.key
@@ -93,8 +93,8 @@ import ThemisKit
         }
     }
 
-    @Test func leaveWithoutAValidSignatureChangesNothing() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func leaveWithoutAValidSignatureChangesNothing(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let (owner, bob) = try await Self.roomWithBobsMessage(server)
             let room = await owner.room
             let bobKey = await bob.key
@@ -122,8 +122,8 @@ import ThemisKit
         }
     }
 
-    @Test func rotationWithAWrongEpochIsEpochMismatchAndChangesNothing() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func rotationWithAWrongEpochIsEpochMismatchAndChangesNothing(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let info = try await server.info()
             let owner = try await RoomClient.create(server: info)
             let room = await owner.room

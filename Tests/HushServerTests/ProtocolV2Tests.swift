@@ -26,8 +26,8 @@ import Testing
         return request
     }
 
-    @Test func aSendSealedUnderAnOldEpochIsRefusedThenResealed() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func aSendSealedUnderAnOldEpochIsRefusedThenResealed(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             let bob = try await RoomClient.join(link: try await owner.invite())
             let room = await owner.room
@@ -49,8 +49,8 @@ import Testing
         }
     }
 
-    @Test func aRepeatedMessageIDIsStoredOnceAndAnsweredWithTheOriginalSeq() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func aRepeatedMessageIDIsStoredOnceAndAnsweredWithTheOriginalSeq(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             let bob = try await RoomClient.join(link: try await owner.invite())
             let carol = try await RoomClient.join(link: try await owner.invite())
@@ -90,8 +90,8 @@ import Testing
         }
     }
 
-    @Test func afterALeaveSendsWaitForTheWrappedRotation() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func afterALeaveSendsWaitForTheWrappedRotation(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             let bob = try await RoomClient.join(link: try await owner.invite())
             let carol = try await RoomClient.join(link: try await owner.invite())
@@ -130,8 +130,8 @@ import Testing
     /// One rule for every room request (§5): a key not in the room is `not_member` whatever it
     /// asks, a member asking for what only the owner may do is `not_owner`, and neither
     /// changes the room.
-    @Test func strangersAreNotMembersAndMembersAreNotOwners() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func strangersAreNotMembersAndMembersAreNotOwners(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             let bob = try await RoomClient.join(link: try await owner.invite())
             let room = await owner.room, bobKey = await bob.key
@@ -164,8 +164,8 @@ import Testing
         }
     }
 
-    @Test func aKeyThatLeftIsRefusedOnItsOpenConnection() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func aKeyThatLeftIsRefusedOnItsOpenConnection(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             let bob = try await RoomClient.join(link: try await owner.invite())
             try await bob.leave()
@@ -212,8 +212,8 @@ import Testing
         }
     }
 
-    @Test func theOwnersSecondClientFollowsAWrappedRotation() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func theOwnersSecondClientFollowsAWrappedRotation(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let info = try await server.info()
             let owner = try await RoomClient.create(server: info)
             let bob = try await RoomClient.join(link: try await owner.invite())
@@ -242,8 +242,8 @@ import Testing
         }
     }
 
-    @Test func pushesOfARoomArriveInSequenceOrderUnderConcurrentSenders() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func pushesOfARoomArriveInSequenceOrderUnderConcurrentSenders(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let info = try await server.info()
             let owner = try await RoomClient.create(server: info)
             var senders = [owner]
@@ -268,8 +268,8 @@ import Testing
 
     /// Group commit: many sends at once share transactions; a refusal among them rolls back only
     /// itself (each write has its own savepoint), and every accepted one is stored exactly once.
-    @Test func concurrentSendsWithRefusalsAmongThemCommitExactlyTheAcceptedOnes() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func concurrentSendsWithRefusalsAmongThemCommitExactlyTheAcceptedOnes(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let info = try await server.info()
             let owner = try await RoomClient.create(server: info)
             var members = [owner]
@@ -300,9 +300,9 @@ import Testing
     }
 
     /// Joins that end (§4.3): the owner lists and revokes invites, and a join ends with its invite.
-    @Test func ownersListAndRevokeInvitesAndJoinsEndWithTheirInvite() async throws {
+    @Test(arguments: StoreChoice.all) func ownersListAndRevokeInvitesAndJoinsEndWithTheirInvite(store: StoreChoice) async throws {
         let clock = ManualClock()
-        try await withTestServer(clock: clock) { server in
+        try await withTestServer(clock: clock, store: store) { server in
             let info = try await server.info()
             // The owner by hand, so that joins stay pending (a RoomClient would answer them).
             let ownerKey = ThemisPrivateKey()

@@ -31,10 +31,10 @@ import ThemisKit
 
     static let cost = 1000 + StorageRules.recordOverhead
 
-    @Test func aRoomOverItsQuotaRefusesWithRoomFullAndStoresNothingWhileAnotherRoomGoesOn() async throws {
+    @Test(arguments: StoreChoice.all) func aRoomOverItsQuotaRefusesWithRoomFullAndStoresNothingWhileAnotherRoomGoesOn(store: StoreChoice) async throws {
         var limits = Limits.standard
         limits.roomQuotaBytes = 10_000
-        try await withTestServer(limits: limits) { server in
+        try await withTestServer(limits: limits, store: store) { server in
             let info = try await server.info()
             let full = try await RoomClient.create(server: info)
             let other = try await RoomClient.create(server: info)
@@ -63,10 +63,10 @@ import ThemisKit
         }
     }
 
-    @Test func aFullRoomStillRotatesAfterUseAndStillRemovesAMember() async throws {
+    @Test(arguments: StoreChoice.all) func aFullRoomStillRotatesAfterUseAndStillRemovesAMember(store: StoreChoice) async throws {
         var limits = Limits.standard
         limits.roomQuotaBytes = 4000
-        try await withTestServer(limits: limits) { server in
+        try await withTestServer(limits: limits, store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             let bob = try await RoomClient.join(link: try await owner.invite())
             let room = await owner.room
@@ -91,11 +91,11 @@ import ThemisKit
         }
     }
 
-    @Test func theServerBoundRefusesMessagesAndNewRoomsWithServerFull() async throws {
+    @Test(arguments: StoreChoice.all) func theServerBoundRefusesMessagesAndNewRoomsWithServerFull(store: StoreChoice) async throws {
         var limits = Limits.standard
         limits.roomQuotaBytes = 64 * 1024 * 1024
         limits.maxStorageBytes = 256 * 1024
-        try await withTestServer(limits: limits) { server in
+        try await withTestServer(limits: limits, store: store) { server in
             let info = try await server.info()
             let first = try await RoomClient.create(server: info)
             let second = try await RoomClient.create(server: info)
@@ -218,12 +218,12 @@ import ThemisKit
         }
     }
 
-    @Test func retainMessagesKeepsTheNewestInBoundedPassesAndGivesTheQuotaBack() async throws {
+    @Test(arguments: StoreChoice.all) func retainMessagesKeepsTheNewestInBoundedPassesAndGivesTheQuotaBack(store: StoreChoice) async throws {
         var limits = Limits.standard
         limits.roomQuotaBytes = 5 * Self.cost
         var retention = Retention(messages: 3)
         retention.batch = 2
-        try await withTestServer(limits: limits, retention: retention) { server in
+        try await withTestServer(limits: limits, retention: retention, store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             let room = await owner.room
             let connection = await owner.rawConnection

@@ -26,8 +26,8 @@ import ThemisKit
         }
     }
 
-    @Test func twoMembersJoinChatAndReadHistory() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func twoMembersJoinChatAndReadHistory(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             let link = try await owner.invite()
             let alice = try await RoomClient.join(link: link)
@@ -46,8 +46,8 @@ import ThemisKit
         }
     }
 
-    @Test func threeMembersPendingJoinRemovalAndWrappedRotation() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func threeMembersPendingJoinRemovalAndWrappedRotation(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             let bob = try await RoomClient.join(link: try await owner.invite())
             // Carol asks while the owner is offline: the request waits and is answered on reconnect.
@@ -94,8 +94,8 @@ import ThemisKit
         }
     }
 
-    @Test func rotationPolicyAndNewMemberReadsFromLastRotation() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func rotationPolicyAndNewMemberReadsFromLastRotation(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info(), rotateEvery: 3)
             for index in 1...3 { try await owner.send("m\(index)") }
             let due = try await next(owner.events) { if case .rotationDue = $0 { true } else { false } }
@@ -113,8 +113,8 @@ import ThemisKit
         }
     }
 
-    @Test func historySinceLastDeparture() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func historySinceLastDeparture(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             let erin = try await RoomClient.join(link: try await owner.invite())
             try await owner.send("before")
@@ -134,8 +134,8 @@ import ThemisKit
         }
     }
 
-    @Test func leaveAndDeleteRoom() async throws {
-        try await withTestServer { server in
+    @Test(arguments: StoreChoice.all) func leaveAndDeleteRoom(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             let frank = try await RoomClient.join(link: try await owner.invite())
             let grace = try await RoomClient.join(link: try await owner.invite())
@@ -150,10 +150,10 @@ import ThemisKit
         }
     }
 
-    @Test func historyPagesStopAtTheirByteBudget() async throws {
+    @Test(arguments: StoreChoice.all) func historyPagesStopAtTheirByteBudget(store: StoreChoice) async throws {
         var limits = Limits.standard
         limits.maxHistoryPageBytes = 4096
-        try await withTestServer(limits: limits) { server in
+        try await withTestServer(limits: limits, store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             let texts = (1...8).map { String(repeating: Character(String($0)), count: 1500) }
             for text in texts { _ = try await owner.send(text) }

@@ -13,16 +13,26 @@ import ThemisKit
 // What the server and CLI test suites share: an in-process server, the built `hush` binary,
 // and waiting for an event.
 
-/// A real server in this process on 127.0.0.1, port 0, over a temporary data folder.
+/// A real server in this process on 127.0.0.1, port 0, over a temporary data folder, on SQLite
+/// there or on PostgreSQL (a database of its own in the test cluster, or one it shares).
 public struct TestServer: Sendable {
     public let url: String
     public let server: HushServer
     let task: Task<Void, any Error>
     public let dataDirectory: URL
+    /// The PostgreSQL store, closed on `stop`.
+    let postgres: PostgresStore?
+    /// The PostgreSQL database it runs on: a second node can be started on it.
+    public let database: PostgresLocation?
+    /// Whether this server created `database`, and so drops it on `stop`.
+    let ownsDatabase: Bool
 
+    /// `store` .postgres with `database` nil creates a fresh database; with `database`, a second
+    /// node on that one.
     public static func start(limits: Limits = .standard, connections: ConnectionLimits = ConnectionLimits(),
                              dataDirectory: URL? = nil, clock: ManualClock? = nil,
-                             retention: Retention = Retention()) async throws -> TestServer {
+                             retention: Retention = Retention(), store: StoreChoice = .sqlite,
+                             database: PostgresLocation? = nil) async throws -> TestServer {
         let directory = dataDirectory ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("hush-test-\(UUID().uuidString)")
         var configuration = ServerConfiguration(dataDirectory: directory)
@@ -32,7 +42,26 @@ public struct TestServer: Sendable {
         configuration.retention = retention
         configuration.webRoot = directory.appendingPathComponent("web")
         if let clock { configuration.clock = { clock.now } }
-        let server = try HushServer(configuration: configuration)
+        var ownedDatabase: PostgresLocation?
+        var postgres: PostgresStore?
+        let server: HushServer
+        do {
+            switch store {
+            case .sqlite:
+                server = try HushServer(configuration: configuration)
+            case .postgres:
+                let cluster = try await PostgresCluster.shared()
+                if database == nil { ownedDatabase = try await cluster.createDatabase() }
+                guard let location = database ?? ownedDatabase else { throw FixtureError("no database") }
+                let opened = try await PostgresStore.connect(to: location)
+                postgres = opened
+                server = try HushServer(configuration: configuration, store: opened)
+            }
+        } catch {
+            await postgres?.close()
+            if let ownedDatabase { try? await PostgresCluster.shared().dropDatabase(ownedDatabase) }
+            throw error
+        }
         var logger = Logger(label: "hush.test")
         logger.logLevel = .critical  // shutdown of the test server logs a cancellation at error level
         let (ports, sink) = AsyncStream.makeStream(of: Int.self)
@@ -40,18 +69,23 @@ public struct TestServer: Sendable {
         let task = Task { try await app.run() }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw ClientError.connectionClosed }
-        return TestServer(url: "http://127.0.0.1:\(port)", server: server, task: task, dataDirectory: directory)
+        return TestServer(url: "http://127.0.0.1:\(port)", server: server, task: task, dataDirectory: directory,
+                          postgres: postgres, database: database ?? ownedDatabase, ownsDatabase: ownedDatabase != nil)
     }
 
     public func info() async throws -> ServerInfo { try await ServerInfo.fetch(url) }
 
     public var port: Int { Int(url.split(separator: ":").last ?? "") ?? 0 }
 
-    /// `removingData` false keeps the data folder for a restart on it.
+    /// `removingData` false keeps the data folder (and a PostgreSQL database) for a restart on it.
     public func stop(removingData: Bool = true) async {
         task.cancel()
         _ = await task.result
-        if removingData { try? FileManager.default.removeItem(at: dataDirectory) }
+        await postgres?.close()
+        if removingData {
+            try? FileManager.default.removeItem(at: dataDirectory)
+            if ownsDatabase, let database { try? await PostgresCluster.shared().dropDatabase(database) }
+        }
     }
 }
 
@@ -59,8 +93,10 @@ public struct TestServer: Sendable {
 /// `body` throws, so that no server outlives its test.
 public func withTestServer<T: Sendable>(limits: Limits = .standard, connections: ConnectionLimits = ConnectionLimits(),
                                         clock: ManualClock? = nil, retention: Retention = Retention(),
+                                        store: StoreChoice = .sqlite,
                                         _ body: (TestServer) async throws -> T) async throws -> T {
-    try await using(try await TestServer.start(limits: limits, connections: connections, clock: clock, retention: retention),
+    try await using(try await TestServer.start(limits: limits, connections: connections, clock: clock, retention: retention,
+                                               store: store),
                     stop: { await $0.stop() }, body)
 }
 

@@ -1,0 +1,649 @@
+import Foundation
+import HushProtocol
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import PostgresNIO
+import ThemisKit
+
+/// `Store` on PostgreSQL through a pool of postgres-nio connections, so that several `hush serve`
+/// nodes can share one database. Each request is one transaction that first locks its room's
+/// row (`FOR UPDATE`): two nodes appending to one room take sequence numbers one after the
+/// other, without gap or duplicate. `synchronous_commit = on` on every connection: a write is
+/// on disk before it is answered.
+public final class PostgresStore: Store {
+    private let client: PostgresClient
+    private let running: Task<Void, Never>
+    private let logger: Logger
+    private let pushOrder = RoomPushOrder()
+
+    /// Transactions retried after a serialization failure or a deadlock, which the database
+    /// resolves by failing one side; beyond that the request fails (`internal`).
+    static let maxAttempts = 3
+
+    private init(client: PostgresClient, running: Task<Void, Never>, logger: Logger) {
+        self.client = client
+        self.running = running
+        self.logger = logger
+    }
+
+    /// Opens the pool and applies the missing migrations; `close()` it when done.
+    public static func connect(to location: PostgresLocation, maxConnections: Int = 20,
+                               logger: Logger = Logger(label: "hush.postgres")) async throws -> PostgresStore {
+        var configuration = location.clientConfiguration
+        configuration.options.maximumConnections = max(1, maxConnections)
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        let store = PostgresStore(client: client, running: Task { await client.run() }, logger: logger)
+        do {
+            try await client.withConnection { connection in
+                try await PostgresSchema.migrate(connection, logger: logger)
+            }
+            guard try await store.synchronousCommit() == "on" else {
+                throw StoreError("PostgreSQL refused synchronous_commit = on")
+            }
+        } catch {
+            await store.close()
+            throw error
+        }
+        return store
+    }
+
+    /// Closes the pool's connections; returns once they are closed.
+    public func close() async {
+        running.cancel()
+        await running.value
+    }
+
+    /// `SHOW synchronous_commit` on a pooled connection (tests check it is `on`).
+    public func synchronousCommit() async throws -> String {
+        try await read { tx in try await tx.rows("SHOW synchronous_commit").first?["synchronous_commit"].decode(String.self) ?? "" }
+    }
+
+    // MARK: transactions
+
+    /// One connection in a transaction.
+    struct Transaction {
+        let connection: PostgresConnection
+        let logger: Logger
+
+        func rows(_ query: PostgresQuery) async throws -> [PostgresRandomAccessRow] {
+            try await connection.query(query, logger: logger).collect().map { $0.makeRandomAccess() }
+        }
+
+        func execute(_ query: PostgresQuery) async throws {
+            try await connection.query(query, logger: logger)
+        }
+
+        func int(_ query: PostgresQuery) async throws -> Int? {
+            try await rows(query).first?[0].decode(Int?.self)
+        }
+    }
+
+    /// Runs `body` in a read-write transaction and commits; a thrown error rolls it back and is
+    /// passed on (`HushError` untouched). Retried on a serialization failure or deadlock.
+    private func write<T: Sendable>(_ body: (Transaction) async throws -> T) async throws -> T {
+        try await transaction("BEGIN", body)
+    }
+
+    /// A read-only transaction on one snapshot, so that what one request reads agrees.
+    private func read<T: Sendable>(_ body: (Transaction) async throws -> T) async throws -> T {
+        try await transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
+    }
+
+    private func transaction<T: Sendable>(_ begin: PostgresQuery, _ body: (Transaction) async throws -> T) async throws -> T {
+        var attempt = 1
+        while true {
+            do {
+                return try await client.withConnection { connection in
+                    let tx = Transaction(connection: connection, logger: logger)
+                    try await tx.execute(begin)
+                    do {
+                        let value = try await body(tx)
+                        try await tx.execute("COMMIT")
+                        return value
+                    } catch {
+                        try? await tx.execute("ROLLBACK")
+                        throw error
+                    }
+                }
+            } catch let error as PSQLError where Self.isTransient(error) && attempt < Self.maxAttempts {
+                attempt += 1
+            } catch {
+                throw Self.reported(error)
+            }
+        }
+    }
+
+    /// serialization_failure, deadlock_detected.
+    static func isTransient(_ error: PSQLError) -> Bool {
+        ["40001", "40P01"].contains(error.serverInfo?[.sqlState])
+    }
+
+    /// A full disk (disk_full) is the server being full, told to the client as such.
+    static func reported(_ error: any Error) -> any Error {
+        guard let error = error as? PSQLError, error.serverInfo?[.sqlState] == "53100" else { return error }
+        return StorageRules.serverFull
+    }
+
+    // MARK: row mapping
+
+    static let roomColumns = """
+        id, owner, epoch, last_seq, last_rotation_seq, since_rotation, rotate_every, wrap_required, stored_bytes, expired_through
+        """
+
+    /// The room's row, locked for the rest of the transaction: writes of one room, from any
+    /// node, run one after the other.
+    static func lockRoom(_ tx: Transaction, _ id: String) async throws -> RoomRecord {
+        try RoomRules.requireRoom(try await tx.rows("SELECT \(unescaped: roomColumns) FROM rooms WHERE id = \(id) FOR UPDATE")
+            .first.map(room(row:)))
+    }
+
+    static func room(row: PostgresRandomAccessRow) throws -> RoomRecord {
+        RoomRecord(id: try row["id"].decode(String.self), owner: try row["owner"].decode(String.self),
+                   epoch: try row["epoch"].decode(Int.self), lastSeq: try row["last_seq"].decode(Int.self),
+                   lastRotationSeq: try row["last_rotation_seq"].decode(Int.self),
+                   sinceRotation: try row["since_rotation"].decode(Int.self),
+                   rotateEvery: try row["rotate_every"].decode(Int.self),
+                   wrapRequired: try row["wrap_required"].decode(Bool.self),
+                   storedBytes: try row["stored_bytes"].decode(Int.self),
+                   expiredThrough: try row["expired_through"].decode(Int.self))
+    }
+
+    static let memberColumns = "room, key, role, signature, floor, delivered"
+
+    static func member(_ tx: Transaction, room: String, key: String) async throws -> MemberRecord? {
+        try await tx.rows("SELECT \(unescaped: memberColumns) FROM members WHERE room = \(room) AND key = \(key)")
+            .first.map(member(row:))
+    }
+
+    /// Unknown stored values fail closed: a row this code does not understand grants nothing.
+    static func member(row: PostgresRandomAccessRow) throws -> MemberRecord {
+        guard let role = Role(rawValue: try row["role"].decode(String.self)) else {
+            throw StoreError("unknown member role in the database")
+        }
+        return MemberRecord(room: try row["room"].decode(String.self), key: try row["key"].decode(String.self), role: role,
+                            signature: try bytes(row["signature"]) ?? [], floor: try row["floor"].decode(Int.self),
+                            delivered: try row["delivered"].decode(Int.self))
+    }
+
+    static func invite(_ tx: Transaction, room: String, inviteID: [UInt8]) async throws -> InviteRecord? {
+        // Fetch the room's invites and compare ids in constant time.
+        try await tx.rows("SELECT * FROM invites WHERE room = \(room)").map(invite(row:))
+            .first { constantTimeEquals($0.inviteID, inviteID) }
+    }
+
+    static func invite(row: PostgresRandomAccessRow) throws -> InviteRecord {
+        guard let state = InviteState(rawValue: try row["state"].decode(String.self)) else {
+            throw StoreError("unknown invite state in the database")
+        }
+        return InviteRecord(room: try row["room"].decode(String.self), inviteID: try bytes(row["invite_id"]) ?? [],
+                            expiresAt: try row["expires_at"].decode(Int64.self), state: state,
+                            joiner: try row["joiner"].decode(String?.self), joiningKey: try bytes(row["joining_key"]),
+                            response: try bytes(row["response"]), confirmation: try bytes(row["confirmation"]),
+                            responseEpoch: try row["response_epoch"].decode(Int?.self))
+    }
+
+    static func message(row: PostgresRandomAccessRow) throws -> MessageRecord {
+        MessageRecord(room: try row["room"].decode(String.self), seq: try row["seq"].decode(Int.self),
+                      kind: try row["kind"].decode(String.self), sender: try row["sender"].decode(String.self),
+                      epoch: try row["epoch"].decode(Int.self), at: try row["at"].decode(Int64.self),
+                      payload: try bytes(row["payload"]), messageID: try bytes(row["message_id"]))
+    }
+
+    static func bytes(_ cell: PostgresCell) throws -> [UInt8]? {
+        try cell.decode(ByteBuffer?.self).map { Array($0.readableBytesView) }
+    }
+
+    /// Byte strings are bound as `bytea` (a `[UInt8]` would be bound as an array).
+    static func bytea(_ bytes: [UInt8]?) -> ByteBuffer? { bytes.map { ByteBuffer(bytes: $0) } }
+
+    static func keys(_ tx: Transaction, room: String) async throws -> [String] {
+        try await tx.rows("SELECT key FROM members WHERE room = \(room) ORDER BY ordinal").map { try $0[0].decode(String.self) }
+    }
+
+    /// Rooms and unexpired joins of a key (an expired join no longer holds a place).
+    static func roomCount(_ tx: Transaction, key: String, now: Int64) async throws -> Int {
+        try await tx.int("""
+            SELECT (SELECT COUNT(*) FROM members WHERE key = \(key))
+                 + (SELECT COUNT(*) FROM invites WHERE joiner = \(key) AND expires_at > \(now))
+            """) ?? 0
+    }
+
+    /// Serializes, across nodes, the requests that add to a key's rooms, so that two of them
+    /// cannot both pass `maxRoomsPerKey` on counts that miss each other.
+    static func lockKey(_ tx: Transaction, _ key: String) async throws {
+        try await tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(\(key), 0))")
+    }
+
+    /// The bytes of Hush's tables (with their indexes and TOAST) on disk; 0 without a server
+    /// bound, which is then the only reader.
+    static func databaseBytes(_ tx: Transaction, limits: Limits) async throws -> Int {
+        guard limits.maxStorageBytes != nil else { return 0 }
+        return try await tx.int("""
+            SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::BIGINT FROM pg_class c
+            WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+              AND c.relname IN (\(unescaped: PostgresSchema.storedTables))
+            """) ?? 0
+    }
+
+    static func updateInvite(_ tx: Transaction, _ invite: InviteRecord) async throws {
+        try await tx.execute("""
+            UPDATE invites SET state = \(invite.state.rawValue), joiner = \(invite.joiner),
+                joining_key = \(bytea(invite.joiningKey)), response = \(bytea(invite.response)),
+                confirmation = \(bytea(invite.confirmation)), response_epoch = \(invite.responseEpoch)
+            WHERE room = \(invite.room) AND invite_id = \(bytea(invite.inviteID))
+            """)
+    }
+
+    /// Writes back a room as a rule returned it.
+    static func update(_ tx: Transaction, _ room: RoomRecord) async throws {
+        try await tx.execute("""
+            UPDATE rooms SET epoch = \(room.epoch), last_seq = \(room.lastSeq), last_rotation_seq = \(room.lastRotationSeq),
+                since_rotation = \(room.sinceRotation), wrap_required = \(room.wrapRequired),
+                stored_bytes = \(room.storedBytes), expired_through = \(room.expiredThrough)
+            WHERE id = \(room.id)
+            """)
+    }
+
+    static func insert(_ tx: Transaction, _ message: MessageRecord) async throws {
+        try await tx.execute("""
+            INSERT INTO messages (room, seq, kind, sender, epoch, at, payload, message_id)
+            VALUES (\(message.room), \(message.seq), \(message.kind), \(message.sender), \(message.epoch), \(message.at),
+                    \(bytea(message.payload)), \(bytea(message.messageID)))
+            """)
+    }
+
+    // MARK: Store
+
+    public func isRetired(_ key: String) async throws -> Bool {
+        try await read { tx in try await !tx.rows("SELECT 1 FROM retired WHERE key = \(key)").isEmpty }
+    }
+
+    public func createRoom(id: String, owner: String, rotateEvery: Int, now: Int64, limits: Limits) async throws -> RoomRecord {
+        try await write { tx in
+            try await Self.lockKey(tx, owner)
+            guard try await Self.roomCount(tx, key: owner, now: now) < limits.maxRoomsPerKey else {
+                throw HushError(.limitReached, "this key is in too many rooms")
+            }
+            try StorageRules.checkNewRoom(databaseBytes: try await Self.databaseBytes(tx, limits: limits), limits: limits)
+            let room = RoomRecord(id: id, owner: owner, epoch: 0, lastSeq: 0, lastRotationSeq: 0, sinceRotation: 0,
+                                  rotateEvery: rotateEvery, wrapRequired: false, storedBytes: 0, expiredThrough: 0)
+            try await tx.execute("""
+                INSERT INTO rooms (id, owner, epoch, last_seq, last_rotation_seq, since_rotation, rotate_every, wrap_required)
+                VALUES (\(id), \(owner), 0, 0, 0, 0, \(rotateEvery), FALSE)
+                """)
+            try await tx.execute("""
+                INSERT INTO members (room, key, role, signature, floor, delivered) VALUES (\(id), \(owner), 'owner', '', 0, 0)
+                """)
+            return room
+        }
+    }
+
+    public func room(_ id: String) async throws -> RoomRecord? {
+        try await read { tx in try await tx.rows("SELECT \(unescaped: Self.roomColumns) FROM rooms WHERE id = \(id)").first.map(Self.room(row:)) }
+    }
+
+    public func rooms(of key: String) async throws -> [(RoomRecord, MemberRecord)] {
+        let rows = try await read { tx in
+            try await tx.rows("""
+                SELECT r.id, r.owner, r.epoch, r.last_seq, r.last_rotation_seq, r.since_rotation, r.rotate_every,
+                       r.wrap_required, r.stored_bytes, r.expired_through,
+                       m.room, m.key, m.role, m.signature, m.floor, m.delivered
+                FROM members m JOIN rooms r ON r.id = m.room WHERE m.key = \(key) ORDER BY m.ordinal
+                """).map { row in (try Self.room(row: row), try Self.member(row: row)) }
+        }
+        return rows
+    }
+
+    public func members(of room: String) async throws -> [MemberRecord] {
+        try await read { tx in
+            try await tx.rows("SELECT \(unescaped: Self.memberColumns) FROM members WHERE room = \(room) ORDER BY ordinal")
+                .map(Self.member(row:))
+        }
+    }
+
+    public func joins(of key: String, now: Int64) async throws -> [InviteRecord] {
+        try await read { tx in
+            try await tx.rows("SELECT * FROM invites WHERE joiner = \(key) AND expires_at > \(now)").map(Self.invite(row:))
+        }
+    }
+
+    public func pendingJoins(room: String, now: Int64) async throws -> [InviteRecord] {
+        try await read { tx in
+            try await tx.rows("SELECT * FROM invites WHERE room = \(room) AND state != 'open' AND expires_at > \(now)")
+                .map(Self.invite(row:))
+        }
+    }
+
+    public func invites(room: String, by key: String, now: Int64) async throws -> [InviteRecord] {
+        try await read { tx in
+            let room = try RoomRules.requireRoom(try await tx.rows("SELECT \(unescaped: Self.roomColumns) FROM rooms WHERE id = \(room)")
+                .first.map(Self.room(row:)))
+            try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .owner)
+            return try await tx.rows("SELECT * FROM invites WHERE room = \(room.id) AND expires_at > \(now) ORDER BY expires_at")
+                .map(Self.invite(row:))
+        }
+    }
+
+    public func revokeInvite(room: String, inviteID: [UInt8], by key: String) async throws -> InviteRecord {
+        try await write { tx in
+            let room = try await Self.lockRoom(tx, room)
+            try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .owner)
+            guard let invite = try await Self.invite(tx, room: room.id, inviteID: inviteID) else {
+                throw HushError(.unknownInvite, "no such invite in this room")
+            }
+            try await tx.execute("DELETE FROM invites WHERE room = \(room.id) AND invite_id = \(Self.bytea(invite.inviteID))")
+            return invite
+        }
+    }
+
+    public func addInvite(room: String, by key: String, inviteID: [UInt8], expiresAt: Int64, now: Int64, limits: Limits) async throws {
+        try await write { tx in
+            let room = try await Self.lockRoom(tx, room)
+            try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .owner)
+            let open = try await tx.int("""
+                SELECT COUNT(*) FROM invites WHERE room = \(room.id) AND state = 'open' AND expires_at > \(now)
+                """) ?? 0
+            try RoomRules.checkNewInvite(expiresAt: expiresAt, now: now, openInvites: open, limits: limits)
+            guard try await Self.invite(tx, room: room.id, inviteID: inviteID) == nil else {
+                throw HushError(.inviteUsed, "this invite id is already registered")
+            }
+            // Expired invites, and the joins through them, are over: make room for new ones.
+            try await tx.execute("DELETE FROM invites WHERE room = \(room.id) AND expires_at <= \(now)")
+            try await tx.execute("""
+                INSERT INTO invites (room, invite_id, expires_at, state) VALUES (\(room.id), \(Self.bytea(inviteID)), \(expiresAt), 'open')
+                """)
+        }
+    }
+
+    public func requestJoin(room: String, inviteID: [UInt8], joiner: String, joiningKey: [UInt8], now: Int64,
+                            limits: Limits) async throws -> JoinOutcome {
+        try await write { tx in
+            let room = try await Self.lockRoom(tx, room)
+            try await Self.lockKey(tx, joiner)
+            let pending = try await tx.int("""
+                SELECT COUNT(*) FROM invites WHERE room = \(room.id) AND state != 'open' AND expires_at > \(now)
+                """) ?? 0
+            let invite = try RoomRules.join(invite: try await Self.invite(tx, room: room.id, inviteID: inviteID), joiner: joiner,
+                                            joiningKey: joiningKey,
+                                            isMember: try await Self.member(tx, room: room.id, key: joiner) != nil,
+                                            roomsOfJoiner: try await Self.roomCount(tx, key: joiner, now: now),
+                                            pendingJoins: pending, now: now, limits: limits)
+            try await Self.updateInvite(tx, invite)
+            return JoinOutcome(room: room, invite: invite)
+        }
+    }
+
+    public func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome {
+        try await write { tx in
+            let room = try await Self.lockRoom(tx, room)
+            try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .owner)
+            let invite = try RoomRules.respond(room: room, invite: try await Self.invite(tx, room: room.id, inviteID: inviteID),
+                                               sealed: sealed, now: now)
+            try await Self.updateInvite(tx, invite)
+            return JoinOutcome(room: room, invite: invite)
+        }
+    }
+
+    public func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome {
+        try await write { tx in
+            let room = try await Self.lockRoom(tx, room)
+            let invite = try RoomRules.confirm(invite: try await Self.invite(tx, room: room.id, inviteID: inviteID), key: key,
+                                               sealed: sealed, now: now)
+            try await Self.updateInvite(tx, invite)
+            return JoinOutcome(room: room, invite: invite)
+        }
+    }
+
+    public func addMember(room: String, inviteID: [UInt8], key: String, signature: [UInt8], by owner: String, now: Int64,
+                          limits: Limits) async throws -> [String] {
+        try await write { tx in
+            let room = try await Self.lockRoom(tx, room)
+            try RoomRules.authorize(try await Self.member(tx, room: room.id, key: owner), as: .owner)
+            let member = try RoomRules.admit(room: room, invite: try await Self.invite(tx, room: room.id, inviteID: inviteID),
+                                             key: key, signature: signature,
+                                             memberCount: try await Self.keys(tx, room: room.id).count, now: now, limits: limits)
+            try await tx.execute("""
+                INSERT INTO members (room, key, role, signature, floor, delivered)
+                VALUES (\(member.room), \(member.key), \(member.role.rawValue), \(Self.bytea(member.signature)),
+                        \(member.floor), \(member.delivered))
+                """)
+            try await tx.execute("DELETE FROM invites WHERE room = \(room.id) AND invite_id = \(Self.bytea(inviteID))")
+            return try await Self.keys(tx, room: room.id)
+        }
+    }
+
+    /// A write that appends to a room: its pushes (`afterCommit`) are handed over in the room's
+    /// sequence order once it is committed, before the caller resumes.
+    private func appending(afterCommit: @escaping AfterCommit,
+                           _ body: (Transaction, _ lockedRoom: (String) -> Void) async throws -> AppendOutcome)
+        async throws -> AppendOutcome {
+        let tickets = NIOLockedValueBox<[RoomPushOrder.Ticket]>([])
+        let order = pushOrder
+        do {
+            let outcome = try await write { tx in
+                try await body(tx) { room in tickets.withLockedValue { $0.append(order.ticket(room: room)) } }
+            }
+            var push: (@Sendable () -> Void)?
+            if !outcome.isRepeat { push = { @Sendable in afterCommit(outcome) } }
+            await order.settle(tickets.withLockedValue { $0 }, action: push)
+            return outcome
+        } catch {
+            await order.settle(tickets.withLockedValue { $0 }, action: nil)
+            throw error
+        }
+    }
+
+    public func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], now: Int64,
+                       limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
+        try await appending(afterCommit: afterCommit) { tx, lockedRoom in
+            let current = try await Self.lockRoom(tx, room)
+            lockedRoom(current.id)
+            try RoomRules.authorize(try await Self.member(tx, room: current.id, key: key), as: .member)
+            if let original = try await tx.rows("""
+                SELECT * FROM messages WHERE room = \(current.id) AND sender = \(key) AND message_id = \(Self.bytea(messageID))
+                """).first {
+                return AppendOutcome(message: try Self.message(row: original), room: current, recipients: [], wraps: [:],
+                                     isRepeat: true)
+            }
+            let (room, message) = try RoomRules.send(room: current, from: key, epoch: epoch, payload: payload,
+                                                     messageID: messageID, now: now,
+                                                     databaseBytes: try await Self.databaseBytes(tx, limits: limits),
+                                                     limits: limits)
+            try await Self.insert(tx, message)
+            try await Self.update(tx, room)
+            return AppendOutcome(message: message, room: room, recipients: try await Self.keys(tx, room: room.id), wraps: [:])
+        }
+    }
+
+    public func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64,
+                       limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
+        try await appending(afterCommit: afterCommit) { tx, lockedRoom in
+            let current = try await Self.lockRoom(tx, room)
+            lockedRoom(current.id)
+            try RoomRules.authorize(try await Self.member(tx, room: current.id, key: key), as: .owner)
+            let keys = try await Self.keys(tx, room: current.id)
+            let (room, message) = try RoomRules.rotate(room: current, by: key, epoch: epoch, payload: payload, wraps: wraps,
+                                                       roomKeys: Set(keys), now: now,
+                                                       databaseBytes: try await Self.databaseBytes(tx, limits: limits),
+                                                       limits: limits)
+            try await Self.insert(tx, message)
+            var wrapMap: [String: [UInt8]] = [:]
+            for wrap in wraps ?? [] {
+                wrapMap[wrap.key] = wrap.wrap.bytes
+                try await tx.execute("""
+                    INSERT INTO wraps (room, seq, key, wrap) VALUES (\(room.id), \(message.seq), \(wrap.key), \(Self.bytea(wrap.wrap.bytes)))
+                    """)
+            }
+            try await Self.update(tx, room)
+            return AppendOutcome(message: message, room: room, recipients: keys, wraps: wrapMap)
+        }
+    }
+
+    public func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> HistoryPage {
+        try await write { tx in
+            // A share lock: retention cannot move `expiredThrough` between reading it and the page.
+            let room = try RoomRules.requireRoom(try await tx.rows("""
+                SELECT \(unescaped: Self.roomColumns) FROM rooms WHERE id = \(room) FOR SHARE
+                """).first.map(Self.room(row:)))
+            let member = try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .member)
+            let page = try RoomRules.historyPage(after: after, limit: limit, floor: member.floor, limits: limits)
+            let rows = try await tx.rows("""
+                SELECT m.*, w.wrap AS own_wrap FROM messages m
+                LEFT JOIN wraps w ON w.room = m.room AND w.seq = m.seq AND w.key = \(key)
+                WHERE m.room = \(room.id) AND m.seq > \(page.after) ORDER BY m.seq LIMIT \(page.limit + 1)
+                """)
+            // Cut the page at the byte budget too (never below one message): `more` tells the
+            // client to ask again from the last sequence number it got.
+            var messages: [Envelope] = []
+            var bytes = 0
+            for row in rows.prefix(page.limit) {
+                let envelope = try Self.message(row: row).envelope(wrap: try Self.bytes(row["own_wrap"]))
+                bytes += (envelope.payload?.bytes.count ?? 0) + (envelope.wrap?.bytes.count ?? 0)
+                if !messages.isEmpty && bytes > limits.maxHistoryPageBytes { break }
+                messages.append(envelope)
+            }
+            let more = rows.count > messages.count
+            if let last = messages.last?.seq, last > member.delivered {
+                try await tx.execute("""
+                    UPDATE members SET delivered = GREATEST(delivered, \(last)) WHERE room = \(room.id) AND key = \(key)
+                    """)
+            }
+            return HistoryPage(messages: messages, more: more, expiredThrough: room.expiredThrough)
+        }
+    }
+
+    public func saveDelivered(room: String, key: String, seq: Int) async throws {
+        try await write { tx in
+            try await tx.execute("UPDATE members SET delivered = GREATEST(delivered, \(seq)) WHERE room = \(room) AND key = \(key)")
+        }
+    }
+
+    public func formerMembers(of room: String, after floor: Int, limit: Int) async throws -> [DepartedRecord] {
+        try await read { tx in
+            try await tx.rows("""
+                SELECT * FROM departed WHERE room = \(room) AND until > \(floor) ORDER BY until DESC, ordinal DESC LIMIT \(limit)
+                """).compactMap { row in
+                guard let departure = Departure(rawValue: try row["departure"].decode(String.self)) else { return nil }
+                return DepartedRecord(room: try row["room"].decode(String.self), key: try row["key"].decode(String.self),
+                                      signature: try Self.bytes(row["signature"]) ?? [], until: try row["until"].decode(Int.self),
+                                      departure: departure, departureSignature: try Self.bytes(row["departure_signature"]) ?? [])
+            }
+        }
+    }
+
+    public func removeMember(room: String, key: String, signature: [UInt8], by owner: String) async throws -> DepartureOutcome {
+        try await write { tx in
+            let current = try await Self.lockRoom(tx, room)
+            try RoomRules.authorize(try await Self.member(tx, room: current.id, key: owner), as: .owner)
+            let (room, departed) = try RoomRules.depart(room: current, member: try await Self.member(tx, room: current.id, key: key),
+                                                        departure: .removed, signature: signature)
+            try await Self.retire(tx, room: room, departed: departed)
+            return DepartureOutcome(remaining: try await Self.keys(tx, room: room.id), until: departed.until)
+        }
+    }
+
+    public func leave(room: String, key: String, signature: [UInt8]) async throws -> DepartureOutcome {
+        try await write { tx in
+            let current = try await Self.lockRoom(tx, room)
+            let member = try RoomRules.authorize(try await Self.member(tx, room: current.id, key: key), as: .member)
+            let (room, departed) = try RoomRules.depart(room: current, member: member, departure: .left, signature: signature)
+            try await Self.retire(tx, room: room, departed: departed)
+            return DepartureOutcome(remaining: try await Self.keys(tx, room: room.id), until: departed.until)
+        }
+    }
+
+    /// Writes a departure: the membership goes, the departed record stays (for `formerMembers`),
+    /// the key is retired, and the room is as `RoomRules.depart` left it.
+    static func retire(_ tx: Transaction, room: RoomRecord, departed: DepartedRecord) async throws {
+        try await tx.execute("DELETE FROM members WHERE room = \(room.id) AND key = \(departed.key)")
+        // A key that departs again counts as the newest departure, as SQLite's INSERT OR REPLACE does.
+        try await tx.execute("""
+            INSERT INTO departed (room, key, signature, until, departure, departure_signature)
+            VALUES (\(room.id), \(departed.key), \(bytea(departed.signature)), \(departed.until), \(departed.departure.rawValue),
+                    \(bytea(departed.departureSignature)))
+            ON CONFLICT (room, key) DO UPDATE SET signature = EXCLUDED.signature, until = EXCLUDED.until,
+                departure = EXCLUDED.departure, departure_signature = EXCLUDED.departure_signature,
+                ordinal = nextval('departed_order')
+            """)
+        try await update(tx, room)
+        try await tx.execute("INSERT INTO retired (key) VALUES (\(departed.key)) ON CONFLICT DO NOTHING")
+    }
+
+    public func deleteRoom(room: String, by key: String) async throws -> [String] {
+        try await write { tx in
+            let room = try await Self.lockRoom(tx, room)
+            try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .owner)
+            let keys = try await Self.keys(tx, room: room.id)
+            // The room's other rows go with it (ON DELETE CASCADE).
+            try await tx.execute("DELETE FROM rooms WHERE id = \(room.id)")
+            return keys
+        }
+    }
+
+    public func expire(now: Int64, retention: Retention, afterRoom: Int64) async throws -> ExpiryPass {
+        guard retention.isEnabled else { return ExpiryPass(deleted: 0, nextRoom: nil) }
+        let batch = max(1, retention.batch)
+        return try await write { tx in
+            // Each room looked at costs one unit of the batch, each record read one more: a pass
+            // stays bounded however many rooms or records there are. The rooms are locked in
+            // `ordinal` order, which no other request holds more than one of: no deadlock.
+            let rooms = try await tx.rows("""
+                SELECT ordinal, \(unescaped: Self.roomColumns) FROM rooms WHERE ordinal > \(afterRoom)
+                ORDER BY ordinal LIMIT \(batch) FOR UPDATE
+                """)
+            var budget = batch
+            var deleted = 0
+            for row in rooms {
+                let ordinal = try row["ordinal"].decode(Int64.self)
+                budget -= 1
+                let room = try await Self.expire(tx, room: Self.room(row: row), now: now, retention: retention, budget: budget)
+                deleted += room.deleted
+                budget -= room.read
+                // A room cut short by the budget comes first in the next pass, unless it had
+                // nothing to delete (then it would only be read again).
+                if budget <= 0 { return ExpiryPass(deleted: deleted, nextRoom: room.deleted > 0 ? ordinal - 1 : ordinal) }
+            }
+            return ExpiryPass(deleted: deleted, nextRoom: rooms.count == batch ? try rooms.last?["ordinal"].decode(Int64.self) : nil)
+        }
+    }
+
+    /// One room's part of a retention pass, reading at most `budget` records: how many it read
+    /// and how many it deleted.
+    static func expire(_ tx: Transaction, room: RoomRecord, now: Int64, retention: Retention,
+                       budget: Int) async throws -> (read: Int, deleted: Int) {
+        func entries(below: Bool, limit: Int) async throws -> [StoredEntry] {
+            guard limit > 0 else { return [] }
+            let comparison = below ? "<=" : ">"
+            return try await tx.rows("""
+                SELECT seq, kind, at FROM messages WHERE room = \(room.id) AND seq \(unescaped: comparison) \(room.expiredThrough)
+                ORDER BY seq LIMIT \(limit)
+                """).map { StoredEntry(seq: try $0["seq"].decode(Int.self), kind: try $0["kind"].decode(String.self),
+                                       at: try $0["at"].decode(Int64.self)) }
+        }
+        // What may expire first, then the rotations kept below the floor: however many of those
+        // a long-absent key holds back, the floor still moves.
+        let oldest = try await entries(below: false, limit: budget)
+        let kept = try await entries(below: true, limit: budget - oldest.count)
+        let minDelivered = try await tx.int("SELECT MIN(delivered) FROM members WHERE room = \(room.id)") ?? 0
+        let plan = StorageRules.expiry(expiredThrough: room.expiredThrough, lastSeq: room.lastSeq, minDelivered: minDelivered,
+                                       kept: kept, oldest: oldest, now: now, retention: retention)
+        let read = oldest.count + kept.count
+        guard plan.expiredThrough != room.expiredThrough || !plan.deletions.isEmpty else { return (read, 0) }
+        let overhead = StorageRules.recordOverhead
+        let freed = try await tx.int("""
+            SELECT (COALESCE(SUM(COALESCE(LENGTH(m.payload), 0) + \(overhead)), 0)
+                  + (SELECT COALESCE(SUM(LENGTH(w.wrap) + \(overhead)), 0) FROM wraps w
+                     WHERE w.room = \(room.id) AND w.seq = ANY(\(plan.deletions))))::BIGINT
+            FROM messages m WHERE m.room = \(room.id) AND m.seq = ANY(\(plan.deletions))
+            """) ?? 0
+        // Their wraps go with them (ON DELETE CASCADE).
+        try await tx.execute("DELETE FROM messages WHERE room = \(room.id) AND seq = ANY(\(plan.deletions))")
+        try await tx.execute("""
+            UPDATE rooms SET expired_through = \(plan.expiredThrough), stored_bytes = stored_bytes - \(freed) WHERE id = \(room.id)
+            """)
+        // A departed key whose messages have all expired has nothing left to verify.
+        try await tx.execute("DELETE FROM departed WHERE room = \(room.id) AND until <= \(plan.expiredThrough)")
+        return (read, plan.deletions.count)
+    }
+}
