@@ -140,28 +140,28 @@ enum ThemisTargets {
 
     /// Byte 0 picks the server's state: even, a fresh server given a client hello (message 1);
     /// odd, a server that answered a genuine hello, given the client's finish (message 3).
-    static let sessionServer = FuzzTarget(name: "session-server", about: "Secure Session handshake, server role") { input in
-        guard let step = input.first else { return .refused }
-        let server = step % 2 == 0 ? Handshake.recorded.freshServer : Handshake.recorded.serverAfterHello
-        return receive(Array(input.dropFirst()), by: server)
-    } seeds: { fixtures in
-        let recorded = Handshake.recorded
-        let transcripts = try fixtures.vectors("secure_session.json", list: "transcripts")
-        return [[0] + recorded.messages[0], [1] + recorded.messages[2]]
-            + transcripts.flatMap { [[0] + handshake($0, step: 1), [1] + handshake($0, step: 3)] }
-    }
+    static let sessionServer = handshakeTarget(name: "session-server", role: "server",
+                                               states: { [$0.freshServer, $0.serverAfterHello] }, steps: (1, 3))
 
     /// Byte 0 picks the client's state: even, after its hello, given the server's answer
     /// (message 2); odd, after its finish, given the server's finish (message 4).
-    static let sessionClient = FuzzTarget(name: "session-client", about: "Secure Session handshake, client role") { input in
-        guard let step = input.first else { return .refused }
-        let client = step % 2 == 0 ? Handshake.recorded.clientAfterHello : Handshake.recorded.clientAfterFinish
-        return receive(Array(input.dropFirst()), by: client)
-    } seeds: { fixtures in
-        let recorded = Handshake.recorded
-        let transcripts = try fixtures.vectors("secure_session.json", list: "transcripts")
-        return [[0] + recorded.messages[1], [1] + recorded.messages[3]]
-            + transcripts.flatMap { [[0] + handshake($0, step: 2), [1] + handshake($0, step: 4)] }
+    static let sessionClient = handshakeTarget(name: "session-client", role: "client",
+                                               states: { [$0.clientAfterHello, $0.clientAfterFinish] }, steps: (2, 4))
+
+    /// A target that gives handshake message `steps.0` (byte 0 even) or `steps.1` (odd) to a
+    /// copy of the matching state of `Handshake.recorded`. Seeds: this process's genuine
+    /// messages and the recorded Themis ones at those steps.
+    static func handshakeTarget(name: String, role: String, states: @escaping @Sendable (Handshake) -> [SecureSession],
+                                steps: (Int, Int)) -> FuzzTarget {
+        FuzzTarget(name: name, about: "Secure Session handshake, \(role) role") { input in
+            guard let step = input.first else { return .refused }
+            return receive(Array(input.dropFirst()), by: states(Handshake.recorded)[Int(step % 2)])
+        } seeds: { fixtures in
+            let recorded = Handshake.recorded.messages
+            let transcripts = try fixtures.vectors("secure_session.json", list: "transcripts")
+            return [[0] + recorded[steps.0 - 1], [1] + recorded[steps.1 - 1]]
+                + transcripts.flatMap { [[0] + handshake($0, step: steps.0), [1] + handshake($0, step: steps.1)] }
+        }
     }
 
     /// A handshake frame given to a copy of `session`, as it came and with its checksums made right.
