@@ -9,7 +9,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO_ROOT, h, loadVectors } from './helpers.mjs';
+import { REPO_ROOT, h, loadVectors, scenarioStart } from './helpers.mjs';
 import {
   fuzzLoop, mutateBytes, mutateJSON, mutateString, viaJSON, sameBytes, report, TEST_TIMEOUT,
 } from './fuzz.mjs';
@@ -24,7 +24,7 @@ import {
   PayloadError, REASONS, parseInviteFragment, inviteLink, openChat, openJoinGrant, sealJoinGrant, roomContext,
   openRotation,
 } from '../../web/app/formats.mjs';
-import { newRoomState, admit, depart, syncFormer, syncMembers, parseEnvelope, receive } from '../../web/app/room.mjs';
+import { admit, depart, syncFormer, syncMembers, parseEnvelope, receive } from '../../web/app/room.mjs';
 import { KeyStore, WrongPassword } from '../../web/app/store.mjs';
 import { Connection, ServerError } from '../../web/app/connection.mjs';
 
@@ -40,17 +40,9 @@ const SCENARIO_DIR = join(REPO_ROOT, 'Tests', 'Fixtures', 'room-scenarios');
 const scenarios = readdirSync(SCENARIO_DIR).filter((f) => f.endsWith('.json')).sort()
   .map((f) => ({ file: f, ...JSON.parse(readFileSync(join(SCENARIO_DIR, f), 'utf8')) }));
 
-/** The reader's starting state of a scenario (as scenarios.test.mjs builds it). */
+/** The reader's starting state of a scenario. */
 async function startState(s) {
-  const keys = Object.fromEntries(Object.entries(s.keys).map(([n, k]) => [n, base64ToBytes(k)]));
-  const state = newRoomState({
-    room: s.room, owner: bytesToBase64(publicKeyFromPrivate(keys.owner)), privateKey: keys[s.me],
-    epoch: s.start.epoch, roomKey: base64ToBytes(s.start.keys[s.start.epoch]),
-  });
-  state.keys = { ...s.start.keys };
-  for (const entry of s.start.members) assert.ok(await admit(state, entry.key, entry.signature));
-  await syncFormer(state, s.start.formerMembers);
-  return state;
+  return (await scenarioStart(s)).state;
 }
 
 /**

@@ -4,7 +4,9 @@ import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ThemisError } from '../../web/themis/errors.mjs';
-import { bytesToHex, hexToBytes } from '../../web/themis/bytes.mjs';
+import { base64ToBytes, bytesToBase64, bytesToHex, hexToBytes } from '../../web/themis/bytes.mjs';
+import { publicKeyFromPrivate } from '../../web/themis/keys.mjs';
+import { newRoomState, admit, syncFormer } from '../../web/app/room.mjs';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const VECTOR_DIR = process.env.HUSH_THEMIS_VECTORS
@@ -63,3 +65,23 @@ export function randomBytes(n) {
   for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
   return out;
 }
+
+/**
+ * A shared room scenario (Tests/Fixtures/room-scenarios) at its start: its private keys by
+ * name, and the reader's room state with the starting members admitted and the former ones
+ * synced, as the Swift `ScenarioRun` builds it.
+ */
+export async function scenarioStart(scenario) {
+  const keys = Object.fromEntries(Object.entries(scenario.keys).map(([name, key]) => [name, base64ToBytes(key)]));
+  const { start } = scenario;
+  const state = newRoomState({
+    room: scenario.room, owner: bytesToBase64(publicKeyFromPrivate(keys.owner)), privateKey: keys[scenario.me],
+    epoch: start.epoch, roomKey: base64ToBytes(start.keys[start.epoch]),
+  });
+  state.keys = { ...start.keys };
+  for (const entry of start.members) assert.ok(await admit(state, entry.key, entry.signature), `starting member ${entry.key}`);
+  await syncFormer(state, start.formerMembers);
+  for (const entry of start.formerMembers) assert.ok(state.former[entry.key], `starting former member ${entry.key}`);
+  return { keys, state };
+}
+

@@ -5,9 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join as joinPath } from 'node:path';
-import { REPO_ROOT } from './helpers.mjs';
+import { REPO_ROOT, scenarioStart } from './helpers.mjs';
 import {
-  bytesToBase64, base64ToBytes, generateKeyPair, base64UrlToBytes, bytesToBase64Url, publicKeyFromPrivate,
+  bytesToBase64, generateKeyPair, base64UrlToBytes, bytesToBase64Url, publicKeyFromPrivate,
 } from '../../web/themis/index.mjs';
 import {
   newRoomState, durable, restoreRoomState, admit, forget, compose, recordSent, makeRotation, install, receive,
@@ -179,14 +179,7 @@ test('invite links are parsed strictly', async () => {
 // Scenario 03: bob left at seq 3; his message at seq 4 must stay refused.
 async function departedBob() {
   const s = JSON.parse(readFileSync(joinPath(REPO_ROOT, 'Tests', 'Fixtures', 'room-scenarios', '03-departures.json'), 'utf8'));
-  const keys = Object.fromEntries(Object.entries(s.keys).map(([n, k]) => [n, base64ToBytes(k)]));
-  const state = newRoomState({
-    room: s.room, owner: bytesToBase64(publicKeyFromPrivate(keys.owner)), privateKey: keys[s.me],
-    epoch: s.start.epoch, roomKey: base64ToBytes(s.start.keys[s.start.epoch]),
-  });
-  state.keys = { ...s.start.keys };
-  for (const entry of s.start.members) assert.ok(await admit(state, entry.key, entry.signature));
-  await syncFormer(state, s.start.formerMembers);
+  const { keys, state } = await scenarioStart(s);
   const bob = bytesToBase64(publicKeyFromPrivate(keys.bob));
   const late = s.steps[2].envelope; // bob's message after his `until`
   assert.equal(late.from, bob);
