@@ -182,6 +182,11 @@ public final class ServeProcess: @unchecked Sendable {
     public let data: URL
     private let removesData: Bool
     private let output = LockedBuffer()
+    /// A signal each time the server prints something; ends with its output.
+    private let printed: AsyncStream<Void>
+    /// A signal when the process has ended.
+    private let exits: AsyncStream<Void>
+    private let exited = Atomic<Bool>(false)
     public private(set) var port = 0
     public private(set) var metricsPort: Int?
 
@@ -200,9 +205,24 @@ public final class ServeProcess: @unchecked Sendable {
         process.standardOutput = pipe
         process.standardError = pipe
         let output = self.output
+        let (printed, printedSink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        self.printed = printed
         pipe.fileHandleForReading.readabilityHandler = { handle in
             let chunk = handle.availableData
-            if chunk.isEmpty { handle.readabilityHandler = nil } else { output.append(chunk) }
+            if chunk.isEmpty {
+                handle.readabilityHandler = nil
+                printedSink.finish()
+            } else {
+                output.append(chunk)
+                printedSink.yield()
+            }
+        }
+        let (exits, exitSink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        self.exits = exits
+        process.terminationHandler = { [weak self] _ in
+            self?.exited.store(true, ordering: .releasing)
+            exitSink.yield()
+            exitSink.finish()
         }
         try process.run()
     }
@@ -214,15 +234,16 @@ public final class ServeProcess: @unchecked Sendable {
                              descriptors: Int? = nil) async throws -> ServeProcess {
         let server = try ServeProcess(data: data, port: port, arguments: arguments, descriptors: descriptors)
         let wantsMetrics = arguments.contains("--metrics-address")
-        let deadline = ContinuousClock.now + .seconds(30)
-        while server.port == 0 || (wantsMetrics && server.metricsPort == nil) {
-            guard ContinuousClock.now < deadline, server.process.isRunning else {
-                await server.stop()
-                throw ServeFailure(description: "hush serve did not start: \(server.text)")
-            }
-            try await Task.sleep(for: .milliseconds(50))
+        // Each time it prints, read the banner again; its output ending (it exited) or 30 s
+        // without the banner is a failed start.
+        let started = try? await next(server.printed, timeout: .seconds(30)) { _ in
             server.port = Self.port(after: "Hush is listening on http://127.0.0.1:", in: server.text) ?? 0
             server.metricsPort = Self.port(after: "Metrics on http://127.0.0.1:", in: server.text)
+            return server.port != 0 && (!wantsMetrics || server.metricsPort != nil)
+        }
+        guard started != nil else {
+            await server.stop()
+            throw ServeFailure(description: "hush serve did not start: \(server.text)")
         }
         return server
     }
@@ -262,9 +283,10 @@ public final class ServeProcess: @unchecked Sendable {
 
     /// Waits for the process to end; false when it is still running after `timeout`.
     public func waitForExit(timeout: Duration) async -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
-        return !process.isRunning
+        if !exited.load(ordering: .acquiring) { _ = try? await next(exits, timeout: timeout) { _ in true } }
+        guard exited.load(ordering: .acquiring) else { return false }
+        process.waitUntilExit()  // already ended: returns at once, with the status set
+        return true
     }
 
     /// SIGKILL: no shutdown, no flush; returns once the process is gone.

@@ -387,6 +387,7 @@ test('fuzz: server frames (Connection.frame) over an established session', TIMEO
     },
     run: async (input) => {
       settled = null;
+      // The pending request's timer handle, which the connection clears; nothing waits on it.
       const timer = setTimeout(() => {}, 0);
       conn.pending.set('r1', {
         timer, resolve: (reply) => { settled = { reply }; }, reject: (error) => { settled = { error }; },
