@@ -90,8 +90,17 @@ public final class Hub: Sendable {
         connections.withLockedValue { Array(($0[key] ?? [:]).values) }
     }
 
-    public func push(_ message: WireMessage, to key: String, except: Outbox? = nil) {
-        push(message, to: [key], except: except)
+    /// Carries out what the room core decided, in order; `requester` is the connection whose
+    /// request it answers.
+    public func apply(_ effects: [ConnectionEffect], requester: Outbox?) {
+        for effect in effects {
+            switch effect {
+            case .push(let message, let keys, let skipsRequester):
+                push(message, to: keys, except: skipsRequester ? requester : nil)
+            case .retire(let key, let closingWith):
+                retire(key: key, closingWith: closingWith)
+            }
+        }
     }
 
     public func push(_ message: WireMessage, to keys: [String], except: Outbox? = nil) {
@@ -101,15 +110,13 @@ public final class Hub: Sendable {
         }
     }
 
-    /// Marks every open connection of `key` retired (it left or was removed).
-    public func retire(key: String) {
-        for outbox in outboxes(of: key) { outbox.retire() }
-    }
-
-    /// Sends a last message to every connection of `key`, then closes them.
-    public func close(key: String, with message: WireMessage) {
-        let encoded = EncodedMessage(message)
+    /// Marks every open connection of `key` retired; with a message, sends it to them as their
+    /// last and closes them.
+    private func retire(key: String, closingWith message: WireMessage?) {
+        let encoded = message.map(EncodedMessage.init)
         for outbox in outboxes(of: key) {
+            outbox.retire()
+            guard let encoded, let message else { continue }
             outbox.send(encoded)
             outbox.close(reason: message.code ?? "closed")
         }

@@ -3,8 +3,9 @@ import HushProtocol
 import Logging
 import Prometheus
 
-/// Turns one authenticated request into a reply and the pushes it causes. The connection's key
-/// is the only identity: it comes from the completed Secure Session handshake.
+/// Turns one authenticated request into a reply, and hands the pushes the room core decides on
+/// (`RoomPushes`) to the hub. The connection's key is the only identity: it comes from the
+/// completed Secure Session handshake.
 public struct Relay: Sendable {
     let store: any Store
     let hub: Hub
@@ -64,21 +65,21 @@ public struct Relay: Sendable {
             let joiningKey = try bytes(request.joiningKey, "joiningKey", max: limits.maxSmallBlobBytes)
             let outcome = try await store.requestJoin(room: room, inviteID: inviteID, joiner: key, joiningKey: joiningKey,
                                                       now: nowSeconds, limits: limits)
-            hub.push(Self.joinRequest(outcome.invite), to: outcome.room.owner)
+            hub.apply(RoomPushes.joinRequested(outcome), requester: outbox)
             return reply("join_pending", room: room, inviteID: inviteID)
         case "join_response":
             let room = try field(request.room, "room")
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let sealed = try bytes(request.sealed, "sealed", max: limits.maxSmallBlobBytes)
             let outcome = try await store.respondJoin(room: room, inviteID: inviteID, by: key, sealed: sealed, now: nowSeconds)
-            if let joiner = outcome.invite.joiner { hub.push(Self.joinResponse(outcome.invite), to: joiner) }
+            hub.apply(RoomPushes.joinResponded(outcome), requester: outbox)
             return reply("join_response_sent", room: room, inviteID: inviteID)
         case "join_confirm":
             let room = try field(request.room, "room")
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let sealed = try bytes(request.sealed, "sealed", max: limits.maxSmallBlobBytes)
             let outcome = try await store.confirmJoin(room: room, inviteID: inviteID, by: key, sealed: sealed, now: nowSeconds)
-            hub.push(Self.joinConfirm(outcome.invite), to: outcome.room.owner)
+            hub.apply(RoomPushes.joinConfirmed(outcome), requester: outbox)
             return reply("join_confirm_sent", room: room, inviteID: inviteID)
         case "add_member":
             let room = try field(request.room, "room")
@@ -87,11 +88,7 @@ public struct Relay: Sendable {
             let signature = try bytes(request.signature, "signature", max: limits.maxSmallBlobBytes)
             let keys = try await store.addMember(room: room, inviteID: inviteID, key: member, signature: signature,
                                                  by: key, now: nowSeconds, limits: limits)
-            var push = WireMessage(type: "member_joined")
-            push.room = room
-            push.key = member
-            push.signature = Base64Bytes(signature)
-            hub.push(push, to: keys)
+            hub.apply(RoomPushes.memberJoined(room: room, member: member, signature: signature, roomKeys: keys), requester: outbox)
             var reply = WireMessage(type: "member_added")
             reply.room = room
             reply.key = member
@@ -108,7 +105,7 @@ public struct Relay: Sendable {
             let room = try field(request.room, "room")
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let revoked = try await store.revokeInvite(room: room, inviteID: inviteID, by: key)
-            if let joiner = revoked.joiner { hub.push(reply("join_revoked", room: room, inviteID: inviteID), to: joiner) }
+            hub.apply(RoomPushes.inviteRevoked(revoked), requester: outbox)
             return reply("invite_revoked", room: room, inviteID: inviteID)
         case "send":
             let room = try field(request.room, "room")
@@ -117,10 +114,7 @@ public struct Relay: Sendable {
             let messageID = try bytes(request.messageId, "messageId", max: limits.maxMessageIDBytes)
             let outcome = try await store.append(room: room, from: key, payload: payload, epoch: epoch, messageID: messageID,
                                                  now: nowMillis, limits: limits) { [hub] outcome in
-                hub.push(outcome.message.envelope(wrap: nil).push, to: outcome.recipients, except: outbox)
-                if outcome.room.sinceRotation == outcome.room.rotateEvery {
-                    hub.push(Self.rotationDue(outcome.room), to: outcome.room.owner)
-                }
+                hub.apply(RoomPushes.sent(outcome), requester: outbox)
             }
             if !outcome.isRepeat { metrics.messages.increment() }
             var reply = WireMessage(type: "sent")
@@ -137,13 +131,7 @@ public struct Relay: Sendable {
             let outcome = try await store.rotate(room: room, by: key, epoch: try field(request.epoch, "epoch"),
                                                  payload: payload, wraps: request.wraps, now: nowMillis,
                                                  limits: limits) { [hub] outcome in
-                // A wrapped rotation reaches each key with its own wrap, the owner's other
-                // connections included.
-                for recipient in outcome.recipients {
-                    let wrap = outcome.wraps[recipient]
-                    guard outcome.wraps.isEmpty || wrap != nil else { continue }
-                    hub.push(outcome.message.envelope(wrap: wrap).push, to: recipient, except: outbox)
-                }
+                hub.apply(RoomPushes.rotated(outcome), requester: outbox)
             }
             metrics.rotations.increment()
             var reply = WireMessage(type: "rotated")
@@ -165,16 +153,7 @@ public struct Relay: Sendable {
             let member = try keyField(request.key, "key")
             let signature = try bytes(request.signature, "signature", max: limits.maxSmallBlobBytes)
             let outcome = try await store.removeMember(room: room, key: member, signature: signature, by: key)
-            var removed = WireMessage(type: "removed")
-            removed.room = room
-            hub.retire(key: member)
-            hub.close(key: member, with: removed)
-            var push = WireMessage(type: "member_removed")
-            push.room = room
-            push.key = member
-            push.signature = Base64Bytes(signature)
-            push.until = outcome.until
-            hub.push(push, to: outcome.remaining, except: outbox)
+            hub.apply(RoomPushes.removed(room: room, member: member, signature: signature, outcome: outcome), requester: outbox)
             var reply = WireMessage(type: "member_removed")
             reply.room = room
             reply.key = member
@@ -186,23 +165,15 @@ public struct Relay: Sendable {
             let signature = request.signature?.bytes ?? []
             guard signature.count <= limits.maxSmallBlobBytes else { throw HushError(.tooLarge, "signature is too large") }
             let outcome = try await store.leave(room: room, key: key, signature: signature)
-            hub.retire(key: key)
-            var push = WireMessage(type: "member_left")
-            push.room = room
-            push.key = key
-            push.signature = Base64Bytes(signature)
-            push.until = outcome.until
-            hub.push(push, to: outcome.remaining)
+            hub.apply(RoomPushes.left(room: room, key: key, signature: signature, outcome: outcome), requester: outbox)
             var reply = WireMessage(type: "left")
             reply.room = room
             return reply
         case "delete_room":
             let room = try field(request.room, "room")
             let keys = try await store.deleteRoom(room: room, by: key)
-            var push = WireMessage(type: "room_deleted")
-            push.room = room
-            hub.push(push, to: keys, except: outbox)
-            return push
+            hub.apply(RoomPushes.roomDeleted(room, keys: keys), requester: outbox)
+            return RoomPushes.roomDeletedMessage(room)
         default:
             throw HushError(.badRequest, "unknown request type")
         }
@@ -225,55 +196,13 @@ public struct Relay: Sendable {
                                      wrapRequired: room.wrapRequired, members: members, formerMembers: former,
                                      expiredThrough: room.expiredThrough))
             guard member.role == .owner else { continue }
-            for invite in try await store.pendingJoins(room: room.id, now: nowSeconds) {
-                switch invite.state {
-                case .requested: waiting.append(Self.joinRequest(invite))
-                case .confirmed: waiting.append(Self.joinConfirm(invite))
-                default: break
-                }
-            }
-            if room.sinceRotation >= room.rotateEvery { waiting.append(Self.rotationDue(room)) }
+            waiting += RoomPushes.waitingForOwner(room: room, pendingJoins: try await store.pendingJoins(room: room.id, now: nowSeconds))
         }
         let joins = try await store.joins(of: key, now: nowSeconds)
-        for invite in joins where invite.state == .responded { waiting.append(Self.joinResponse(invite)) }
+        waiting += RoomPushes.waitingForJoiner(joins: joins)
         reply.rooms = rooms
         reply.joins = joins.map { JoinSummary(room: $0.room, inviteId: $0.inviteID, state: $0.state.rawValue) }
         return (reply, waiting)
-    }
-
-    // MARK: pushes
-
-    static func joinRequest(_ invite: InviteRecord) -> WireMessage {
-        var push = WireMessage(type: "join_request")
-        push.room = invite.room
-        push.inviteId = Base64Bytes(invite.inviteID)
-        push.key = invite.joiner
-        push.joiningKey = invite.joiningKey.map(Base64Bytes.init)
-        return push
-    }
-
-    static func joinResponse(_ invite: InviteRecord) -> WireMessage {
-        var push = WireMessage(type: "join_response")
-        push.room = invite.room
-        push.inviteId = Base64Bytes(invite.inviteID)
-        push.sealed = invite.response.map(Base64Bytes.init)
-        return push
-    }
-
-    static func joinConfirm(_ invite: InviteRecord) -> WireMessage {
-        var push = WireMessage(type: "join_confirm")
-        push.room = invite.room
-        push.inviteId = Base64Bytes(invite.inviteID)
-        push.key = invite.joiner
-        push.sealed = invite.confirmation.map(Base64Bytes.init)
-        return push
-    }
-
-    static func rotationDue(_ room: RoomRecord) -> WireMessage {
-        var push = WireMessage(type: "rotation_due")
-        push.room = room.id
-        push.count = room.sinceRotation
-        return push
     }
 
     // MARK: field checks

@@ -134,6 +134,13 @@ public enum RoomRules {
         return (room, message)
     }
 
+    /// The owner owes a rotation once `rotateEvery` messages were sent under the epoch; it is
+    /// told when the message that makes it due is sent, and at every `hello` while it is due.
+    public static func isRotationDue(_ room: RoomRecord) -> Bool { room.sinceRotation >= room.rotateEvery }
+
+    /// This room state is the one the last message made due (the one time it is pushed).
+    public static func becameRotationDue(_ room: RoomRecord) -> Bool { room.sinceRotation == room.rotateEvery }
+
     /// A rotation (owner): the next epoch; once anyone has left, wraps for exactly the room's
     /// keys, every current member and the owner itself (so the owner's other clients can
     /// follow it). Returns the room after it and the rotation at the next sequence number.

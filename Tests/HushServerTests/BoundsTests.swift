@@ -11,7 +11,7 @@ import Testing
     @Test func slowReaderIsDisconnectedNotBuffered() async {
         let hub = Hub(capacity: 4)
         let outbox = hub.register(key: "k")
-        for index in 0..<10 { hub.push(WireMessage(type: "message\(index)"), to: "k") }
+        for index in 0..<10 { hub.push(WireMessage(type: "message\(index)"), to: ["k"]) }
         #expect(outbox.didOverflow)
         var delivered = 0
         for await _ in outbox.stream { delivered += 1 }

@@ -145,4 +145,65 @@ import ThemisKit
                     && departed.departureSignature == signature)
         }
     }
+
+    /// Who hears of what: the pushes of each accepted request, without a hub.
+    @Test func pushesReachTheRightKeysOnceAndInTheirOrder() throws {
+        let third = KeyID.json(ThemisPrivateKey().publicKey)
+        let keys = [owner, joiner, third]
+        func targets(_ effects: [ConnectionEffect]) -> [(type: String, keys: [String], skipsRequester: Bool)] {
+            effects.compactMap { if case .push(let message, let keys, let skips) = $0 { (message.type, keys, skips) } else { nil } }
+        }
+        // A message goes to every key but the sending connection; the owner hears once that a
+        // rotation is due, when the message that makes it due is sent.
+        var due = room
+        due.sinceRotation = due.rotateEvery - 1
+        let (dueRoom, message) = try RoomRules.send(room: due, from: joiner, epoch: room.epoch, payload: [1], messageID: [1],
+                                                    now: now, databaseBytes: 0, limits: limits)
+        let sent = AppendOutcome(message: message, room: dueRoom, recipients: keys, wraps: [:])
+        let sentTargets = targets(RoomPushes.sent(sent))
+        #expect(sentTargets.map(\.type) == ["message", "rotation_due"])
+        #expect(sentTargets[0].keys == keys && sentTargets[0].skipsRequester)
+        #expect(sentTargets[1].keys == [owner] && !sentTargets[1].skipsRequester)
+        var later = sent
+        later.room.sinceRotation += 1
+        #expect(targets(RoomPushes.sent(later)).map(\.type) == ["message"])
+        #expect(RoomRules.isRotationDue(later.room) && RoomPushes.waitingForOwner(room: later.room, pendingJoins: []).map(\.type) == ["rotation_due"])
+        var repeated = sent
+        repeated.isRepeat = true
+        #expect(RoomPushes.sent(repeated).isEmpty)
+
+        // A wrapped rotation reaches each key with its own wrap and no key without one.
+        let rotation = MessageRecord(room: room.id, seq: 11, kind: "rotation", sender: owner, epoch: 3, at: now, payload: nil, messageID: nil)
+        let wrapped = AppendOutcome(message: rotation, room: room, recipients: keys, wraps: [owner: [1], joiner: [2]])
+        let pushes = RoomPushes.rotated(wrapped)
+        #expect(pushes.count == 2)
+        for case .push(let push, let to, let skips) in pushes {
+            #expect(to.count == 1 && skips && push.wrap?.bytes == wrapped.wraps[to[0]])
+        }
+        let plain = AppendOutcome(message: rotation, room: room, recipients: keys, wraps: [:])
+        #expect(targets(RoomPushes.rotated(plain)).map(\.keys) == [keys])
+
+        // A removed key is retired and closed before the others hear of the removal.
+        let removal = RoomPushes.removed(room: room.id, member: joiner, signature: [9],
+                                         outcome: DepartureOutcome(remaining: [owner, third], until: 10))
+        guard case .retire(joiner, let closing)? = removal.first else { Issue.record("the removed key is not retired first"); return }
+        #expect(closing?.type == "removed")
+        #expect(targets(removal).map(\.type) == ["member_removed"] && targets(removal)[0].keys == [owner, third])
+        let leave = RoomPushes.left(room: room.id, key: joiner, signature: [9], outcome: DepartureOutcome(remaining: [owner], until: 10))
+        guard case .retire(joiner, nil)? = leave.first else { Issue.record("the leaving key is not retired"); return }
+
+        // Joins: the owner is asked and told of confirmations; the joiner gets the answer.
+        let requested = JoinOutcome(room: room, invite: invite(.requested, joiner: joiner))
+        #expect(targets(RoomPushes.joinRequested(requested)).map(\.keys) == [[owner]])
+        var responded = requested
+        responded.invite.state = .responded
+        #expect(targets(RoomPushes.joinResponded(responded)).map(\.keys) == [[joiner]])
+        #expect(RoomPushes.joinResponded(JoinOutcome(room: room, invite: invite(.open))).isEmpty)
+        #expect(RoomPushes.inviteRevoked(invite(.open)).isEmpty)
+        #expect(targets(RoomPushes.inviteRevoked(invite(.confirmed, joiner: joiner))).map(\.keys) == [[joiner]])
+        let waiting = RoomPushes.waitingForOwner(room: room, pendingJoins: [invite(.open), invite(.requested, joiner: joiner),
+                                                                            invite(.responded, joiner: joiner), invite(.confirmed, joiner: third)])
+        #expect(waiting.map(\.type) == ["join_request", "join_confirm"])
+        #expect(RoomPushes.waitingForJoiner(joins: [invite(.requested, joiner: joiner), responded.invite]).map(\.type) == ["join_response"])
+    }
 }
