@@ -23,6 +23,14 @@ public struct BenchConfig: Sendable, Codable, Equatable {
     public var handshakes: Int?
     /// How long to wait for the last deliveries after the senders stop.
     public var drain = 5.0
+    /// Receivers open and verify every Nth delivery and only count the others; senders send
+    /// messages sealed and signed before the timed phase (so `messages` is required). 1 (the
+    /// default): every message is sealed when sent and every delivery opened and verified.
+    /// Above 1 the load generator's own crypto stops being what limits a run.
+    public var verifyEvery = 1
+    /// The server's process id (same machine): the report then gives the server's CPU time per
+    /// delivered message and its resident memory.
+    public var serverPID: Int32?
 
     public init(server: String) { self.server = server }
 
@@ -32,6 +40,9 @@ public struct BenchConfig: Sendable, Codable, Equatable {
     public static let maxDuration = 3600.0
     public static let maxHandshakes = 10_000
     public static let maxMessages = 1_000_000
+    public static let maxVerifyEvery = 1_000_000
+    /// Messages sealed ahead of a run with `verifyEvery` above 1 (about 400 bytes each).
+    public static let maxPresealed = 2_000_000
 
     public func validate() throws(ChatError) {
         guard (1...Self.maxRooms).contains(rooms) else { throw ChatError("--rooms must be 1…\(Self.maxRooms)") }
@@ -42,6 +53,14 @@ public struct BenchConfig: Sendable, Codable, Equatable {
         guard (1...Self.maxMessages).contains(messages ?? 1) else { throw ChatError("--messages must be 1…\(Self.maxMessages)") }
         guard (0...Self.maxHandshakes).contains(handshakes ?? 0) else { throw ChatError("--handshakes must be 0…\(Self.maxHandshakes)") }
         guard drain >= 0, drain <= 60 else { throw ChatError("--drain must be 0…60 seconds") }
+        guard (1...Self.maxVerifyEvery).contains(verifyEvery) else { throw ChatError("--verify-every must be 1…\(Self.maxVerifyEvery)") }
+        guard verifyEvery == 1 || messages != nil else {
+            throw ChatError("--verify-every above 1 seals every message before the run: give --messages")
+        }
+        guard verifyEvery == 1 || rooms * members * (messages ?? 0) <= Self.maxPresealed else {
+            throw ChatError("rooms × members × messages must be at most \(Self.maxPresealed) with --verify-every above 1")
+        }
+        guard (1...Int32.max).contains(serverPID ?? 1) else { throw ChatError("--server-pid must be a process id") }
     }
 }
 
@@ -109,12 +128,28 @@ public struct BenchReport: Codable, Sendable, Equatable {
         public var deliveredPerSecond: Double
     }
 
+    /// CPU time over the messaging phase (from its start to the end of the drain).
+    public struct CPU: Codable, Sendable, Equatable {
+        /// The server's user + system CPU seconds (with `serverPID`).
+        public var serverSeconds: Double?
+        /// The server's CPU per delivered message, microseconds: the figure that carries
+        /// across machines and load generators.
+        public var serverMicrosPerDelivery: Double?
+        /// The server's resident memory at the end, bytes.
+        public var serverResidentBytes: Int?
+        /// This load generator's own CPU seconds.
+        public var loadGeneratorSeconds: Double
+    }
+
     public var config: BenchConfig
     public var handshakes: Phase
     public var joins: Phase
     public var messages: Messages
-    /// Send-to-receive, milliseconds.
+    /// Send-to-receive, milliseconds; with `verifyEvery` above 1 only the verified deliveries.
+    /// At a fixed rate it is measured from when each message was due to be sent, so a sender
+    /// held up by a slow reply does not hide the wait (coordinated omission).
     public var latency: LatencySummary
+    public var cpu: CPU
 
     /// The final table.
     public var table: String {
@@ -141,9 +176,17 @@ public struct BenchReport: Codable, Sendable, Equatable {
         ]))
         lines.append("")
         lines.append(Format.table(["delivery latency", "p50", "p90", "p99", "p99.9", "max", "mean"], [
-            ["(\(latency.count) deliveries)", ms(latency.p50), ms(latency.p90), ms(latency.p99), ms(latency.p999),
-             ms(latency.max), ms(latency.mean)],
+            ["(\(latency.count) \(config.verifyEvery > 1 ? "verified " : "")deliveries)", ms(latency.p50), ms(latency.p90),
+             ms(latency.p99), ms(latency.p999), ms(latency.max), ms(latency.mean)],
         ]))
+        lines.append("")
+        var cpuRows = [["load generator", f(cpu.loadGeneratorSeconds), "",
+                        messages.delivered > 0 ? f(cpu.loadGeneratorSeconds * 1e6 / Double(messages.delivered)) : ""]]
+        if let seconds = cpu.serverSeconds {
+            cpuRows.insert(["server", f(seconds), cpu.serverResidentBytes.map { String($0 >> 20) + " MiB" } ?? "",
+                            cpu.serverMicrosPerDelivery.map(f) ?? ""], at: 0)
+        }
+        lines.append(Format.table(["CPU (messaging phase)", "seconds", "resident", "µs per delivery"], cpuRows))
         return lines.joined(separator: "\n")
     }
 
@@ -221,11 +264,49 @@ public enum BenchRunner {
 
         // 3. Messages: every member sends; every other member of the room receives.
         let latency = LatencyRecorder()
+        let serverBefore = config.serverPID.flatMap(ProcessUsage.init(pid:))
+        let ownBefore = ProcessUsage.current
+        progress?("messages: \(allRooms.reduce(0) { $0 + $1.count }) senders for \(config.duration) s")
+        let sendSeconds = config.verifyEvery > 1
+            ? try await sealedAheadMessages(allRooms, server: server, config: config, counters: counters, latency: latency,
+                                            progress: progress)
+            : try await sealedWhenSentMessages(allRooms, config: config, counters: counters, latency: latency, progress: progress)
+        let serverAfter = config.serverPID.flatMap(ProcessUsage.init(pid:))
+        let ownAfter = ProcessUsage.current
+
+        let sent = counters.sent.load(ordering: .relaxed)
+        let delivered = counters.delivered.load(ordering: .relaxed)
+        let phase = { (count: Int, failed: Int, seconds: Double, recorder: LatencyRecorder) in
+            BenchReport.Phase(count: count, failed: failed, seconds: seconds, perSecond: seconds > 0 ? Double(count) / seconds : 0,
+                              latency: recorder.summary)
+        }
+        var cpu = BenchReport.CPU(loadGeneratorSeconds: (ownAfter?.cpuSeconds ?? 0) - (ownBefore?.cpuSeconds ?? 0))
+        if let serverBefore, let serverAfter {
+            let seconds = serverAfter.cpuSeconds - serverBefore.cpuSeconds
+            cpu.serverSeconds = seconds
+            cpu.serverMicrosPerDelivery = delivered > 0 ? seconds * 1e6 / Double(delivered) : nil
+            cpu.serverResidentBytes = serverAfter.residentBytes
+        }
+        return BenchReport(
+            config: config,
+            handshakes: phase(handshakeCount - counters.handshakeFailed.load(ordering: .relaxed), counters.handshakeFailed.load(ordering: .relaxed),
+                              handshakeSeconds, handshakeLatency),
+            joins: phase(joined, counters.joinFailed.load(ordering: .relaxed), joinSeconds, joinLatency),
+            messages: BenchReport.Messages(
+                sent: sent, delivered: delivered, expected: counters.expected.load(ordering: .relaxed),
+                sendErrors: counters.sendErrors.load(ordering: .relaxed), rateLimited: counters.rateLimited.load(ordering: .relaxed),
+                rejected: counters.rejected.load(ordering: .relaxed), seconds: sendSeconds,
+                sentPerSecond: Double(sent) / sendSeconds, deliveredPerSecond: Double(delivered) / sendSeconds),
+            latency: latency.summary,
+            cpu: cpu)
+    }
+
+    /// The full client on both ends: each message sealed and signed when it is sent, each
+    /// delivery opened and verified. Returns the seconds of sending.
+    static func sealedWhenSentMessages(_ allRooms: [[RoomClient]], config: BenchConfig, counters: Counters,
+                                       latency: LatencyRecorder, progress: (@Sendable (String) -> Void)?) async throws -> Double {
         let expectedPerMessage = allRooms.map { $0.count - 1 }
         let padding = String(repeating: "x", count: config.size)
-        let messageStart = nanos()
-        let end = messageStart + UInt64(config.duration * 1e9)
-        progress?("messages: \(allRooms.reduce(0) { $0 + $1.count }) senders for \(config.duration) s")
         let receivers = Task {
             await withTaskGroup(of: Void.self) { group in
                 for room in allRooms {
@@ -247,6 +328,116 @@ public enum BenchRunner {
                 }
             }
         }
+        let sendSeconds = try await sending(config: config, counters: counters, latency: latency, progress: progress,
+                                            senders: allRooms.enumerated().flatMap { index, room in
+            room.map { client in
+                Sender(recipients: expectedPerMessage[index]) { due in
+                    let stamp = String(due)
+                    try await client.send(stamp + " " + padding.prefix(config.size - stamp.count - 1))
+                }
+            }
+        })
+        for room in allRooms { for client in room { await client.disconnect() } }
+        receivers.cancel()
+        return sendSeconds
+    }
+
+    /// A light load generator: every message is sealed and signed before the run and sent as
+    /// it is; receivers read the raw pushes of a connection of their own key, count every
+    /// delivery and open and verify every `verifyEvery`th. Returns the seconds of sending.
+    static func sealedAheadMessages(_ allRooms: [[RoomClient]], server: ServerInfo, config: BenchConfig, counters: Counters,
+                                    latency: LatencyRecorder, progress: (@Sendable (String) -> Void)?) async throws -> Double {
+        let perSender = config.messages ?? 0
+        struct Member: Sendable {
+            var state: RoomState
+            let connection: HushConnection
+            let recipients: Int
+        }
+        var opened: [Member] = []
+        for room in allRooms {
+            for client in room {
+                let state = await client.state
+                opened.append(Member(state: state, connection: try await HushConnection.open(server: server, key: state.me),
+                                      recipients: room.count - 1))
+                await client.disconnect()
+            }
+        }
+        let members = opened
+        progress?("sealing \(members.count * perSender) messages ahead")
+        let sealed = try await withThrowingTaskGroup(of: (Int, [[UInt8]]).self) { group in
+            for (index, member) in members.enumerated() {
+                group.addTask {
+                    var sealer = member.state
+                    return (index, try (0..<perSender).map { number in
+                        let prefix = "\(index) \(number) "
+                        return try sealer.compose(text: prefix + String(repeating: "x", count: max(0, config.size - prefix.count)),
+                                                  now: Int64(Date().timeIntervalSince1970 * 1000))
+                    })
+                }
+            }
+            var sealed = [[[UInt8]]](repeating: [], count: members.count)
+            for try await (index, payloads) in group { sealed[index] = payloads }
+            return sealed
+        }
+        let sentAt = SendTimes(count: members.count * perSender)
+        let receivers = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for member in members {
+                    group.addTask {
+                        var state = member.state
+                        var seen = 0
+                        for await push in member.connection.pushes where push.type == "message" {
+                            counters.delivered.add(1, ordering: .relaxed)
+                            seen += 1
+                            guard seen % config.verifyEvery == 0, let envelope = Envelope(push: push) else { continue }
+                            switch state.receive(envelope) {
+                            case .chat(_, _, _, _, let text):
+                                let fields = text.split(separator: " ", maxSplits: 2)
+                                if fields.count == 3, let sender = Int(fields[0]), let number = Int(fields[1]),
+                                   let due = sentAt.time(of: sender * perSender + number) {
+                                    latency.record(microseconds: (nanos() &- due) / 1000)
+                                }
+                            case .rejected: counters.rejected.add(1, ordering: .relaxed)
+                            case .rotated, .duplicate: continue
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let sendSeconds = try await sending(config: config, counters: counters, latency: latency, progress: progress,
+                                            senders: members.enumerated().map { index, member in
+            let room = member.state.room
+            let epoch = member.state.epoch
+            let next = Atomic<Int>(0)
+            return Sender(recipients: member.recipients) { due in
+                let number = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                var request = WireMessage(type: "send")
+                request.room = room
+                request.epoch = epoch
+                request.messageId = Base64Bytes(RoomPayload.randomBytes(16))
+                request.payload = Base64Bytes(sealed[index][number])
+                sentAt.record(due, at: index * perSender + number)
+                _ = try await member.connection.request(request)
+            }
+        })
+        for member in members { member.connection.close() }
+        receivers.cancel()
+        return sendSeconds
+    }
+
+    /// One member's way of sending its next message; `due` is when it was due to be sent.
+    struct Sender: Sendable {
+        let recipients: Int
+        let send: @Sendable (_ due: UInt64) async throws -> Void
+    }
+
+    /// Runs every sender for the duration (or its message count), then waits up to `drain`
+    /// for the deliveries still in flight. Returns the seconds of sending.
+    static func sending(config: BenchConfig, counters: Counters, latency: LatencyRecorder,
+                        progress: (@Sendable (String) -> Void)?, senders: [Sender]) async throws -> Double {
+        let messageStart = nanos()
+        let end = messageStart + UInt64(config.duration * 1e9)
         let ticker = Task {
             guard let progress else { return }
             while !Task.isCancelled {
@@ -256,69 +447,49 @@ public enum BenchRunner {
                                                   delivered: counters.delivered.load(ordering: .relaxed), latency: latency.summary))
             }
         }
+        defer { ticker.cancel() }
         await withTaskGroup(of: Void.self) { group in
-            for (index, room) in allRooms.enumerated() {
-                for client in room {
-                    group.addTask {
-                        let interval = config.rate > 0 ? UInt64(1e9 / config.rate) : 0
-                        // Each sender starts at a random point of its interval: a fixed rate,
-                        // not every sender in lockstep.
-                        var next = nanos() + (interval > 0 ? UInt64.random(in: 0..<interval) : 0)
-                        var sent = 0
-                        while nanos() < end, sent < config.messages ?? .max {
-                            if interval > 0 {
-                                let now = nanos()
-                                if next > now { try? await Task.sleep(for: .nanoseconds(Int64(next - now))) }
-                                next += interval
-                                if nanos() >= end { break }
-                            }
-                            let stamp = String(nanos())
-                            let text = stamp + " " + padding.prefix(config.size - stamp.count - 1)
-                            do {
-                                try await client.send(text)
-                                sent += 1
-                                counters.sent.add(1, ordering: .relaxed)
-                                counters.expected.add(expectedPerMessage[index], ordering: .relaxed)
-                            } catch let error as HushError where error.code == .rateLimited {
-                                counters.rateLimited.add(1, ordering: .relaxed)
-                                try? await Task.sleep(for: .milliseconds(100))
-                            } catch {
-                                counters.sendErrors.add(1, ordering: .relaxed)
-                                if (error as? ClientError) == .connectionClosed { return }
-                                try? await Task.sleep(for: .milliseconds(50))
-                            }
+            for sender in senders {
+                group.addTask {
+                    let interval = config.rate > 0 ? UInt64(1e9 / config.rate) : 0
+                    // Each sender starts at a random point of its interval: a fixed rate,
+                    // not every sender in lockstep.
+                    var next = nanos() + (interval > 0 ? UInt64.random(in: 0..<interval) : 0)
+                    var sent = 0
+                    while nanos() < end, sent < config.messages ?? .max {
+                        // At a fixed rate latency counts from when the message was due, not
+                        // from when a sender held up by a slow reply got to send it.
+                        var due = nanos()
+                        if interval > 0 {
+                            if next > due { try? await Task.sleep(for: .nanoseconds(Int64(next - due))) }
+                            due = next
+                            next += interval
+                            if nanos() >= end { break }
+                        }
+                        do {
+                            try await sender.send(due)
+                            sent += 1
+                            counters.sent.add(1, ordering: .relaxed)
+                            counters.expected.add(sender.recipients, ordering: .relaxed)
+                        } catch let error as HushError where error.code == .rateLimited {
+                            counters.rateLimited.add(1, ordering: .relaxed)
+                            try? await Task.sleep(for: .milliseconds(100))
+                        } catch {
+                            counters.sendErrors.add(1, ordering: .relaxed)
+                            if (error as? ClientError) == .connectionClosed { return }
+                            try? await Task.sleep(for: .milliseconds(50))
                         }
                     }
                 }
             }
         }
         let sendSeconds = Double(nanos() - messageStart) / 1e9
-        // 4. Drain: wait for the deliveries still in flight.
+        // Drain: wait for the deliveries still in flight.
         let drainEnd = nanos() + UInt64(config.drain * 1e9)
         while counters.delivered.load(ordering: .relaxed) < counters.expected.load(ordering: .relaxed), nanos() < drainEnd {
             try? await Task.sleep(for: .milliseconds(20))
         }
-        ticker.cancel()
-        for room in allRooms { for client in room { await client.disconnect() } }
-        receivers.cancel()
-
-        let sent = counters.sent.load(ordering: .relaxed)
-        let delivered = counters.delivered.load(ordering: .relaxed)
-        let phase = { (count: Int, failed: Int, seconds: Double, recorder: LatencyRecorder) in
-            BenchReport.Phase(count: count, failed: failed, seconds: seconds, perSecond: seconds > 0 ? Double(count) / seconds : 0,
-                              latency: recorder.summary)
-        }
-        return BenchReport(
-            config: config,
-            handshakes: phase(handshakeCount - counters.handshakeFailed.load(ordering: .relaxed), counters.handshakeFailed.load(ordering: .relaxed),
-                              handshakeSeconds, handshakeLatency),
-            joins: phase(joined, counters.joinFailed.load(ordering: .relaxed), joinSeconds, joinLatency),
-            messages: BenchReport.Messages(
-                sent: sent, delivered: delivered, expected: counters.expected.load(ordering: .relaxed),
-                sendErrors: counters.sendErrors.load(ordering: .relaxed), rateLimited: counters.rateLimited.load(ordering: .relaxed),
-                rejected: counters.rejected.load(ordering: .relaxed), seconds: sendSeconds,
-                sentPerSecond: Double(sent) / sendSeconds, deliveredPerSecond: Double(delivered) / sendSeconds),
-            latency: latency.summary)
+        return sendSeconds
     }
 
     /// Runs `body` for each element, at most `concurrency` at a time.
@@ -347,5 +518,59 @@ public enum BenchRunner {
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
+    }
+}
+
+/// When each message of a light run was due to be sent, for the receivers that verify it.
+final class SendTimes: Sendable {
+    private let times: NIOLockedValueBox<[UInt64]>
+
+    init(count: Int) { times = NIOLockedValueBox([UInt64](repeating: 0, count: count)) }
+
+    func record(_ time: UInt64, at index: Int) {
+        times.withLockedValue { if $0.indices.contains(index) { $0[index] = time } }
+    }
+
+    func time(of index: Int) -> UInt64? {
+        times.withLockedValue { $0.indices.contains(index) && $0[index] > 0 ? $0[index] : nil }
+    }
+}
+
+/// A process's CPU time and resident memory, from Linux's /proc (nil elsewhere, or when the
+/// process is gone).
+public struct ProcessUsage: Sendable, Equatable {
+    public var cpuSeconds: Double
+    public var residentBytes: Int
+
+    public static var current: ProcessUsage? { ProcessUsage(pid: getpid()) }
+
+    public init(cpuSeconds: Double, residentBytes: Int) {
+        self.cpuSeconds = cpuSeconds
+        self.residentBytes = residentBytes
+    }
+
+    public init?(pid: Int32) {
+        guard let stat = Self.read("/proc/\(pid)/stat"), let status = Self.read("/proc/\(pid)/status") else { return nil }
+        self.init(stat: stat, status: status, ticksPerSecond: Double(sysconf(Int32(_SC_CLK_TCK))))
+    }
+
+    /// `stat`: /proc/PID/stat (utime and stime are fields 14 and 15, counted after the
+    /// parenthesised command name, which may hold spaces); `status`: its `VmRSS:` line.
+    public init?(stat: String, status: String, ticksPerSecond: Double) {
+        guard ticksPerSecond > 0, let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the name: state is field 3, so utime (14) and stime (15) are at offsets 11 and 12.
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kibibytes = Int(line.dropFirst("VmRSS:".count).split(whereSeparator: \.isWhitespace).first ?? "") else { return nil }
+        cpuSeconds = (user + system) / ticksPerSecond
+        residentBytes = kibibytes * 1024
+    }
+
+    private static func read(_ path: String) -> String? {
+        // Both files are a few kilobytes; a bound keeps a strange /proc from costing more.
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        return (try? handle.read(upToCount: 64 * 1024)).flatMap { String(decoding: $0, as: UTF8.self) }
     }
 }

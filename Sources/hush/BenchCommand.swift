@@ -14,7 +14,10 @@ struct Bench: AsyncParsableCommand {
                 the real invite protocol), then messages for --duration. Reports handshakes/s, joins/s, sent \
                 and delivered messages per second and delivery latency percentiles. A server enforces 20 \
                 requests/s per connection (burst 40): with --rate above ~18 or --rate 0, start the server with \
-                `hush serve --rate-limit 0` (benchmarks only) or the run measures the limiter.
+                `hush serve --rate-limit 0` (benchmarks only) or the run measures the limiter. By default every \
+                message is sealed and signed as it is sent and every delivery opened and verified, which costs the \
+                load generator more than the server: to find the server's ceiling, use --verify-every N with \
+                --messages, and --server-pid for the server's CPU per delivered message.
                 """)
 
         @Option(help: "Server URL.") var server: String
@@ -25,6 +28,10 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Seconds of messaging.") var duration = 10.0
         @Option(help: "Messages per sender: stop after that many (or at --duration, whichever comes first).") var messages: Int?
         @Option(help: "Connections in the handshake phase (default rooms × members).") var handshakes: Int?
+        @Option(help: ArgumentHelp("Open and verify every Nth delivery, only count the others; above 1, messages are sealed before the run (needs --messages).",
+                                   valueName: "N")) var verifyEvery = 1
+        @Option(help: ArgumentHelp("The server's process id on this machine: report its CPU per delivered message and its memory.",
+                                   valueName: "pid")) var serverPid: Int32?
         @Flag(help: "Print the report as JSON.") var json = false
         @Flag(help: "No progress line.") var quiet = false
 
@@ -41,6 +48,8 @@ struct Bench: AsyncParsableCommand {
             config.duration = duration
             config.messages = messages
             config.handshakes = handshakes
+            config.verifyEvery = verifyEvery
+            config.serverPID = serverPid
             let terminal = isatty(STDERR_FILENO) != 0
             let progress: (@Sendable (String) -> Void)?
             if quiet {

@@ -278,6 +278,33 @@ import ThemisKit
             let decoded = try JSONDecoder().decode(BenchReport.self, from: Data(Format.jsonLine(report).utf8))
             #expect(decoded.messages.sent == report.messages.sent)
             #expect(decoded.config.messages == 3)
+            #expect(report.cpu.serverSeconds == nil && report.cpu.loadGeneratorSeconds > 0)
+        }
+    }
+
+    /// The light load generator: messages sealed before the run, every delivery counted, every
+    /// second one opened and verified; the server's CPU and memory read from its process.
+    @Test func lightRunCountsEveryDeliveryAndVerifiesASample() async throws {
+        try await withTestServer { server in
+            var config = BenchConfig(server: server.url)
+            config.rooms = 2
+            config.members = 3
+            config.size = 64
+            config.rate = 0
+            config.messages = 4
+            config.duration = 600
+            config.drain = 60
+            config.handshakes = 0
+            config.verifyEvery = 2
+            config.serverPID = getpid()
+            let report = try await BenchRunner.run(config)
+            #expect(report.messages.sendErrors == 0 && report.messages.rejected == 0)
+            #expect(report.messages.sent == 2 * 3 * 4)
+            #expect(report.messages.delivered == report.messages.expected && report.messages.expected == report.messages.sent * 2)
+            // Each of the 6 receivers gets 8 deliveries and verifies 4.
+            #expect(report.latency.count == 6 * 4)
+            #expect((report.cpu.serverMicrosPerDelivery ?? 0) > 0 && (report.cpu.serverResidentBytes ?? 0) > 0)
+            #expect(report.table.contains("µs per delivery"))
         }
     }
 }

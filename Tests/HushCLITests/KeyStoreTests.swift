@@ -270,5 +270,19 @@ import ThemisKit
         var config = BenchConfig(server: "http://127.0.0.1:1")
         config.members = 1
         #expect(throws: ChatError.self) { try config.validate() }
+        config.members = 2
+        config.verifyEvery = 10
+        #expect(throws: ChatError.self) { try config.validate() }  // sealing ahead needs a message count
+        config.messages = 100
+        #expect(throws: Never.self) { try config.validate() }
+        config.serverPID = 0
+        #expect(throws: ChatError.self) { try config.validate() }
+
+        // /proc/PID/stat: CPU ticks counted after the command name, which may hold spaces and parentheses.
+        let usage = ProcessUsage(stat: "4242 (hush (serve) x) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1",
+                                 status: "Name:\thush\nVmRSS:\t  20480 kB\nThreads:\t4\n", ticksPerSecond: 100)
+        #expect(usage == ProcessUsage(cpuSeconds: 3, residentBytes: 20480 * 1024))
+        #expect(ProcessUsage(stat: "4242 (hush) S 1 2", status: "VmRSS: 1 kB", ticksPerSecond: 100) == nil)
+        #expect(ProcessUsage.current.map { $0.cpuSeconds > 0 && $0.residentBytes > 0 } == true)
     }
 }
