@@ -17,6 +17,9 @@ public struct ServerConfiguration: Sendable {
     public var commitBatch = SQLiteStore.defaultCommitBatch
     /// The server's notion of now (invite expiry, message times); tests inject their own.
     public var clock: @Sendable () -> Date = { Date() }
+    /// Monotonic time for the per-connection request budget (a changed wall clock never
+    /// refills it); tests inject their own.
+    public var requestClock: @Sendable () -> ContinuousClock.Instant = { .now }
     /// Caps and deadlines for TCP connections to the chat port.
     public var connections = ConnectionLimits()
     /// How long history is kept (off by default).
@@ -75,7 +78,7 @@ public struct HushServer: Sendable {
         WebRoutes(identity: identity, webRoot: webRoot).add(to: router)
         let relay = Relay(store: store, hub: hub, limits: limits, metrics: metrics, clock: configuration.clock)
         let connection = SessionConnection(identity: identity, relay: relay, hub: hub, limits: limits,
-                                           metrics: metrics, logger: logger)
+                                           metrics: metrics, requestClock: configuration.requestClock, logger: logger)
         let wsRouter = Router(context: BasicWebSocketRequestContext.self)
         wsRouter.ws("/ws") { inbound, outbound, _ in
             await connection.run(inbound: inbound, outbound: outbound)

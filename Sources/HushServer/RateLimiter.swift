@@ -5,14 +5,14 @@ struct RateLimiter: Sendable {
     private var tokens: Double
     private var last: ContinuousClock.Instant
 
-    init(rate: Double, burst: Double, now: ContinuousClock.Instant = .now) {
+    init(rate: Double, burst: Double, now: ContinuousClock.Instant) {
         self.rate = rate
         self.burst = burst
         tokens = burst
         last = now
     }
 
-    mutating func allow(now: ContinuousClock.Instant = .now) -> Bool {
+    mutating func allow(now: ContinuousClock.Instant) -> Bool {
         let elapsed = now - last
         last = now
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18

@@ -8,6 +8,7 @@ public struct ServerMetrics: Sendable {
     let messages: Counter
     let rotations: Counter
     let refused: Counter
+    let rateLimited: Counter
     let closed: Counter
     let refusedConnections: Counter
 
@@ -17,6 +18,7 @@ public struct ServerMetrics: Sendable {
         messages = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "messages", unitName: "total", helpText: "Messages committed"))
         rotations = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "rotations", unitName: "total", helpText: "Key rotations committed"))
         refused = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "refused_requests", unitName: "total", helpText: "Requests answered with an error"))
+        rateLimited = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "rate_limited_requests", unitName: "total", helpText: "Requests refused for the per-connection request budget"))
         closed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "closed_connections", unitName: "total", helpText: "Connections closed for a protocol violation, a malformed or late request head, or slow reading"))
         refusedConnections = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "hush", metricName: "refused_connections", unitName: "total", helpText: "Connections answered 503 or 429 at a connection cap and closed"))
     }

@@ -13,6 +13,7 @@ struct SessionConnection: Sendable {
     let hub: Hub
     let limits: Limits
     let metrics: ServerMetrics
+    let requestClock: @Sendable () -> ContinuousClock.Instant
     let logger: Logger
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
@@ -75,14 +76,15 @@ struct SessionConnection: Sendable {
 
     private func readLoop(_ frames: inout WebSocketInboundMessageStream.AsyncIterator, box: SharedSession,
                           outbox: Outbox, key: String) async {
-        var limiter = RateLimiter(rate: limits.requestsPerSecond, burst: limits.requestBurst)
+        var limiter = RateLimiter(rate: limits.requestsPerSecond, burst: limits.requestBurst, now: requestClock())
         do {
             while let frame = try await frames.next() {
                 guard case .binary(let buffer) = frame,
                       case .data(let plaintext) = try box.receive(Array(buffer.readableBytesView)) else {
                     throw HushError(.badRequest, "not a Secure Session data message")
                 }
-                guard limiter.allow() else {
+                guard limiter.allow(now: requestClock()) else {
+                    metrics.rateLimited.increment()
                     outbox.send(.error(HushError(.rateLimited, "too many requests; slow down"), id: Self.peekID(plaintext)))
                     continue
                 }

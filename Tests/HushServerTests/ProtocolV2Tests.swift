@@ -199,7 +199,10 @@ import Testing
         var limits = Limits.standard
         limits.requestsPerSecond = 2
         limits.requestBurst = 4
-        try await withTestServer(limits: limits) { server in
+        // Every request arrives 100 ms after the one before (a fifth of a request's budget back
+        // each time), so the owner is refused from its fifth request on, four times of five,
+        // whatever the machine's speed.
+        try await withTestServer(limits: limits, requestClock: StepClock(step: .milliseconds(100))) { server in
             let owner = try await RoomClient.create(server: try await server.info())
             // The owner spends its burst here; each join then needs two more of its requests.
             let links = [try await owner.invite(), try await owner.invite(), try await owner.invite()]
@@ -209,6 +212,8 @@ import Testing
             }
             #expect(joiners.count == 3)
             #expect(try await server.server.store.members(of: await owner.room).count == 4)
+            let refusals = server.server.metrics.render().split(separator: "\n").first { $0.hasPrefix("hush_rate_limited_requests_total ") }
+            #expect((refusals?.split(separator: " ").last.flatMap { Double($0) } ?? 0) > 0)
         }
     }
 

@@ -206,4 +206,16 @@ import ThemisKit
         #expect(waiting.map(\.type) == ["join_request", "join_confirm"])
         #expect(RoomPushes.waitingForJoiner(joins: [invite(.requested, joiner: joiner), responded.invite]).map(\.type) == ["join_response"])
     }
+
+    /// The per-connection request budget: a burst, then `rate` a second of monotonic time.
+    @Test func requestBudgetRefillsWithTimeUpToItsBurst() {
+        let start = ContinuousClock.now
+        var limiter = RateLimiter(rate: 2, burst: 4, now: start)
+        // The burst, then nothing at once, 0.8 of a request back after 400 ms, one after 600 ms;
+        // after a minute idle no more than the burst again.
+        let answers = [0, 0, 0, 0, 0, 400, 600, 600, 60_000, 60_000, 60_000, 60_000, 60_000].map {
+            limiter.allow(now: start + .milliseconds($0))
+        }
+        #expect(answers == [true, true, true, true, false, false, true, false, true, true, true, true, false])
+    }
 }

@@ -30,7 +30,7 @@ public struct TestServer: Sendable {
     /// `store` .postgres with `database` nil creates a fresh database; with `database`, a second
     /// node on that one.
     public static func start(limits: Limits = .standard, connections: ConnectionLimits = ConnectionLimits(),
-                             dataDirectory: URL? = nil, clock: ManualClock? = nil,
+                             dataDirectory: URL? = nil, clock: ManualClock? = nil, requestClock: StepClock? = nil,
                              retention: Retention = Retention(), store: StoreChoice = .sqlite,
                              database: PostgresLocation? = nil) async throws -> TestServer {
         let directory = dataDirectory ?? FileManager.default.temporaryDirectory
@@ -42,6 +42,7 @@ public struct TestServer: Sendable {
         configuration.retention = retention
         configuration.webRoot = directory.appendingPathComponent("web")
         if let clock { configuration.clock = { clock.now } }
+        if let requestClock { configuration.requestClock = { requestClock.read() } }
         var ownedDatabase: PostgresLocation?
         var postgres: PostgresStore?
         let server: HushServer
@@ -92,11 +93,11 @@ public struct TestServer: Sendable {
 /// Runs `body` against a fresh server and always stops it (awaited) afterwards, also when
 /// `body` throws, so that no server outlives its test.
 public func withTestServer<T: Sendable>(limits: Limits = .standard, connections: ConnectionLimits = ConnectionLimits(),
-                                        clock: ManualClock? = nil, retention: Retention = Retention(),
-                                        store: StoreChoice = .sqlite,
+                                        clock: ManualClock? = nil, requestClock: StepClock? = nil,
+                                        retention: Retention = Retention(), store: StoreChoice = .sqlite,
                                         _ body: (TestServer) async throws -> T) async throws -> T {
-    try await using(try await TestServer.start(limits: limits, connections: connections, clock: clock, retention: retention,
-                                               store: store),
+    try await using(try await TestServer.start(limits: limits, connections: connections, clock: clock, requestClock: requestClock,
+                                               retention: retention, store: store),
                     stop: { await $0.stop() }, body)
 }
 
@@ -120,6 +121,16 @@ public final class ManualClock: Sendable {
     public var now: Date { current.withLock { $0 } }
     public var seconds: Int64 { Int64(now.timeIntervalSince1970) }
     public func advance(by seconds: TimeInterval) { current.withLock { $0 += seconds } }
+}
+
+/// Monotonic time that moves by `step` each time it is read, and only then: each request a
+/// server reads it for arrives `step` after the one before, however fast the machine is.
+public final class StepClock: Sendable {
+    private let start = ContinuousClock.now
+    private let reads = Atomic<Int>(0)
+    public let step: Duration
+    public init(step: Duration) { self.step = step }
+    public func read() -> ContinuousClock.Instant { start + step * reads.wrappingAdd(1, ordering: .relaxed).newValue }
 }
 
 /// Polls `condition` until it holds, within `timeout`: for state that changes without an event
