@@ -264,28 +264,17 @@ public enum BenchRunner {
 
         // 3. Messages: every member sends; every other member of the room receives.
         let latency = LatencyRecorder()
-        let serverBefore = config.serverPID.flatMap(ProcessUsage.init(pid:))
-        let ownBefore = ProcessUsage.current
         progress?("messages: \(allRooms.reduce(0) { $0 + $1.count }) senders for \(config.duration) s")
-        let sendSeconds = config.verifyEvery > 1
+        let (sendSeconds, cpu) = config.verifyEvery > 1
             ? try await sealedAheadMessages(allRooms, server: server, config: config, counters: counters, latency: latency,
                                             progress: progress)
             : try await sealedWhenSentMessages(allRooms, config: config, counters: counters, latency: latency, progress: progress)
-        let serverAfter = config.serverPID.flatMap(ProcessUsage.init(pid:))
-        let ownAfter = ProcessUsage.current
 
         let sent = counters.sent.load(ordering: .relaxed)
         let delivered = counters.delivered.load(ordering: .relaxed)
         let phase = { (count: Int, failed: Int, seconds: Double, recorder: LatencyRecorder) in
             BenchReport.Phase(count: count, failed: failed, seconds: seconds, perSecond: seconds > 0 ? Double(count) / seconds : 0,
                               latency: recorder.summary)
-        }
-        var cpu = BenchReport.CPU(loadGeneratorSeconds: (ownAfter?.cpuSeconds ?? 0) - (ownBefore?.cpuSeconds ?? 0))
-        if let serverBefore, let serverAfter {
-            let seconds = serverAfter.cpuSeconds - serverBefore.cpuSeconds
-            cpu.serverSeconds = seconds
-            cpu.serverMicrosPerDelivery = delivered > 0 ? seconds * 1e6 / Double(delivered) : nil
-            cpu.serverResidentBytes = serverAfter.residentBytes
         }
         return BenchReport(
             config: config,
@@ -302,9 +291,9 @@ public enum BenchRunner {
     }
 
     /// The full client on both ends: each message sealed and signed when it is sent, each
-    /// delivery opened and verified. Returns the seconds of sending.
-    static func sealedWhenSentMessages(_ allRooms: [[RoomClient]], config: BenchConfig, counters: Counters,
-                                       latency: LatencyRecorder, progress: (@Sendable (String) -> Void)?) async throws -> Double {
+    /// delivery opened and verified. Returns the seconds of sending and the CPU it cost.
+    static func sealedWhenSentMessages(_ allRooms: [[RoomClient]], config: BenchConfig, counters: Counters, latency: LatencyRecorder,
+                                       progress: (@Sendable (String) -> Void)?) async throws -> (Double, BenchReport.CPU) {
         let expectedPerMessage = allRooms.map { $0.count - 1 }
         let padding = String(repeating: "x", count: config.size)
         let receivers = Task {
@@ -328,8 +317,8 @@ public enum BenchRunner {
                 }
             }
         }
-        let sendSeconds = try await sending(config: config, counters: counters, latency: latency, progress: progress,
-                                            senders: allRooms.enumerated().flatMap { index, room in
+        let measured = try await sending(config: config, counters: counters, latency: latency, progress: progress,
+                                         senders: allRooms.enumerated().flatMap { index, room in
             room.map { client in
                 Sender(recipients: expectedPerMessage[index]) { due in
                     let stamp = String(due)
@@ -339,14 +328,16 @@ public enum BenchRunner {
         })
         for room in allRooms { for client in room { await client.disconnect() } }
         receivers.cancel()
-        return sendSeconds
+        return measured
     }
 
     /// A light load generator: every message is sealed and signed before the run and sent as
     /// it is; receivers read the raw pushes of a connection of their own key, count every
-    /// delivery and open and verify every `verifyEvery`th. Returns the seconds of sending.
+    /// delivery and open and verify every `verifyEvery`th. Returns the seconds of sending and
+    /// the CPU it cost (the sealing ahead not included).
     static func sealedAheadMessages(_ allRooms: [[RoomClient]], server: ServerInfo, config: BenchConfig, counters: Counters,
-                                    latency: LatencyRecorder, progress: (@Sendable (String) -> Void)?) async throws -> Double {
+                                    latency: LatencyRecorder,
+                                    progress: (@Sendable (String) -> Void)?) async throws -> (Double, BenchReport.CPU) {
         let perSender = config.messages ?? 0
         struct Member: Sendable {
             var state: RoomState
@@ -405,8 +396,8 @@ public enum BenchRunner {
                 }
             }
         }
-        let sendSeconds = try await sending(config: config, counters: counters, latency: latency, progress: progress,
-                                            senders: members.enumerated().map { index, member in
+        let measured = try await sending(config: config, counters: counters, latency: latency, progress: progress,
+                                         senders: members.enumerated().map { index, member in
             let room = member.state.room
             let epoch = member.state.epoch
             let next = Atomic<Int>(0)
@@ -423,7 +414,7 @@ public enum BenchRunner {
         })
         for member in members { member.connection.close() }
         receivers.cancel()
-        return sendSeconds
+        return measured
     }
 
     /// One member's way of sending its next message; `due` is when it was due to be sent.
@@ -433,9 +424,12 @@ public enum BenchRunner {
     }
 
     /// Runs every sender for the duration (or its message count), then waits up to `drain`
-    /// for the deliveries still in flight. Returns the seconds of sending.
+    /// for the deliveries still in flight. Returns the seconds of sending, and the CPU used
+    /// from the first send to the end of the drain.
     static func sending(config: BenchConfig, counters: Counters, latency: LatencyRecorder,
-                        progress: (@Sendable (String) -> Void)?, senders: [Sender]) async throws -> Double {
+                        progress: (@Sendable (String) -> Void)?, senders: [Sender]) async throws -> (Double, BenchReport.CPU) {
+        let serverBefore = config.serverPID.flatMap(ProcessUsage.init(pid:))
+        let ownBefore = ProcessUsage.current
         let messageStart = nanos()
         let end = messageStart + UInt64(config.duration * 1e9)
         let ticker = Task {
@@ -489,7 +483,17 @@ public enum BenchRunner {
         while counters.delivered.load(ordering: .relaxed) < counters.expected.load(ordering: .relaxed), nanos() < drainEnd {
             try? await Task.sleep(for: .milliseconds(20))
         }
-        return sendSeconds
+        let serverAfter = config.serverPID.flatMap(ProcessUsage.init(pid:))
+        let ownAfter = ProcessUsage.current
+        let delivered = counters.delivered.load(ordering: .relaxed)
+        var cpu = BenchReport.CPU(loadGeneratorSeconds: (ownAfter?.cpuSeconds ?? 0) - (ownBefore?.cpuSeconds ?? 0))
+        if let serverBefore, let serverAfter {
+            let seconds = serverAfter.cpuSeconds - serverBefore.cpuSeconds
+            cpu.serverSeconds = seconds
+            cpu.serverMicrosPerDelivery = delivered > 0 ? seconds * 1e6 / Double(delivered) : nil
+            cpu.serverResidentBytes = serverAfter.residentBytes
+        }
+        return (sendSeconds, cpu)
     }
 
     /// Runs `body` for each element, at most `concurrency` at a time.
