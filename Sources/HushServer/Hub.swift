@@ -122,6 +122,11 @@ public final class Hub: Sendable {
         }
     }
 
+    /// Closes every connection of `key` (its client connects again and reads what it missed).
+    public func disconnect(key: String, reason: String) {
+        for outbox in outboxes(of: key) { outbox.close(reason: reason) }
+    }
+
     public func connectionCount(of key: String) -> Int { connections.withLockedValue { $0[key]?.count ?? 0 } }
 
     public var connectionCount: Int { connections.withLockedValue { $0.values.reduce(0) { $0 + $1.count } } }

@@ -50,10 +50,12 @@ public struct HushServer: Sendable {
     }
 
     /// A server on a store the caller opened (and closes), such as `PostgresStore`; the server
-    /// key still lives in the data folder.
-    public init(configuration: ServerConfiguration, store: any Store, metrics: ServerMetrics = ServerMetrics()) throws {
+    /// key still lives in the data folder. It hands what other nodes of the store commit to its
+    /// own connections from the start.
+    public init(configuration: ServerConfiguration, store: any Store, metrics: ServerMetrics = ServerMetrics()) async throws {
         self.init(configuration: configuration, identity: try ServerIdentity.loadOrCreate(in: configuration.dataDirectory),
                   store: store, metrics: metrics)
+        try await store.deliverPeers(to: hub)
     }
 
     init(configuration: ServerConfiguration, identity: ServerIdentity, store: any Store, metrics: ServerMetrics) {

@@ -68,6 +68,22 @@ enum PostgresSchema {
             CREATE INDEX departed_by_until ON departed(room, until)
             """,
         ]),
+        (2, [
+            // Pushes across nodes (`PostgresFanOut`): each room's events, numbered under its row
+            // lock, kept a while for a node that has to catch up. No foreign key: a deleted
+            // room's last event (`room_deleted`) outlives the room.
+            """
+            ALTER TABLE rooms ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0
+            """,
+            """
+            CREATE TABLE node_events (
+            room TEXT NOT NULL, event_seq BIGINT NOT NULL, id TEXT NOT NULL, effects BYTEA NOT NULL,
+            at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (room, event_seq))
+            """,
+            """
+            CREATE INDEX node_events_by_time ON node_events(at)
+            """,
+        ]),
     ]
 
     /// The tables whose size counts against `Limits.maxStorageBytes`.

@@ -15,7 +15,7 @@ public final class PostgresStore: Store {
     private let client: PostgresClient
     private let running: Task<Void, Never>
     private let logger: Logger
-    private let pushOrder = RoomPushOrder()
+    private let fanOut: PostgresFanOut
 
     /// Transactions retried after a serialization failure or a deadlock, which the database
     /// resolves by failing one side; beyond that the request fails (`internal`).
@@ -25,6 +25,7 @@ public final class PostgresStore: Store {
         self.client = client
         self.running = running
         self.logger = logger
+        fanOut = PostgresFanOut(client: client, logger: logger)
     }
 
     /// Opens the pool and applies the missing migrations; `close()` it when done.
@@ -50,6 +51,7 @@ public final class PostgresStore: Store {
 
     /// Closes the pool's connections; returns once they are closed.
     public func close() async {
+        await fanOut.stop()
         running.cancel()
         await running.value
     }
@@ -57,6 +59,11 @@ public final class PostgresStore: Store {
     /// `SHOW synchronous_commit` on a pooled connection (tests check it is `on`).
     public func synchronousCommit() async throws -> String {
         try await read { tx in try await tx.rows("SHOW synchronous_commit").first?["synchronous_commit"].decode(String.self) ?? "" }
+    }
+
+    /// Hands the pushes of writes committed by other nodes to this node's connections.
+    public func deliverPeers(to hub: Hub) async throws {
+        try await fanOut.start(hub: hub)
     }
 
     // MARK: transactions
@@ -325,15 +332,16 @@ public final class PostgresStore: Store {
         }
     }
 
-    public func revokeInvite(room: String, inviteID: [UInt8], by key: String) async throws -> InviteRecord {
-        try await write { tx in
+    public func revokeInvite(room: String, inviteID: [UInt8], by key: String,
+                             announce: Announcement<InviteRecord>) async throws -> InviteRecord {
+        try await announcing(announce) { tx in
             let room = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .owner)
             guard let invite = try await Self.invite(tx, room: room.id, inviteID: inviteID) else {
                 throw HushError(.unknownInvite, "no such invite in this room")
             }
             try await tx.execute("DELETE FROM invites WHERE room = \(room.id) AND invite_id = \(Self.bytea(invite.inviteID))")
-            return invite
+            return (invite, room.id)
         }
     }
 
@@ -357,8 +365,8 @@ public final class PostgresStore: Store {
     }
 
     public func requestJoin(room: String, inviteID: [UInt8], joiner: String, joiningKey: [UInt8], now: Int64,
-                            limits: Limits) async throws -> JoinOutcome {
-        try await write { tx in
+                            limits: Limits, announce: Announcement<JoinOutcome>) async throws -> JoinOutcome {
+        try await announcing(announce) { tx in
             let room = try await Self.lockRoom(tx, room)
             try await Self.lockKey(tx, joiner)
             let pending = try await tx.int("""
@@ -370,34 +378,36 @@ public final class PostgresStore: Store {
                                             roomsOfJoiner: try await Self.roomCount(tx, key: joiner, now: now),
                                             pendingJoins: pending, now: now, limits: limits)
             try await Self.updateInvite(tx, invite)
-            return JoinOutcome(room: room, invite: invite)
+            return (JoinOutcome(room: room, invite: invite), room.id)
         }
     }
 
-    public func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome {
-        try await write { tx in
+    public func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64,
+                            announce: Announcement<JoinOutcome>) async throws -> JoinOutcome {
+        try await announcing(announce) { tx in
             let room = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .owner)
             let invite = try RoomRules.respond(room: room, invite: try await Self.invite(tx, room: room.id, inviteID: inviteID),
                                                sealed: sealed, now: now)
             try await Self.updateInvite(tx, invite)
-            return JoinOutcome(room: room, invite: invite)
+            return (JoinOutcome(room: room, invite: invite), room.id)
         }
     }
 
-    public func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome {
-        try await write { tx in
+    public func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64,
+                            announce: Announcement<JoinOutcome>) async throws -> JoinOutcome {
+        try await announcing(announce) { tx in
             let room = try await Self.lockRoom(tx, room)
             let invite = try RoomRules.confirm(invite: try await Self.invite(tx, room: room.id, inviteID: inviteID), key: key,
                                                sealed: sealed, now: now)
             try await Self.updateInvite(tx, invite)
-            return JoinOutcome(room: room, invite: invite)
+            return (JoinOutcome(room: room, invite: invite), room.id)
         }
     }
 
     public func addMember(room: String, inviteID: [UInt8], key: String, signature: [UInt8], by owner: String, now: Int64,
-                          limits: Limits) async throws -> [String] {
-        try await write { tx in
+                          limits: Limits, announce: Announcement<[String]>) async throws -> [String] {
+        try await announcing(announce) { tx in
             let room = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: room.id, key: owner), as: .owner)
             let member = try RoomRules.admit(room: room, invite: try await Self.invite(tx, room: room.id, inviteID: inviteID),
@@ -409,42 +419,53 @@ public final class PostgresStore: Store {
                         \(member.floor), \(member.delivered))
                 """)
             try await tx.execute("DELETE FROM invites WHERE room = \(room.id) AND invite_id = \(Self.bytea(inviteID))")
-            return try await Self.keys(tx, room: room.id)
+            return (try await Self.keys(tx, room: room.id), room.id)
         }
     }
 
-    /// A write that appends to a room: its pushes (`afterCommit`) are handed over in the room's
-    /// sequence order once it is committed, before the caller resumes.
-    private func appending(afterCommit: @escaping AfterCommit,
-                           _ body: (Transaction, _ lockedRoom: (String) -> Void) async throws -> AppendOutcome)
-        async throws -> AppendOutcome {
-        let tickets = NIOLockedValueBox<[RoomPushOrder.Ticket]>([])
-        let order = pushOrder
+    /// A write with pushes: they are recorded as the room's next event in the write's own
+    /// transaction (for the other nodes), and handed to this node's connections once it is
+    /// committed, in the room's event order (`PostgresFanOut`).
+    /// `afterRecording` runs in the same transaction once the event is recorded on the room's row.
+    private func announcing<Outcome: Sendable>(_ announce: Announcement<Outcome>,
+                                               _ body: (Transaction) async throws -> (outcome: Outcome, room: String),
+                                               afterRecording: ((Transaction, _ room: String) async throws -> Void)? = nil)
+        async throws -> Outcome {
+        let recorded = NIOLockedValueBox<[PostgresFanOut.Event]>([])
+        let fanOut = fanOut
         do {
-            let outcome = try await write { tx in
-                try await body(tx) { room in tickets.withLockedValue { $0.append(order.ticket(room: room)) } }
+            let (outcome, event, effects) = try await write { tx in
+                let (outcome, room) = try await body(tx)
+                let effects = announce.effects(outcome)
+                var event: PostgresFanOut.Event?
+                if !effects.isEmpty {
+                    let recording = try await fanOut.record(tx.connection, room: room, effects: effects)
+                    recorded.withLockedValue { $0.append(recording) }
+                    event = recording
+                }
+                try await afterRecording?(tx, room)
+                return (outcome, event, effects)
             }
-            var push: (@Sendable () -> Void)?
-            if !outcome.isRepeat { push = { @Sendable in afterCommit(outcome) } }
-            await order.settle(tickets.withLockedValue { $0 }, action: push)
+            // Attempts of a retried transaction that rolled back recorded nothing.
+            for attempt in recorded.withLockedValue({ $0 }) where attempt != event { fanOut.forget(attempt) }
+            if let event { fanOut.deliver(event, effects: effects, requester: announce.requester, hub: announce.hub) }
             return outcome
         } catch {
-            await order.settle(tickets.withLockedValue { $0 }, action: nil)
+            for attempt in recorded.withLockedValue({ $0 }) { fanOut.forget(attempt) }
             throw error
         }
     }
 
     public func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], now: Int64,
-                       limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
-        try await appending(afterCommit: afterCommit) { tx, lockedRoom in
+                       limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome {
+        try await announcing(announce) { tx in
             let current = try await Self.lockRoom(tx, room)
-            lockedRoom(current.id)
             try RoomRules.authorize(try await Self.member(tx, room: current.id, key: key), as: .member)
             if let original = try await tx.rows("""
                 SELECT * FROM messages WHERE room = \(current.id) AND sender = \(key) AND message_id = \(Self.bytea(messageID))
                 """).first {
-                return AppendOutcome(message: try Self.message(row: original), room: current, recipients: [], wraps: [:],
-                                     isRepeat: true)
+                return (AppendOutcome(message: try Self.message(row: original), room: current, recipients: [], wraps: [:],
+                                      isRepeat: true), current.id)
             }
             let (room, message) = try RoomRules.send(room: current, from: key, epoch: epoch, payload: payload,
                                                      messageID: messageID, now: now,
@@ -452,15 +473,14 @@ public final class PostgresStore: Store {
                                                      limits: limits)
             try await Self.insert(tx, message)
             try await Self.update(tx, room)
-            return AppendOutcome(message: message, room: room, recipients: try await Self.keys(tx, room: room.id), wraps: [:])
+            return (AppendOutcome(message: message, room: room, recipients: try await Self.keys(tx, room: room.id), wraps: [:]), room.id)
         }
     }
 
     public func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64,
-                       limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
-        try await appending(afterCommit: afterCommit) { tx, lockedRoom in
+                       limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome {
+        try await announcing(announce) { tx in
             let current = try await Self.lockRoom(tx, room)
-            lockedRoom(current.id)
             try RoomRules.authorize(try await Self.member(tx, room: current.id, key: key), as: .owner)
             let keys = try await Self.keys(tx, room: current.id)
             let (room, message) = try RoomRules.rotate(room: current, by: key, epoch: epoch, payload: payload, wraps: wraps,
@@ -476,7 +496,7 @@ public final class PostgresStore: Store {
                     """)
             }
             try await Self.update(tx, room)
-            return AppendOutcome(message: message, room: room, recipients: keys, wraps: wrapMap)
+            return (AppendOutcome(message: message, room: room, recipients: keys, wraps: wrapMap), room.id)
         }
     }
 
@@ -532,24 +552,26 @@ public final class PostgresStore: Store {
         }
     }
 
-    public func removeMember(room: String, key: String, signature: [UInt8], by owner: String) async throws -> DepartureOutcome {
-        try await write { tx in
+    public func removeMember(room: String, key: String, signature: [UInt8], by owner: String,
+                             announce: Announcement<DepartureOutcome>) async throws -> DepartureOutcome {
+        try await announcing(announce) { tx in
             let current = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: current.id, key: owner), as: .owner)
             let (room, departed) = try RoomRules.depart(room: current, member: try await Self.member(tx, room: current.id, key: key),
                                                         departure: .removed, signature: signature)
             try await Self.retire(tx, room: room, departed: departed)
-            return DepartureOutcome(remaining: try await Self.keys(tx, room: room.id), until: departed.until)
+            return (DepartureOutcome(remaining: try await Self.keys(tx, room: room.id), until: departed.until), room.id)
         }
     }
 
-    public func leave(room: String, key: String, signature: [UInt8]) async throws -> DepartureOutcome {
-        try await write { tx in
+    public func leave(room: String, key: String, signature: [UInt8],
+                      announce: Announcement<DepartureOutcome>) async throws -> DepartureOutcome {
+        try await announcing(announce) { tx in
             let current = try await Self.lockRoom(tx, room)
             let member = try RoomRules.authorize(try await Self.member(tx, room: current.id, key: key), as: .member)
             let (room, departed) = try RoomRules.depart(room: current, member: member, departure: .left, signature: signature)
             try await Self.retire(tx, room: room, departed: departed)
-            return DepartureOutcome(remaining: try await Self.keys(tx, room: room.id), until: departed.until)
+            return (DepartureOutcome(remaining: try await Self.keys(tx, room: room.id), until: departed.until), room.id)
         }
     }
 
@@ -570,14 +592,15 @@ public final class PostgresStore: Store {
         try await tx.execute("INSERT INTO retired (key) VALUES (\(departed.key)) ON CONFLICT DO NOTHING")
     }
 
-    public func deleteRoom(room: String, by key: String) async throws -> [String] {
-        try await write { tx in
+    public func deleteRoom(room: String, by key: String, announce: Announcement<[String]>) async throws -> [String] {
+        // The event is numbered on the room's row, so the row goes after it is recorded.
+        try await announcing(announce) { tx in
             let room = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .owner)
-            let keys = try await Self.keys(tx, room: room.id)
+            return (try await Self.keys(tx, room: room.id), room.id)
+        } afterRecording: { tx, room in
             // The room's other rows go with it (ON DELETE CASCADE).
-            try await tx.execute("DELETE FROM rooms WHERE id = \(room.id)")
-            return keys
+            try await tx.execute("DELETE FROM rooms WHERE id = \(room)")
         }
     }
 

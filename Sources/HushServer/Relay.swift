@@ -3,8 +3,8 @@ import HushProtocol
 import Logging
 import Prometheus
 
-/// Turns one authenticated request into a reply, and hands the pushes the room core decides on
-/// (`RoomPushes`) to the hub. The connection's key is the only identity: it comes from the
+/// Turns one authenticated request into a reply, and gives the store the pushes the room core
+/// decides on (`RoomPushes`) to deliver once the write is committed. The connection's key is the only identity: it comes from the
 /// completed Secure Session handshake.
 public struct Relay: Sendable {
     let store: any Store
@@ -63,32 +63,32 @@ public struct Relay: Sendable {
             let room = try field(request.room, "room")
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let joiningKey = try bytes(request.joiningKey, "joiningKey", max: limits.maxSmallBlobBytes)
-            let outcome = try await store.requestJoin(room: room, inviteID: inviteID, joiner: key, joiningKey: joiningKey,
-                                                      now: nowSeconds, limits: limits)
-            hub.apply(RoomPushes.joinRequested(outcome), requester: outbox)
+            _ = try await store.requestJoin(room: room, inviteID: inviteID, joiner: key, joiningKey: joiningKey,
+                                            now: nowSeconds, limits: limits, announce: announce(outbox, RoomPushes.joinRequested))
             return reply("join_pending", room: room, inviteID: inviteID)
         case "join_response":
             let room = try field(request.room, "room")
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let sealed = try bytes(request.sealed, "sealed", max: limits.maxSmallBlobBytes)
-            let outcome = try await store.respondJoin(room: room, inviteID: inviteID, by: key, sealed: sealed, now: nowSeconds)
-            hub.apply(RoomPushes.joinResponded(outcome), requester: outbox)
+            _ = try await store.respondJoin(room: room, inviteID: inviteID, by: key, sealed: sealed, now: nowSeconds,
+                                            announce: announce(outbox, RoomPushes.joinResponded))
             return reply("join_response_sent", room: room, inviteID: inviteID)
         case "join_confirm":
             let room = try field(request.room, "room")
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let sealed = try bytes(request.sealed, "sealed", max: limits.maxSmallBlobBytes)
-            let outcome = try await store.confirmJoin(room: room, inviteID: inviteID, by: key, sealed: sealed, now: nowSeconds)
-            hub.apply(RoomPushes.joinConfirmed(outcome), requester: outbox)
+            _ = try await store.confirmJoin(room: room, inviteID: inviteID, by: key, sealed: sealed, now: nowSeconds,
+                                            announce: announce(outbox, RoomPushes.joinConfirmed))
             return reply("join_confirm_sent", room: room, inviteID: inviteID)
         case "add_member":
             let room = try field(request.room, "room")
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let member = try keyField(request.key, "key")
             let signature = try bytes(request.signature, "signature", max: limits.maxSmallBlobBytes)
-            let keys = try await store.addMember(room: room, inviteID: inviteID, key: member, signature: signature,
-                                                 by: key, now: nowSeconds, limits: limits)
-            hub.apply(RoomPushes.memberJoined(room: room, member: member, signature: signature, roomKeys: keys), requester: outbox)
+            _ = try await store.addMember(room: room, inviteID: inviteID, key: member, signature: signature, by: key,
+                                          now: nowSeconds, limits: limits, announce: announce(outbox) { keys in
+                RoomPushes.memberJoined(room: room, member: member, signature: signature, roomKeys: keys)
+            })
             var reply = WireMessage(type: "member_added")
             reply.room = room
             reply.key = member
@@ -104,8 +104,8 @@ public struct Relay: Sendable {
         case "revoke_invite":
             let room = try field(request.room, "room")
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
-            let revoked = try await store.revokeInvite(room: room, inviteID: inviteID, by: key)
-            hub.apply(RoomPushes.inviteRevoked(revoked), requester: outbox)
+            _ = try await store.revokeInvite(room: room, inviteID: inviteID, by: key,
+                                             announce: announce(outbox, RoomPushes.inviteRevoked))
             return reply("invite_revoked", room: room, inviteID: inviteID)
         case "send":
             let room = try field(request.room, "room")
@@ -113,9 +113,7 @@ public struct Relay: Sendable {
             let epoch = try field(request.epoch, "epoch")
             let messageID = try bytes(request.messageId, "messageId", max: limits.maxMessageIDBytes)
             let outcome = try await store.append(room: room, from: key, payload: payload, epoch: epoch, messageID: messageID,
-                                                 now: nowMillis, limits: limits) { [hub] outcome in
-                hub.apply(RoomPushes.sent(outcome), requester: outbox)
-            }
+                                                 now: nowMillis, limits: limits, announce: announce(outbox, RoomPushes.sent))
             if !outcome.isRepeat { metrics.messages.increment() }
             var reply = WireMessage(type: "sent")
             reply.room = room
@@ -130,9 +128,7 @@ public struct Relay: Sendable {
             }
             let outcome = try await store.rotate(room: room, by: key, epoch: try field(request.epoch, "epoch"),
                                                  payload: payload, wraps: request.wraps, now: nowMillis,
-                                                 limits: limits) { [hub] outcome in
-                hub.apply(RoomPushes.rotated(outcome), requester: outbox)
-            }
+                                                 limits: limits, announce: announce(outbox, RoomPushes.rotated))
             metrics.rotations.increment()
             var reply = WireMessage(type: "rotated")
             reply.room = room
@@ -152,8 +148,10 @@ public struct Relay: Sendable {
             let room = try field(request.room, "room")
             let member = try keyField(request.key, "key")
             let signature = try bytes(request.signature, "signature", max: limits.maxSmallBlobBytes)
-            let outcome = try await store.removeMember(room: room, key: member, signature: signature, by: key)
-            hub.apply(RoomPushes.removed(room: room, member: member, signature: signature, outcome: outcome), requester: outbox)
+            let outcome = try await store.removeMember(room: room, key: member, signature: signature, by: key,
+                                                       announce: announce(outbox) { outcome in
+                RoomPushes.removed(room: room, member: member, signature: signature, outcome: outcome)
+            })
             var reply = WireMessage(type: "member_removed")
             reply.room = room
             reply.key = member
@@ -164,15 +162,15 @@ public struct Relay: Sendable {
             // A missing signature is a departure nobody can verify: refused like a forged one.
             let signature = request.signature?.bytes ?? []
             guard signature.count <= limits.maxSmallBlobBytes else { throw HushError(.tooLarge, "signature is too large") }
-            let outcome = try await store.leave(room: room, key: key, signature: signature)
-            hub.apply(RoomPushes.left(room: room, key: key, signature: signature, outcome: outcome), requester: outbox)
+            _ = try await store.leave(room: room, key: key, signature: signature, announce: announce(outbox) { outcome in
+                RoomPushes.left(room: room, key: key, signature: signature, outcome: outcome)
+            })
             var reply = WireMessage(type: "left")
             reply.room = room
             return reply
         case "delete_room":
             let room = try field(request.room, "room")
-            let keys = try await store.deleteRoom(room: room, by: key)
-            hub.apply(RoomPushes.roomDeleted(room, keys: keys), requester: outbox)
+            _ = try await store.deleteRoom(room: room, by: key, announce: announce(outbox) { keys in RoomPushes.roomDeleted(room, keys: keys) })
             return RoomPushes.roomDeletedMessage(room)
         default:
             throw HushError(.badRequest, "unknown request type")
@@ -203,6 +201,12 @@ public struct Relay: Sendable {
         reply.rooms = rooms
         reply.joins = joins.map { JoinSummary(room: $0.room, inviteId: $0.inviteID, state: $0.state.rawValue) }
         return (reply, waiting)
+    }
+
+    /// The room core's pushes of a write's outcome, for the store to deliver once it is committed.
+    private func announce<Outcome>(_ requester: Outbox,
+                                   _ effects: @escaping @Sendable (Outcome) -> [ConnectionEffect]) -> Announcement<Outcome> {
+        Announcement(hub: hub, requester: requester, effects: effects)
     }
 
     // MARK: field checks

@@ -1,7 +1,7 @@
 import HushProtocol
 
 /// What an accepted request does to open connections besides its reply.
-public enum ConnectionEffect: Sendable, Equatable {
+public enum ConnectionEffect: Sendable, Equatable, Codable {
     /// `message` to every connection of `keys`; with `skipsRequester`, not to the connection
     /// that made the request (its reply already says it).
     case push(WireMessage, to: [String], skipsRequester: Bool)

@@ -106,9 +106,10 @@ public final class SQLiteStore: Store {
     }
 
     /// Runs `body` atomically (its own savepoint in the next group commit), passing `HushError`
-    /// through untouched; returns once the change is durable, after `afterCommit` ran.
-    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T,
-                                    afterCommit: (@Sendable (T) -> Void)? = nil) async throws -> T {
+    /// through untouched; returns once the change is durable, after `afterCommit` ran (in
+    /// commit order: one writer commits every room's writes in sequence order).
+    private func write<T: Sendable>(afterCommit: (@Sendable (T) -> Void)? = nil,
+                                    _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         try await committer.write(body, afterCommit: afterCommit)
     }
 
@@ -264,8 +265,9 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func revokeInvite(room: String, inviteID: [UInt8], by key: String) async throws -> InviteRecord {
-        try await write { db in
+    public func revokeInvite(room: String, inviteID: [UInt8], by key: String,
+                             announce: Announcement<InviteRecord>) async throws -> InviteRecord {
+        try await write(afterCommit: announce.deliver) { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.authorize(Self.member(db, room: room.id, key: key), as: .owner)
             guard let invite = try Self.invite(db, room: room.id, inviteID: inviteID) else {
@@ -293,8 +295,9 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func requestJoin(room: String, inviteID: [UInt8], joiner: String, joiningKey: [UInt8], now: Int64, limits: Limits) async throws -> JoinOutcome {
-        try await write { db in
+    public func requestJoin(room: String, inviteID: [UInt8], joiner: String, joiningKey: [UInt8], now: Int64, limits: Limits,
+                            announce: Announcement<JoinOutcome>) async throws -> JoinOutcome {
+        try await write(afterCommit: announce.deliver) { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             let pending = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM invites WHERE room = ? AND state != 'open' AND expires_at > ?"),
                                            arguments: [room.id, now]) ?? 0
@@ -307,8 +310,9 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome {
-        try await write { db in
+    public func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64,
+                            announce: Announcement<JoinOutcome>) async throws -> JoinOutcome {
+        try await write(afterCommit: announce.deliver) { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.authorize(Self.member(db, room: room.id, key: key), as: .owner)
             let invite = try RoomRules.respond(room: room, invite: Self.invite(db, room: room.id, inviteID: inviteID),
@@ -318,8 +322,9 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome {
-        try await write { db in
+    public func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64,
+                            announce: Announcement<JoinOutcome>) async throws -> JoinOutcome {
+        try await write(afterCommit: announce.deliver) { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             let invite = try RoomRules.confirm(invite: Self.invite(db, room: room.id, inviteID: inviteID), key: key,
                                                sealed: sealed, now: now)
@@ -329,8 +334,8 @@ public final class SQLiteStore: Store {
     }
 
     public func addMember(room: String, inviteID: [UInt8], key: String, signature: [UInt8], by owner: String, now: Int64,
-                          limits: Limits) async throws -> [String] {
-        try await write { db in
+                          limits: Limits, announce: Announcement<[String]>) async throws -> [String] {
+        try await write(afterCommit: announce.deliver) { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.authorize(Self.member(db, room: room.id, key: owner), as: .owner)
             let member = try RoomRules.admit(room: room, invite: Self.invite(db, room: room.id, inviteID: inviteID), key: key,
@@ -344,8 +349,8 @@ public final class SQLiteStore: Store {
     }
 
     public func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], now: Int64,
-                       limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
-        try await write { db in
+                       limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome {
+        try await write(afterCommit: announce.deliver) { db in
             let current = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.authorize(Self.member(db, room: current.id, key: key), as: .member)
             if let original = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM messages WHERE room = ? AND sender = ? AND message_id = ?"),
@@ -357,8 +362,6 @@ public final class SQLiteStore: Store {
             try Self.insert(db, message)
             try Self.update(db, room)
             return AppendOutcome(message: message, room: room, recipients: try Self.keys(db, room: room.id), wraps: [:])
-        } afterCommit: { outcome in
-            if !outcome.isRepeat { afterCommit(outcome) }
         }
     }
 
@@ -370,8 +373,8 @@ public final class SQLiteStore: Store {
     }
 
     public func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64,
-                       limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome {
-        try await write { db in
+                       limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome {
+        try await write(afterCommit: announce.deliver) { db in
             let current = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.authorize(Self.member(db, room: current.id, key: key), as: .owner)
             let keys = try Self.keys(db, room: current.id)
@@ -387,8 +390,6 @@ public final class SQLiteStore: Store {
             }
             try Self.update(db, room)
             return AppendOutcome(message: message, room: room, recipients: keys, wraps: wrapMap)
-        } afterCommit: { outcome in
-            afterCommit(outcome)
         }
     }
 
@@ -440,8 +441,9 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func removeMember(room: String, key: String, signature: [UInt8], by owner: String) async throws -> DepartureOutcome {
-        try await write { db in
+    public func removeMember(room: String, key: String, signature: [UInt8], by owner: String,
+                             announce: Announcement<DepartureOutcome>) async throws -> DepartureOutcome {
+        try await write(afterCommit: announce.deliver) { db in
             let current = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.authorize(Self.member(db, room: current.id, key: owner), as: .owner)
             let (room, departed) = try RoomRules.depart(room: current, member: Self.member(db, room: current.id, key: key),
@@ -451,8 +453,9 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func leave(room: String, key: String, signature: [UInt8]) async throws -> DepartureOutcome {
-        try await write { db in
+    public func leave(room: String, key: String, signature: [UInt8],
+                      announce: Announcement<DepartureOutcome>) async throws -> DepartureOutcome {
+        try await write(afterCommit: announce.deliver) { db in
             let current = try RoomRules.requireRoom(Self.room(db, room))
             let member = try RoomRules.authorize(Self.member(db, room: current.id, key: key), as: .member)
             let (room, departed) = try RoomRules.depart(room: current, member: member, departure: .left, signature: signature)
@@ -482,8 +485,8 @@ public final class SQLiteStore: Store {
                                      room.storedBytes, room.expiredThrough, room.id])
     }
 
-    public func deleteRoom(room: String, by key: String) async throws -> [String] {
-        try await write { db in
+    public func deleteRoom(room: String, by key: String, announce: Announcement<[String]>) async throws -> [String] {
+        try await write(afterCommit: announce.deliver) { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.authorize(Self.member(db, room: room.id, key: key), as: .owner)
             let keys = try Self.keys(db, room: room.id)

@@ -19,9 +19,25 @@ public struct AppendOutcome: Sendable {
     public var isRepeat = false
 }
 
-/// Called once the change is durable, in commit order, before the caller resumes: every
-/// room's pushes leave in sequence order because they are handed to the hub here.
-public typealias AfterCommit = @Sendable (AppendOutcome) -> Void
+/// How an accepted write reaches open connections: the room core's effects of its outcome
+/// (`RoomPushes`), for the connection that asked. A store works them out inside the write and
+/// hands them to `hub` once the write is committed, before the caller resumes, in the room's
+/// commit order (so every room's pushes leave in sequence order); a store several nodes share
+/// also records them in the same transaction for the other nodes (`PostgresFanOut`).
+public struct Announcement<Outcome: Sendable>: Sendable {
+    public let hub: Hub
+    public let requester: Outbox?
+    public let effects: @Sendable (Outcome) -> [ConnectionEffect]
+
+    public init(hub: Hub, requester: Outbox?, effects: @escaping @Sendable (Outcome) -> [ConnectionEffect]) {
+        self.hub = hub
+        self.requester = requester
+        self.effects = effects
+    }
+
+    /// Hands the effects of `outcome` to this node's connections.
+    func deliver(_ outcome: Outcome) { hub.apply(effects(outcome), requester: requester) }
+}
 
 /// A member left or was removed.
 public struct DepartureOutcome: Sendable {
@@ -61,22 +77,26 @@ public protocol Store: Sendable {
     /// Owner: the room's unexpired invites, soonest to expire first.
     func invites(room: String, by key: String, now: Int64) async throws -> [InviteRecord]
     /// Owner: deletes an invite and any join through it; returns what was deleted.
-    func revokeInvite(room: String, inviteID: [UInt8], by key: String) async throws -> InviteRecord
+    func revokeInvite(room: String, inviteID: [UInt8], by key: String, announce: Announcement<InviteRecord>) async throws -> InviteRecord
 
     func addInvite(room: String, by key: String, inviteID: [UInt8], expiresAt: Int64, now: Int64, limits: Limits) async throws
-    func requestJoin(room: String, inviteID: [UInt8], joiner: String, joiningKey: [UInt8], now: Int64, limits: Limits) async throws -> JoinOutcome
-    func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome
-    func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64) async throws -> JoinOutcome
+    func requestJoin(room: String, inviteID: [UInt8], joiner: String, joiningKey: [UInt8], now: Int64, limits: Limits,
+                     announce: Announcement<JoinOutcome>) async throws -> JoinOutcome
+    func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64,
+                     announce: Announcement<JoinOutcome>) async throws -> JoinOutcome
+    func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64,
+                     announce: Announcement<JoinOutcome>) async throws -> JoinOutcome
+    /// Returns the room's keys after the admission.
     func addMember(room: String, inviteID: [UInt8], key: String, signature: [UInt8], by owner: String, now: Int64,
-                   limits: Limits) async throws -> [String]
+                   limits: Limits, announce: Announcement<[String]>) async throws -> [String]
 
     /// A chat message under `epoch` with the sender's idempotency id: a repeat of a stored
     /// (room, sender, id) returns the original (`isRepeat`) and writes nothing.
     /// Refused for space (`StorageRules`) with `room_full` or `server_full`.
     func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], now: Int64,
-                limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome
+                limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome
     func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64,
-                limits: Limits, afterCommit: @escaping AfterCommit) async throws -> AppendOutcome
+                limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome
     func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> HistoryPage
     func saveDelivered(room: String, key: String, seq: Int) async throws
 
@@ -84,13 +104,22 @@ public protocol Store: Sendable {
     /// most recent `limit` of them.
     func formerMembers(of room: String, after floor: Int, limit: Int) async throws -> [DepartedRecord]
 
-    func removeMember(room: String, key: String, signature: [UInt8], by owner: String) async throws -> DepartureOutcome
+    func removeMember(room: String, key: String, signature: [UInt8], by owner: String,
+                      announce: Announcement<DepartureOutcome>) async throws -> DepartureOutcome
     /// `signature`: the leaving key's own signature of the leave statement (§6.5).
-    func leave(room: String, key: String, signature: [UInt8]) async throws -> DepartureOutcome
+    func leave(room: String, key: String, signature: [UInt8], announce: Announcement<DepartureOutcome>) async throws -> DepartureOutcome
     /// Returns the keys that were in the room.
-    func deleteRoom(room: String, by key: String) async throws -> [String]
+    func deleteRoom(room: String, by key: String, announce: Announcement<[String]>) async throws -> [String]
+
+    /// Starts handing the pushes of writes that other nodes commit to `hub` (a store several
+    /// nodes share); a store of one node has none.
+    func deliverPeers(to hub: Hub) async throws
 
     /// One bounded retention pass (`StorageRules.expiry`) over the rooms after `afterRoom`
     /// (0: from the first), in one transaction; `now` in milliseconds.
     func expire(now: Int64, retention: Retention, afterRoom: Int64) async throws -> ExpiryPass
+}
+
+extension Store {
+    public func deliverPeers(to hub: Hub) async throws {}
 }

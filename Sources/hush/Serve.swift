@@ -136,8 +136,11 @@ struct Serve: AsyncParsableCommand {
         }
         let server: HushServer
         do {
-            server = try postgres.map { try HushServer(configuration: configuration, store: $0, metrics: metrics) }
-                ?? HushServer(configuration: configuration, metrics: metrics)
+            if let postgres {
+                server = try await HushServer(configuration: configuration, store: postgres, metrics: metrics)
+            } else {
+                server = try HushServer(configuration: configuration, metrics: metrics)
+            }
         } catch {
             await postgres?.close()
             throw error

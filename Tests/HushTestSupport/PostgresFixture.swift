@@ -165,6 +165,14 @@ public final class PostgresCluster: Sendable {
         try await administer("DROP DATABASE IF EXISTS \(location.database) WITH (FORCE)")
     }
 
+    /// Ends every connection to the database, as a restart of the database would: the nodes'
+    /// pools and their `LISTEN` connections.
+    public func terminateConnections(to location: PostgresLocation) async throws {
+        try await administer("""
+            SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(location.database)' AND pid <> pg_backend_pid()
+            """)
+    }
+
     /// One statement on the `postgres` database (CREATE/DROP DATABASE run outside a transaction).
     private func administer(_ statement: String) async throws {
         let configuration = PostgresConnection.Configuration(host: "127.0.0.1", port: port, username: "hush",

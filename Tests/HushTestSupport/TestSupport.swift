@@ -56,7 +56,7 @@ public struct TestServer: Sendable {
                 guard let location = database ?? ownedDatabase else { throw FixtureError("no database") }
                 let opened = try await PostgresStore.connect(to: location)
                 postgres = opened
-                server = try HushServer(configuration: configuration, store: opened)
+                server = try await HushServer(configuration: configuration, store: opened)
             }
         } catch {
             await postgres?.close()
