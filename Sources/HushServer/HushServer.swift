@@ -15,6 +15,9 @@ public struct ServerConfiguration: Sendable {
     public var limits = Limits.standard
     /// Writes per SQLite transaction at most (group commit); 1 commits each on its own.
     public var commitBatch = SQLiteStore.defaultCommitBatch
+    /// The server key file every node of a deployment shares (`--server-key`); nil: the data
+    /// folder's `server.key`, made on the first start.
+    public var serverKeyFile: URL?
     /// The server's notion of now (invite expiry, message times); tests inject their own.
     public var clock: @Sendable () -> Date = { Date() }
     /// Monotonic time for the per-connection request budget (a changed wall clock never
@@ -42,7 +45,7 @@ public struct HushServer: Sendable {
     /// A server on SQLite in the data folder.
     public init(configuration: ServerConfiguration, metrics: ServerMetrics = ServerMetrics()) throws {
         // First: loading the identity makes the data folder (0700) the database goes in.
-        let identity = try ServerIdentity.loadOrCreate(in: configuration.dataDirectory)
+        let identity = try ServerIdentity.forServer(configuration)
         self.init(configuration: configuration, identity: identity,
                   store: try SQLiteStore(path: configuration.dataDirectory.appendingPathComponent("hush.sqlite").path,
                                          commitBatch: configuration.commitBatch, limits: configuration.limits),
@@ -53,8 +56,7 @@ public struct HushServer: Sendable {
     /// key still lives in the data folder. It hands what other nodes of the store commit to its
     /// own connections from the start.
     public init(configuration: ServerConfiguration, store: any Store, metrics: ServerMetrics = ServerMetrics()) async throws {
-        self.init(configuration: configuration, identity: try ServerIdentity.loadOrCreate(in: configuration.dataDirectory),
-                  store: store, metrics: metrics)
+        self.init(configuration: configuration, identity: try ServerIdentity.forServer(configuration), store: store, metrics: metrics)
         try await store.deliverPeers(to: hub)
     }
 

@@ -23,16 +23,7 @@ public struct ServerIdentity: Sendable {
         try fileManager.createDirectory(at: directory, withIntermediateDirectories: true,
                                         attributes: [.posixPermissions: 0o700])
         let file = directory.appendingPathComponent("server.key")
-        if fileManager.fileExists(atPath: file.path) {
-            // A key container is 45 bytes; anything much larger is not ours to parse.
-            let size = (try fileManager.attributesOfItem(atPath: file.path)[.size] as? NSNumber)?.intValue ?? 0
-            guard size <= 4096 else { throw IdentityError("\(file.path) is \(size) bytes: not a server key") }
-            do {
-                return ServerIdentity(privateKey: try ThemisPrivateKey(containerBytes: Array(try Data(contentsOf: file))))
-            } catch {
-                throw IdentityError("\(file.path) is not a valid Themis private key (\(error)); refusing to start")
-            }
-        }
+        if fileManager.fileExists(atPath: file.path) { return try load(from: file) }
         let key = ThemisPrivateKey()
         let temporary = directory.appendingPathComponent("server.key.tmp")
         try? fileManager.removeItem(at: temporary)
@@ -45,6 +36,32 @@ public struct ServerIdentity: Sendable {
         try fileManager.moveItem(at: temporary, to: file)
         try Self.syncToDisk(path: directory.path, directory: true)
         return ServerIdentity(privateKey: key)
+    }
+
+    /// The key `configuration` names (`serverKeyFile`), or the data folder's own; the data
+    /// folder (0700) exists afterwards either way.
+    static func forServer(_ configuration: ServerConfiguration) throws -> ServerIdentity {
+        guard let file = configuration.serverKeyFile else { return try loadOrCreate(in: configuration.dataDirectory) }
+        try FileManager.default.createDirectory(at: configuration.dataDirectory, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        return try load(from: file)
+    }
+
+    /// Reads a server key file (`server.key` of a data folder, or the one all nodes of a
+    /// deployment share): the raw Themis private key container.
+    public static func load(from file: URL) throws -> ServerIdentity {
+        // A key container is 45 bytes; anything much larger is not ours to parse.
+        let bytes: [UInt8]
+        do {
+            bytes = try BoundedFile.read(file.path, maxBytes: 4096)
+        } catch {
+            throw IdentityError("\(error): not a server key; refusing to start")
+        }
+        do {
+            return ServerIdentity(privateKey: try ThemisPrivateKey(containerBytes: bytes))
+        } catch {
+            throw IdentityError("\(file.path) is not a valid Themis private key (\(error)); refusing to start")
+        }
     }
 
     static func syncToDisk(path: String, directory: Bool) throws {

@@ -573,8 +573,6 @@ public struct ProcessUsage: Sendable, Equatable {
 
     private static func read(_ path: String) -> String? {
         // Both files are a few kilobytes; a bound keeps a strange /proc from costing more.
-        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
-        defer { try? handle.close() }
-        return (try? handle.read(upToCount: 64 * 1024)).flatMap { String(decoding: $0, as: UTF8.self) }
+        (try? BoundedFile.read(path, maxBytes: 64 * 1024)).map { String(decoding: $0, as: UTF8.self) }
     }
 }

@@ -26,8 +26,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Requests per second per connection (burst: twice that); 0 turns the limit off. For benchmarks only; default 20 (docs/PROTOCOL.md §7).")
     var rateLimit: Double?
 
-    @Option(help: "PostgreSQL in place of SQLite in the data folder, shared by every node that names it: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE[?sslmode=disable|prefer|require] (env HUSH_DATABASE, which keeps a password out of the process list). The server key stays in the data folder.")
+    @Option(help: "PostgreSQL in place of SQLite in the data folder, shared by every node that names it: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE[?sslmode=disable|prefer|require] (env HUSH_DATABASE, which keeps a password out of the process list).")
     var database: String?
+
+    @Option(help: "The server key file to use instead of the data folder's server.key (env HUSH_SERVER_KEY): give every node of one database the same, so that clients pin one key whichever node answers. It must exist (copy a first node's server.key).")
+    var serverKey: String? = ProcessInfo.processInfo.environment["HUSH_SERVER_KEY"]
 
     @Option(help: "Writes per SQLite transaction at most (group commit, one fsync per batch); 1 commits each on its own. For benchmarks; default \(SQLiteStore.defaultCommitBatch).")
     var commitBatch: Int?
@@ -122,6 +125,7 @@ struct Serve: AsyncParsableCommand {
         configuration.retention = Retention(days: retainDays, messages: retainMessages)
         configuration.host = host
         configuration.port = port
+        configuration.serverKeyFile = serverKey.map { URL(fileURLWithPath: $0) }
         configuration.webRoot = (webRoot ?? ProcessInfo.processInfo.environment["HUSH_WEB_ROOT"]).map { URL(fileURLWithPath: $0) }
         let metrics = ServerMetrics()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))

@@ -62,17 +62,18 @@ struct WebSign: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            guard let keyText = FileManager.default.contents(atPath: key),
-                  let keyBytes = Base64.decode(String(decoding: keyText, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)),
+            // The base64 of a 45-byte container and a newline; anything much larger is not a key.
+            let keyText = try BoundedFile.read(key, maxBytes: 4096)
+            guard let keyBytes = Base64.decode(String(decoding: keyText, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)),
                   let privateKey = try? ThemisPrivateKey(containerBytes: keyBytes) else {
                 throw CLIError("\(key) does not hold a base64 Themis private key")
             }
             guard privateKey.publicKey == SignedRelease.releaseKey else {
                 throw CLIError("\(key) is not the release key this hush trusts (\(SignedRelease.releaseKey.fingerprint)); a signature by it would verify nowhere")
             }
-            guard let data = FileManager.default.contents(atPath: manifest) else { throw CLIError("cannot read \(manifest)") }
-            let parsed = try WebManifest.parse(Array(data))
-            try KeyStoreFile.atomicWrite(try SecureMessage.sign(Array(data), with: privateKey), to: out)
+            let data = try BoundedFile.read(manifest, maxBytes: WebManifest.maxBytes)
+            let parsed = try WebManifest.parse(data)
+            try KeyStoreFile.atomicWrite(try SecureMessage.sign(data, with: privateKey), to: out)
             chmod(out, 0o644)
             printOut("signed release \(parsed.release) (\(parsed.files.count) files) with \(privateKey.publicKey.fingerprint): \(out)")
         }
@@ -118,12 +119,11 @@ struct WebVerify: AsyncParsableCommand {
 
     func loadRelease() throws -> SignedRelease {
         guard let manifest, let signature else { return try SignedRelease.builtIn() }
-        guard let signed = FileManager.default.contents(atPath: signature),
-              let bytes = FileManager.default.contents(atPath: manifest) else {
-            throw CLIError("cannot read \(manifest) or \(signature)")
-        }
-        let release = try SignedRelease.open(signed: Array(signed))
-        guard release.manifestBytes == Array(bytes) else { throw CLIError("\(signature) signs another manifest than \(manifest)") }
+        // A signed manifest is the manifest and a signature of a few hundred bytes.
+        let signed = try BoundedFile.read(signature, maxBytes: WebManifest.maxBytes + 4096)
+        let bytes = try BoundedFile.read(manifest, maxBytes: WebManifest.maxBytes)
+        let release = try SignedRelease.open(signed: signed)
+        guard release.manifestBytes == bytes else { throw CLIError("\(signature) signs another manifest than \(manifest)") }
         return release
     }
 }

@@ -140,4 +140,47 @@ struct CrossNodeTests {
             #expect(read == (0..<5).map { .message(seq: $0 + 2, from: ownerKey, text: "after \($0)") })
         }
     }
+
+    /// Two `hush serve` processes on one database with one `--server-key`: a client pins one
+    /// key and moves between them; a node killed with SIGKILL and started again serves what
+    /// was committed meanwhile, and pushes again.
+    @Test func twoServeProcessesShareOneKeyAndOneIsKilled() async throws {
+        let cluster = try await PostgresCluster.shared()
+        let database = try await cluster.createDatabase()
+        let keyFolder = FileManager.default.temporaryDirectory.appendingPathComponent("hush-key-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: keyFolder, withIntermediateDirectories: true)
+        let keyFile = keyFolder.appendingPathComponent("server.key")
+        let serverKey = ThemisPrivateKey()
+        #expect(FileManager.default.createFile(atPath: keyFile.path, contents: Data(serverKey.containerBytes),
+                                               attributes: [.posixPermissions: 0o600]))
+        defer { try? FileManager.default.removeItem(at: keyFolder) }
+        let arguments = ["--database", "\(database)?sslmode=disable", "--server-key", keyFile.path, "--rate-limit", "0"]
+        try await using((), stop: { _ in try? await cluster.dropDatabase(database) }) { _ in
+            try await ServeProcess.with(arguments: arguments) { nodeA in
+                let nodeB = try await ServeProcess.start(arguments: arguments)
+                try await using(nodeB, stop: { await $0.stop() }) { nodeB in
+                    let infoA = try await ServerInfo.fetch(nodeA.url)
+                    let infoB = try await ServerInfo.fetch(nodeB.url, expectedFingerprint: infoA.fingerprint)
+                    #expect(infoA.publicKey == serverKey.publicKey && infoB.publicKey == serverKey.publicKey)
+                    let owner = try await RoomClient.create(server: infoA)
+                    let bob = try await RoomClient.join(link: try await owner.invite())
+                    _ = try await bob.reconnect(to: infoB)  // the same pinned key: allowed
+                    _ = try await owner.send("one")
+                    let ownerKey = await owner.key
+                    #expect(try await next(bob.events, where: Self.isReadable) == .message(seq: 1, from: ownerKey, text: "one"))
+
+                    nodeB.kill()
+                    _ = try await owner.send("two")  // committed while node B is down
+                    let restarted = try await ServeProcess.start(data: nodeB.data, port: nodeB.port, arguments: arguments)
+                    try await using(restarted, stop: { await $0.stop() }) { restarted in
+                        _ = try await bob.reconnect(to: try await ServerInfo.fetch(restarted.url, expectedFingerprint: infoA.fingerprint))
+                        try await bob.refresh()
+                        #expect(try await next(bob.events, where: Self.isReadable) == .message(seq: 2, from: ownerKey, text: "two"))
+                        _ = try await owner.send("three")
+                        #expect(try await next(bob.events, where: Self.isReadable) == .message(seq: 3, from: ownerKey, text: "three"))
+                    }
+                }
+            }
+        }
+    }
 }

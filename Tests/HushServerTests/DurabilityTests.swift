@@ -22,6 +22,14 @@ import Testing
             #expect(throws: (any Error).self) { try ServerIdentity.loadOrCreate(in: folder) }
             #expect(try Data(contentsOf: file) == damaged, "a damaged key is never replaced by a new identity")
         }
+        // A key file all nodes share (`--server-key`) is read the same way, and never made.
+        let shared = folder.appendingPathComponent("shared.key")
+        #expect(throws: (any Error).self) { try ServerIdentity.load(from: shared) }
+        #expect(!FileManager.default.fileExists(atPath: shared.path))
+        try Data(first.privateKey.containerBytes).write(to: shared)
+        #expect(try ServerIdentity.load(from: shared).publicKey == first.publicKey)
+        try Data(repeating: 7, count: 5000).write(to: shared)
+        #expect(throws: (any Error).self) { try ServerIdentity.load(from: shared) }
     }
 
     @Test func ackedMessagesSurviveKillNine() async throws {
