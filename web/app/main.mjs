@@ -4,8 +4,8 @@
 import { base64ToBytes, bytesToBase64Url, fingerprint, parsePublicKey } from '../themis/index.mjs';
 import { KeyStore, WrongPassword, requestPersistence, MAX_FILE_BYTES } from './store.mjs';
 import { RoomClient, MAX_TEXT_CHARS } from './rooms.mjs';
-import { parseInviteFragment } from './formats.mjs';
-import { $, renderConnection, renderRoomList, renderRoom, renderMembers, toast } from './ui.mjs';
+import { parseInviteFragment, keyBytes } from './formats.mjs';
+import { $, renderConnection, renderRoomList, renderRoom, renderMembers, renderInvites, toast } from './ui.mjs';
 import { PROTOCOL_VERSION } from './connection.mjs';
 import { checkCode } from './pinning.mjs';
 
@@ -16,6 +16,7 @@ const app = {
   current: null, // id of the open room
   codeRefused: false, // the server sent code that is not a signed release: nothing unlocks
   invite: null, // a parsed invite from the page's fragment
+  inviteBroken: false, // the page's fragment is not a valid invite link
   changed: (room) => scheduleRender(room),
   isViewing: (room) => app.current === room.id && document.visibilityState === 'visible',
 };
@@ -62,6 +63,7 @@ function render() {
   if (room) {
     renderRoom(room, discardMessage);
     renderMembers(room, removeMember);
+    renderInvites(room, revokeInvite);
     renderConnection(room.connState, room.connDetail);
   } else {
     const states = rooms.filter((r) => r.record.status === 'active').map((r) => r.connState);
@@ -100,6 +102,11 @@ function syncRooms() {
     if (app.current === id) app.current = null;
   }
   for (const [id, record] of Object.entries(stored)) {
+    const room = app.rooms.get(id);
+    if (room && room.record.createdAt !== record.createdAt) { // a new join replaced a failed one
+      room.stop();
+      app.rooms.delete(id);
+    }
     if (app.rooms.has(id)) app.rooms.get(id).external();
     else addRoom(id, record);
   }
@@ -163,25 +170,50 @@ function unlocked() {
     $('persist-state').textContent = { granted: 'granted', denied: 'not granted (the browser may clear it under pressure — export your keys)', unavailable: 'not available in this browser' }[result];
     $('persist-state').dataset.state = result;
   });
-  if (app.invite) showJoin();
+  if (app.invite || app.inviteBroken) showJoin();
   render();
 }
 
 // ---- join flow ----
 
+/** Reads the page's fragment as an invite link; false when there is none. */
+function readInvite() {
+  const fragment = location.hash.slice(1);
+  app.invite = null;
+  app.inviteBroken = false;
+  if (!fragment) return false;
+  try { app.invite = parseInviteFragment(fragment); } catch { app.inviteBroken = true; }
+  return true;
+}
+
 async function showJoin() {
   const invite = app.invite;
-  if (app.rooms.has(invite.room)) {
+  const earlier = invite && app.rooms.get(invite.room);
+  // A join that failed or was revoked does not stand in the way of a new invite to that room.
+  if (earlier && earlier.record.status === 'active') {
     clearInvite();
     return openRoom(invite.room);
   }
   app.current = null;
+  $('invite-panel').hidden = true;
   $('join-panel').hidden = false;
-  $('join-server-fp').textContent = invite.server;
+  $('join-details').hidden = !invite;
+  $('join-this-server-row').hidden = true;
+  $('join-replaces').hidden = !earlier;
   $('join-button').disabled = true;
   $('join-error').hidden = true;
-  $('join-check').textContent = 'Checking the server’s key…';
+  $('join-help').hidden = true;
+  delete $('join-check').dataset.ok;
   render();
+  if (!invite) {
+    $('join-cancel').focus();
+    return joinError('This link is not a valid Hush invite: part of it is missing or was changed on the way.',
+      'Ask the person who sent it to send the whole link again (copy it in full, or scan its QR code), then open it as it is.');
+  }
+  $('join-check').textContent = 'Checking the server’s key…';
+  $('join-server-fp').textContent = invite.server;
+  $('join-owner-fp').textContent = await fingerprint(keyBytes(invite.owner));
+  if (app.invite !== invite) return; // another link was opened meanwhile
   // Before anything is sent: the server must hold the key the invite names.
   if (app.server.protocol !== PROTOCOL_VERSION) {
     $('join-check').textContent = '';
@@ -189,7 +221,10 @@ async function showJoin() {
   }
   if (app.server.fingerprint !== invite.server) {
     $('join-check').textContent = '';
-    return joinError('This server’s key does not match the invite. Someone may be impersonating the server; nothing was sent.');
+    $('join-this-server-fp').textContent = app.server.fingerprint;
+    $('join-this-server-row').hidden = false;
+    return joinError('This server’s key does not match the invite, so nothing was sent.',
+      'If the invite was made on another Hush server, this is the wrong address: ask the sender for the server’s address and open the link there. If this is the address the sender gave you, someone may be impersonating the server: do not join, and tell the sender through another channel.');
   }
   $('join-check').textContent = '✓ The server’s key matches the invite.';
   $('join-check').dataset.ok = 'true';
@@ -197,14 +232,17 @@ async function showJoin() {
   $('join-name').focus();
 }
 
-function joinError(text) {
+function joinError(text, help = '') {
   $('join-error').textContent = text;
   $('join-error').hidden = false;
+  $('join-help').textContent = help;
+  $('join-help').hidden = !help;
   $('join-button').disabled = true;
 }
 
 function clearInvite() {
   app.invite = null;
+  app.inviteBroken = false;
   history.replaceState(null, '', location.pathname);
   $('join-panel').hidden = true;
 }
@@ -216,8 +254,15 @@ async function join() {
     const record = await RoomClient.joinRecord(app, app.invite, name.slice(0, 80));
     const id = app.invite.room;
     // The join secrets are stored before the room starts and sends `join`. Another tab may
-    // have started this join meanwhile: its record stays.
-    await app.store.update((data) => { data.rooms[id] ??= record; });
+    // have started this join meanwhile: its record stays. A failed or revoked one is replaced.
+    await app.store.update((data) => {
+      if (!data.rooms[id] || data.rooms[id].status !== 'active') data.rooms[id] = record;
+    });
+    const earlier = app.rooms.get(id);
+    if (earlier && earlier.record.createdAt !== app.store.data.rooms[id].createdAt) {
+      earlier.stop();
+      app.rooms.delete(id);
+    }
     clearInvite();
     addRoom(id, app.store.data.rooms[id]);
     openRoom(id);
@@ -303,6 +348,27 @@ async function copyInvite() {
     input.select();
     $('invite-status').textContent = 'Selected — press Ctrl+C (⌘C) to copy. It works once.';
   }
+}
+
+async function revokeInvite(entry) {
+  const room = app.rooms.get(app.current);
+  const what = entry.fp ? `the join of ${entry.fp}` : 'this invite';
+  if (!room || !confirm(`Revoke ${what}? The link stops working${entry.fp ? ' and the joiner is told' : ''}.`)) return;
+  try {
+    await room.revokeInvite(entry.inviteId);
+    toast('Invite revoked.');
+  } catch (error) {
+    toast(`Could not revoke: ${error.message}`);
+  }
+}
+
+function showMembers(open) {
+  $('members-button').setAttribute('aria-expanded', String(open));
+  const room = app.rooms.get(app.current);
+  if (open && room?.isOwner && room.record.phase === 'ready' && room.record.status === 'active') {
+    room.listInvites().catch((error) => toast(`Could not list the invites: ${error.message}`));
+  }
+  render();
 }
 
 async function removeMember(member) {
@@ -432,10 +498,11 @@ async function start() {
   if (verdict.state === 'refused') return refuseCode(verdict.reason);
   if (app.codeRefused) return; // a new worker was refused meanwhile
   showRelease(verdict);
-  const fragment = location.hash.slice(1);
-  if (fragment) {
-    try { app.invite = parseInviteFragment(fragment); } catch (error) { lockError(error.message); }
-  }
+  readInvite();
+  // A link pasted into this tab's address bar changes only the fragment: no reload.
+  window.addEventListener('hashchange', () => {
+    if (readInvite() && app.store) showJoin();
+  });
   $('lock-form').addEventListener('submit', submitLock);
   $('import-open-lock').addEventListener('click', openImport);
   $('import-open').addEventListener('click', openImport);
@@ -454,11 +521,19 @@ async function start() {
   $('copy-invite').addEventListener('click', copyInvite);
   $('close-invite').addEventListener('click', () => { $('invite-panel').hidden = true; });
   $('leave-button').addEventListener('click', leaveRoom);
-  $('members-button').addEventListener('click', () => {
-    const open = $('members-button').getAttribute('aria-expanded') !== 'true';
-    $('members-button').setAttribute('aria-expanded', String(open));
-    render();
+  $('members-button').addEventListener('click', () => showMembers($('members-button').getAttribute('aria-expanded') !== 'true'));
+  $('close-members').addEventListener('click', () => { showMembers(false); $('members-button').focus(); });
+  document.addEventListener('keydown', (event) => {
+    if (event.key !== 'Escape' || $('members-panel').hidden || document.querySelector('dialog[open]')) return;
+    showMembers(false);
+    $('members-button').focus();
   });
+  // On a phone the panel lies over the room: a tap outside it closes it.
+  document.addEventListener('pointerdown', (event) => {
+    if ($('members-panel').hidden || !window.matchMedia('(max-width: 759px)').matches) return;
+    if (!event.target.closest('#members-panel, #members-button')) showMembers(false);
+  });
+  $('dismiss-notice').addEventListener('click', () => app.rooms.get(app.current)?.dismissError());
   $('join-button').addEventListener('click', join);
   $('join-cancel').addEventListener('click', () => { clearInvite(); render(); });
   $('back-button').addEventListener('click', () => { app.current = null; render(); });

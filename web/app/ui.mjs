@@ -22,9 +22,9 @@ const ROLE = { you: 'You', owner: 'Owner', member: 'Member' };
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-function time(ms) {
+function time(ms, withDate = false) {
   const d = new Date(ms);
-  return h('time', { datetime: d.toISOString(), title: dateFormat.format(d) }, timeFormat.format(d));
+  return h('time', { datetime: d.toISOString(), title: dateFormat.format(d) }, (withDate ? dateFormat : timeFormat).format(d));
 }
 
 const CONN_TEXT = {
@@ -115,7 +115,8 @@ export function renderRoom(room, onDiscard) {
   if (record.phase === 'joining' && active) text = 'Waiting for the owner to let you in. This page completes the join by itself; the owner’s browser must be open.';
   else if (!active) text = record.statusText ?? '';
   else if (room.error) text = room.error;
-  notice.textContent = text;
+  $('room-notice-text').textContent = text;
+  $('dismiss-notice').hidden = !(active && room.error && room.errorDismissible);
   notice.hidden = !text;
   notice.dataset.testid = record.phase === 'joining' && active ? 'waiting' : 'notice';
   notice.className = `notice ${!active || room.error ? 'warn' : ''}`;
@@ -145,4 +146,28 @@ export function toast(text) {
   el.hidden = false;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { el.hidden = true; }, 4000);
+}
+
+const INVITE_STATE = {
+  open: 'Open invite, not used yet', requested: 'Someone asked to join', responded: 'Answered; waiting for the joiner',
+  confirmed: 'The joiner confirmed; being admitted',
+};
+
+/** The owner's open invites and pending joins (`room.invitesList`, null until asked). */
+export function renderInvites(room, onRevoke) {
+  const shown = room.isOwner && room.record.status === 'active' && room.record.phase === 'ready';
+  $('invites-section').hidden = !shown;
+  const list = shown && room.invitesList ? room.invitesList : [];
+  $('no-invites').textContent = room.invitesList ? 'No open invites.' : 'Asking the server…';
+  $('no-invites').hidden = list.length > 0;
+  $('invite-list').replaceChildren(...list.map((e) => h('li', { class: 'member', dataset: { testid: 'open-invite', state: e.state } },
+    h('div', {},
+      h('span', { class: 'invite-state' }, INVITE_STATE[e.state]),
+      e.fp ? h('code', { class: 'fp-full', title: 'The joiner’s key fingerprint' }, e.fp) : null,
+      h('span', { class: 'small muted invite-expiry' }, 'expires ', time(e.expiresAt * 1000, true))),
+    h('button', {
+      type: 'button', class: 'danger small', dataset: { testid: 'revoke-invite' },
+      'aria-label': e.fp ? `Revoke the join of ${e.fp}` : `Revoke the invite expiring ${dateFormat.format(new Date(e.expiresAt * 1000))}`,
+      onclick: () => onRevoke(e),
+    }, 'Revoke'))));
 }
