@@ -2,10 +2,12 @@
 // store, runs one RoomClient per room (following the rooms other tabs add and remove), and
 // wires the page's controls to them.
 import { base64ToBytes, bytesToBase64Url, fingerprint, parsePublicKey } from '../themis/index.mjs';
-import { KeyStore, WrongPassword, requestPersistence, MAX_FILE_BYTES } from './store.mjs';
+import { KeyStore, WrongPassword, persistenceState, requestPersistence, MAX_FILE_BYTES } from './store.mjs';
 import { RoomClient, MAX_TEXT_CHARS } from './rooms.mjs';
 import { parseInviteFragment, keyBytes } from './formats.mjs';
-import { $, renderConnection, renderRoomList, renderRoom, renderMembers, renderInvites, toast } from './ui.mjs';
+import { $, renderConnection, renderRoomList, renderRoom, renderMembers, renderInvites, atBottom, toast } from './ui.mjs';
+import { loadSettings, saveSettings, idleExpired } from './settings.mjs';
+import { clock } from './clock.mjs';
 import { PROTOCOL_VERSION } from './connection.mjs';
 import { checkCode } from './pinning.mjs';
 
@@ -18,7 +20,11 @@ const app = {
   invite: null, // a parsed invite from the page's fragment
   inviteBroken: false, // the page's fragment is not a valid invite link
   changed: (room) => scheduleRender(room),
-  isViewing: (room) => app.current === room.id && document.visibilityState === 'visible',
+  // Read means seen: the room is open, the tab visible and the list scrolled to its end.
+  isViewing: (room) => app.current === room.id && document.visibilityState === 'visible' && atBottom(),
+  notify: (room, event) => notify(room, event),
+  settings: loadSettings(),
+  lastActivity: clock.now(),
 };
 
 // ---- server identity (pinned: rooms remember the key they were made with) ----
@@ -55,6 +61,8 @@ function render() {
   const rooms = [...app.rooms.values()].sort((a, b) => a.record.createdAt - b.record.createdAt);
   const room = app.rooms.get(app.current);
   if (room && app.isViewing(room)) room.markRead();
+  // Scrolled up while messages arrive: they stay unread, below a "new messages" line.
+  else if (room && room.marker === null && room.unread() > 0) room.marker = room.record.lastRead;
   renderRoomList(rooms, app.current, openRoom);
   $('empty-room').hidden = Boolean(room) || !$('join-panel').hidden;
   $('room-pane').hidden = !room;
@@ -67,8 +75,8 @@ function render() {
     renderConnection(room.connState, room.connDetail);
   } else {
     const states = rooms.filter((r) => r.record.status === 'active').map((r) => r.connState);
-    renderConnection(states.length === 0 ? 'online' : states.every((s) => s === 'online') ? 'online'
-      : states.includes('connecting') ? 'connecting' : 'offline');
+    if (states.length === 0) renderConnection(rooms.length ? 'inactive' : 'none'); // no room, no connection
+    else renderConnection(states.every((s) => s === 'online') ? 'online' : states.includes('connecting') ? 'connecting' : 'offline');
   }
   const unread = rooms.reduce((n, r) => n + r.unread(), 0);
   document.title = unread ? `(${unread}) Hush` : 'Hush';
@@ -76,11 +84,16 @@ function render() {
 
 function openRoom(id) {
   app.current = id;
+  const room = app.rooms.get(id);
+  // The "new messages" line goes after what was read before this visit; the list opens there.
+  if (room) room.marker = room.unread() ? room.record.lastRead : null;
   $('invite-panel').hidden = true;
   $('join-panel').hidden = true;
   render();
   const list = $('messages');
   list.scrollTop = list.scrollHeight;
+  if ($('new-marker')) $('new-marker').scrollIntoView({ block: 'start' });
+  scheduleRender(); // marks the room read if its end is in view
   if (window.matchMedia('(min-width: 760px)').matches) $('composer-input').focus();
 }
 
@@ -165,13 +178,33 @@ function unlocked() {
   $('app-view').hidden = false;
   $('lock-button').hidden = false;
   for (const [id, record] of Object.entries(app.store.data.rooms)) addRoom(id, record);
-  $('persist-state').textContent = 'asked the browser, waiting for its answer';
-  requestPersistence().then((result) => {
-    $('persist-state').textContent = { granted: 'granted', denied: 'not granted (the browser may clear it under pressure — export your keys)', unavailable: 'not available in this browser' }[result];
-    $('persist-state').dataset.state = result;
-  });
+  showPersistence();
+  app.lastActivity = clock.now();
   if (app.invite || app.inviteBroken) showJoin();
   render();
+  // Focus: the join panel takes it itself; else the first room, or the new room's name.
+  if (!app.invite && !app.inviteBroken) (document.querySelector('[data-testid=room-item]') ?? $('new-room-name')).focus();
+}
+
+const PERSISTENCE = {
+  granted: 'granted',
+  denied: 'not granted (the browser may clear it under pressure — export your keys)',
+  asked: 'not granted yet: asked the browser, which may ask you (until then, export your keys)',
+  unavailable: 'not available in this browser',
+};
+
+/**
+ * Says at once whether storage is persistent, then asks for it. Some browsers never answer the
+ * request (Firefox waits for a permission prompt): the line says it was asked, which is true.
+ */
+async function showPersistence() {
+  const show = (state) => {
+    $('persist-state').textContent = PERSISTENCE[state];
+    $('persist-state').dataset.state = state;
+  };
+  const now = await persistenceState();
+  show(now === 'not-granted' ? 'asked' : now);
+  if (now === 'not-granted') show(await requestPersistence());
 }
 
 // ---- join flow ----
@@ -346,7 +379,9 @@ async function copyInvite() {
     $('invite-status').textContent = 'Copied. It opens the join flow in any browser, once.';
   } catch {
     input.select();
-    $('invite-status').textContent = 'Selected — press Ctrl+C (⌘C) to copy. It works once.';
+    $('invite-status').textContent = window.matchMedia('(pointer: coarse)').matches
+      ? 'Selected — copy it from your device’s menu. It works once.'
+      : 'Selected — press Ctrl+C (⌘C) to copy. It works once.';
   }
 }
 
@@ -400,6 +435,57 @@ async function leaveRoom() {
   await app.store.update((data) => { delete data.rooms[room.id]; });
   app.current = null;
   render();
+}
+
+// ---- settings: theme, notifications, auto-lock (web/app/settings.mjs) ----
+
+function applyTheme() {
+  if (app.settings.theme === 'system') delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = app.settings.theme;
+}
+
+function showSettings() {
+  $('theme-select').value = app.settings.theme;
+  $('autolock-select').value = String(app.settings.autolockMinutes);
+  $('notify-toggle').checked = app.settings.notify;
+  $('notify-text').checked = app.settings.notifyText;
+  $('notify-text').disabled = !app.settings.notify;
+}
+
+function changeSettings(change) {
+  app.settings = { ...app.settings, ...change };
+  saveSettings(app.settings);
+  applyTheme();
+  showSettings();
+}
+
+async function toggleNotifications() {
+  if (!$('notify-toggle').checked) return changeSettings({ notify: false });
+  if (!('Notification' in window)) {
+    toast('This browser cannot show notifications.');
+    return changeSettings({ notify: false });
+  }
+  const permission = Notification.permission === 'granted' ? 'granted' : await Notification.requestPermission();
+  if (permission !== 'granted') toast('The browser did not allow notifications for this page.');
+  changeSettings({ notify: permission === 'granted' });
+}
+
+/** A message from someone else arrived: a notification, only while the tab is hidden and if chosen. */
+function notify(room, event) {
+  if (!app.settings.notify || document.visibilityState !== 'hidden' || !('Notification' in window)) return;
+  if (Notification.permission !== 'granted') return;
+  const body = app.settings.notifyText ? String(event.text).slice(0, 200) : 'New message';
+  const note = new Notification(`Hush — ${room.record.name}`, { body, tag: room.id });
+  note.addEventListener('click', () => { window.focus(); openRoom(room.id); note.close(); });
+}
+
+/** Locks the key store (the page starts afresh) once idle for the chosen time. */
+function checkIdle() {
+  if (app.store && idleExpired(app.settings, app.lastActivity, clock.now())) lock();
+}
+
+function lock() {
+  location.replace(location.pathname);
 }
 
 // ---- key store file ----
@@ -486,6 +572,8 @@ function codeChanged(verdict) {
 // ---- start ----
 
 async function start() {
+  applyTheme();
+  showSettings();
   try {
     app.server = await readServer();
     $('server-fp').textContent = app.server.fingerprint;
@@ -509,7 +597,24 @@ async function start() {
   $('import-form').addEventListener('submit', importKeys);
   $('import-cancel').addEventListener('click', () => $('import-dialog').close());
   $('export-button').addEventListener('click', exportKeys);
-  $('lock-button').addEventListener('click', () => location.replace(location.pathname));
+  $('lock-button').addEventListener('click', lock);
+  $('theme-select').addEventListener('change', () => changeSettings({ theme: $('theme-select').value }));
+  $('autolock-select').addEventListener('change', () => {
+    app.lastActivity = clock.now();
+    changeSettings({ autolockMinutes: Number($('autolock-select').value) });
+  });
+  $('notify-toggle').addEventListener('change', toggleNotifications);
+  $('notify-text').addEventListener('change', () => changeSettings({ notifyText: $('notify-text').checked }));
+  for (const type of ['pointerdown', 'keydown', 'wheel', 'touchstart']) {
+    document.addEventListener(type, () => { app.lastActivity = clock.now(); }, { capture: true, passive: true });
+  }
+  setInterval(checkIdle, 5000);
+  $('messages').addEventListener('scroll', () => { if (app.store) scheduleRender(); }, { passive: true });
+  $('jump-latest').addEventListener('click', () => {
+    const list = $('messages');
+    list.scrollTop = list.scrollHeight;
+    scheduleRender();
+  });
   $('new-room-form').addEventListener('submit', createRoom);
   $('composer').addEventListener('submit', sendMessage);
   $('composer-input').addEventListener('keydown', (event) => {
@@ -538,7 +643,10 @@ async function start() {
   $('join-cancel').addEventListener('click', () => { clearInvite(); render(); });
   $('back-button').addEventListener('click', () => { app.current = null; render(); });
   window.addEventListener('online', () => { for (const room of app.rooms.values()) room.connection.retryNow(); });
-  document.addEventListener('visibilitychange', () => { if (app.store) render(); });
+  document.addEventListener('visibilitychange', () => {
+    checkIdle();
+    if (app.store) render();
+  });
   await showLock();
 }
 

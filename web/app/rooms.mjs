@@ -69,6 +69,7 @@ export class RoomClient {
     this.error = '';
     this.errorDismissible = false; // an error the owner may hide (one that needs no action now)
     this.invitesList = null; // the owner's open invites and joins, once asked (listInvites)
+    this.marker = null; // the page's "new messages" line goes after this seq (null: none)
     this.heldAt = null; // the epoch at which the server answered rotation_pending
     this.retryTimer = null;
     this.inLock = false;
@@ -226,15 +227,16 @@ export class RoomClient {
   get isOwner() { return this.state ? isOwner(this.state) : false; }
   get myKey() { return this.state ? this.state.me : this.record.join.publicKey; }
 
-  /** Timeline items in order: what the server holds, then this room's unsent messages. */
+  /** Timeline items in order, each with a stable `key`: what the server holds, then this room's unsent messages. */
   timeline() {
     const held = this.state && this.heldAt === this.state.epoch;
     const waiting = (this.state ? unsent(this.outbox, this.state) : []).map((entry) => ({
-      kind: 'chat', id: entry.id, own: true, role: 'you', fp: knownFingerprint(this.myKey), text: entry.text, ts: entry.at,
+      key: `o${entry.id}`, kind: 'chat', id: entry.id, own: true, role: 'you', fp: knownFingerprint(this.myKey), text: entry.text, ts: entry.at,
       status: entry.failed !== null ? 'failed' : held ? 'held' : this.connState === 'online' ? 'pending' : 'offline',
       reason: entry.failed,
     }));
-    return [...[...this.items.values()].sort((a, b) => a.seq - b.seq || a.n - b.n), ...waiting];
+    const stored = [...this.items].map(([key, item]) => ({ ...item, key }));
+    return [...stored.sort((a, b) => a.seq - b.seq || a.n - b.n), ...waiting];
   }
 
   unread() {
@@ -387,6 +389,7 @@ export class RoomClient {
         if (event.type === 'rotation') this.wrapRequired = false;
         await this.addEvent(event);
         if (this.app.isViewing(this)) this.markRead();
+        if (event.type === 'chat' && !event.own) this.app.notify(this, event);
         break;
       }
       case 'member_joined': {

@@ -1,5 +1,7 @@
-// Rendering: turns the app's rooms into DOM. Text only ever goes in through textContent,
-// never as HTML; no inline styles (the server's CSP forbids them).
+// Rendering: turns the app's rooms into DOM. Text only ever goes in through textContent or
+// text nodes, never as HTML; no inline styles (the server's CSP forbids them).
+import { linkParts, withDays } from './text.mjs';
+import { clock } from './clock.mjs';
 
 export const $ = (id) => document.getElementById(id);
 
@@ -29,7 +31,7 @@ function time(ms, withDate = false) {
 
 const CONN_TEXT = {
   online: 'connected', connecting: 'connecting…', offline: 'offline', removed: 'removed', deleted: 'deleted',
-  revoked: 'invite revoked', failed: 'failed', locked: 'locked',
+  revoked: 'invite revoked', failed: 'failed', locked: 'locked', none: 'no rooms yet', inactive: 'no active rooms',
 };
 
 export function renderConnection(state, detail) {
@@ -69,7 +71,20 @@ function statusOf(item) {
   return h('span', { class: `status ${item.status}`, dataset: { testid: 'status' } }, text);
 }
 
+/** A message's text: text nodes, and an <a> for each http(s) link (its text is the link's text). */
+function messageText(text) {
+  return linkParts(text).map((part) => (part.href
+    ? h('a', { href: part.href, target: '_blank', rel: 'noopener noreferrer' }, part.text)
+    : document.createTextNode(part.text)));
+}
+
 function messageItem(item, onDiscard) {
+  if (item.kind === 'day') {
+    return h('li', { class: 'day', dataset: { testid: 'day', day: item.key.slice(1) } }, h('span', {}, item.label));
+  }
+  if (item.kind === 'marker') {
+    return h('li', { class: 'new-marker', id: 'new-marker', dataset: { testid: 'new-marker' } }, h('span', {}, 'New messages'));
+  }
   if (item.kind === 'system') {
     return h('li', { class: `system ${item.tone}`, dataset: { testid: 'system', kind: item.tone, seq: item.seq } },
       h('span', {}, item.text), ' ', time(item.at));
@@ -85,11 +100,11 @@ function messageItem(item, onDiscard) {
     dataset: { testid: 'message', seq: item.seq ?? '', own: item.own ? 'true' : 'false', status: item.status ?? '' },
   },
   h('div', { class: 'meta' },
-    h('span', { class: `sender ${item.role}` }, ROLE[item.role]),
+    h('span', { class: `sender role-${item.role}` }, ROLE[item.role]),
     h('span', { class: 'fp', title: `Key fingerprint ${item.fp}` }, shortFp(item.fp)),
     time(item.ts || item.at),
     item.status ? statusOf(item) : null),
-  h('div', { class: 'text', dataset: { testid: 'message-text' } }, item.text),
+  h('div', { class: 'text', dir: 'auto', dataset: { testid: 'message-text' } }, messageText(item.text)),
   item.status === 'failed' ? h('button', {
     type: 'button', class: 'ghost small', dataset: { testid: 'discard' }, onclick: () => onDiscard(item.id),
   }, 'Discard') : null);
@@ -105,8 +120,11 @@ export function renderRoom(room, onDiscard) {
   const active = record.status === 'active';
   const ready = active && record.phase === 'ready';
   $('invite-button').hidden = !(ready && room.isOwner);
-  $('leave-button').textContent = !active || record.phase === 'joining' ? 'Forget' : room.isOwner ? 'Delete room' : 'Leave';
-  $('leave-button').setAttribute('aria-label', $('leave-button').textContent + ' this room');
+  const verb = !active || record.phase === 'joining' ? 'Forget' : room.isOwner ? 'Delete room' : 'Leave';
+  $('leave-button').textContent = verb;
+  // The accessible name begins with the visible text and says it once ("Delete room", not "Delete room this room").
+  if (verb === 'Delete room') $('leave-button').removeAttribute('aria-label');
+  else $('leave-button').setAttribute('aria-label', `${verb} this room`);
   $('composer-input').disabled = !ready;
   $('send-button').disabled = !ready;
 
@@ -121,17 +139,62 @@ export function renderRoom(room, onDiscard) {
   notice.dataset.testid = record.phase === 'joining' && active ? 'waiting' : 'notice';
   notice.className = `notice ${!active || room.error ? 'warn' : ''}`;
 
+  renderTimeline(room, onDiscard);
+}
+
+/** Whether the message list shows its end (then what arrives is read, and the list follows it). */
+export function atBottom() {
   const list = $('messages');
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  list.replaceChildren(...room.timeline().map((item) => messageItem(item, onDiscard)));
-  if (atBottom) list.scrollTop = list.scrollHeight;
+  return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+}
+
+// The list is updated in place: an item whose content did not change keeps its element.
+const rendered = new Map(); // key → {node, version}
+let renderedRoom = null;
+
+function renderTimeline(room, onDiscard) {
+  const list = $('messages');
+  const follow = atBottom();
+  if (renderedRoom !== room.id) {
+    rendered.clear();
+    list.replaceChildren();
+    renderedRoom = room.id;
+  }
+  const items = room.timeline();
+  // The "new messages" line goes before the first message from others after the room's marker.
+  if (room.marker !== null) {
+    const first = items.findIndex((i) => i.kind === 'chat' && !i.own && i.seq > room.marker);
+    if (first >= 0) items.splice(first, 0, { kind: 'marker', key: 'marker' });
+  }
+  const wanted = withDays(items, clock.now()).map((item) => {
+    const version = JSON.stringify(item);
+    const known = rendered.get(item.key);
+    if (known && known.version === version) return [item.key, known];
+    return [item.key, { node: messageItem(item, onDiscard), version }];
+  });
+  let cursor = list.firstChild;
+  for (const [, { node }] of wanted) {
+    if (node === cursor) cursor = cursor.nextSibling;
+    else list.insertBefore(node, cursor);
+  }
+  while (cursor) {
+    const next = cursor.nextSibling;
+    cursor.remove();
+    cursor = next;
+  }
+  rendered.clear();
+  for (const [key, entry] of wanted) rendered.set(key, entry);
+  if (follow) list.scrollTop = list.scrollHeight;
+  const unread = room.unread();
+  $('jump-latest').hidden = atBottom();
+  $('jump-latest').textContent = unread ? `${unread} new ↓` : 'Latest ↓';
 }
 
 export function renderMembers(room, onRemove) {
   const canRemove = room.isOwner && room.record.status === 'active';
   $('member-list').replaceChildren(...room.members.map((m) => h('li', { class: 'member', dataset: { testid: 'member', key: m.key } },
     h('div', {},
-      h('span', { class: `sender ${m.role}` }, m.owner ? (m.role === 'you' ? 'You (owner)' : 'Owner') : ROLE[m.role]),
+      h('span', { class: `sender role-${m.role}` }, m.owner ? (m.role === 'you' ? 'You (owner)' : 'Owner') : ROLE[m.role]),
       h('code', { class: 'fp-full' }, m.fp || 'unknown key')),
     canRemove && !m.owner ? h('button', {
       type: 'button', class: 'danger small', dataset: { testid: 'remove-member' },
