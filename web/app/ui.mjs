@@ -42,21 +42,47 @@ export function renderConnection(state, detail) {
   if (detail && state === 'offline') el.textContent = `offline — ${detail}`;
 }
 
+/** Puts `nodes` into `parent` in order, moving only what is out of place (focus stays where it is). */
+function placeChildren(parent, nodes) {
+  let cursor = parent.firstChild;
+  for (const node of nodes) {
+    if (node === cursor) cursor = cursor.nextSibling;
+    else parent.insertBefore(node, cursor);
+  }
+  while (cursor) {
+    const next = cursor.nextSibling;
+    cursor.remove();
+    cursor = next;
+  }
+}
+
+const roomItems = new Map(); // room id → {node, version}
+
 export function renderRoomList(rooms, currentId, onOpen) {
-  const list = $('room-list');
-  list.replaceChildren(...rooms.map((room) => {
+  const nodes = rooms.map((room) => {
     const unread = room.unread();
     const status = room.record.phase === 'joining' ? 'waiting for the owner' : room.record.status !== 'active' ? room.record.status : '';
-    return h('li', {},
-      h('button', {
-        type: 'button', class: `room-item${room.id === currentId ? ' current' : ''}`,
-        dataset: { testid: 'room-item', room: room.id }, 'aria-current': room.id === currentId ? 'true' : null,
-        'aria-label': `${room.record.name}${unread ? `, ${unread} unread` : ''}`, onclick: () => onOpen(room.id),
-      },
-      h('span', { class: 'room-item-name' }, room.record.name),
-      status ? h('span', { class: 'room-item-status' }, status) : null,
-      unread ? h('span', { class: 'badge', dataset: { testid: 'unread' } }, String(unread)) : null));
-  }));
+    const version = JSON.stringify([room.record.name, unread, status, room.id === currentId]);
+    const known = roomItems.get(room.id);
+    const button = known?.node.firstChild ?? h('button', {
+      type: 'button', class: 'room-item', dataset: { testid: 'room-item', room: room.id }, onclick: () => onOpen(room.id),
+    });
+    if (known?.version !== version) { // the same button, so that a focused room keeps the focus
+      button.classList.toggle('current', room.id === currentId);
+      if (room.id === currentId) button.setAttribute('aria-current', 'true');
+      else button.removeAttribute('aria-current');
+      button.setAttribute('aria-label', `${room.record.name}${unread ? `, ${unread} unread` : ''}`);
+      button.replaceChildren(...[
+        h('span', { class: 'room-item-name' }, room.record.name),
+        status && h('span', { class: 'room-item-status' }, status),
+        unread && h('span', { class: 'badge', dataset: { testid: 'unread' } }, String(unread))].filter(Boolean));
+    }
+    const entry = { node: known?.node ?? h('li', {}, button), version };
+    roomItems.set(room.id, entry);
+    return entry.node;
+  });
+  for (const id of roomItems.keys()) if (!rooms.some((room) => room.id === id)) roomItems.delete(id);
+  placeChildren($('room-list'), nodes);
   $('no-rooms').hidden = rooms.length > 0;
 }
 
@@ -172,16 +198,7 @@ function renderTimeline(room, onDiscard) {
     if (known && known.version === version) return [item.key, known];
     return [item.key, { node: messageItem(item, onDiscard), version }];
   });
-  let cursor = list.firstChild;
-  for (const [, { node }] of wanted) {
-    if (node === cursor) cursor = cursor.nextSibling;
-    else list.insertBefore(node, cursor);
-  }
-  while (cursor) {
-    const next = cursor.nextSibling;
-    cursor.remove();
-    cursor = next;
-  }
+  placeChildren(list, wanted.map(([, { node }]) => node));
   rendered.clear();
   for (const [key, entry] of wanted) rendered.set(key, entry);
   if (follow) list.scrollTop = list.scrollHeight;
