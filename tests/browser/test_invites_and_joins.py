@@ -159,3 +159,38 @@ def test_an_altered_owner_key_fails_for_the_joiner(server, people, kind):
     owner.click("#dismiss-notice")
     owner.wait("the notice dismissed", lambda: notice(owner) == "")
     assert len(owner.members()) == 1
+
+
+def test_invite_qr_code_is_the_link(server, people):
+    """The invite's QR code, read back from the canvas, is the symbol another encoder (Python's
+    `qrcode`) makes of the link at that version, level M and one of the eight masks."""
+    import qrcode
+    from qrcode.util import QRData, MODE_8BIT_BYTE
+
+    owner = people("owner")
+    owner.open(server)
+    owner.unlock("owner-password-1")
+    owner.create_room("QR")
+    link = owner.invite()
+    owner.js("document.getElementById('invite-qr-box').open = true")
+    owner.wait("the QR code", lambda: owner.visible("invite-qr"))
+    # One sample in the middle of each 4-pixel module, inside the 4-module quiet zone.
+    drawn = owner.js("""const c = document.getElementById('invite-qr'), side = c.width / 4 - 8;
+        const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, rows = [];
+        for (let y = 0; y < side; y++) { let row = '';
+          for (let x = 0; x < side; x++) row += px[(((y + 4) * 4 + 2) * c.width + (x + 4) * 4 + 2) * 4] < 128 ? '1' : '0';
+          rows.push(row); }
+        const quiet = [...Array(c.width).keys()].every(i => px[i * 4] === 255 && px[((c.height - 1) * c.width + i) * 4] === 255);
+        return {rows, quiet}""")
+    assert drawn["quiet"]
+    rows = drawn["rows"]
+    version = (len(rows) - 17) // 4
+
+    def symbol(mask):
+        code = qrcode.QRCode(version=version, error_correction=qrcode.constants.ERROR_CORRECT_M, border=0, mask_pattern=mask)
+        code.add_data(QRData(link.encode(), mode=MODE_8BIT_BYTE))
+        code.make(fit=False)
+        return ["".join("1" if m else "0" for m in row) for row in code.get_matrix()]
+
+    assert any(symbol(mask) == rows for mask in range(8))
+    owner.screenshot("invite-qr-chromium.png")

@@ -5,7 +5,7 @@ import { base64ToBytes, bytesToBase64Url, fingerprint, parsePublicKey } from '..
 import { KeyStore, WrongPassword, persistenceState, requestPersistence, MAX_FILE_BYTES } from './store.mjs';
 import { RoomClient, MAX_TEXT_CHARS } from './rooms.mjs';
 import { parseInviteFragment, keyBytes } from './formats.mjs';
-import { $, renderConnection, renderRoomList, renderRoom, renderMembers, renderInvites, atBottom, toast } from './ui.mjs';
+import { $, renderConnection, renderRoomList, renderRoom, renderMembers, renderInvites, renderQr, atBottom, toast } from './ui.mjs';
 import { loadSettings, saveSettings, idleExpired } from './settings.mjs';
 import { clock } from './clock.mjs';
 import { PROTOCOL_VERSION } from './connection.mjs';
@@ -363,6 +363,7 @@ async function makeInvite() {
   try {
     const link = await room.invite();
     $('invite-link').value = link;
+    renderQr($('invite-qr'), link);
     $('invite-panel').hidden = false;
     await copyInvite();
   } catch (error) {

@@ -2,6 +2,7 @@
 // text nodes, never as HTML; no inline styles (the server's CSP forbids them).
 import { linkParts, withDays } from './text.mjs';
 import { clock } from './clock.mjs';
+import { encodeQr } from './qr.mjs';
 
 export const $ = (id) => document.getElementById(id);
 
@@ -250,4 +251,21 @@ export function renderInvites(room, onRevoke) {
       'aria-label': e.fp ? `Revoke the join of ${e.fp}` : `Revoke the invite expiring ${dateFormat.format(new Date(e.expiresAt * 1000))}`,
       onclick: () => onRevoke(e),
     }, 'Revoke'))));
+}
+
+/** Draws `text` as a QR code (level M, a four-module quiet zone), dark on white whatever the theme. */
+export function renderQr(canvas, text) {
+  const qr = encodeQr(text, { level: 'M' });
+  const scale = 4;
+  const side = (qr.size + 8) * scale;
+  canvas.width = side;
+  canvas.height = side;
+  canvas.dataset.version = String(qr.version);
+  const ctx = canvas.getContext('2d');
+  ctx.fillStyle = '#ffffff';
+  ctx.fillRect(0, 0, side, side);
+  ctx.fillStyle = '#000000';
+  for (let y = 0; y < qr.size; y += 1) {
+    for (let x = 0; x < qr.size; x += 1) if (qr.dark(x, y)) ctx.fillRect((x + 4) * scale, (y + 4) * scale, scale, scale);
+  }
 }
