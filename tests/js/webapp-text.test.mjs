@@ -2,7 +2,7 @@
 // separators with an injected clock.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { linkParts, safeHref, dayKey, dayLabel, withDays } from '../../web/app/text.mjs';
+import { linkParts, safeHref, dayKey, dayLabel, withDays, safetyNumber } from '../../web/app/text.mjs';
 
 test('http and https links become link parts; the rest stays text, in order', () => {
   assert.deepEqual(linkParts('see https://example.com/a?b=1 and http://x.org.'), [
@@ -50,4 +50,11 @@ test('a separator goes before the first item of each day', () => {
   const out = withDays(items, day2);
   assert.deepEqual(out.map((i) => i.kind === 'day' ? i.label : i.n), ['Yesterday', 1, 2, 'Today', 3, 4]);
   assert.deepEqual(out.filter((i) => i.kind === 'day').map((i) => i.key), ['d2026-12-01', 'd2026-12-02']);
+});
+
+test('a safety number reads the same for both people', () => {
+  const a = '1a2b 3c4d 5e6f 7a8b 9c0d';
+  const b = '0f0f 1e1e 2d2d 3c3c 4b4b';
+  assert.equal(safetyNumber(a, b), safetyNumber(b, a));
+  assert.equal(safetyNumber(a, b), `${b} / ${a}`);
 });

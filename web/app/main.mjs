@@ -70,7 +70,7 @@ function render() {
   document.body.classList.toggle('show-room', Boolean(room) || !$('join-panel').hidden);
   if (room) {
     renderRoom(room, discardMessage);
-    renderMembers(room, removeMember);
+    renderMembers(room, { onRemove: removeMember, onVerify: verifyMember, onCopySafety: copySafety });
     renderInvites(room, revokeInvite);
     renderConnection(room.connState, room.connDetail);
   } else {
@@ -405,6 +405,26 @@ function showMembers(open) {
     room.listInvites().catch((error) => toast(`Could not list the invites: ${error.message}`));
   }
   render();
+}
+
+async function verifyMember(member, verified) {
+  const room = app.rooms.get(app.current);
+  if (!room) return;
+  if (verified && !confirm(`Mark this key verified?\n\n${member.fp}\n\nOnly if the person read you this fingerprint (or the safety number) through another channel — in person, or on a call where you know their voice.`)) return;
+  try {
+    await room.setVerified(member.key, verified);
+  } catch (error) {
+    toast(`Could not save: ${error.message}`);
+  }
+}
+
+async function copySafety(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    toast('Safety number copied. Compare it with the other person through another channel.');
+  } catch {
+    toast(`Safety number: ${text}`);
+  }
 }
 
 async function removeMember(member) {

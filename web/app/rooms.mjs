@@ -235,7 +235,9 @@ export class RoomClient {
       status: entry.failed !== null ? 'failed' : held ? 'held' : this.connState === 'online' ? 'pending' : 'offline',
       reason: entry.failed,
     }));
-    const stored = [...this.items].map(([key, item]) => ({ ...item, key }));
+    const stored = [...this.items].map(([key, item]) => ({
+      ...item, key, verified: item.kind === 'chat' && !item.own && this.isVerified(item.from),
+    }));
     return [...stored.sort((a, b) => a.seq - b.seq || a.n - b.n), ...waiting];
   }
 
@@ -732,6 +734,25 @@ export class RoomClient {
     }
     await this.save((record) => { delete record.invites[inviteId]; });
     this.invitesList = (this.invitesList ?? []).filter((e) => e.inviteId !== inviteId);
+    this.changed();
+  }
+
+  /**
+   * Whether this person marked `key` verified (compared its fingerprint with its holder through
+   * another channel). Local to this browser's key store; a key is one room's, so is the mark.
+   */
+  isVerified(key) {
+    const fp = knownFingerprint(key);
+    return Boolean(fp) && this.record.verified?.[key] === fp;
+  }
+
+  async setVerified(key, verified) {
+    const fp = await keyFingerprint(key);
+    await this.save((record) => {
+      record.verified = { ...record.verified };
+      if (verified && fp) record.verified[key] = fp;
+      else delete record.verified[key];
+    });
     this.changed();
   }
 

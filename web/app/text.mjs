@@ -48,6 +48,14 @@ export function safeHref(candidate) {
   return url.href;
 }
 
+/**
+ * The safety-number text of two keys of a room: both fingerprints, in an order that does not
+ * depend on who computes it, so that the two people read out or paste the very same text.
+ */
+export function safetyNumber(fingerprintA, fingerprintB) {
+  return [fingerprintA, fingerprintB].sort().join(' / ');
+}
+
 /** The local calendar day of a time (ms) as 'YYYY-MM-DD': the key of a day separator. */
 export function dayKey(ms) {
   const d = new Date(ms);

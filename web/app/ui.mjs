@@ -1,6 +1,6 @@
 // Rendering: turns the app's rooms into DOM. Text only ever goes in through textContent or
 // text nodes, never as HTML; no inline styles (the server's CSP forbids them).
-import { linkParts, withDays } from './text.mjs';
+import { linkParts, withDays, safetyNumber } from './text.mjs';
 import { clock } from './clock.mjs';
 import { encodeQr } from './qr.mjs';
 
@@ -129,6 +129,7 @@ function messageItem(item, onDiscard) {
   h('div', { class: 'meta' },
     h('span', { class: `sender role-${item.role}` }, ROLE[item.role]),
     h('span', { class: 'fp', title: `Key fingerprint ${item.fp}` }, shortFp(item.fp)),
+    item.verified ? h('span', { class: 'verified', title: 'You verified this key', dataset: { testid: 'verified' } }, '✓ verified') : null,
     time(item.ts || item.at),
     item.status ? statusOf(item) : null),
   h('div', { class: 'text', dir: 'auto', dataset: { testid: 'message-text' } }, messageText(item.text)),
@@ -208,16 +209,41 @@ function renderTimeline(room, onDiscard) {
   $('jump-latest').textContent = unread ? `${unread} new ↓` : 'Latest ↓';
 }
 
-export function renderMembers(room, onRemove) {
+const memberItems = new Map(); // key → {node, version}
+
+/** The members panel: fingerprints in full, verification marks, safety numbers, removal (owner). */
+export function renderMembers(room, { onRemove, onVerify, onCopySafety }) {
   const canRemove = room.isOwner && room.record.status === 'active';
-  $('member-list').replaceChildren(...room.members.map((m) => h('li', { class: 'member', dataset: { testid: 'member', key: m.key } },
-    h('div', {},
-      h('span', { class: `sender role-${m.role}` }, m.owner ? (m.role === 'you' ? 'You (owner)' : 'Owner') : ROLE[m.role]),
-      h('code', { class: 'fp-full' }, m.fp || 'unknown key')),
-    canRemove && !m.owner ? h('button', {
-      type: 'button', class: 'danger small', dataset: { testid: 'remove-member' },
-      'aria-label': `Remove member ${m.fp}`, onclick: () => onRemove(m),
-    }, 'Remove') : null)));
+  const mine = room.members.find((m) => m.role === 'you')?.fp ?? '';
+  const nodes = room.members.map((m) => {
+    const verified = m.role !== 'you' && room.isVerified(m.key);
+    const safety = m.role !== 'you' && mine && m.fp ? safetyNumber(mine, m.fp) : '';
+    const version = JSON.stringify([room.id, m.key, m.role, m.fp, verified, safety, canRemove]);
+    const known = memberItems.get(m.key);
+    if (known?.version === version) return known.node;
+    const label = m.owner ? (m.role === 'you' ? 'You (owner)' : 'Owner') : ROLE[m.role];
+    const node = h('li', { class: 'member', dataset: { testid: 'member', key: m.key } },
+      h('div', {},
+        h('span', { class: `sender role-${m.role}` }, label),
+        verified ? h('span', { class: 'verified', dataset: { testid: 'verified' } }, ' ✓ verified') : null,
+        h('code', { class: 'fp-full' }, m.fp || 'unknown key'),
+        m.role === 'you' ? null : h('div', { class: 'member-actions' },
+          h('button', {
+            type: 'button', class: 'small', dataset: { testid: 'verify-member' }, 'aria-pressed': String(verified),
+            onclick: () => onVerify(m, !verified),
+          }, verified ? 'Verified ✓' : 'Mark verified'),
+          safety ? h('button', {
+            type: 'button', class: 'small', dataset: { testid: 'copy-safety', safety }, onclick: () => onCopySafety(safety),
+          }, 'Copy safety number') : null)),
+      canRemove && !m.owner ? h('button', {
+        type: 'button', class: 'danger small', dataset: { testid: 'remove-member' },
+        'aria-label': `Remove member ${m.fp}`, onclick: () => onRemove(m),
+      }, 'Remove') : null);
+    memberItems.set(m.key, { node, version });
+    return node;
+  });
+  for (const key of memberItems.keys()) if (!room.members.some((m) => m.key === key)) memberItems.delete(key);
+  placeChildren($('member-list'), nodes);
 }
 
 let toastTimer;
