@@ -38,8 +38,9 @@ def join_error(person):
     return person.js("const e = document.getElementById('join-error'); return e.hidden ? '' : e.textContent")
 
 
-def test_owner_lists_and_revokes_invites_and_a_failed_join_does_not_block(server, people):
-    owner = people("owner")
+@pytest.mark.parametrize("kind", ["chrome", "firefox"])
+def test_owner_lists_and_revokes_invites_and_a_failed_join_does_not_block(server, people, kind):
+    owner = people("owner", kind=kind)
     owner.open(server)
     owner.unlock("owner-password-1")
     owner.create_room("Invites")
@@ -55,7 +56,7 @@ def test_owner_lists_and_revokes_invites_and_a_failed_join_does_not_block(server
     owner.click("[data-testid=revoke-invite]")
     owner.wait("no open invite", lambda: open_invites(owner) == [] and owner.visible("no-invites"))
 
-    joiner = people("joiner")
+    joiner = people("joiner", kind=kind)
     joiner.open(first)
     joiner.unlock("joiner-password-1")
     owner_fp = owner.my_fingerprint()
@@ -108,14 +109,15 @@ def test_a_pending_join_is_listed_and_revoked(server, people):
     assert len(owner.members()) == 1
 
 
-def test_broken_and_foreign_links_say_what_to_do(server, people):
-    owner = people("owner")
+@pytest.mark.parametrize("kind", ["chrome", "firefox"])
+def test_broken_and_foreign_links_say_what_to_do(server, people, kind):
+    owner = people("owner", kind=kind)
     owner.open(server)
     owner.unlock("owner-password-1")
     owner.create_room("Links")
     link = owner.invite()
 
-    joiner = people("joiner")
+    joiner = people("joiner", kind=kind)
     joiner.open(link[:-7])  # cut short on the way
     joiner.unlock("joiner-password-1")
     joiner.wait("the broken-link error", lambda: "not a valid Hush invite" in join_error(joiner))
