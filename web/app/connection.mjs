@@ -161,7 +161,8 @@ export class Connection {
     try {
       await this.onOpen();
       this.attempt = 0;
-      if (this.state !== 'removed') this.setState('online');
+      // A room that ended while it loaded (a failed join, say) stopped its connection: not online.
+      if (this.state !== 'removed' && !this.stopped) this.setState('online');
     } catch (error) {
       if (error instanceof ServerError && error.code === 'removed') {
         this.setState('removed');

@@ -59,3 +59,20 @@ export async function acceptGrant(join, sealedB64) {
   const confirmation = await sealConfirmation(join.room, join.publicKey, grant.key, token);
   return { state, confirmation: bytesToBase64(confirmation) };
 }
+
+const INVITE_STATES = new Set(['open', 'requested', 'responded', 'confirmed']);
+const MAX_LISTED = 256;
+
+/**
+ * Owner: the server's `invites` reply (§4.3) → the open invites and pending joins, soonest to
+ * expire first: [{inviteId, expiresAt, state, key}] (`key` is the joiner, or null). Entries of
+ * another shape are left out; at most 256 are read.
+ */
+export function parseInviteList(reply) {
+  const list = Array.isArray(reply?.invites) ? reply.invites.slice(0, MAX_LISTED) : [];
+  return list.filter((e) => e && typeof e === 'object' && typeof e.inviteId === 'string' && e.inviteId.length <= 64 &&
+      Number.isSafeInteger(e.expiresAt) && e.expiresAt > 0 && INVITE_STATES.has(e.state) &&
+      (e.key === undefined || (typeof e.key === 'string' && e.key.length <= 128)))
+    .map((e) => ({ inviteId: e.inviteId, expiresAt: e.expiresAt, state: e.state, key: e.key ?? null }))
+    .sort((a, b) => a.expiresAt - b.expiresAt);
+}

@@ -2,10 +2,12 @@
 // store, runs one RoomClient per room (following the rooms other tabs add and remove), and
 // wires the page's controls to them.
 import { base64ToBytes, bytesToBase64Url, fingerprint, parsePublicKey } from '../themis/index.mjs';
-import { KeyStore, WrongPassword, requestPersistence, MAX_FILE_BYTES } from './store.mjs';
+import { KeyStore, WrongPassword, persistenceState, requestPersistence, MAX_FILE_BYTES } from './store.mjs';
 import { RoomClient, MAX_TEXT_CHARS } from './rooms.mjs';
-import { parseInviteFragment } from './formats.mjs';
-import { $, renderConnection, renderRoomList, renderRoom, renderMembers, toast } from './ui.mjs';
+import { parseInviteFragment, keyBytes } from './formats.mjs';
+import { $, renderConnection, renderRoomList, renderRoom, renderMembers, renderInvites, renderQr, atBottom, toast } from './ui.mjs';
+import { loadSettings, saveSettings, idleExpired } from './settings.mjs';
+import { clock } from './clock.mjs';
 import { PROTOCOL_VERSION } from './connection.mjs';
 import { checkCode } from './pinning.mjs';
 
@@ -16,8 +18,13 @@ const app = {
   current: null, // id of the open room
   codeRefused: false, // the server sent code that is not a signed release: nothing unlocks
   invite: null, // a parsed invite from the page's fragment
+  inviteBroken: false, // the page's fragment is not a valid invite link
   changed: (room) => scheduleRender(room),
-  isViewing: (room) => app.current === room.id && document.visibilityState === 'visible',
+  // Read means seen: the room is open, the tab visible and the list scrolled to its end.
+  isViewing: (room) => app.current === room.id && document.visibilityState === 'visible' && atBottom(),
+  notify: (room, event) => notify(room, event),
+  settings: loadSettings(),
+  lastActivity: clock.now(),
 };
 
 // ---- server identity (pinned: rooms remember the key they were made with) ----
@@ -54,6 +61,8 @@ function render() {
   const rooms = [...app.rooms.values()].sort((a, b) => a.record.createdAt - b.record.createdAt);
   const room = app.rooms.get(app.current);
   if (room && app.isViewing(room)) room.markRead();
+  // Scrolled up while messages arrive: they stay unread, below a "new messages" line.
+  else if (room && room.marker === null && room.unread() > 0) room.marker = room.record.lastRead;
   renderRoomList(rooms, app.current, openRoom);
   $('empty-room').hidden = Boolean(room) || !$('join-panel').hidden;
   $('room-pane').hidden = !room;
@@ -61,12 +70,13 @@ function render() {
   document.body.classList.toggle('show-room', Boolean(room) || !$('join-panel').hidden);
   if (room) {
     renderRoom(room, discardMessage);
-    renderMembers(room, removeMember);
+    renderMembers(room, { onRemove: removeMember, onVerify: verifyMember, onCopySafety: copySafety });
+    renderInvites(room, revokeInvite);
     renderConnection(room.connState, room.connDetail);
   } else {
     const states = rooms.filter((r) => r.record.status === 'active').map((r) => r.connState);
-    renderConnection(states.length === 0 ? 'online' : states.every((s) => s === 'online') ? 'online'
-      : states.includes('connecting') ? 'connecting' : 'offline');
+    if (states.length === 0) renderConnection(rooms.length ? 'inactive' : 'none'); // no room, no connection
+    else renderConnection(states.every((s) => s === 'online') ? 'online' : states.includes('connecting') ? 'connecting' : 'offline');
   }
   const unread = rooms.reduce((n, r) => n + r.unread(), 0);
   document.title = unread ? `(${unread}) Hush` : 'Hush';
@@ -74,11 +84,16 @@ function render() {
 
 function openRoom(id) {
   app.current = id;
+  const room = app.rooms.get(id);
+  // The "new messages" line goes after what was read before this visit; the list opens there.
+  if (room) room.marker = room.unread() ? room.record.lastRead : null;
   $('invite-panel').hidden = true;
   $('join-panel').hidden = true;
   render();
   const list = $('messages');
   list.scrollTop = list.scrollHeight;
+  if ($('new-marker')) $('new-marker').scrollIntoView({ block: 'start' });
+  scheduleRender(); // marks the room read if its end is in view
   if (window.matchMedia('(min-width: 760px)').matches) $('composer-input').focus();
 }
 
@@ -100,6 +115,11 @@ function syncRooms() {
     if (app.current === id) app.current = null;
   }
   for (const [id, record] of Object.entries(stored)) {
+    const room = app.rooms.get(id);
+    if (room && room.record.createdAt !== record.createdAt) { // a new join replaced a failed one
+      room.stop();
+      app.rooms.delete(id);
+    }
     if (app.rooms.has(id)) app.rooms.get(id).external();
     else addRoom(id, record);
   }
@@ -158,30 +178,75 @@ function unlocked() {
   $('app-view').hidden = false;
   $('lock-button').hidden = false;
   for (const [id, record] of Object.entries(app.store.data.rooms)) addRoom(id, record);
-  $('persist-state').textContent = 'asked the browser, waiting for its answer';
-  requestPersistence().then((result) => {
-    $('persist-state').textContent = { granted: 'granted', denied: 'not granted (the browser may clear it under pressure — export your keys)', unavailable: 'not available in this browser' }[result];
-    $('persist-state').dataset.state = result;
-  });
-  if (app.invite) showJoin();
+  showPersistence();
+  app.lastActivity = clock.now();
+  if (app.invite || app.inviteBroken) showJoin();
   render();
+  // Focus: the join panel takes it itself; else the first room, or the new room's name.
+  if (!app.invite && !app.inviteBroken) (document.querySelector('[data-testid=room-item]') ?? $('new-room-name')).focus();
+}
+
+const PERSISTENCE = {
+  granted: 'granted',
+  denied: 'not granted (the browser may clear it under pressure — export your keys)',
+  asked: 'not granted yet: asked the browser, which may ask you (until then, export your keys)',
+  unavailable: 'not available in this browser',
+};
+
+/**
+ * Says at once whether storage is persistent, then asks for it. Some browsers never answer the
+ * request (Firefox waits for a permission prompt): the line says it was asked, which is true.
+ */
+async function showPersistence() {
+  const show = (state) => {
+    $('persist-state').textContent = PERSISTENCE[state];
+    $('persist-state').dataset.state = state;
+  };
+  const now = await persistenceState();
+  show(now === 'not-granted' ? 'asked' : now);
+  if (now === 'not-granted') show(await requestPersistence());
 }
 
 // ---- join flow ----
 
+/** Reads the page's fragment as an invite link; false when there is none. */
+function readInvite() {
+  const fragment = location.hash.slice(1);
+  app.invite = null;
+  app.inviteBroken = false;
+  if (!fragment) return false;
+  try { app.invite = parseInviteFragment(fragment); } catch { app.inviteBroken = true; }
+  return true;
+}
+
 async function showJoin() {
   const invite = app.invite;
-  if (app.rooms.has(invite.room)) {
+  const earlier = invite && app.rooms.get(invite.room);
+  // A join that failed or was revoked does not stand in the way of a new invite to that room.
+  if (earlier && earlier.record.status === 'active') {
     clearInvite();
     return openRoom(invite.room);
   }
   app.current = null;
+  $('invite-panel').hidden = true;
   $('join-panel').hidden = false;
-  $('join-server-fp').textContent = invite.server;
+  $('join-details').hidden = !invite;
+  $('join-this-server-row').hidden = true;
+  $('join-replaces').hidden = !earlier;
   $('join-button').disabled = true;
   $('join-error').hidden = true;
-  $('join-check').textContent = 'Checking the server’s key…';
+  $('join-help').hidden = true;
+  delete $('join-check').dataset.ok;
   render();
+  if (!invite) {
+    $('join-cancel').focus();
+    return joinError('This link is not a valid Hush invite: part of it is missing or was changed on the way.',
+      'Ask the person who sent it to send the whole link again (copy it in full, or scan its QR code), then open it as it is.');
+  }
+  $('join-check').textContent = 'Checking the server’s key…';
+  $('join-server-fp').textContent = invite.server;
+  $('join-owner-fp').textContent = await fingerprint(keyBytes(invite.owner));
+  if (app.invite !== invite) return; // another link was opened meanwhile
   // Before anything is sent: the server must hold the key the invite names.
   if (app.server.protocol !== PROTOCOL_VERSION) {
     $('join-check').textContent = '';
@@ -189,7 +254,10 @@ async function showJoin() {
   }
   if (app.server.fingerprint !== invite.server) {
     $('join-check').textContent = '';
-    return joinError('This server’s key does not match the invite. Someone may be impersonating the server; nothing was sent.');
+    $('join-this-server-fp').textContent = app.server.fingerprint;
+    $('join-this-server-row').hidden = false;
+    return joinError('This server’s key does not match the invite, so nothing was sent.',
+      'If the invite was made on another Hush server, this is the wrong address: ask the sender for the server’s address and open the link there. If this is the address the sender gave you, someone may be impersonating the server: do not join, and tell the sender through another channel.');
   }
   $('join-check').textContent = '✓ The server’s key matches the invite.';
   $('join-check').dataset.ok = 'true';
@@ -197,14 +265,17 @@ async function showJoin() {
   $('join-name').focus();
 }
 
-function joinError(text) {
+function joinError(text, help = '') {
   $('join-error').textContent = text;
   $('join-error').hidden = false;
+  $('join-help').textContent = help;
+  $('join-help').hidden = !help;
   $('join-button').disabled = true;
 }
 
 function clearInvite() {
   app.invite = null;
+  app.inviteBroken = false;
   history.replaceState(null, '', location.pathname);
   $('join-panel').hidden = true;
 }
@@ -216,8 +287,15 @@ async function join() {
     const record = await RoomClient.joinRecord(app, app.invite, name.slice(0, 80));
     const id = app.invite.room;
     // The join secrets are stored before the room starts and sends `join`. Another tab may
-    // have started this join meanwhile: its record stays.
-    await app.store.update((data) => { data.rooms[id] ??= record; });
+    // have started this join meanwhile: its record stays. A failed or revoked one is replaced.
+    await app.store.update((data) => {
+      if (!data.rooms[id] || data.rooms[id].status !== 'active') data.rooms[id] = record;
+    });
+    const earlier = app.rooms.get(id);
+    if (earlier && earlier.record.createdAt !== app.store.data.rooms[id].createdAt) {
+      earlier.stop();
+      app.rooms.delete(id);
+    }
     clearInvite();
     addRoom(id, app.store.data.rooms[id]);
     openRoom(id);
@@ -285,6 +363,7 @@ async function makeInvite() {
   try {
     const link = await room.invite();
     $('invite-link').value = link;
+    renderQr($('invite-qr'), link);
     $('invite-panel').hidden = false;
     await copyInvite();
   } catch (error) {
@@ -301,7 +380,50 @@ async function copyInvite() {
     $('invite-status').textContent = 'Copied. It opens the join flow in any browser, once.';
   } catch {
     input.select();
-    $('invite-status').textContent = 'Selected — press Ctrl+C (⌘C) to copy. It works once.';
+    $('invite-status').textContent = window.matchMedia('(pointer: coarse)').matches
+      ? 'Selected — copy it from your device’s menu. It works once.'
+      : 'Selected — press Ctrl+C (⌘C) to copy. It works once.';
+  }
+}
+
+async function revokeInvite(entry) {
+  const room = app.rooms.get(app.current);
+  const what = entry.fp ? `the join of ${entry.fp}` : 'this invite';
+  if (!room || !confirm(`Revoke ${what}? The link stops working${entry.fp ? ' and the joiner is told' : ''}.`)) return;
+  try {
+    await room.revokeInvite(entry.inviteId);
+    toast('Invite revoked.');
+  } catch (error) {
+    toast(`Could not revoke: ${error.message}`);
+  }
+}
+
+function showMembers(open) {
+  $('members-button').setAttribute('aria-expanded', String(open));
+  const room = app.rooms.get(app.current);
+  if (open && room?.isOwner && room.record.phase === 'ready' && room.record.status === 'active') {
+    room.listInvites().catch((error) => toast(`Could not list the invites: ${error.message}`));
+  }
+  render();
+}
+
+async function verifyMember(member, verified) {
+  const room = app.rooms.get(app.current);
+  if (!room) return;
+  if (verified && !confirm(`Mark this key verified?\n\n${member.fp}\n\nOnly if the person read you this fingerprint (or the safety number) through another channel — in person, or on a call where you know their voice.`)) return;
+  try {
+    await room.setVerified(member.key, verified);
+  } catch (error) {
+    toast(`Could not save: ${error.message}`);
+  }
+}
+
+async function copySafety(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    toast('Safety number copied. Compare it with the other person through another channel.');
+  } catch {
+    toast(`Safety number: ${text}`);
   }
 }
 
@@ -334,6 +456,57 @@ async function leaveRoom() {
   await app.store.update((data) => { delete data.rooms[room.id]; });
   app.current = null;
   render();
+}
+
+// ---- settings: theme, notifications, auto-lock (web/app/settings.mjs) ----
+
+function applyTheme() {
+  if (app.settings.theme === 'system') delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = app.settings.theme;
+}
+
+function showSettings() {
+  $('theme-select').value = app.settings.theme;
+  $('autolock-select').value = String(app.settings.autolockMinutes);
+  $('notify-toggle').checked = app.settings.notify;
+  $('notify-text').checked = app.settings.notifyText;
+  $('notify-text').disabled = !app.settings.notify;
+}
+
+function changeSettings(change) {
+  app.settings = { ...app.settings, ...change };
+  saveSettings(app.settings);
+  applyTheme();
+  showSettings();
+}
+
+async function toggleNotifications() {
+  if (!$('notify-toggle').checked) return changeSettings({ notify: false });
+  if (!('Notification' in window)) {
+    toast('This browser cannot show notifications.');
+    return changeSettings({ notify: false });
+  }
+  const permission = Notification.permission === 'granted' ? 'granted' : await Notification.requestPermission();
+  if (permission !== 'granted') toast('The browser did not allow notifications for this page.');
+  changeSettings({ notify: permission === 'granted' });
+}
+
+/** A message from someone else arrived: a notification, only while the tab is hidden and if chosen. */
+function notify(room, event) {
+  if (!app.settings.notify || document.visibilityState !== 'hidden' || !('Notification' in window)) return;
+  if (Notification.permission !== 'granted') return;
+  const body = app.settings.notifyText ? String(event.text).slice(0, 200) : 'New message';
+  const note = new Notification(`Hush — ${room.record.name}`, { body, tag: room.id });
+  note.addEventListener('click', () => { window.focus(); openRoom(room.id); note.close(); });
+}
+
+/** Locks the key store (the page starts afresh) once idle for the chosen time. */
+function checkIdle() {
+  if (app.store && idleExpired(app.settings, app.lastActivity, clock.now())) lock();
+}
+
+function lock() {
+  location.replace(location.pathname);
 }
 
 // ---- key store file ----
@@ -420,6 +593,8 @@ function codeChanged(verdict) {
 // ---- start ----
 
 async function start() {
+  applyTheme();
+  showSettings();
   try {
     app.server = await readServer();
     $('server-fp').textContent = app.server.fingerprint;
@@ -432,17 +607,35 @@ async function start() {
   if (verdict.state === 'refused') return refuseCode(verdict.reason);
   if (app.codeRefused) return; // a new worker was refused meanwhile
   showRelease(verdict);
-  const fragment = location.hash.slice(1);
-  if (fragment) {
-    try { app.invite = parseInviteFragment(fragment); } catch (error) { lockError(error.message); }
-  }
+  readInvite();
+  // A link pasted into this tab's address bar changes only the fragment: no reload.
+  window.addEventListener('hashchange', () => {
+    if (readInvite() && app.store) showJoin();
+  });
   $('lock-form').addEventListener('submit', submitLock);
   $('import-open-lock').addEventListener('click', openImport);
   $('import-open').addEventListener('click', openImport);
   $('import-form').addEventListener('submit', importKeys);
   $('import-cancel').addEventListener('click', () => $('import-dialog').close());
   $('export-button').addEventListener('click', exportKeys);
-  $('lock-button').addEventListener('click', () => location.replace(location.pathname));
+  $('lock-button').addEventListener('click', lock);
+  $('theme-select').addEventListener('change', () => changeSettings({ theme: $('theme-select').value }));
+  $('autolock-select').addEventListener('change', () => {
+    app.lastActivity = clock.now();
+    changeSettings({ autolockMinutes: Number($('autolock-select').value) });
+  });
+  $('notify-toggle').addEventListener('change', toggleNotifications);
+  $('notify-text').addEventListener('change', () => changeSettings({ notifyText: $('notify-text').checked }));
+  for (const type of ['pointerdown', 'keydown', 'wheel', 'touchstart']) {
+    document.addEventListener(type, () => { app.lastActivity = clock.now(); }, { capture: true, passive: true });
+  }
+  setInterval(checkIdle, 5000);
+  $('messages').addEventListener('scroll', () => { if (app.store) scheduleRender(); }, { passive: true });
+  $('jump-latest').addEventListener('click', () => {
+    const list = $('messages');
+    list.scrollTop = list.scrollHeight;
+    scheduleRender();
+  });
   $('new-room-form').addEventListener('submit', createRoom);
   $('composer').addEventListener('submit', sendMessage);
   $('composer-input').addEventListener('keydown', (event) => {
@@ -454,16 +647,27 @@ async function start() {
   $('copy-invite').addEventListener('click', copyInvite);
   $('close-invite').addEventListener('click', () => { $('invite-panel').hidden = true; });
   $('leave-button').addEventListener('click', leaveRoom);
-  $('members-button').addEventListener('click', () => {
-    const open = $('members-button').getAttribute('aria-expanded') !== 'true';
-    $('members-button').setAttribute('aria-expanded', String(open));
-    render();
+  $('members-button').addEventListener('click', () => showMembers($('members-button').getAttribute('aria-expanded') !== 'true'));
+  $('close-members').addEventListener('click', () => { showMembers(false); $('members-button').focus(); });
+  document.addEventListener('keydown', (event) => {
+    if (event.key !== 'Escape' || $('members-panel').hidden || document.querySelector('dialog[open]')) return;
+    showMembers(false);
+    $('members-button').focus();
   });
+  // On a phone the panel lies over the room: a tap outside it closes it.
+  document.addEventListener('pointerdown', (event) => {
+    if ($('members-panel').hidden || !window.matchMedia('(max-width: 759px)').matches) return;
+    if (!event.target.closest('#members-panel, #members-button')) showMembers(false);
+  });
+  $('dismiss-notice').addEventListener('click', () => app.rooms.get(app.current)?.dismissError());
   $('join-button').addEventListener('click', join);
   $('join-cancel').addEventListener('click', () => { clearInvite(); render(); });
   $('back-button').addEventListener('click', () => { app.current = null; render(); });
   window.addEventListener('online', () => { for (const room of app.rooms.values()) room.connection.retryNow(); });
-  document.addEventListener('visibilitychange', () => { if (app.store) render(); });
+  document.addEventListener('visibilitychange', () => {
+    checkIdle();
+    if (app.store) render();
+  });
   await showLock();
 }
 

@@ -6,12 +6,12 @@
 // room's Web Lock, so one tab at a time does it, on the newest stored record.
 import { base64ToBytes, bytesToBase64, fingerprint, generateKeyPair } from '../themis/index.mjs';
 import { Connection, ConnectionClosed, ServerError } from './connection.mjs';
-import { keyBytes } from './formats.mjs';
+import { keyBytes, PayloadError } from './formats.mjs';
 import {
   newRoomState, restoreRoomState, durable, mergeDurable, isOwner, admit, forget, depart, syncMembers, syncFormer,
   compose, recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
 } from './room.mjs';
-import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant } from './joins.mjs';
+import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant, parseInviteList } from './joins.mjs';
 import {
   MAX_OUTBOX, newEntry, checkOutbox, committedSeq, unsent, nextToSend, needsSeal, failureAction, failureReason, afterStale,
 } from './outbox.mjs';
@@ -40,7 +40,8 @@ function roomSummary(hello, id) {
 }
 
 const JOIN_ERRORS = {
-  unknown_invite: 'This invite is not known to the server (wrong link, or the owner deleted the room).',
+  // The server deletes an invite once its join completed, was revoked or expired: all read the same.
+  unknown_invite: 'This invite is no longer open on the server: it was already used (invites work once), the owner revoked it, or the room was deleted. Ask the owner for a new invite.',
   invite_expired: 'This invite has expired. Ask the owner for a new one.',
   invite_used: 'This invite was already used. Invites work once; ask the owner for a new one.',
   limit_reached: 'The room or the server is full right now. Try again later.',
@@ -66,6 +67,9 @@ export class RoomClient {
     this.connDetail = '';
     this.wrapRequired = false;
     this.error = '';
+    this.errorDismissible = false; // an error the owner may hide (one that needs no action now)
+    this.invitesList = null; // the owner's open invites and joins, once asked (listInvites)
+    this.marker = null; // the page's "new messages" line goes after this seq (null: none)
     this.heldAt = null; // the epoch at which the server answered rotation_pending
     this.retryTimer = null;
     this.inLock = false;
@@ -146,6 +150,7 @@ export class RoomClient {
   }
 
   fail(error) {
+    this.errorDismissible = false;
     this.error = error instanceof ServerError ? `The server refused: ${error.message}` : String(error.message ?? error);
     this.changed();
   }
@@ -222,15 +227,18 @@ export class RoomClient {
   get isOwner() { return this.state ? isOwner(this.state) : false; }
   get myKey() { return this.state ? this.state.me : this.record.join.publicKey; }
 
-  /** Timeline items in order: what the server holds, then this room's unsent messages. */
+  /** Timeline items in order, each with a stable `key`: what the server holds, then this room's unsent messages. */
   timeline() {
     const held = this.state && this.heldAt === this.state.epoch;
     const waiting = (this.state ? unsent(this.outbox, this.state) : []).map((entry) => ({
-      kind: 'chat', id: entry.id, own: true, role: 'you', fp: knownFingerprint(this.myKey), text: entry.text, ts: entry.at,
+      key: `o${entry.id}`, kind: 'chat', id: entry.id, own: true, role: 'you', fp: knownFingerprint(this.myKey), text: entry.text, ts: entry.at,
       status: entry.failed !== null ? 'failed' : held ? 'held' : this.connState === 'online' ? 'pending' : 'offline',
       reason: entry.failed,
     }));
-    return [...[...this.items.values()].sort((a, b) => a.seq - b.seq || a.n - b.n), ...waiting];
+    const stored = [...this.items].map(([key, item]) => ({
+      ...item, key, verified: item.kind === 'chat' && !item.own && this.isVerified(item.from),
+    }));
+    return [...stored.sort((a, b) => a.seq - b.seq || a.n - b.n), ...waiting];
   }
 
   unread() {
@@ -383,6 +391,7 @@ export class RoomClient {
         if (event.type === 'rotation') this.wrapRequired = false;
         await this.addEvent(event);
         if (this.app.isViewing(this)) this.markRead();
+        if (event.type === 'chat' && !event.own) this.app.notify(this, event);
         break;
       }
       case 'member_joined': {
@@ -431,11 +440,16 @@ export class RoomClient {
         break;
       case 'join_revoked':
         if (push.room === this.id && this.record.phase === 'joining' && push.inviteId === this.record.join.inviteId) {
-          await this.ended('revoked', 'The owner revoked this invite. Ask the owner for a new one.');
+          // The owner's page also revokes a join it cannot read: one whose link carried another owner key.
+          await this.ended('revoked', 'The owner ended this join: they revoked the invite, or their page could not read your request, which happens when the link was altered on the way (its owner key is not the room owner’s). Ask the owner for a new link, through a channel you trust.');
         }
         break;
       default:
         return;
+    }
+    // The owner looks at the open invites: a join moved on, so the list did too.
+    if (this.invitesList && this.isOwner && ['join_request', 'join_confirm', 'member_joined'].includes(push.type)) {
+      this.listInvites().catch((error) => this.fail(error));
     }
     this.changed();
   }
@@ -446,13 +460,37 @@ export class RoomClient {
       if (!invite || typeof key !== 'string') return;
       // Every tab of the owner hears the request; one that answered at this epoch is enough.
       if (invite.answered && invite.joiner === key && invite.epoch === this.state.epoch) return;
-      const { sealed, remember } = await respondToJoin(this.state, invite, { joiner: key, joiningKey });
+      let answer;
+      try {
+        answer = await respondToJoin(this.state, invite, { joiner: key, joiningKey });
+      } catch (error) {
+        if (!(error instanceof PayloadError) || invite.joiningKey) throw error;
+        return this.refuseJoin(inviteId, key);
+      }
+      const { sealed, remember } = answer;
       const kept = (record) => record.invites[inviteId];
       await this.save((record) => { if (kept(record)) Object.assign(kept(record), remember, { answered: false }); });
       await this.request('join_response', { inviteId, sealed });
       await this.save((record) => { if (kept(record)) kept(record).answered = true; });
       this.line(`Someone is joining with an invite (${await keyFingerprint(key)})…`, 'join');
     });
+  }
+
+  /**
+   * Owner: a join request this key cannot read (its joining key was not encrypted to this room's
+   * owner key: the link's owner key was altered) can never complete. Its invite is revoked, so
+   * the joiner hears `join_revoked` instead of waiting, and the owner is told.
+   */
+  async refuseJoin(inviteId, key) {
+    try {
+      await this.request('revoke_invite', { inviteId });
+    } catch (error) {
+      if (!(error instanceof ServerError && error.code === 'unknown_invite')) throw error;
+    }
+    await this.save((record) => { delete record.invites[inviteId]; });
+    this.error = `A join request (${await keyFingerprint(key)}) could not be read: the invite link it came from was altered (its owner key is not yours). That invite is revoked; make a new one and send it through a channel you trust.`;
+    this.errorDismissible = true;
+    this.invitesList = null;
   }
 
   admitJoin({ inviteId, key, sealed }) {
@@ -668,8 +706,60 @@ export class RoomClient {
       const expiresAt = Math.floor(Date.now() / 1000) + INVITE_LIFETIME_S;
       await this.save((record) => { record.invites[made.inviteId] = { token: made.token, expiresAt }; });
       await this.request('invite', { inviteId: made.inviteId, expiresAt });
+      if (this.invitesList) this.listInvites().catch((error) => this.fail(error));
       return made.link;
     }, { rethrow: true });
+  }
+
+  /**
+   * Owner: the open invites and pending joins the server holds (`invites`, §4.3), with joiners'
+   * fingerprints. Outside the room's queue: a read, it need not wait behind a join in progress.
+   */
+  async listInvites() {
+    const list = parseInviteList(await this.request('invites'));
+    this.invitesList = await Promise.all(list.map(async (e) => ({ ...e, fp: e.key ? await keyFingerprint(e.key) : '' })));
+    this.changed();
+    return this.invitesList;
+  }
+
+  /**
+   * Owner: ends an invite and the join through it, if any (the joiner is told: `join_revoked`).
+   * Outside the queue too, so that a join this page is answering can be stopped.
+   */
+  async revokeInvite(inviteId) {
+    try {
+      await this.request('revoke_invite', { inviteId });
+    } catch (error) {
+      if (!(error instanceof ServerError && error.code === 'unknown_invite')) throw error; // gone already
+    }
+    await this.save((record) => { delete record.invites[inviteId]; });
+    this.invitesList = (this.invitesList ?? []).filter((e) => e.inviteId !== inviteId);
+    this.changed();
+  }
+
+  /**
+   * Whether this person marked `key` verified (compared its fingerprint with its holder through
+   * another channel). Local to this browser's key store; a key is one room's, so is the mark.
+   */
+  isVerified(key) {
+    const fp = knownFingerprint(key);
+    return Boolean(fp) && this.record.verified?.[key] === fp;
+  }
+
+  async setVerified(key, verified) {
+    const fp = await keyFingerprint(key);
+    await this.save((record) => {
+      record.verified = { ...record.verified };
+      if (verified && fp) record.verified[key] = fp;
+      else delete record.verified[key];
+    });
+    this.changed();
+  }
+
+  dismissError() {
+    this.error = '';
+    this.errorDismissible = false;
+    this.changed();
   }
 
   remove(key) {

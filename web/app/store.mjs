@@ -243,11 +243,19 @@ export class KeyStore {
   }
 }
 
-/** Asks the browser to keep our storage under pressure; returns 'granted', 'denied' or 'unavailable'. */
-export async function requestPersistence() {
-  if (!navigator.storage?.persist) return 'unavailable';
+/** Whether this origin's storage is persistent now: 'granted', 'not-granted' or 'unavailable'. */
+export async function persistenceState() {
+  if (!navigator.storage?.persisted || !navigator.storage?.persist) return 'unavailable';
   try {
-    if (await navigator.storage.persisted()) return 'granted';
+    return (await navigator.storage.persisted()) ? 'granted' : 'not-granted';
+  } catch {
+    return 'unavailable';
+  }
+}
+
+/** Asks for persistent storage: 'granted', 'denied' or 'unavailable' (a browser may never answer). */
+export async function requestPersistence() {
+  try {
     return (await navigator.storage.persist()) ? 'granted' : 'denied';
   } catch {
     return 'unavailable';
