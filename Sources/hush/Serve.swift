@@ -30,7 +30,7 @@ struct Serve: AsyncParsableCommand {
     var database: String?
 
     @Option(help: "The server key file to use instead of the data folder's server.key (env HUSH_SERVER_KEY): give every node of one database the same, so that clients pin one key whichever node answers. It must exist (copy a first node's server.key).")
-    var serverKey: String? = ProcessInfo.processInfo.environment["HUSH_SERVER_KEY"]
+    var serverKey: String?
 
     @Option(help: "Writes per SQLite transaction at most (group commit, one fsync per batch); 1 commits each on its own. For benchmarks; default \(SQLiteStore.defaultCommitBatch).")
     var commitBatch: Int?
@@ -125,7 +125,7 @@ struct Serve: AsyncParsableCommand {
         configuration.retention = Retention(days: retainDays, messages: retainMessages)
         configuration.host = host
         configuration.port = port
-        configuration.serverKeyFile = serverKey.map { URL(fileURLWithPath: $0) }
+        configuration.serverKeyFile = (serverKey ?? ProcessInfo.processInfo.environment["HUSH_SERVER_KEY"]).map { URL(fileURLWithPath: $0) }
         configuration.webRoot = (webRoot ?? ProcessInfo.processInfo.environment["HUSH_WEB_ROOT"]).map { URL(fileURLWithPath: $0) }
         let metrics = ServerMetrics()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))

@@ -247,12 +247,12 @@ public final class ServeProcess: @unchecked Sendable {
         let wantsMetrics = arguments.contains("--metrics-address")
         // Each time it prints, read the banner again; its output ending (it exited) or 30 s
         // without the banner is a failed start.
-        let started = try? await next(server.printed, timeout: .seconds(30)) { _ in
+        let started = (try? await next(server.printed, timeout: .seconds(30)) { _ in
             server.port = Self.port(after: "Hush is listening on http://127.0.0.1:", in: server.text) ?? 0
             server.metricsPort = Self.port(after: "Metrics on http://127.0.0.1:", in: server.text)
             return server.port != 0 && (!wantsMetrics || server.metricsPort != nil)
-        }
-        guard started != nil else {
+        }) != nil
+        guard started else {
             await server.stop()
             throw ServeFailure(description: "hush serve did not start: \(server.text)")
         }
