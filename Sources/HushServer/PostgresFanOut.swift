@@ -57,16 +57,18 @@ final class PostgresFanOut: Sendable {
     /// Records `effects` as the room's next event, to be handed over by this node once the
     /// transaction commits (`deliver`) and by the others when notified.
     func record(_ connection: PostgresConnection, room: String, effects: [ConnectionEffect]) async throws -> Event {
-        guard let seq = try await connection.query("UPDATE rooms SET event_seq = event_seq + 1 WHERE id = \(room) RETURNING event_seq",
-                                                   logger: logger).collect().first?.decode(Int.self) else {
+        let id = UUID().uuidString
+        let effectsJSON = ByteBuffer(bytes: try JSONEncoder().encode(effects))
+        // One round trip: number the event on the room's row, store it, notify (at commit).
+        guard let seq = try await connection.query("""
+            WITH numbered AS (UPDATE rooms SET event_seq = event_seq + 1 WHERE id = \(room) RETURNING event_seq),
+            stored AS (INSERT INTO node_events (room, event_seq, id, effects)
+                       SELECT \(room), event_seq, \(id), \(effectsJSON) FROM numbered RETURNING event_seq)
+            SELECT event_seq, pg_notify(\(Self.channel), \(room) || ' ' || event_seq || ' ' || \(id)) FROM stored
+            """, logger: logger).collect().first?.makeRandomAccess()["event_seq"].decode(Int.self) else {
             throw StoreError("the room of an event is gone")
         }
-        let event = Event(room: room, seq: seq, id: UUID().uuidString)
-        let effectsJSON = ByteBuffer(bytes: try JSONEncoder().encode(effects))
-        try await connection.query("""
-            INSERT INTO node_events (room, event_seq, id, effects) VALUES (\(room), \(seq), \(event.id), \(effectsJSON))
-            """, logger: logger)
-        try await connection.query("SELECT pg_notify(\(Self.channel), \(Self.notification(event)))", logger: logger)
+        let event = Event(room: room, seq: seq, id: id)
         state.withLockedValue { _ = $0.ownInFlight.insert(event.id) }
         return event
     }
@@ -231,9 +233,7 @@ final class PostgresFanOut: Sendable {
             """, logger: logger)
     }
 
-    // MARK: notification payload: "room seq id" (well under NOTIFY's 8000 bytes)
-
-    static func notification(_ event: Event) -> String { "\(event.room) \(event.seq) \(event.id)" }
+    // MARK: notification payload: "room seq id" (as `record` builds it; well under NOTIFY's 8000 bytes)
 
     static func event(fromNotification payload: String) -> Event? {
         let fields = payload.split(separator: " ", omittingEmptySubsequences: false)
