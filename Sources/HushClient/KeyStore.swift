@@ -91,6 +91,12 @@ public struct StoredRoom: Codable, Sendable, Equatable {
         public var seq: Int
     }
 
+    public struct StoredName: Codable, Sendable, Equatable {
+        public var key: String
+        public var name: String
+        public var seq: Int
+    }
+
     public struct PendingRotation: Codable, Sendable, Equatable {
         public var epoch: Int
         public var key: Base64Bytes
@@ -117,6 +123,9 @@ public struct StoredRoom: Codable, Sendable, Equatable {
     public var lastSeq: Int
     public var sentCounter: Int
     public var accepted: [Accepted]
+    /// Who is called what (docs/PROTOCOL.md §6.7): history is read only after `lastSeq`, so the
+    /// names read before are kept here. Absent in stores written before names.
+    public var names: [StoredName]?
     public var rotateEvery: Int
     public var invites: [Invite]
     public var joinRequests: [JoinRequestRecord]
@@ -179,6 +188,8 @@ public struct StoredRoom: Codable, Sendable, Equatable {
         var state = RoomState(room: room, owner: try ownerKey, me: try key, epoch: epoch, keys: keys, lastSeq: lastSeq,
                               sentCounter: sentCounter, accepted: accepted)
         for member in members { state.admit(key: member.key, signature: member.signature.bytes) }
+        state.restoreNames(Dictionary((names ?? []).map { ($0.key, RoomState.Naming(name: $0.name, seq: $0.seq)) },
+                                      uniquingKeysWith: { $0.seq >= $1.seq ? $0 : $1 }))
         return state
     }
 
@@ -195,6 +206,11 @@ public struct StoredRoom: Codable, Sendable, Equatable {
                 accepted.append(Accepted(from: from, counter: counter, seq: seq))
             }
         }
+        var named = Dictionary((names ?? []).map { ($0.key, $0) }, uniquingKeysWith: { $0.seq >= $1.seq ? $0 : $1 })
+        for (key, naming) in state.names where named[key].map({ $0.seq < naming.seq }) ?? true {
+            named[key] = StoredName(key: key, name: naming.name, seq: naming.seq)
+        }
+        names = named.isEmpty ? names : named.values.sorted { $0.key < $1.key }
         if let memberSignatures {
             members = memberSignatures.filter { state.members.contains($0.key) }.sorted { $0.key < $1.key }
         }
@@ -512,6 +528,6 @@ public struct KeyStoreFile: Sendable {
 extension StoredRoom {
     static let fieldNames: Set<String> = [
         "room", "name", "server", "serverKey", "role", "status", "privateKey", "owner", "epoch", "keys", "members",
-        "lastSeq", "sentCounter", "accepted", "rotateEvery", "invites", "joinRequests", "pendingRotation", "join", "createdAt",
+        "lastSeq", "sentCounter", "accepted", "names", "rotateEvery", "invites", "joinRequests", "pendingRotation", "join", "createdAt",
     ]
 }

@@ -27,6 +27,9 @@ public actor RoomClient {
         case joinRequested(key: String)
         /// A send is held until the owner's rotation after a departure (`rotation_pending`).
         case sendHeld
+        /// A key set its display name (docs/PROTOCOL.md §6.7); `previous` is the name it had.
+        /// Only names in force: one a later name already replaced is not news.
+        case named(seq: Int, from: String, name: String, previous: String?)
     }
 
     /// Owner: a join request as the server pushed it, kept so that the owner can answer it
@@ -77,6 +80,8 @@ public actor RoomClient {
     public var room: String { state.room }
     public var key: String { state.myKey }
     public var members: Set<String> { state.members }
+    /// Who is called what in this room (§6.7).
+    public var names: [String: RoomState.Naming] { state.names }
     public var inviteTokens: [[UInt8]] { Array(tokens.values) }
 
     /// Emit `chat` (with the sender's timestamp) instead of `message`.
@@ -285,6 +290,25 @@ public actor RoomClient {
     @discardableResult
     public func send(_ text: String, messageID: [UInt8] = RoomPayload.randomBytes(16), rotationWait: Duration = .seconds(60),
                      reserveCounter: (@Sendable (_ next: Int) async throws -> Int)? = nil) async throws -> Int {
+        try await post(.chat(text), messageID: messageID, rotationWait: rotationWait, reserveCounter: reserveCounter)
+    }
+
+    /// Sends a name message (§6.7): `name` must be canonical (`RoomState.canonicalName`). Sent,
+    /// it is this key's name at its seq. Everything else is as `send`.
+    @discardableResult
+    public func setName(_ name: String, messageID: [UInt8] = RoomPayload.randomBytes(16), rotationWait: Duration = .seconds(60),
+                        reserveCounter: (@Sendable (_ next: Int) async throws -> Int)? = nil) async throws -> Int {
+        guard RoomState.isCanonicalName(name) else { throw ClientError.rejected("a name is 1 to 64 characters, without control characters") }
+        return try await post(.name(name), messageID: messageID, rotationWait: rotationWait, reserveCounter: reserveCounter)
+    }
+
+    private enum Outgoing {
+        case chat(String)
+        case name(String)
+    }
+
+    private func post(_ outgoing: Outgoing, messageID: [UInt8], rotationWait: Duration,
+                      reserveCounter: (@Sendable (_ next: Int) async throws -> Int)?) async throws -> Int {
         var reseals = 0
         while true {
             if let reserveCounter { state.raiseCounter(to: try await reserveCounter(state.sentCounter + 1) - 1) }
@@ -292,11 +316,19 @@ public actor RoomClient {
             request.room = room
             request.epoch = state.epoch
             request.messageId = Base64Bytes(messageID)
-            request.payload = Base64Bytes(try state.compose(text: text, now: Int64(Date().timeIntervalSince1970 * 1000)))
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            switch outgoing {
+            case .chat(let text): request.payload = Base64Bytes(try state.compose(text: text, now: now))
+            case .name(let name): request.payload = Base64Bytes(try state.composeName(name, now: now))
+            }
             let counter = state.sentCounter
             do {
                 let seq = try await connection.request(request).seq ?? 0
-                state.recordSent(counter: counter, seq: seq)
+                if case .name(let name) = outgoing {
+                    state.recordSent(counter: counter, seq: seq, name: name)
+                } else {
+                    state.recordSent(counter: counter, seq: seq)
+                }
                 return seq
             } catch let error as HushError where reseals < Self.maxReseals && [.staleEpoch, .rotationPending].contains(error.code) {
                 reseals += 1
@@ -348,13 +380,13 @@ public actor RoomClient {
     /// every page, in order. Messages already read come back too: the caller asked for this
     /// stretch of history.
     public func history(after: Int? = nil) async throws -> [Event] {
-        try await readHistory(after: after).map(interpret)
+        try await readHistory(after: after).compactMap(interpret)
     }
 
-    private func readHistory(after: Int?) async throws -> [RoomState.Event] {
+    private func readHistory(after: Int?) async throws -> [RoomState.Reading] {
         let start = after ?? unreadAfter ?? state.lastSeq
         var after = start
-        var events: [RoomState.Event] = []
+        var events: [RoomState.Reading] = []
         while true {
             var request = WireMessage(type: "history")
             request.room = room
@@ -362,7 +394,7 @@ public actor RoomClient {
             let reply = try await connection.request(request)
             let asked = after
             for envelope in (reply.messages ?? []).prefix(Limits.standard.maxHistoryPage) {
-                events.append(state.receive(envelope))
+                events.append(state.read(envelope))
                 after = max(after, envelope.seq)
             }
             guard reply.more == true else { break }
@@ -410,7 +442,9 @@ public actor RoomClient {
     public func refresh() async throws {
         let hello = try await connection.request(WireMessage(type: "hello"))
         apply(hello.rooms?.first { $0.room == room })
-        for event in try await readHistory(after: nil) where !event.isDuplicate { sink.yield(interpret(event)) }
+        for reading in try await readHistory(after: nil) where !reading.isDuplicate {
+            if let event = interpret(reading) { sink.yield(event) }
+        }
     }
 
     private func apply(_ summary: RoomSummary?) {
@@ -471,9 +505,9 @@ public actor RoomClient {
         switch push.type {
         case "message":
             guard let envelope = Envelope(push: push) else { return }
-            let event = state.receive(envelope)
-            if case .rotated = event { wakeRotationWaiters() }
-            if !event.isDuplicate { sink.yield(interpret(event)) }
+            let reading = state.read(envelope)
+            if case .event(.rotated) = reading { wakeRotationWaiters() }
+            if !reading.isDuplicate, let event = interpret(reading) { sink.yield(event) }
         case "member_joined":
             guard let key = push.key, let signature = push.signature?.bytes, state.admit(key: key, signature: signature) else { return }
             memberSignatures[key] = signature
@@ -557,7 +591,13 @@ public actor RoomClient {
     /// Retries of a rate-limited request, 0.1 s after the first and doubling (≈ 6 s in all).
     static let rateLimitedAttempts = 6
 
-    private func interpret(_ event: RoomState.Event) -> Event {
+    private func interpret(_ reading: RoomState.Reading) -> Event? {
+        let event: RoomState.Event
+        switch reading {
+        case .name(let change):
+            return change.inForce ? .named(seq: change.seq, from: change.from, name: change.name, previous: change.previous) : nil
+        case .event(let read): event = read
+        }
         switch event {
         case .chat(let seq, let from, _, let ts, let text), .duplicate(let seq, let from, _, let ts, let text):
             return detailedMessages ? .chat(seq: seq, from: from, ts: ts, text: text) : .message(seq: seq, from: from, text: text)
@@ -567,6 +607,12 @@ public actor RoomClient {
     }
 }
 
-private extension RoomState.Event {
-    var isDuplicate: Bool { if case .duplicate = self { true } else { false } }
+private extension RoomState.Reading {
+    var isDuplicate: Bool {
+        switch self {
+        case .event(.duplicate): true
+        case .name(let change): change.duplicate
+        default: false
+        }
+    }
 }

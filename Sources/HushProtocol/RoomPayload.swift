@@ -20,6 +20,39 @@ public struct ChatMessage: Codable, Sendable, Equatable {
     }
 }
 
+/// Inner content of a name message (docs/PROTOCOL.md §6.7): a chat message's fields with
+/// `kind` "name" and the sender's display name instead of `text`.
+public struct NameMessage: Codable, Sendable, Equatable {
+    public var v = 1
+    public var kind = "name"
+    public var room: String
+    public var epoch: Int
+    public var counter: Int
+    public var ts: Int64
+    public var name: String
+
+    public init(room: String, epoch: Int, counter: Int, ts: Int64, name: String) {
+        self.room = room
+        self.epoch = epoch
+        self.counter = counter
+        self.ts = ts
+        self.name = name
+    }
+}
+
+/// What a sealed room message holds: a chat line (no `kind`, as in version 1) or a name.
+public enum RoomContent: Sendable, Equatable {
+    case chat(ChatMessage)
+    case name(NameMessage)
+
+    public var counter: Int {
+        switch self {
+        case .chat(let message): message.counter
+        case .name(let message): message.counter
+        }
+    }
+}
+
 /// Inner content of a rotation (docs/PROTOCOL.md §6.3) and of a join grant (§6.2).
 public struct RoomKeyGrant: Codable, Sendable, Equatable {
     public var v: Int? = 1
@@ -81,19 +114,49 @@ public enum RoomPayload {
         return try cell(roomKey).encrypt(signed, context: Statement.roomContext(room: message.room, epoch: message.epoch))
     }
 
+    public static func seal(_ message: NameMessage, roomKey: [UInt8], signer: ThemisPrivateKey) throws(ThemisError) -> [UInt8] {
+        let signed = try SecureMessage.sign(json(message), with: signer)
+        return try cell(roomKey).encrypt(signed, context: Statement.roomContext(room: message.room, epoch: message.epoch))
+    }
+
+    /// The fields every sealed room message has; `kind` tells a name (§6.7) from a chat line.
+    private struct Header: Decodable {
+        let v: Int
+        let kind: String?
+        let room: String
+        let epoch: Int
+        let counter: Int
+        let ts: Int64
+
+        enum CodingKeys: String, CodingKey { case v, kind, room, epoch, counter, ts }
+
+        init(from decoder: Decoder) throws {
+            let fields = try decoder.container(keyedBy: CodingKeys.self)
+            v = try fields.decode(Int.self, forKey: .v)
+            // Absent is a chat line; present it must be a string (`null` is not absent), as in JS.
+            kind = fields.contains(.kind) ? try fields.decode(String.self, forKey: .kind) : nil
+            room = try fields.decode(String.self, forKey: .room)
+            epoch = try fields.decode(Int.self, forKey: .epoch)
+            counter = try fields.decode(Int.self, forKey: .counter)
+            ts = try fields.decode(Int64.self, forKey: .ts)
+        }
+    }
+
     public static func open(_ payload: [UInt8], roomKey: [UInt8], room: String, epoch: Int,
-                            sender: ThemisPublicKey) throws(PayloadError) -> ChatMessage {
+                            sender: ThemisPublicKey) throws(PayloadError) -> RoomContent {
         guard let signed = try? cell(roomKey).decrypt(payload, context: Statement.roomContext(room: room, epoch: epoch))
         else { throw .undecryptable }
         guard let inner = try? SecureMessage.verify(signed, with: sender) else { throw .badSignature }
-        let message = try parse(ChatMessage.self, inner)
+        let header = try parse(Header.self, inner)
         // Version 1, a counter from 1 (§6.1), and numbers JSON keeps exact: the web client can
-        // hold no other, so neither client takes another.
-        guard message.v == 1, (0...RoomState.maxSeq).contains(message.epoch), (1...RoomState.maxSeq).contains(message.counter),
-              (0...Int64(RoomState.maxSeq)).contains(message.ts)
+        // hold no other, so neither client takes another. A `kind` other than "name" is no
+        // message either client knows.
+        guard header.v == 1, (0...RoomState.maxSeq).contains(header.epoch), (1...RoomState.maxSeq).contains(header.counter),
+              (0...Int64(RoomState.maxSeq)).contains(header.ts), header.kind == nil || header.kind == "name"
         else { throw .malformed }
-        guard message.room == room, message.epoch == epoch else { throw .wrongRoomOrEpoch }
-        return message
+        let content: RoomContent = header.kind == nil ? .chat(try parse(ChatMessage.self, inner)) : .name(try parse(NameMessage.self, inner))
+        guard header.room == room, header.epoch == epoch else { throw .wrongRoomOrEpoch }
+        return content
     }
 
     // MARK: rotations

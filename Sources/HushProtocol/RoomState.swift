@@ -1,3 +1,4 @@
+import Foundation
 import ThemisKit
 
 /// A member's end-to-end view of one room: keys per epoch, admitted members, replay counters.
@@ -42,6 +43,36 @@ public struct RoomState: Sendable {
         }
     }
 
+    /// A name message read (docs/PROTOCOL.md §6.7). `previous` is the sender's name in force
+    /// before it (nil: none); `inForce` whether it is the sender's name now (false when a name at
+    /// a later seq is already known). A duplicate (the same message at the same seq) changes nothing.
+    public struct NameChange: Sendable, Equatable {
+        public let seq: Int
+        public let from: String
+        public let counter: Int
+        public let ts: Int64
+        public let name: String
+        public let previous: String?
+        public let inForce: Bool
+        public let duplicate: Bool
+    }
+
+    /// What one envelope meant: a chat, rotation, duplicate or refusal, or a name.
+    public enum Reading: Sendable, Equatable {
+        case event(Event)
+        case name(NameChange)
+    }
+
+    /// A key's display name and the seq of the message that set it.
+    public struct Naming: Sendable, Equatable, Codable {
+        public let name: String
+        public let seq: Int
+        public init(name: String, seq: Int) {
+            self.name = name
+            self.seq = seq
+        }
+    }
+
     public let room: String
     public let owner: ThemisPublicKey
     public let me: ThemisPrivateKey
@@ -53,6 +84,8 @@ public struct RoomState: Sendable {
     /// `seq <= until` stay valid, later ones are from a non-member (docs/PROTOCOL.md §4.1).
     public private(set) var former: [String: FormerMember] = [:]
     public private(set) var lastSeq = 0
+    /// Who is called what (§6.7): each key's name from its latest name message by seq.
+    public private(set) var names: [String: Naming] = [:]
     private var myCounter = 0
     /// The sequence number each (sender, counter) was first accepted at: the same message
     /// again (history after a push) is a duplicate, the same counter at another seq a replay.
@@ -165,16 +198,95 @@ public struct RoomState: Sendable {
     /// Records this key's own message once the server assigned its seq (it is not pushed back
     /// to the sending connection): read again through history it is a duplicate, as in the
     /// web client (`recordSent` in room.mjs).
-    public mutating func recordSent(counter: Int, seq: Int) {
+    /// `name`: the message was a name message, now this key's name at that seq.
+    public mutating func recordSent(counter: Int, seq: Int, name: String? = nil) {
         guard (1...Self.maxSeq).contains(seq) else { return }
         accepted[myKey, default: [:]][counter] = seq
         lastSeq = max(lastSeq, seq)
+        if let name, Self.isCanonicalName(name) { _ = setName(name, of: myKey, seq: seq) }
     }
 
     /// Moves the counter forward (never back): the next message uses `counter + 1`. A key
     /// store that reserved a counter for this key hands it over here.
     public mutating func raiseCounter(to counter: Int) {
         myCounter = max(myCounter, counter)
+    }
+
+    // MARK: names (docs/PROTOCOL.md §6.7)
+
+    /// The longest name, in Unicode scalars.
+    public static let maxNameScalars = 64
+
+    /// White space trimmed from both ends of a name: the characters of JavaScript's `\s`, so that
+    /// both clients trim alike.
+    static func isNameSpace(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x09...0x0D, 0x20, 0xA0, 0x1680, 0x2000...0x200A, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000, 0xFEFF: true
+        default: false
+        }
+    }
+
+    /// Characters no name holds: C0 and C1 controls, line and paragraph separators, bidi
+    /// controls (they reorder what is shown around them), the zero-width space and the BOM.
+    static func isRefusedInName(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x00...0x1F, 0x7F...0x9F, 0x061C, 0x200B, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A...0x202E, 0x2066...0x2069, 0xFEFF: true
+        default: false
+        }
+    }
+
+    /// The one name rule (§6.7): white space trimmed from both ends, NFC, then 1 to 64 scalars
+    /// and none refused. Returns the name as it is sent, or nil when it is refused. A name read
+    /// from a message must already be in this form (`isCanonicalName`).
+    public static func canonicalName(_ input: String) -> String? {
+        let scalars = Array(input.unicodeScalars)
+        guard let first = scalars.firstIndex(where: { !isNameSpace($0) }),
+              let last = scalars.lastIndex(where: { !isNameSpace($0) }) else { return nil }
+        var trimmed = String.UnicodeScalarView()
+        trimmed.append(contentsOf: scalars[first...last])
+        let name = String(trimmed).precomposedStringWithCanonicalMapping
+        guard (1...maxNameScalars).contains(name.unicodeScalars.count), !name.unicodeScalars.contains(where: isRefusedInName) else {
+            return nil
+        }
+        return name
+    }
+
+    /// Whether `name` is exactly its canonical form, scalar for scalar (Swift's `==` would call
+    /// a decomposed name equal to its NFC form; the web client's `===` would not).
+    public static func isCanonicalName(_ name: String) -> Bool {
+        canonicalName(name).map { $0.unicodeScalars.elementsEqual(name.unicodeScalars) } ?? false
+    }
+
+    /// The name `key` gave itself, if any.
+    public func name(of key: String) -> String? { names[key]?.name }
+
+    /// Whether another key of this room (a member or a former one) holds the same name as `key`:
+    /// names are self-chosen, so the clients mark them and show the fingerprint beside.
+    public func sharesName(_ key: String) -> Bool {
+        guard let mine = names[key]?.name else { return false }
+        return names.contains { $0.key != key && $0.value.name.unicodeScalars.elementsEqual(mine.unicodeScalars) }
+    }
+
+    /// Takes names kept by a key store: each must be canonical, from a known seq; the latest wins.
+    public mutating func restoreNames(_ saved: [String: Naming]) {
+        for (key, naming) in saved where Self.isCanonicalName(naming.name) && (1...Self.maxSeq).contains(naming.seq) {
+            if names[key].map({ $0.seq < naming.seq }) ?? true { names[key] = naming }
+        }
+    }
+
+    /// Applies a name at `seq` unless a later one is known; returns the name in force before.
+    private mutating func setName(_ name: String, of key: String, seq: Int) -> (previous: String?, inForce: Bool) {
+        let previous = names[key]
+        guard previous.map({ $0.seq < seq }) ?? true else { return (previous?.name, previous?.seq == seq) }
+        names[key] = Naming(name: name, seq: seq)
+        return (previous?.name, true)
+    }
+
+    /// Seals this key's next name message: `name` must be canonical (`canonicalName`).
+    public mutating func composeName(_ name: String, now: Int64) throws -> [UInt8] {
+        guard Self.isCanonicalName(name) else { throw PayloadError.malformed }
+        myCounter += 1
+        return try RoomPayload.seal(NameMessage(room: room, epoch: epoch, counter: myCounter, ts: now, name: name), roomKey: currentKey, signer: me)
     }
 
     /// Seals the next chat message of this key.
@@ -220,24 +332,33 @@ public struct RoomState: Sendable {
     /// (`parseEnvelope`), so that both refuse exactly the same envelopes.
     static let maxFromLength = 128
 
-    /// Interprets one envelope from the server (push or history). One that is not well formed
-    /// (another room, a sequence number, epoch or time out of range, an oversized `from`, an
-    /// unknown kind) changes nothing, not even `lastSeq`.
+    /// `read` for a caller that follows the chat only (the relay benchmark): a name message is
+    /// no chat news to it, so it comes back as a duplicate would, carrying the name as its text.
     public mutating func receive(_ envelope: Envelope) -> Event {
-        guard envelope.room == room, (1...Self.maxSeq).contains(envelope.seq), (0...Self.maxSeq).contains(envelope.epoch),
-              (0...Int64(Self.maxSeq)).contains(envelope.at), envelope.from.utf16.count <= Self.maxFromLength,
-              ["message", "rotation"].contains(envelope.kind) else {
-            return .rejected(seq: envelope.seq, reason: .malformed)
-        }
-        lastSeq = max(lastSeq, envelope.seq)
-        switch envelope.kind {
-        case "rotation": return receiveRotation(envelope)
-        default: return receiveChat(envelope)
+        switch read(envelope) {
+        case .event(let event): event
+        case .name(let change): .duplicate(seq: change.seq, from: change.from, counter: change.counter, ts: change.ts, text: change.name)
         }
     }
 
-    private mutating func receiveChat(_ envelope: Envelope) -> Event {
-        let reject = { (reason: Reason) in Event.rejected(seq: envelope.seq, reason: reason) }
+    /// Interprets one envelope from the server (push or history). One that is not well formed
+    /// (another room, a sequence number, epoch or time out of range, an oversized `from`, an
+    /// unknown kind) changes nothing, not even `lastSeq`.
+    public mutating func read(_ envelope: Envelope) -> Reading {
+        guard envelope.room == room, (1...Self.maxSeq).contains(envelope.seq), (0...Self.maxSeq).contains(envelope.epoch),
+              (0...Int64(Self.maxSeq)).contains(envelope.at), envelope.from.utf16.count <= Self.maxFromLength,
+              ["message", "rotation"].contains(envelope.kind) else {
+            return .event(.rejected(seq: envelope.seq, reason: .malformed))
+        }
+        lastSeq = max(lastSeq, envelope.seq)
+        switch envelope.kind {
+        case "rotation": return .event(receiveRotation(envelope))
+        default: return receiveMessage(envelope)
+        }
+    }
+
+    private mutating func receiveMessage(_ envelope: Envelope) -> Reading {
+        let reject = { (reason: Reason) in Reading.event(.rejected(seq: envelope.seq, reason: reason)) }
         let formerMember = former[envelope.from].map { envelope.seq <= $0.until } ?? false
         guard envelope.from == KeyID.json(owner) || members.contains(envelope.from) || envelope.from == myKey || formerMember else {
             return reject(.notMember)
@@ -246,19 +367,34 @@ public struct RoomState: Sendable {
         guard let payload = envelope.payload?.bytes, let sender = try? KeyID.key(fromJSON: envelope.from) else {
             return reject(.malformed)
         }
-        let message: ChatMessage
+        let content: RoomContent
         do {
-            message = try RoomPayload.open(payload, roomKey: key, room: room, epoch: envelope.epoch, sender: sender)
+            content = try RoomPayload.open(payload, roomKey: key, room: room, epoch: envelope.epoch, sender: sender)
         } catch {
             return reject(Reason(error))
         }
-        if let seq = accepted[envelope.from]?[message.counter] {
+        // A name outside the one rule is refused like any malformed content, before it counts.
+        if case .name(let message) = content, !Self.isCanonicalName(message.name) { return reject(.malformed) }
+        let duplicate: Bool
+        if let seq = accepted[envelope.from]?[content.counter] {
             guard seq == envelope.seq else { return reject(.replay) }
-            return .duplicate(seq: envelope.seq, from: envelope.from, counter: message.counter, ts: message.ts, text: message.text)
+            duplicate = true
+        } else {
+            duplicate = false
+            accepted[envelope.from, default: [:]][content.counter] = envelope.seq
+            if envelope.from == myKey { myCounter = max(myCounter, content.counter) }
         }
-        accepted[envelope.from, default: [:]][message.counter] = envelope.seq
-        if envelope.from == myKey { myCounter = max(myCounter, message.counter) }
-        return .chat(seq: envelope.seq, from: envelope.from, counter: message.counter, ts: message.ts, text: message.text)
+        switch content {
+        case .chat(let message):
+            return .event(duplicate
+                ? .duplicate(seq: envelope.seq, from: envelope.from, counter: message.counter, ts: message.ts, text: message.text)
+                : .chat(seq: envelope.seq, from: envelope.from, counter: message.counter, ts: message.ts, text: message.text))
+        case .name(let message):
+            let (previous, inForce) = duplicate ? (names[envelope.from]?.name, names[envelope.from]?.seq == envelope.seq)
+                                                : setName(message.name, of: envelope.from, seq: envelope.seq)
+            return .name(NameChange(seq: envelope.seq, from: envelope.from, counter: message.counter, ts: message.ts, name: message.name,
+                                    previous: previous, inForce: inForce, duplicate: duplicate))
+        }
     }
 
     private mutating func receiveRotation(_ envelope: Envelope) -> Event {

@@ -201,6 +201,33 @@ public actor ChatSession {
         return seq
     }
 
+    /// Sets (or changes) this key's display name in the room (docs/PROTOCOL.md §6.7): trimmed,
+    /// NFC, refused when empty, over 64 characters or holding a control character. Returns the
+    /// name as sent.
+    @discardableResult
+    public func setName(_ input: String) async throws -> String {
+        guard let name = RoomState.canonicalName(input) else {
+            throw ChatError("a name is 1 to 64 characters (after trimming spaces), without control or bidi characters")
+        }
+        do {
+            let seq = try await client.setName(name, reserveCounter: { next in try await self.reserveCounter(next) })
+            ownSeqs.insert(seq)
+        } catch let error as HushError where error.code == .roomFull || error.code == .serverFull {
+            throw ChatError("name not sent: the room or the server is out of space (\(error.code.rawValue))")
+        }
+        sinceRotation += 1
+        try await persist(force: true)
+        return name
+    }
+
+    /// Owner: a member was admitted. A joiner reads history only from the last rotation before
+    /// it joined, so the owner's name (set earlier, perhaps) is sent again now: the new member
+    /// sees who invited them. Nothing when the owner has no name.
+    private func announceName(to member: String) async {
+        guard isOwner, member != me, let name = await client.state.name(of: me) else { return }
+        _ = try? await setName(name)
+    }
+
     /// Owner: a new room key now. The key is saved before the rotation is sent. When another
     /// client of this owner (a running `open`, a second process) rotated first, the client has
     /// caught up with that rotation and nothing is left to do: returns 0.
@@ -325,6 +352,9 @@ public actor ChatSession {
             + (await client.members.sorted()).map { ($0, Format.fingerprint(ofKey: $0), "member") }
     }
 
+    /// The room as this key reads it now: who is called what, for display.
+    public var roomState: RoomState { get async { await client.state } }
+
     /// Messages since the last one seen (or, with `all`, everything readable).
     public func catchUp(all: Bool = false) async throws -> [RoomClient.Event] {
         let events = try await client.history(after: all ? 0 : record.lastSeq)
@@ -347,6 +377,12 @@ public actor ChatSession {
         case .chat, .message:
             sinceRotation += 1
             try? await persist(force: false)
+        case .named:
+            sinceRotation += 1
+            try? await persist(force: true)
+        case .memberJoined(let key):
+            try? await persist(force: true)
+            await announceName(to: key)
         case .rotationDue:
             if isOwner { _ = try? await rotate() }
         case .memberLeft, .memberGone:
@@ -365,7 +401,7 @@ public actor ChatSession {
 
     static func seq(of event: RoomClient.Event) -> Int? {
         switch event {
-        case .chat(let seq, _, _, _), .message(let seq, _, _), .rotated(let seq, _), .rejected(let seq, _): seq
+        case .chat(let seq, _, _, _), .message(let seq, _, _), .rotated(let seq, _), .rejected(let seq, _), .named(let seq, _, _, _): seq
         default: nil
         }
     }

@@ -34,9 +34,21 @@ public enum Format {
         return String(format: "%02d:%02d:%02d", parts.hour ?? 0, parts.minute ?? 0, parts.second ?? 0)
     }
 
-    /// One printable line per event (nil: nothing to show).
-    public static func line(_ event: RoomClient.Event, me: String, timeZone: TimeZone = .current) -> String? {
-        let who = { (key: String) in key == me ? "\(short(key)) (you)" : short(key) }
+    /// A key as the terminal shows it: the short fingerprint, then the name the key gave itself
+    /// (docs/PROTOCOL.md §6.7) in quotes, never the name alone: names are self-chosen and anyone
+    /// can take any name. A name another key of the room also holds is marked.
+    public static func who(_ key: String, me: String, room: RoomState?) -> String {
+        var shown = short(key)
+        if let name = room?.name(of: key) {
+            shown += " \"\(sanitize(name))\""
+            if room?.sharesName(key) == true { shown += " [same name as another key]" }
+        }
+        return key == me ? shown + " (you)" : shown
+    }
+
+    /// One printable line per event (nil: nothing to show). `room` supplies the names.
+    public static func line(_ event: RoomClient.Event, me: String, room: RoomState? = nil, timeZone: TimeZone = .current) -> String? {
+        let who = { (key: String) in Self.who(key, me: me, room: room) }
         switch event {
         case .chat(_, let from, let ts, let text):
             return "[\(clock(ts, timeZone: timeZone))] <\(who(from))> \(sanitize(text))"
@@ -53,7 +65,22 @@ public enum Format {
         case .rejected(let seq, let reason): return "! message #\(seq) dropped: \(reason)"
         case .removed: return "* you were removed from this room"
         case .roomDeleted: return "* the room was deleted"
+        case .named(_, let from, let name, let previous):
+            let key = short(from) + (from == me ? " (you)" : "")
+            guard let previous else { return "* \(key) set the name \"\(sanitize(name))\"" }
+            if previous.unicodeScalars.elementsEqual(name.unicodeScalars) { return nil }
+            return "* \(key) \"\(sanitize(previous))\" is now called \"\(sanitize(name))\""
         }
+    }
+
+    /// One line of `members`: the full fingerprint, the role, then the name the key gave itself.
+    public static func memberLine(_ member: (key: String, fingerprint: String, role: String), me: String, room: RoomState?) -> String {
+        var line = "\(member.fingerprint)  \(member.role)"
+        if let name = room?.name(of: member.key) {
+            line += "  \"\(sanitize(name))\""
+            if room?.sharesName(member.key) == true { line += " [same name as another key]" }
+        }
+        return member.key == me ? line + " (you)" : line
     }
 
     /// An invite's short id for people: its first 6 bytes in hex (never mistaken for an option).
@@ -78,14 +105,30 @@ public enum Format {
         public var epoch: Int?
         public var reason: String?
         public var count: Int?
+        /// The sender's name (§6.7): for a message, its name now; for `named`, the name set.
+        public var name: String?
+        /// For `named`: the name before (absent: none); `sameName`: another key holds it too.
+        public var previous: String?
+        public var sameName: Bool?
     }
 
-    public static func json(_ event: RoomClient.Event) -> JSONEvent {
+    public static func json(_ event: RoomClient.Event, room: RoomState? = nil) -> JSONEvent {
+        let named = { (key: String, event: JSONEvent) -> JSONEvent in
+            var event = event
+            event.name = room?.name(of: key)
+            if event.name != nil { event.sameName = room?.sharesName(key) }
+            return event
+        }
         switch event {
         case .chat(let seq, let from, let ts, let text):
-            return JSONEvent(type: "message", seq: seq, from: fingerprint(ofKey: from), key: from, ts: ts, text: text)
+            return named(from, JSONEvent(type: "message", seq: seq, from: fingerprint(ofKey: from), key: from, ts: ts, text: text))
         case .message(let seq, let from, let text):
-            return JSONEvent(type: "message", seq: seq, from: fingerprint(ofKey: from), key: from, text: text)
+            return named(from, JSONEvent(type: "message", seq: seq, from: fingerprint(ofKey: from), key: from, text: text))
+        case .named(let seq, let from, let name, let previous):
+            var event = named(from, JSONEvent(type: "named", seq: seq, from: fingerprint(ofKey: from), key: from))
+            event.name = name
+            event.previous = previous
+            return event
         case .rotated(let seq, let epoch): return JSONEvent(type: "rotated", seq: seq, epoch: epoch)
         case .memberJoined(let key): return JSONEvent(type: "member_joined", from: fingerprint(ofKey: key), key: key)
         case .memberLeft(let key): return JSONEvent(type: "member_left", from: fingerprint(ofKey: key), key: key)
@@ -133,6 +176,7 @@ public enum LineCommand: Sendable, Equatable {
     case members
     case remove(String)
     case rotate
+    case name(String)
     case history
     case help
     case quit
@@ -152,6 +196,7 @@ public enum LineCommand: Sendable, Equatable {
         case "members", "who": return .members
         case "remove", "kick": return argument.isEmpty ? .unknown("/remove needs a member's fingerprint (prefix)") : .remove(argument)
         case "rotate": return .rotate
+        case "name", "nick": return argument.isEmpty ? .unknown("/name needs your name in this room") : .name(argument)
         case "history": return .history
         case "help", "?": return .help
         case "quit", "exit", "q": return .quit
@@ -164,6 +209,7 @@ public enum LineCommand: Sendable, Equatable {
                   /members list the members with their fingerprints
                   /remove FINGERPRINT  remove a member, by fingerprint prefix (owner)
                   /rotate  rotate the room key now (owner)
+                  /name NAME  set or change your name in this room (members see it beside your fingerprint)
                   /history show the whole readable history
                   /quit    leave the chat (the room stays)
                   //text   send a line that starts with /

@@ -14,7 +14,7 @@ struct Chat: AsyncParsableCommand {
             name or the room id (see `hush chat list`).
             """,
         subcommands: [New.self, Invite.self, Invites.self, Revoke.self, Join.self, Open.self, Send.self, Read.self, List.self, Members.self, Remove.self,
-                      Rotate.self])
+                      Rotate.self, Name.self])
 }
 
 struct StoreOption: ParsableArguments {
@@ -119,15 +119,19 @@ extension Chat {
         func run() async throws {
             try await reportingErrors {
                 try await withSession(store: options.store, room: room) { session in
-                    let show: @Sendable (RoomClient.Event) -> Void = { [json] event in
-                        if json { printOut(Format.jsonLine(Format.json(event))) } else if let line = Format.line(event, me: session.me) {
+                    let show: @Sendable (RoomClient.Event, RoomState) -> Void = { [json] event, room in
+                        if json {
+                            printOut(Format.jsonLine(Format.json(event, room: room)))
+                        } else if let line = Format.line(event, me: session.me, room: room) {
                             printOut(line)
                         }
                     }
-                    for event in try await session.catchUp(all: all) { show(event) }
+                    let events = try await session.catchUp(all: all)
+                    let room = await session.roomState
+                    for event in events { show(event, room) }
                     if follow {
                         if !json { printErr("following \(await session.record.name); Ctrl-C to stop") }
-                        await followEvents(session) { event in show(event) }
+                        await followEvents(session) { event, room in show(event, room) }
                     }
                 }
             }
@@ -196,8 +200,9 @@ extension Chat {
         func run() async throws {
             try await reportingErrors {
                 try await withSession(store: options.store, room: room) { session in
+                    let state = await session.roomState
                     for member in await session.members() {
-                        printOut("\(member.fingerprint)  \(member.role)\(member.key == session.me ? " (you)" : "")")
+                        printOut(Format.memberLine(member, me: session.me, room: state))
                     }
                 }
             }
@@ -215,6 +220,24 @@ extension Chat {
                 try await withSession(store: options.store, room: room) { session in
                     let removed = try await session.remove(prefix: member)
                     printOut("removed \(Format.fingerprint(ofKey: removed)); the room key was rotated")
+                }
+            }
+        }
+    }
+
+    struct Name: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set or change your name in a room; members see it beside your fingerprint.",
+            discussion: "1 to 64 characters after trimming spaces, without control or bidi characters; sent sealed, so the server never sees it.")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Room name or id.") var room: String
+        @Argument(parsing: .remaining, help: "Your name (words are joined by spaces).") var name: [String]
+
+        func run() async throws {
+            try await reportingErrors {
+                try await withSession(store: options.store, room: room) { session in
+                    let sent = try await session.setName(name.joined(separator: " "))
+                    printOut("your name in \(await session.record.name) is now \"\(Format.sanitize(sent))\"")
                 }
             }
         }
@@ -244,13 +267,13 @@ func inviteSeconds(_ hours: Double) throws -> Int64 {
 /// Feeds live events to `show` until the room closes for this key, SIGINT or SIGTERM. The
 /// session saves what it must as events come; the unsaved rest is written on the way out.
 func followEvents(_ session: ChatSession, until stop: AsyncStream<Void>? = nil,
-                  show: @escaping @Sendable (RoomClient.Event) -> Void) async {
+                  show: @escaping @Sendable (RoomClient.Event, RoomState) -> Void) async {
     let signals = SignalWatcher.shared.stream()
     await withTaskGroup(of: Void.self) { group in
         group.addTask {
             for await event in session.client.events {
                 guard let event = await session.handle(event) else { continue }
-                show(event)
+                show(event, await session.roomState)
                 if event == .removed || event == .roomDeleted { return }
             }
         }

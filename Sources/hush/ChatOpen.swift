@@ -18,8 +18,10 @@ extension Chat {
                 try await withSession(store: options.store, room: room) { session in
                     let record = await session.record
                     printOut("* \(record.name) (\(record.role.rawValue)); you are \(Format.short(session.me)); /help for commands, /quit to leave")
-                    for event in try await session.catchUp() {
-                        if let line = Format.line(event, me: session.me) { printOut(line) }
+                    let events = try await session.catchUp()
+                    let state = await session.roomState
+                    for event in events {
+                        if let line = Format.line(event, me: session.me, room: state) { printOut(line) }
                     }
                     let (quit, quitSink) = AsyncStream.makeStream(of: Void.self)
                     let input = Task {
@@ -28,8 +30,8 @@ extension Chat {
                         }
                         quitSink.yield()
                     }
-                    await followEvents(session, until: quit) { event in
-                        if let line = Format.line(event, me: session.me) { printOut(line) }
+                    await followEvents(session, until: quit) { event, room in
+                        if let line = Format.line(event, me: session.me, room: room) { printOut(line) }
                     }
                     input.cancel()
                 }
@@ -47,13 +49,17 @@ extension Chat {
                 case .say(let text):
                     try await session.send(text)
                     printOut(Format.line(.chat(seq: 0, from: session.me, ts: Int64(Date().timeIntervalSince1970 * 1000), text: text),
-                                         me: session.me) ?? "")
+                                         me: session.me, room: await session.roomState) ?? "")
+                case .name(let name):
+                    let sent = try await session.setName(name)
+                    printOut("* your name in this room is now \"\(Format.sanitize(sent))\"")
                 case .invite:
                     printOut("* one-time invite link (valid 24 h):")
                     printOut(try await session.invite())
                 case .members:
+                    let state = await session.roomState
                     for member in await session.members() {
-                        printOut("* \(member.fingerprint)  \(member.role)\(member.key == session.me ? " (you)" : "")")
+                        printOut("* " + Format.memberLine(member, me: session.me, room: state))
                     }
                 case .remove(let prefix):
                     let removed = try await session.remove(prefix: prefix)
@@ -62,8 +68,10 @@ extension Chat {
                     try await session.rotate()
                     printOut("* the room key was rotated (epoch \(await session.client.state.epoch))")
                 case .history:
-                    for event in try await session.catchUp(all: true) {
-                        if let line = Format.line(event, me: session.me) { printOut(line) }
+                    let events = try await session.catchUp(all: true)
+                    let state = await session.roomState
+                    for event in events {
+                        if let line = Format.line(event, me: session.me, room: state) { printOut(line) }
                     }
                 }
             } catch {

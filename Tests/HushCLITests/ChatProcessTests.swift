@@ -221,6 +221,83 @@ import ThemisKit
         }
     }
 
+    /// Names (docs/PROTOCOL.md §6.7) through the terminal: `hush chat name` sets and changes
+    /// the joiner's name, `read` shows names beside fingerprints and marks a name two keys hold,
+    /// `members` lists them, and a name outside the rule is refused before anything is sent.
+    @Test func namesBesideFingerprints() async throws {
+        try await withTestServer { server in
+            let folder = try TempFolder()
+            defer { folder.remove() }
+            let env = ["HUSH_STORE": folder.path("joiner.hush"), "HUSH_PASSPHRASE": "joiner pass"]
+            let owner = try await RoomClient.create(server: try await server.info())
+            try await owner.setName("Olivia")
+            let link = try await owner.invite()
+            let join = try await HushProcess.run(["chat", "join", link, "--name", "club"], environment: env)
+            #expect(join.status == 0, "\(join.stderr)")
+            let record = try KeyStoreFile(path: env["HUSH_STORE"]!, passphrase: env["HUSH_PASSPHRASE"]!).load().find("club")
+            await owner.waitForMember(record.myKey)
+            let ownerKey = await owner.key
+
+            // The owner's name, set before the join, is read with the history.
+            let first = try await HushProcess.run(["chat", "read", "club", "--json"], environment: env)
+            let names = first.stdout.split(separator: "\n").compactMap { Self.event(String($0)) }
+            #expect(names.map(\.type) == ["named"] && names.first?.name == "Olivia" && names.first?.previous == nil
+                    && names.first?.key == ownerKey, "\(first.stdout)")
+
+            let named = try await HushProcess.run(["chat", "name", "club", "  Jo  "], environment: env)
+            #expect(named.status == 0 && named.stdout.contains("your name in club is now \"Jo\""), "\(named.stderr)")
+            _ = try await next(owner.events, where: { $0 == .named(seq: 2, from: record.myKey, name: "Jo", previous: nil) })
+            let refused = try await HushProcess.run(["chat", "name", "club", "Jo\u{1B}[2J"], environment: env)
+            #expect(refused.status != 0 && refused.stderr.contains("1 to 64 characters"), "\(refused.stderr)")
+
+            try await owner.send("welcome")
+            let read = try await HushProcess.run(["chat", "read", "club", "--json"], environment: env)
+            let events = read.stdout.split(separator: "\n").compactMap { Self.event(String($0)) }
+            #expect(events.map(\.text) == ["welcome"] && events.first?.name == "Olivia" && events.first?.sameName == false, "\(read.stdout)")
+
+            // The owner takes the same name: the change is shown, and both keys are marked.
+            try await owner.setName("Jo")
+            try await owner.send("me too")
+            let lines = try await HushProcess.run(["chat", "read", "club"], environment: env).stdout
+            let short = Format.short(ownerKey)
+            #expect(lines.contains("* \(short) \"Olivia\" is now called \"Jo\""), "\(lines)")
+            #expect(lines.contains("<\(short) \"Jo\" [same name as another key]> me too"), "\(lines)")
+            let members = try await HushProcess.run(["chat", "members", "club"], environment: env).stdout
+            #expect(members.contains("owner  \"Jo\" [same name as another key]"), "\(members)")
+            #expect(members.contains("member  \"Jo\" [same name as another key] (you)"), "\(members)")
+            // The names are kept in the key store: history is read only after the last seq seen.
+            let kept = try KeyStoreFile(path: env["HUSH_STORE"]!, passphrase: env["HUSH_PASSPHRASE"]!).load().find("club")
+            #expect(Set((kept.names ?? []).map { "\($0.name)@\($0.seq)" }) == ["Jo@2", "Jo@4"])
+        }
+    }
+
+    /// A joiner reads history only from the last rotation before it joined: the owner's name,
+    /// set before that rotation, reaches it because the owner's running client sends it again
+    /// once the joiner is admitted (PROTOCOL.md §6.7).
+    @Test func theOwnersNameReachesAJoinerAfterARotation() async throws {
+        try await withTestServer { server in
+            let folder = try TempFolder()
+            defer { folder.remove() }
+            let env = ["HUSH_STORE": folder.path("owner.hush"), "HUSH_PASSPHRASE": "owner pass"]
+            let created = try await HushProcess.run(["chat", "new", "lobby", "--server", server.url], environment: env)
+            let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+            #expect(try await HushProcess.run(["chat", "name", "lobby", "Olivia"], environment: env).status == 0)
+            #expect(try await HushProcess.run(["chat", "rotate", "lobby"], environment: env).status == 0)
+
+            let follower = try HushProcess(["chat", "read", "lobby", "--follow", "--json"], environment: env)
+            let joiner = try await RoomClient.join(link: link)
+            let owner = KeyID.json(await joiner.state.owner)
+            let named = try await next(joiner.events) { if case .named(_, owner, "Olivia", nil) = $0 { true } else { false } }
+            guard case .named(let seq, _, _, _) = named else { return }
+            #expect(seq == 3, "after the name (1) and the rotation (2)")
+            #expect(await joiner.names[owner]?.name == "Olivia")
+            kill(follower.pid, SIGTERM)
+            _ = try await follower.exit()
+            let members = try await HushProcess.run(["chat", "members", "lobby"], environment: env)
+            #expect(members.stdout.contains("owner  \"Olivia\" (you)"), "\(members.stdout)")
+        }
+    }
+
     /// The room key rotates between the owner's response and the joiner's confirmation: the
     /// owner answers again with the current key and the join completes.
     @Test func ownerAnswersAgainAfterTheKeyRotated() async throws {

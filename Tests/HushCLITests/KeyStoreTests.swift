@@ -232,6 +232,8 @@ import ThemisKit
         #expect(LineCommand.parse("/members") == .members)
         #expect(LineCommand.parse("/rotate") == .rotate)
         #expect(LineCommand.parse("/history") == .history)
+        #expect(LineCommand.parse("/name  Mary Ann ") == .name("Mary Ann"))
+        if case .unknown = LineCommand.parse("/name") {} else { Issue.record("/name without a name") }
         #expect(LineCommand.parse("//not a command") == .say("/not a command"))
         if case .unknown = LineCommand.parse("/remove") {} else { Issue.record("/remove without a member") }
         if case .unknown = LineCommand.parse("/frobnicate") {} else { Issue.record("unknown command") }

@@ -15,7 +15,7 @@ import ThemisKit
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let cases = [try chat(), try membership(), try departures(), try plainRotations(), try wrappedRotations(),
-                     try ownersOwnWrap(), try envelopeBounds(), try payloads()]
+                     try ownersOwnWrap(), try envelopeBounds(), try payloads(), try names()]
         for (index, scenario) in cases.enumerated() {
             let name = String(format: "%02d-%@.json", index + 1, scenario["name"]?.string ?? "case")
             try encoder.encode(scenario).write(to: directory.appendingPathComponent(name))
@@ -311,7 +311,77 @@ import ThemisKit
         ], state: cast.state(epoch: 1, keys: [0: k0, 1: k1], lastSeq: 14, members: ["bob", "carol"]))
     }
 
+    func names() throws -> JSONValue {
+        let cast = Cast(["owner", "bob", "carol", "dave", "mallory"])
+        let k0 = cast.roomKey()
+        let members = ["bob", "carol", "dave"]
+        let named = { (seq: Int, from: String, counter: Int, name: String) in
+            try cast.nameMessage(seq: seq, from: from, epoch: 0, key: k0, counter: counter, name: name)
+        }
+        // Any inner JSON from carol: a name message with one field replaced.
+        let raw = { (seq: Int, fields: [String: JSONValue]) -> JSONValue in
+            var message: [String: JSONValue] = ["v": 1, "kind": "name", "room": .string(cast.room), "epoch": 0, "counter": .int(seq + 100),
+                                                "ts": .int(Cast.ts(seq)), "name": "Carol"]
+            message.merge(fields) { $1 }
+            return try cast.sealed(seq: seq, epoch: 0, inner: Array(JSONValue.object(message).description.utf8), signer: "carol", key: k0,
+                                   context: (cast.room, 0))
+        }
+        let carla = try named(4, "carol", 3, "Carla")
+        let longest = String(repeating: "é", count: 64) // 64 scalars, 128 bytes of UTF-8
+        let state = { (lastSeq: Int, counter: Int, names: [String: (String, Bool)]) -> JSONValue in
+            cast.state(epoch: 0, keys: [0: k0], lastSeq: lastSeq, counter: counter, members: members)
+                .with("names", .object(names.mapValues { ["name": .string($0.0), "shared": .bool($0.1)] }))
+        }
+        let refused = { (seq: Int, note: String, fields: [String: JSONValue]) in
+            step(note, envelope: try raw(seq, fields), expect: rejected(seq, .malformed))
+        }
+        return cast.scenario("names", "Display names (§6.7): set and changed by signed messages, the latest by seq in force, one rule for what a name may be, same names marked",
+                             me: "bob", epoch: 0, keys: [0: k0], members: members, steps: [
+            step("carol sets her name", envelope: try named(1, "carol", 1, "Carol"), expect: nameOut(1, "carol", 1, "Carol", previous: nil)),
+            step("the owner sets a name", envelope: try named(2, "owner", 1, "Alice"), expect: nameOut(2, "owner", 1, "Alice", previous: nil)),
+            step("carol's chat message uses the same counters", envelope: try cast.message(seq: 3, from: "carol", epoch: 0, key: k0, counter: 2, text: "hi"),
+                 expect: chatOut(3, "carol", 2, "hi")),
+            step("carol changes her name", envelope: carla, expect: nameOut(4, "carol", 3, "Carla", previous: "Carol"),
+                 state: state(4, 0, ["carol": ("Carla", false), "owner": ("Alice", false)])),
+            step("dave takes the owner's name: both are marked", envelope: try named(5, "dave", 1, "Alice"),
+                 expect: nameOut(5, "dave", 1, "Alice", previous: nil),
+                 state: state(5, 0, ["carol": ("Carla", false), "owner": ("Alice", true), "dave": ("Alice", true)])),
+            step("a name from a key that is no member", envelope: try named(6, "mallory", 1, "Carla"), expect: rejected(6, .notMember),
+                 state: state(6, 0, ["carol": ("Carla", false), "owner": ("Alice", true), "dave": ("Alice", true)])),
+            try refused(7, "65 scalars", ["name": .string(longest + "e")]),
+            step("exactly 64 scalars", envelope: try named(8, "carol", 4, longest), expect: nameOut(8, "carol", 4, longest, previous: "Carla")),
+            try refused(9, "a control character (BEL)", ["name": "Eve\u{07}"]),
+            try refused(10, "a right-to-left override", ["name": "\u{202E}evil"]),
+            try refused(11, "a line feed inside", ["name": "Ca\nrol"]),
+            try refused(12, "a leading space: not trimmed", ["name": " Carol"]),
+            try refused(13, "a trailing no-break space: not trimmed", ["name": "Carol\u{A0}"]),
+            try refused(14, "decomposed (e + combining acute): not NFC", ["name": "Ame\u{301}lie"]),
+            try refused(15, "empty", ["name": ""]),
+            try refused(16, "only spaces", ["name": "   "]),
+            try refused(17, "a zero-width space", ["name": "Ca\u{200B}rol"]),
+            try refused(18, "a name that is not a string", ["name": 5]),
+            try refused(19, "no name at all", ["name": .null]),
+            try refused(20, "an unknown kind", ["kind": "nickname"]),
+            try refused(21, "a kind that is null", ["kind": .null]),
+            step("so carol is still called by her 64 scalars", envelope: try named(22, "carol", 5, "Carol"),
+                 expect: nameOut(22, "carol", 5, "Carol", previous: longest)),
+            step("her rename read again at its seq: a duplicate, nothing changes", envelope: carla, expect: duplicate(4)),
+            step("her rename at another seq: a replay", envelope: carla.with("seq", 23), expect: rejected(23, .replay)),
+            step("dave renames himself", envelope: try named(25, "dave", 3, "Dave"), expect: nameOut(25, "dave", 3, "Dave", previous: "Alice")),
+            step("dave's earlier name, read after the later one: accepted, not in force", envelope: try named(24, "dave", 2, "Alice again"),
+                 expect: nameOut(24, "dave", 2, "Alice again", previous: "Dave", inForce: false),
+                 state: state(25, 0, ["carol": ("Carol", false), "owner": ("Alice", false), "dave": ("Dave", false)])),
+            step("my own name, set from my other client (a joiner, an emoji with ZWJ inside: allowed)",
+                 envelope: try named(26, "bob", 3, "Bob 👩‍💻"), expect: nameOut(26, "bob", 3, "Bob 👩‍💻", previous: nil)),
+        ], state: state(26, 3, ["carol": ("Carol", false), "owner": ("Alice", false), "dave": ("Dave", false), "bob": ("Bob 👩‍💻", false)]))
+    }
+
     // MARK: expected outcomes
+
+    func nameOut(_ seq: Int, _ from: String, _ counter: Int, _ name: String, previous: String?, inForce: Bool = true) -> JSONValue {
+        ["outcome": "name", "seq": .int(seq), "from": .string(from), "counter": .int(counter), "ts": .int(Cast.ts(seq)),
+         "name": .string(name), "previous": previous.map(JSONValue.string) ?? .null, "inForce": .bool(inForce)]
+    }
 
     let admitted: JSONValue = ["outcome": "admitted"]
     let refused: JSONValue = ["outcome": "refused"]
@@ -402,6 +472,12 @@ struct Cast {
     /// An honest chat message, sealed the way `RoomState.compose` seals it.
     func message(seq: Int, from: String, epoch: Int, key: [UInt8], counter: Int, text: String) throws -> JSONValue {
         let message = ChatMessage(room: room, epoch: epoch, counter: counter, ts: Int64(Cast.ts(seq)), text: text)
+        return envelope(seq: seq, from: from, epoch: epoch, payload: try RoomPayload.seal(message, roomKey: key, signer: keys[from]!))
+    }
+
+    /// An honest name message (§6.7), sealed the way `RoomState.composeName` seals it.
+    func nameMessage(seq: Int, from: String, epoch: Int, key: [UInt8], counter: Int, name: String) throws -> JSONValue {
+        let message = NameMessage(room: room, epoch: epoch, counter: counter, ts: Int64(Cast.ts(seq)), name: name)
         return envelope(seq: seq, from: from, epoch: epoch, payload: try RoomPayload.seal(message, roomKey: key, signer: keys[from]!))
     }
 

@@ -21,10 +21,10 @@ import {
 import { readU32LE } from '../../web/themis/bytes.mjs';
 import { MAX_PBKDF2_ITERATIONS } from '../../web/themis/kdf.mjs';
 import {
-  PayloadError, REASONS, parseInviteFragment, inviteLink, openChat, openJoinGrant, sealJoinGrant, roomContext,
+  PayloadError, REASONS, parseInviteFragment, inviteLink, openMessage, openJoinGrant, sealJoinGrant, roomContext,
   openRotation,
 } from '../../web/app/formats.mjs';
-import { admit, depart, syncFormer, syncMembers, parseEnvelope, receive } from '../../web/app/room.mjs';
+import { admit, depart, syncFormer, syncMembers, parseEnvelope, receive, isCanonicalName } from '../../web/app/room.mjs';
 import { KeyStore, WrongPassword } from '../../web/app/store.mjs';
 import { Connection, ServerError } from '../../web/app/connection.mjs';
 
@@ -50,7 +50,7 @@ async function startState(s) {
  * plain objects (a hostile '__proto__' or 'toString' key must not reach a prototype).
  */
 function assertCleanState(state) {
-  for (const map of ['keys', 'members', 'former', 'accepted']) {
+  for (const map of ['keys', 'members', 'former', 'accepted', 'names']) {
     assert.equal(Object.getPrototypeOf(state[map]), Object.prototype, `state.${map} prototype changed`);
   }
   assert.deepStrictEqual(JSON.parse(JSON.stringify(state)), state, 'state does not survive JSON');
@@ -105,13 +105,20 @@ test('fuzz: room envelopes (parseEnvelope + receive) from the room scenarios', T
       if (!env) return;
       assert.ok(Number.isSafeInteger(env.seq) && env.seq >= 1 && Number.isSafeInteger(env.epoch) && env.epoch >= 0);
       assert.ok(typeof env.from === 'string' && env.from.length <= 128 && ['message', 'rotation'].includes(env.kind));
-      assert.ok(['chat', 'rotation', 'rejected', 'duplicate'].includes(event.type), `event ${event.type}`);
+      assert.ok(['chat', 'name', 'rotation', 'rejected', 'duplicate'].includes(event.type), `event ${event.type}`);
       if (event.type === 'rejected') assert.ok(Object.hasOwn(REASONS, event.code), `reason ${event.code}`);
       if (event.type === 'chat') {
         // Only a payload the scenario's authors sealed and signed can be shown.
         chats += 1;
         assert.ok(knownBlobs.has(input.payload), 'a mutated payload was shown as a message');
         assert.ok(typeof event.text === 'string' && Number.isSafeInteger(event.counter) && event.counter >= 1);
+      }
+      if (event.type === 'name') {
+        // A name, too, only from what the authors sealed, only within the name rule (§6.7), and
+        // a name in force is the sender's name now.
+        assert.ok(knownBlobs.has(input.payload), 'a mutated payload was taken as a name');
+        assert.ok(isCanonicalName(event.name) && Number.isSafeInteger(event.counter) && event.counter >= 1);
+        if (event.inForce) assert.equal(state.names[event.from].name, event.name);
       }
       if (event.type === 'rotation') assert.ok(Object.hasOwn(state.keys, event.epoch), 'rotation event without its key');
     },
@@ -179,6 +186,7 @@ test('fuzz: chat, rotation and join-grant content: valid crypto around hostile J
   const room = s.room;
   const epoch = s.start.epoch;
   const chatDoc = { counter: 1, epoch, room, text: 'hi', ts: 1760000000, v: 1 };
+  const nameDoc = { counter: 2, epoch, kind: 'name', name: 'Alice', room, ts: 1760000000, v: 1 };
   const rotationDoc = { epoch: epoch + 1, key: bytesToBase64(new Uint8Array(32).fill(7)), room, type: 'rotation', v: 1 };
   const grantDoc = { epoch, key: bytesToBase64(roomKey), room };
   const seal = (key, doc, context) => SecureCellSeal.withKey(key).encrypt(utf8(JSON.stringify(doc)), context);
@@ -188,17 +196,28 @@ test('fuzz: chat, rotation and join-grant content: valid crypto around hostile J
   await fuzzLoop({
     name: 'openChatContent',
     count: 80, // each input is signed (a private-key import) and sealed
-    generate: (rng) => ({ input: viaJSON(mutateJSON(rng, chatDoc, [rotationDoc, grantDoc])), base: chatDoc }),
+    generate: (rng) => {
+      const base = rng.bool() ? chatDoc : nameDoc; // a chat line or a name (§6.7), each mutated toward the other
+      return { input: viaJSON(mutateJSON(rng, base, [base === chatDoc ? nameDoc : chatDoc, rotationDoc, grantDoc])), base };
+    },
     run: async (input) => {
       const signed = await secureMessageSign(ownerPriv, utf8(JSON.stringify(input)));
       const payload = await SecureCellSeal.withKey(roomKey).encrypt(signed, roomContext(room, epoch));
-      return openChat(payload, roomKey, { room, epoch, sender: owner });
+      return openMessage(payload, roomKey, { room, epoch, sender: owner });
     },
     allowed: isPayloadError,
     accept: (m, input) => {
       assert.ok(input.v === 1 && input.room === room && input.epoch === epoch, 'accepted a chat with wrong v/room/epoch');
-      assert.deepStrictEqual(m, { counter: input.counter, ts: input.ts, text: input.text });
-      assert.ok(Number.isSafeInteger(m.counter) && m.counter >= 1 && Number.isSafeInteger(m.ts) && m.ts >= 0 && typeof m.text === 'string');
+      assert.ok(Number.isSafeInteger(m.counter) && m.counter >= 1 && Number.isSafeInteger(m.ts) && m.ts >= 0);
+      if (Object.hasOwn(input, 'kind')) {
+        // Only the one other kind; whether the name obeys the rule is room.mjs's (checked in the envelope fuzz).
+        assert.equal(input.kind, 'name', 'accepted an unknown kind');
+        assert.deepStrictEqual(m, { kind: 'name', counter: input.counter, ts: input.ts, name: input.name });
+        assert.equal(typeof m.name, 'string');
+      } else {
+        assert.deepStrictEqual(m, { kind: 'chat', counter: input.counter, ts: input.ts, text: input.text });
+        assert.equal(typeof m.text, 'string');
+      }
     },
   });
   await fuzzLoop({

@@ -7,7 +7,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { REPO_ROOT } from './helpers.mjs';
 import { base64ToBytes, bytesToBase64, publicKeyFromPrivate } from '../../web/themis/index.mjs';
-import { newRoomState, admit, syncMembers, syncFormer, depart, parseEnvelope, receive } from '../../web/app/room.mjs';
+import { newRoomState, admit, syncMembers, syncFormer, depart, parseEnvelope, receive, sharesName } from '../../web/app/room.mjs';
 
 const DIR = process.env.HUSH_ROOM_SCENARIOS
   ? resolve(process.env.HUSH_ROOM_SCENARIOS)
@@ -49,9 +49,9 @@ async function run(file, scenario) {
     assert.ok('expect' in step || 'state' in step, `${label}: expects nothing`);
     const outcome = await perform(state, step, name, label);
     if ('expect' in step) assert.deepStrictEqual(comparable(outcome, step.expect), step.expect, label);
-    if ('state' in step) assert.deepStrictEqual(snapshot(state, name), step.state, `${label}: state`);
+    if ('state' in step) assert.deepStrictEqual(snapshot(state, name, step.state), step.state, `${label}: state`);
   }
-  assert.deepStrictEqual(snapshot(state, name), scenario.state, `${file}: final state`);
+  assert.deepStrictEqual(snapshot(state, name, scenario.state), scenario.state, `${file}: final state`);
   return scenario.steps.length;
 }
 
@@ -82,6 +82,9 @@ function outcome(event, name) {
   switch (event.type) {
     case 'chat':
       return { outcome: 'chat', seq: event.seq, from: name(event.from), counter: event.counter, ts: event.ts, text: event.text };
+    case 'name':
+      return { outcome: 'name', seq: event.seq, from: name(event.from), counter: event.counter, ts: event.ts, name: event.name,
+        previous: event.previous, inForce: event.inForce };
     case 'duplicate': return { outcome: 'duplicate', seq: event.seq };
     case 'rotation': return { outcome: 'rotation', seq: event.seq, epoch: event.epoch };
     case 'rejected': return { outcome: 'rejected', seq: event.seq, reason: event.code };
@@ -97,8 +100,13 @@ function comparable(outcome, expected) {
   return rest;
 }
 
-function snapshot(state, name) {
+/** The state as the case writes it; `names` only when the expected state has it (cases before names do not). */
+function snapshot(state, name, expected) {
+  const names = 'names' in expected
+    ? { names: Object.fromEntries(Object.entries(state.names).map(([key, entry]) => [name(key), { name: entry.name, shared: sharesName(state, key) }])) }
+    : {};
   return {
+    ...names,
     epoch: state.epoch,
     lastSeq: state.lastSeq,
     counter: state.counter,

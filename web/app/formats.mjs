@@ -68,8 +68,18 @@ export async function sealChat({ room, epoch, counter, ts, text }, roomKey, sign
   return SecureCellSeal.withKey(roomKey).encrypt(signed, roomContext(room, epoch));
 }
 
-/** Opens a chat payload; returns {counter, ts, text}. */
-export async function openChat(payload, roomKey, { room, epoch, sender }) {
+/** §6.7: a name message, sealed and signed exactly as a chat message; `name` must be canonical (room.mjs). */
+export async function sealName({ room, epoch, counter, ts, name }, roomKey, signerPrivate) {
+  const signed = await secureMessageSign(signerPrivate, json({ counter, epoch, kind: 'name', name, room, ts, v: 1 }));
+  return SecureCellSeal.withKey(roomKey).encrypt(signed, roomContext(room, epoch));
+}
+
+/**
+ * Opens a room message payload: a chat line (no `kind`, as in version 1) → {kind: 'chat',
+ * counter, ts, text}, or a name (§6.7, `kind` "name") → {kind: 'name', counter, ts, name}. Any
+ * other `kind`, `null` included, is malformed. Whether the name obeys the name rule is room.mjs's.
+ */
+export async function openMessage(payload, roomKey, { room, epoch, sender }) {
   let signed;
   try { signed = await SecureCellSeal.withKey(roomKey).decrypt(payload, roomContext(room, epoch)); } catch {
     throw new PayloadError('undecryptable', 'does not open with the epoch key');
@@ -79,13 +89,15 @@ export async function openChat(payload, roomKey, { room, epoch, sender }) {
     throw new PayloadError('badSignature', 'signature does not verify');
   }
   const m = parseJSON(inner);
+  const isName = isObject(m) && Object.hasOwn(m, 'kind');
   // No bound on the text beyond the payload's (§4.4): a longer text from another client is still a message.
   if (!isObject(m) || m.v !== 1 || typeof m.room !== 'string' || !isCount(m.epoch) || !isCount(m.counter) ||
-      m.counter < 1 || !isCount(m.ts) || typeof m.text !== 'string') {
+      m.counter < 1 || !isCount(m.ts) || (isName && m.kind !== 'name') ||
+      (isName ? typeof m.name !== 'string' : typeof m.text !== 'string')) {
     throw new PayloadError('malformed', 'bad chat message');
   }
   if (m.room !== room || m.epoch !== epoch) throw new PayloadError('wrongRoom', 'room or epoch differ');
-  return { counter: m.counter, ts: m.ts, text: m.text };
+  return isName ? { kind: 'name', counter: m.counter, ts: m.ts, name: m.name } : { kind: 'chat', counter: m.counter, ts: m.ts, text: m.text };
 }
 
 // ---- §6.3 rotations ----

@@ -346,6 +346,20 @@ async function sendMessage(event) {
   input.focus();
 }
 
+async function setName(event) {
+  event.preventDefault();
+  const room = app.rooms.get(app.current);
+  const input = $('name-input');
+  if (!room) return;
+  try {
+    const name = await room.setName(input.value);
+    input.value = '';
+    toast(`Your name in this room is now “${name}”.`);
+  } catch (error) {
+    toast(`Name not set: ${error.message}.`);
+  }
+}
+
 async function discardMessage(id) {
   const room = app.rooms.get(app.current);
   if (!room || !confirm('Discard this unsent message?')) return;
@@ -638,6 +652,7 @@ async function start() {
   });
   $('new-room-form').addEventListener('submit', createRoom);
   $('composer').addEventListener('submit', sendMessage);
+  $('name-form').addEventListener('submit', setName);
   $('composer-input').addEventListener('keydown', (event) => {
     if (event.key !== 'Enter' || event.shiftKey || event.isComposing) return;
     event.preventDefault(); // no newline in the box

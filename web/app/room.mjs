@@ -4,7 +4,7 @@
 // part (`durable(state)`) is kept in the sealed key store.
 import { base64ToBytes, bytesToBase64, publicKeyFromPrivate } from '../themis/index.mjs';
 import {
-  PayloadError, REASONS, b64, keyBytes, sealChat, openChat, signRotation, sealRotation, wrapRotation,
+  PayloadError, REASONS, b64, keyBytes, sealChat, sealName, openMessage, signRotation, sealRotation, wrapRotation,
   openRotation, openRotationWrap, verifyStatement, membershipStatement, removalStatement, leaveStatement, signStatement,
   randomBytes,
 } from './formats.mjs';
@@ -22,18 +22,19 @@ export function newRoomState({ room, owner, privateKey, epoch, roomKey }) {
     counter: 0, // my last chat counter (§6.1); durable so that it never repeats
     pendingRotation: null, // owner: {epoch, key} saved before `rotate` is sent, until it is installed
     accepted: {}, // sender → {counter: seq}; rebuilt from history each session
+    names: {}, // key → {name, seq}: who is called what (§6.7), the latest by seq; rebuilt from history
     lastSeq: 0,
   };
 }
 
 /** The part of the state that must survive a reload (the rest is rebuilt from history). */
 export function durable(state) {
-  const { accepted, lastSeq, ...rest } = state;
+  const { accepted, lastSeq, names, ...rest } = state;
   return rest;
 }
 
 export function restoreRoomState(saved) {
-  return { pendingRotation: null, ...saved, accepted: {}, lastSeq: 0 };
+  return { pendingRotation: null, ...saved, accepted: {}, names: {}, lastSeq: 0 };
 }
 
 /**
@@ -167,6 +168,55 @@ export const signRemoval = (state, key) => signStatement(privateKey(state), remo
 /** §6.5: this key leaves the room. */
 export const signLeave = (state) => signStatement(privateKey(state), leaveStatement(state.room, state.me));
 
+// ---- names (§6.7): the one name rule of the web client; Swift's is RoomState.canonicalName ----
+
+export const MAX_NAME_SCALARS = 64;
+// White space trimmed from both ends (the characters of `\s`), and the characters no name
+// holds: C0 and C1 controls, line and paragraph separators, bidi controls, the zero-width space,
+// the BOM, and lone surrogates (Swift strings cannot hold them).
+const NAME_EDGES = /^[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+|[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+$/gu;
+const NAME_REFUSED = /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]|[\ud800-\udfff]/u;
+
+/**
+ * The name rule: white space trimmed from both ends, NFC, then 1 to 64 Unicode scalars and none
+ * refused. Returns the name as it is sent, or null when it is refused. A name read from a
+ * message must already be in this form (`isCanonicalName`).
+ */
+export function canonicalName(input) {
+  if (typeof input !== 'string') return null;
+  const name = input.replace(NAME_EDGES, '').normalize('NFC');
+  const scalars = [...name].length;
+  if (scalars < 1 || scalars > MAX_NAME_SCALARS || NAME_REFUSED.test(name)) return null;
+  return name;
+}
+
+export const isCanonicalName = (name) => typeof name === 'string' && canonicalName(name) === name;
+
+/** The name `key` gave itself, or null. */
+export const nameOf = (state, key) => own(state.names, key)?.name ?? null;
+
+/** Whether another key of the room (a member or a former one) holds the same name as `key`. */
+export function sharesName(state, key) {
+  const mine = nameOf(state, key);
+  return mine !== null && Object.entries(state.names).some(([other, entry]) => other !== key && entry.name === mine);
+}
+
+/** Applies a name at `seq` unless a later one is known → {previous, inForce}. */
+function setName(state, key, name, seq) {
+  const known = own(state.names, key);
+  if (known && known.seq >= seq) return { previous: known.name, inForce: known.seq === seq };
+  state.names[key] = { name, seq };
+  return { previous: known?.name ?? null, inForce: true };
+}
+
+/** Seals my next name message (`name` must be canonical); the counter is consumed as for chat. */
+export async function composeName(state, name, now) {
+  if (!isCanonicalName(name)) throw new PayloadError('malformed', 'not a valid name');
+  state.counter += 1;
+  const payload = await sealName({ room: state.room, epoch: state.epoch, counter: state.counter, ts: now, name }, currentKey(state), privateKey(state));
+  return { payload: bytesToBase64(payload), counter: state.counter, epoch: state.epoch };
+}
+
 /** Seals my next chat message; the counter is consumed even if sending fails. */
 export async function compose(state, text, now) {
   state.counter += 1;
@@ -175,10 +225,14 @@ export async function compose(state, text, now) {
   return { payload: bytesToBase64(payload), counter: state.counter, epoch: state.epoch };
 }
 
-/** Records my own message once the server assigned its seq (it is not pushed back to me). */
-export function recordSent(state, counter, seq) {
+/**
+ * Records my own message once the server assigned its seq (it is not pushed back to me); `name`:
+ * it was a name message, now my name at that seq.
+ */
+export function recordSent(state, counter, seq, name = null) {
   (state.accepted[state.me] ??= {})[counter] = seq;
   state.lastSeq = Math.max(state.lastSeq, seq);
+  if (name !== null && isCanonicalName(name)) setName(state, state.me, name, seq);
 }
 
 /**
@@ -220,6 +274,8 @@ export function parseEnvelope(state, m) {
 /**
  * Interprets one envelope. Returns
  *   {type: 'chat', seq, at, from, ts, text, counter, own}
+ *   {type: 'name', seq, at, from, ts, name, counter, own, previous, inForce}   (§6.7; previous: the name before, or null;
+ *                                                                            inForce: false when a later name was read first)
  *   {type: 'rotation', seq, at, epoch}
  *   {type: 'rejected', seq, at, from, epoch, reason, code}   (code: a key of REASONS, as Swift's RoomState.Reason)
  *   {type: 'duplicate', seq}   (already shown at this seq)
@@ -248,15 +304,21 @@ async function receiveChat(state, env) {
   const keyB64 = state.keys[env.epoch];
   if (!keyB64) throw new PayloadError('missingKey', `no key for epoch ${env.epoch}`);
   if (typeof env.payload !== 'string') throw new PayloadError('malformed', 'no payload');
-  const message = await openChat(b64(env.payload), base64ToBytes(keyB64),
+  const message = await openMessage(b64(env.payload), base64ToBytes(keyB64),
     { room: state.room, epoch: env.epoch, sender: keyBytes(env.from) });
+  // A name outside the one rule is refused like any malformed content, before it counts.
+  if (message.kind === 'name' && !isCanonicalName(message.name)) throw new PayloadError('malformed', 'not a valid name');
   const seen = state.accepted[env.from]?.[message.counter];
   if (seen !== undefined && seen !== env.seq) throw new PayloadError('replay', 'counter already used');
   if (seen === env.seq) return { type: 'duplicate' };
   (state.accepted[env.from] ??= {})[message.counter] = env.seq;
-  const own = env.from === state.me;
-  if (own) state.counter = Math.max(state.counter, message.counter);
-  return { type: 'chat', from: env.from, ts: message.ts, text: message.text, counter: message.counter, own };
+  const mine = env.from === state.me;
+  if (mine) state.counter = Math.max(state.counter, message.counter);
+  if (message.kind === 'name') {
+    return { type: 'name', from: env.from, ts: message.ts, name: message.name, counter: message.counter, own: mine,
+      ...setName(state, env.from, message.name, env.seq) };
+  }
+  return { type: 'chat', from: env.from, ts: message.ts, text: message.text, counter: message.counter, own: mine };
 }
 
 async function receiveRotation(state, env) {

@@ -9,11 +9,11 @@ import { Connection, ConnectionClosed, ServerError } from './connection.mjs';
 import { keyBytes, PayloadError } from './formats.mjs';
 import {
   newRoomState, restoreRoomState, durable, mergeDurable, isOwner, admit, forget, depart, syncMembers, syncFormer,
-  compose, recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
+  compose, composeName, canonicalName, nameOf, sharesName, recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
 } from './room.mjs';
 import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant, parseInviteList } from './joins.mjs';
 import {
-  MAX_OUTBOX, newEntry, checkOutbox, committedSeq, unsent, nextToSend, needsSeal, failureAction, failureReason, afterStale,
+  MAX_OUTBOX, newEntry, isNameEntry, checkOutbox, committedSeq, unsent, nextToSend, needsSeal, failureAction, failureReason, afterStale,
 } from './outbox.mjs';
 
 const INVITE_LIFETIME_S = 7 * 24 * 3600;
@@ -21,6 +21,9 @@ export const MAX_TEXT_CHARS = 4000;
 const HISTORY_PAGE = 100;
 const RETRY_MS = 5000;
 const STALE_ROUNDS = 3;
+
+/** The first two groups of a fingerprint, as the timeline shows it beside names. */
+const shortFingerprint = (fp) => (fp ? fp.split(' ').slice(0, 2).join(' ') : 'unknown key');
 
 const fingerprints = new Map();
 /** The fingerprint of a b64 key, cached ('' when the key is malformed). */
@@ -227,16 +230,26 @@ export class RoomClient {
   get isOwner() { return this.state ? isOwner(this.state) : false; }
   get myKey() { return this.state ? this.state.me : this.record.join.publicKey; }
 
+  /**
+   * The name `key` gave itself in this room (§6.7), or null, and whether another key of the room
+   * holds the same name. Shown beside the fingerprint, never instead of it.
+   */
+  displayName(key) {
+    if (!this.state) return { name: null, same: false };
+    return { name: nameOf(this.state, key), same: sharesName(this.state, key) };
+  }
+
   /** Timeline items in order, each with a stable `key`: what the server holds, then this room's unsent messages. */
   timeline() {
     const held = this.state && this.heldAt === this.state.epoch;
     const waiting = (this.state ? unsent(this.outbox, this.state) : []).map((entry) => ({
       key: `o${entry.id}`, kind: 'chat', id: entry.id, own: true, role: 'you', fp: knownFingerprint(this.myKey), text: entry.text, ts: entry.at,
       status: entry.failed !== null ? 'failed' : held ? 'held' : this.connState === 'online' ? 'pending' : 'offline',
-      reason: entry.failed,
+      reason: entry.failed, ...(isNameEntry(entry) ? { naming: true } : this.displayName(this.myKey)),
     }));
     const stored = [...this.items].map(([key, item]) => ({
       ...item, key, verified: item.kind === 'chat' && !item.own && this.isVerified(item.from),
+      ...(item.kind === 'chat' ? this.displayName(item.from) : {}),
     }));
     return [...stored.sort((a, b) => a.seq - b.seq || a.n - b.n), ...waiting];
   }
@@ -267,6 +280,14 @@ export class RoomClient {
     if (event.type === 'chat') {
       this.items.set(`s${event.seq}`, { ...base, kind: 'chat', from: event.from, own: event.own, text: event.text, ts: event.ts,
         role: this.roleOf(event.from), fp: await keyFingerprint(event.from), status: event.own ? 'sent' : null });
+    } else if (event.type === 'name') {
+      // Only a name now in force that differs from the one before is news.
+      if (!event.inForce || event.previous === event.name) return;
+      const who = shortFingerprint(await keyFingerprint(event.from));
+      const text = event.previous === null
+        ? `${event.own ? 'You' : who} set the name “${event.name}”`
+        : `${event.own ? 'You' : `“${event.previous}” (${who})`} ${event.own ? 'are' : 'is'} now called “${event.name}”`;
+      this.items.set(`s${event.seq}`, { ...base, kind: 'system', tone: 'naming', text, from: event.from });
     } else if (event.type === 'rotation') {
       this.items.set(`s${event.seq}`, { ...base, kind: 'system', tone: 'rotation', text: `Room key rotated (epoch ${event.epoch})` });
       this.serial(() => this.drain()); // a new epoch: what waited for it can go
@@ -512,6 +533,10 @@ export class RoomClient {
       await admit(this.state, key, signature);
       await this.save((record) => { delete record.invites[inviteId]; });
       await this.refreshMembers();
+      // The joiner reads history only from the last rotation before it joined (§4.7): the
+      // owner's name goes out again, so that the new member sees who let them in (§6.7).
+      const mine = nameOf(this.state, this.state.me);
+      if (mine !== null) await this.enqueue(mine, 'name');
     });
   }
 
@@ -578,9 +603,9 @@ export class RoomClient {
 
   // ---- the outbox ----
 
-  /** Keeps `text` in this room's outbox (in the store) and starts sending it. */
-  async enqueue(text) {
-    const entry = newEntry(text, Date.now());
+  /** Keeps `text` in this room's outbox (in the store) and starts sending it; `kind` 'name': a name message. */
+  async enqueue(text, kind = 'chat') {
+    const entry = newEntry(text, Date.now(), kind);
     const kept = await this.save((record) => {
       const outbox = checkOutbox(record.outbox);
       if (outbox.length >= MAX_OUTBOX) throw new Error(`${MAX_OUTBOX} messages already wait to be sent in this room`);
@@ -589,6 +614,17 @@ export class RoomClient {
     if (!kept) throw new Error('this room was closed in another tab');
     this.changed();
     this.serial(() => this.drain());
+  }
+
+  /**
+   * Sets (or changes) my name in this room (§6.7): the name rule first (throws when it refuses
+   * the name), then out through the outbox like a message.
+   */
+  async setName(input) {
+    const name = canonicalName(input);
+    if (name === null) throw new Error('a name has 1 to 64 characters, without control or direction-changing characters');
+    await this.enqueue(name, 'name');
+    return name;
   }
 
   /** Drops an unsent message that the server refused for good. */
@@ -671,8 +707,14 @@ export class RoomClient {
     }
     if (!Number.isSafeInteger(reply.seq) || reply.seq < 1) return { action: 'retry', error: new Error('bad reply from the server') };
     this.heldAt = null;
-    recordSent(this.state, sealed.counter, reply.seq);
-    await this.addEvent({ type: 'chat', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, text: entry.text, ts: sealed.ts });
+    if (isNameEntry(entry)) {
+      const previous = nameOf(this.state, this.state.me);
+      recordSent(this.state, sealed.counter, reply.seq, entry.text);
+      await this.addEvent({ type: 'name', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, name: entry.text, previous, inForce: true });
+    } else {
+      recordSent(this.state, sealed.counter, reply.seq);
+      await this.addEvent({ type: 'chat', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, text: entry.text, ts: sealed.ts });
+    }
     await this.save((record) => { record.outbox = checkOutbox(record.outbox).filter((e) => e.id !== entry.id); });
     this.markRead();
     this.changed();
@@ -690,7 +732,7 @@ export class RoomClient {
       const target = stored.find((e) => e.id === entry.id);
       if (!target) return;
       const now = Date.now();
-      const made = await compose(record.state, target.text, now);
+      const made = isNameEntry(target) ? await composeName(record.state, target.text, now) : await compose(record.state, target.text, now);
       target.sealed = { epoch: made.epoch, counter: made.counter, ts: now, payload: made.payload };
       record.outbox = stored;
       sealed = target.sealed;

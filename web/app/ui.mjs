@@ -105,6 +105,21 @@ function messageText(text) {
     : document.createTextNode(part.text)));
 }
 
+/**
+ * The name a key gave itself (§6.7), as text, and a mark when another key of the room holds the
+ * same name. Always shown beside the fingerprint: anyone can take any name.
+ */
+function nameParts({ name, same }) {
+  if (!name) return null;
+  return [
+    h('span', { class: 'name', dir: 'auto', dataset: { testid: 'sender-name' } }, name),
+    same ? h('span', {
+      class: 'same-name', dataset: { testid: 'same-name' },
+      title: 'Another key in this room has the same name: tell them apart by the fingerprint',
+    }, 'same name as another member') : null,
+  ];
+}
+
 function messageItem(item, onDiscard) {
   if (item.kind === 'day') {
     return h('li', { class: 'day', dataset: { testid: 'day', day: item.key.slice(1) } }, h('span', {}, item.label));
@@ -121,6 +136,13 @@ function messageItem(item, onDiscard) {
       h('span', { class: 'lock-icon', 'aria-hidden': 'true' }, '⚠'),
       h('span', {}, `A message from ${shortFp(item.fp)} cannot be shown: ${item.reason}.`), ' ', time(item.at));
   }
+  if (item.naming) { // my name message, not sent yet
+    return h('li', { class: 'system naming', dataset: { testid: 'system', kind: 'naming-pending' } },
+      h('span', {}, `Your name “${item.text}”`), ' ', item.status ? statusOf(item) : null,
+      item.status === 'failed' ? h('button', {
+        type: 'button', class: 'ghost small', dataset: { testid: 'discard' }, onclick: () => onDiscard(item.id),
+      }, 'Discard') : null);
+  }
   const unsent = item.status && item.status !== 'sent';
   return h('li', {
     class: `message${item.own ? ' own' : ''}${unsent ? ' unsent' : ''}`,
@@ -128,6 +150,7 @@ function messageItem(item, onDiscard) {
   },
   h('div', { class: 'meta' },
     h('span', { class: `sender role-${item.role}` }, ROLE[item.role]),
+    nameParts(item),
     h('span', { class: 'fp', title: `Key fingerprint ${item.fp}` }, shortFp(item.fp)),
     item.verified ? h('span', { class: 'verified', title: 'You verified this key', dataset: { testid: 'verified' } }, '✓ verified') : null,
     time(item.ts || item.at),
@@ -143,6 +166,8 @@ export function renderRoom(room, onDiscard) {
   $('room-name').textContent = record.name;
   const meta = [];
   if (room.state) meta.push(`epoch ${room.state.epoch}`, room.isOwner ? 'you own this room' : 'member');
+  const mine = room.state ? room.displayName(room.myKey).name : null;
+  if (mine) meta.push(`you are “${mine}”`);
   if (record.phase === 'joining') meta.push('joining');
   $('room-meta').textContent = meta.join(' · ');
   const active = record.status === 'active';
@@ -155,6 +180,8 @@ export function renderRoom(room, onDiscard) {
   else $('leave-button').setAttribute('aria-label', `${verb} this room`);
   $('composer-input').disabled = !ready;
   $('send-button').disabled = !ready;
+  $('name-form').hidden = !ready;
+  $('name-input').placeholder = mine ?? 'no name yet';
 
   const notice = $('room-notice');
   let text = '';
@@ -218,13 +245,15 @@ export function renderMembers(room, { onRemove, onVerify, onCopySafety }) {
   const nodes = room.members.map((m) => {
     const verified = m.role !== 'you' && room.isVerified(m.key);
     const safety = m.role !== 'you' && mine && m.fp ? safetyNumber(mine, m.fp) : '';
-    const version = JSON.stringify([room.id, m.key, m.role, m.fp, verified, safety, canRemove]);
+    const named = room.displayName(m.key);
+    const version = JSON.stringify([room.id, m.key, m.role, m.fp, verified, safety, canRemove, named]);
     const known = memberItems.get(m.key);
     if (known?.version === version) return known.node;
     const label = m.owner ? (m.role === 'you' ? 'You (owner)' : 'Owner') : ROLE[m.role];
     const node = h('li', { class: 'member', dataset: { testid: 'member', key: m.key } },
       h('div', {},
         h('span', { class: `sender role-${m.role}` }, label),
+        nameParts(named),
         verified ? h('span', { class: 'verified', dataset: { testid: 'verified' } }, ' ✓ verified') : null,
         h('code', { class: 'fp-full' }, m.fp || 'unknown key'),
         m.role === 'you' ? null : h('div', { class: 'member-actions' },
