@@ -194,11 +194,13 @@ public struct StoredRoom: Codable, Sendable, Equatable {
     }
 
     /// Folds a live state into the record. Monotone, so that two processes of the same user
-    /// writing one after the other never lose each other's keys or counters.
-    public mutating func absorb(_ state: RoomState, memberSignatures: [MemberEntry]? = nil) {
+    /// writing one after the other never lose each other's keys or counters. `shownThrough`:
+    /// the terminal showed everything up to it, so `lastSeq`, from which its next `read`
+    /// starts, goes no further (the state's own sends can be past messages not shown yet).
+    public mutating func absorb(_ state: RoomState, memberSignatures: [MemberEntry]? = nil, shownThrough: Int? = nil) {
         for (epoch, key) in state.keys { keys[String(epoch)] = Base64Bytes(key) }
         epoch = max(epoch, state.epoch)
-        lastSeq = max(lastSeq, state.lastSeq)
+        lastSeq = max(lastSeq, min(state.lastSeq, shownThrough ?? state.lastSeq))
         sentCounter = max(sentCounter, state.sentCounter)
         var known = Set(accepted.map { "\($0.from)#\($0.counter)" })
         for (from, counters) in state.acceptedCounters {

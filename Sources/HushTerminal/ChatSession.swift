@@ -190,7 +190,7 @@ public actor ChatSession {
         } catch let error as HushError where error.code == .serverFull {
             throw ChatError("not sent: the server is out of storage; try again later (server_full)")
         }
-        ownSeqs.insert(seq)
+        madeOwn(seq)
         sinceRotation += 1
         dirty = true
         if isOwner, sinceRotation >= record.rotateEvery {
@@ -211,7 +211,7 @@ public actor ChatSession {
         }
         do {
             let seq = try await client.setName(name, reserveCounter: { next in try await self.reserveCounter(next) })
-            ownSeqs.insert(seq)
+            madeOwn(seq)
         } catch let error as HushError where error.code == .roomFull || error.code == .serverFull {
             throw ChatError("name not sent: the room or the server is out of space (\(error.code.rawValue))")
         }
@@ -240,7 +240,7 @@ public actor ChatSession {
         do {
             let seq = try await client.rotate(prepare: { epoch, key in try await self.savePending(epoch: epoch, key: key) })
             sinceRotation = 0
-            ownSeqs.insert(seq)
+            madeOwn(seq)
             try await persist(force: true)
             return seq
         } catch let error as HushError where error.code == .epochMismatch {
@@ -266,6 +266,14 @@ public actor ChatSession {
         }
     }
 
+    /// This client's own send or rotation at `seq`, shown when made: it counts as shown only
+    /// when nothing before it is left to show, so the next `read` still shows what others sent
+    /// meanwhile.
+    private func madeOwn(_ seq: Int) {
+        ownSeqs.insert(seq)
+        if seq == shownThrough + 1 { shownThrough = seq }
+    }
+
     /// Whether an event at `seq` is new to show. Events reach this client in sequence order,
     /// so a high-water mark finds what was shown; this client's own sends and rotations were
     /// shown when made and are skipped once, without hiding anything queued before them.
@@ -273,6 +281,8 @@ public actor ChatSession {
         let own = ownSeqs.remove(seq) != nil
         defer {
             shownThrough = max(shownThrough, seq)
+            // Own sends right after it were shown when made.
+            while ownSeqs.contains(shownThrough + 1) { shownThrough += 1 }
             if ownSeqs.count > 1024 { ownSeqs = ownSeqs.filter { $0 > shownThrough } }
         }
         return seq > shownThrough && !own
@@ -419,12 +429,13 @@ public actor ChatSession {
         let requests = Array(await client.joinRequests.values)
         let completed = await client.completedInvites
         var record = self.record
-        record.absorb(state, memberSignatures: signatures)
+        record.absorb(state, memberSignatures: signatures, shownThrough: shownThrough)
         record.absorb(joinRequests: requests, completed: completed)
+        let shownThrough = shownThrough
         let now = Int64(Date().timeIntervalSince1970)
         let merged: StoredRoom = try store.update { (store: inout KeyStore) throws -> StoredRoom in
             var saved = (try? store.find(record.room)) ?? record
-            saved.absorb(state, memberSignatures: signatures)
+            saved.absorb(state, memberSignatures: signatures, shownThrough: shownThrough)
             for invite in record.invites { saved.addInvite(token: invite.token.bytes, expiresAt: invite.expiresAt) }
             saved.absorb(joinRequests: requests, completed: completed)
             saved.rotateEvery = record.rotateEvery

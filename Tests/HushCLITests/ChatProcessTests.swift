@@ -271,6 +271,31 @@ import ThemisKit
         }
     }
 
+    /// `hush chat send` never marks as read what others sent before it: the next `read` shows it.
+    @Test func sendingDoesNotSkipUnreadMessages() async throws {
+        try await withTestServer { server in
+            let folder = try TempFolder()
+            defer { folder.remove() }
+            let env = ["HUSH_STORE": folder.path("joiner.hush"), "HUSH_PASSPHRASE": "joiner pass"]
+            let owner = try await RoomClient.create(server: try await server.info())
+            let join = try await HushProcess.run(["chat", "join", try await owner.invite(), "--name", "club"], environment: env)
+            #expect(join.status == 0, "\(join.stderr)")
+            let record = try KeyStoreFile(path: env["HUSH_STORE"]!, passphrase: env["HUSH_PASSPHRASE"]!).load().find("club")
+            await owner.waitForMember(record.myKey)
+            try await owner.send("unread one")
+            try await owner.send("unread two")
+            let sent = try await HushProcess.run(["chat", "send", "club", "mine"], environment: env)
+            #expect(sent.status == 0, "\(sent.stderr)")
+            let read = try await HushProcess.run(["chat", "read", "club", "--json"], environment: env)
+            let texts = read.stdout.split(separator: "\n").compactMap { Self.event(String($0))?.text }
+            #expect(texts == ["unread one", "unread two", "mine"], "\(read.stdout)")
+            // Read once, shown once: the next read has nothing new.
+            let again = try await HushProcess.run(["chat", "read", "club", "--json"], environment: env)
+            let shownAgain = again.stdout.split(separator: "\n").compactMap { Self.event(String($0))?.text }
+            #expect(shownAgain.isEmpty, "\(again.stdout)")
+        }
+    }
+
     /// A joiner reads history only from the last rotation before it joined: the owner's name,
     /// set before that rotation, reaches it because the owner's running client sends it again
     /// once the joiner is admitted (PROTOCOL.md §6.7).
