@@ -60,6 +60,17 @@ def test_room_lifecycle_in_chromium(server, people):
     bob.wait_text("while you look away")
     bob.wait("no unread count", lambda: not bob.js("return document.querySelector('[data-testid=unread]')"))
 
+    # Names (PROTOCOL.md §6.7): each names itself; the other sees the name beside the fingerprint.
+    for person, name in ((alice, "Alice"), (bob, "Bob")):
+        person.js("""const input = document.getElementById('name-input');
+            input.value = arguments[0];
+            document.getElementById('name-form').requestSubmit();""", name)
+    named = "return [...document.querySelectorAll('[data-testid=sender-name]')].map(e => e.textContent)"
+    alice.wait("Bob's name beside his messages", lambda: "Bob" in alice.js(named))
+    bob.wait("Alice's name beside her messages", lambda: "Alice" in bob.js(named))
+    alice.send("now we have names")
+    bob.wait_text("now we have names")
+
     alice.screenshot("chat-chromium-desktop.png")
 
     # Alice removes Bob: his browser learns it, and what Alice writes next stays unreadable.
