@@ -84,10 +84,18 @@ enum PostgresSchema {
             CREATE INDEX node_events_by_time ON node_events(at)
             """,
         ]),
+        (3, [
+            // An invite a member joined with says so to the next holder (`invite_used`).
+            """
+            CREATE TABLE used_invites (
+            room TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE, invite_id BYTEA NOT NULL,
+            expires_at BIGINT NOT NULL, PRIMARY KEY (room, invite_id))
+            """,
+        ]),
     ]
 
     /// The tables whose size counts against `Limits.maxStorageBytes`.
-    static let storedTables = "'rooms', 'members', 'invites', 'messages', 'wraps', 'retired', 'departed'"
+    static let storedTables = "'rooms', 'members', 'invites', 'used_invites', 'messages', 'wraps', 'retired', 'departed'"
 
     /// Any number, the same on every node: the advisory lock under which migrations run, so that
     /// nodes starting at once apply each migration once, one after the other.

@@ -218,6 +218,11 @@ public final class PostgresStore: Store {
 
     /// Serializes, across nodes, the requests that add to a key's rooms, so that two of them
     /// cannot both pass `maxRoomsPerKey` on counts that miss each other.
+    /// Whether a member joined the room with this invite (and it has not expired since).
+    static func wasUsed(_ tx: Transaction, room: String, inviteID: [UInt8]) async throws -> Bool {
+        try await !tx.rows("SELECT 1 FROM used_invites WHERE room = \(room) AND invite_id = \(bytea(inviteID))").isEmpty
+    }
+
     static func lockKey(_ tx: Transaction, _ key: String) async throws {
         try await tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(\(key), 0))")
     }
@@ -353,11 +358,13 @@ public final class PostgresStore: Store {
                 SELECT COUNT(*) FROM invites WHERE room = \(room.id) AND state = 'open' AND expires_at > \(now)
                 """) ?? 0
             try RoomRules.checkNewInvite(expiresAt: expiresAt, now: now, openInvites: open, limits: limits)
-            guard try await Self.invite(tx, room: room.id, inviteID: inviteID) == nil else {
+            guard try await Self.invite(tx, room: room.id, inviteID: inviteID) == nil,
+                  try await !Self.wasUsed(tx, room: room.id, inviteID: inviteID) else {
                 throw HushError(.inviteUsed, "this invite id is already registered")
             }
             // Expired invites, and the joins through them, are over: make room for new ones.
             try await tx.execute("DELETE FROM invites WHERE room = \(room.id) AND expires_at <= \(now)")
+            try await tx.execute("DELETE FROM used_invites WHERE room = \(room.id) AND expires_at <= \(now)")
             try await tx.execute("""
                 INSERT INTO invites (room, invite_id, expires_at, state) VALUES (\(room.id), \(Self.bytea(inviteID)), \(expiresAt), 'open')
                 """)
@@ -372,8 +379,9 @@ public final class PostgresStore: Store {
             let pending = try await tx.int("""
                 SELECT COUNT(*) FROM invites WHERE room = \(room.id) AND state != 'open' AND expires_at > \(now)
                 """) ?? 0
-            let invite = try RoomRules.join(invite: try await Self.invite(tx, room: room.id, inviteID: inviteID), joiner: joiner,
-                                            joiningKey: joiningKey,
+            let invite = try RoomRules.join(invite: try await Self.invite(tx, room: room.id, inviteID: inviteID),
+                                            inviteWasUsed: try await Self.wasUsed(tx, room: room.id, inviteID: inviteID),
+                                            joiner: joiner, joiningKey: joiningKey,
                                             isMember: try await Self.member(tx, room: room.id, key: joiner) != nil,
                                             roomsOfJoiner: try await Self.roomCount(tx, key: joiner, now: now),
                                             pendingJoins: pending, now: now, limits: limits)
@@ -410,7 +418,8 @@ public final class PostgresStore: Store {
         try await announcing(announce) { tx in
             let room = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: room.id, key: owner), as: .owner)
-            let member = try RoomRules.admit(room: room, invite: try await Self.invite(tx, room: room.id, inviteID: inviteID),
+            let invite = try await Self.invite(tx, room: room.id, inviteID: inviteID)
+            let member = try RoomRules.admit(room: room, invite: invite,
                                              key: key, signature: signature,
                                              memberCount: try await Self.keys(tx, room: room.id).count, now: now, limits: limits)
             try await tx.execute("""
@@ -419,6 +428,10 @@ public final class PostgresStore: Store {
                         \(member.floor), \(member.delivered))
                 """)
             try await tx.execute("DELETE FROM invites WHERE room = \(room.id) AND invite_id = \(Self.bytea(inviteID))")
+            try await tx.execute("""
+                INSERT INTO used_invites (room, invite_id, expires_at) VALUES (\(room.id), \(Self.bytea(inviteID)), \(invite?.expiresAt ?? now))
+                ON CONFLICT (room, invite_id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                """)
             return (try await Self.keys(tx, room: room.id), room.id)
         }
     }

@@ -36,9 +36,11 @@ public enum RoomRules {
     }
 
     /// `join`: the invite it names (registered, unexpired, unused) becomes this key's request.
-    public static func join(invite: InviteRecord?, joiner: String, joiningKey: [UInt8], isMember: Bool, roomsOfJoiner: Int,
-                            pendingJoins: Int, now: Int64, limits: Limits) throws(HushError) -> InviteRecord {
+    /// An invite whose join ended in an admission is `invite_used` until it would have expired.
+    public static func join(invite: InviteRecord?, inviteWasUsed: Bool, joiner: String, joiningKey: [UInt8], isMember: Bool,
+                            roomsOfJoiner: Int, pendingJoins: Int, now: Int64, limits: Limits) throws(HushError) -> InviteRecord {
         guard !isMember else { throw HushError(.alreadyMember, "this key is already in the room") }
+        guard !inviteWasUsed else { throw HushError(.inviteUsed, "the invite was already used: someone joined with it") }
         guard var invite else { throw HushError(.unknownInvite, "no such invite in this room") }
         guard invite.expiresAt > now else { throw HushError(.inviteExpired, "the invite has expired") }
         guard invite.state == .open else { throw HushError(.inviteUsed, "the invite was already used") }

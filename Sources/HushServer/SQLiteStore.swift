@@ -102,6 +102,14 @@ public final class SQLiteStore: Store {
                     + (SELECT COALESCE(SUM(LENGTH(wrap)), 0) + COUNT(*) * \(overhead) FROM wraps WHERE room = rooms.id);
                 """)
         }
+        migrator.registerMigration("v5-used-invites") { db in
+            // An invite a member joined with says so to the next holder (`invite_used`), until
+            // it would have expired, instead of looking unknown.
+            try db.execute(sql: """
+                CREATE TABLE used_invites (room TEXT NOT NULL, invite_id BLOB NOT NULL, expires_at INTEGER NOT NULL,
+                                           PRIMARY KEY (room, invite_id));
+                """)
+        }
         return migrator
     }
 
@@ -285,11 +293,12 @@ public final class SQLiteStore: Store {
             let open = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM invites WHERE room = ? AND state = 'open' AND expires_at > ?"),
                                         arguments: [room.id, now]) ?? 0
             try RoomRules.checkNewInvite(expiresAt: expiresAt, now: now, openInvites: open, limits: limits)
-            guard try Self.invite(db, room: room.id, inviteID: inviteID) == nil else {
+            guard try Self.invite(db, room: room.id, inviteID: inviteID) == nil, try !Self.wasUsed(db, room: room.id, inviteID: inviteID) else {
                 throw HushError(.inviteUsed, "this invite id is already registered")
             }
             // Expired invites, and the joins through them, are over: make room for new ones.
             try db.cachedStatement(sql: "DELETE FROM invites WHERE room = ? AND expires_at <= ?").execute(arguments: [room.id, now])
+            try db.cachedStatement(sql: "DELETE FROM used_invites WHERE room = ? AND expires_at <= ?").execute(arguments: [room.id, now])
             try db.cachedStatement(sql: "INSERT INTO invites (room, invite_id, expires_at, state) VALUES (?, ?, ?, 'open')").execute(
                            arguments: [room.id, Data(inviteID), expiresAt])
         }
@@ -301,7 +310,8 @@ public final class SQLiteStore: Store {
             let room = try RoomRules.requireRoom(Self.room(db, room))
             let pending = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM invites WHERE room = ? AND state != 'open' AND expires_at > ?"),
                                            arguments: [room.id, now]) ?? 0
-            let invite = try RoomRules.join(invite: Self.invite(db, room: room.id, inviteID: inviteID), joiner: joiner,
+            let invite = try RoomRules.join(invite: Self.invite(db, room: room.id, inviteID: inviteID),
+                                            inviteWasUsed: Self.wasUsed(db, room: room.id, inviteID: inviteID), joiner: joiner,
                                             joiningKey: joiningKey, isMember: Self.member(db, room: room.id, key: joiner) != nil,
                                             roomsOfJoiner: Self.roomCount(db, key: joiner, now: now), pendingJoins: pending,
                                             now: now, limits: limits)
@@ -338,12 +348,15 @@ public final class SQLiteStore: Store {
         try await write(afterCommit: announce.deliver) { db in
             let room = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.authorize(Self.member(db, room: room.id, key: owner), as: .owner)
-            let member = try RoomRules.admit(room: room, invite: Self.invite(db, room: room.id, inviteID: inviteID), key: key,
+            let invite = try Self.invite(db, room: room.id, inviteID: inviteID)
+            let member = try RoomRules.admit(room: room, invite: invite, key: key,
                                              signature: signature, memberCount: Self.keys(db, room: room.id).count, now: now,
                                              limits: limits)
             try db.cachedStatement(sql: "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?)").execute(
                 arguments: [member.room, member.key, member.role.rawValue, Data(member.signature), member.floor, member.delivered])
             try db.cachedStatement(sql: "DELETE FROM invites WHERE room = ? AND invite_id = ?").execute(arguments: [room.id, Data(inviteID)])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO used_invites VALUES (?, ?, ?)").execute(
+                arguments: [room.id, Data(inviteID), invite?.expiresAt ?? now])
             return try Self.keys(db, room: room.id)
         }
     }
@@ -475,6 +488,12 @@ public final class SQLiteStore: Store {
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO retired VALUES (?)").execute(arguments: [departed.key])
     }
 
+    /// Whether a member joined the room with this invite (and it has not expired since).
+    static func wasUsed(_ db: Database, room: String, inviteID: [UInt8]) throws -> Bool {
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM used_invites WHERE room = ? AND invite_id = ?"),
+                         arguments: [room, Data(inviteID)]) != nil
+    }
+
     /// Writes back a room as a rule returned it.
     static func update(_ db: Database, _ room: RoomRecord) throws {
         try db.cachedStatement(sql: """
@@ -493,6 +512,7 @@ public final class SQLiteStore: Store {
             try db.cachedStatement(sql: "DELETE FROM wraps WHERE room = ?").execute(arguments: [room.id])
             try db.cachedStatement(sql: "DELETE FROM messages WHERE room = ?").execute(arguments: [room.id])
             try db.cachedStatement(sql: "DELETE FROM invites WHERE room = ?").execute(arguments: [room.id])
+            try db.cachedStatement(sql: "DELETE FROM used_invites WHERE room = ?").execute(arguments: [room.id])
             try db.cachedStatement(sql: "DELETE FROM departed WHERE room = ?").execute(arguments: [room.id])
             try db.cachedStatement(sql: "DELETE FROM members WHERE room = ?").execute(arguments: [room.id])
             try db.cachedStatement(sql: "DELETE FROM rooms WHERE id = ?").execute(arguments: [room.id])

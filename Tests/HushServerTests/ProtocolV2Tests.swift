@@ -217,6 +217,31 @@ import Testing
         }
     }
 
+    /// An invite someone joined with answers the next holder `invite_used`, not `unknown_invite`,
+    /// and cannot be registered again.
+    @Test(arguments: StoreChoice.all) func anInviteAMemberJoinedWithSaysItWasUsed(store: StoreChoice) async throws {
+        try await withTestServer(store: store) { server in
+            let info = try await server.info()
+            let owner = try await RoomClient.create(server: info)
+            let link = try await owner.invite()
+            _ = try await RoomClient.join(link: link)
+            let invite = try InviteLink.parse(link).invite
+            let late = try await HushConnection.open(server: info, key: ThemisPrivateKey())
+            defer { late.close() }
+            var again = WireMessage(type: "join")
+            again.room = invite.room
+            again.inviteId = Base64Bytes(invite.inviteID)
+            again.joiningKey = Base64Bytes([1, 2, 3])
+            let reply = try await late.exchange(again)
+            #expect(reply.code == ErrorCode.inviteUsed.rawValue, "\(reply)")
+            var register = WireMessage(type: "invite")
+            register.room = invite.room
+            register.inviteId = Base64Bytes(invite.inviteID)
+            register.expiresAt = Int64(Date().timeIntervalSince1970) + 3600
+            #expect(try await owner.rawConnection.exchange(register).code == ErrorCode.inviteUsed.rawValue)
+        }
+    }
+
     @Test(arguments: StoreChoice.all) func theOwnersSecondClientFollowsAWrappedRotation(store: StoreChoice) async throws {
         try await withTestServer(store: store) { server in
             let info = try await server.info()

@@ -41,18 +41,19 @@ import ThemisKit
     }
 
     @Test func joinTakesAnOpenUnexpiredInviteWithinTheBounds() throws {
-        func join(_ invite: InviteRecord?, isMember: Bool = false, rooms: Int = 0, pending: Int = 0) -> ErrorCode? {
-            refusal { _ = try RoomRules.join(invite: invite, joiner: joiner, joiningKey: [9], isMember: isMember, roomsOfJoiner: rooms,
-                                             pendingJoins: pending, now: now, limits: limits) }
+        func join(_ invite: InviteRecord?, used: Bool = false, isMember: Bool = false, rooms: Int = 0, pending: Int = 0) -> ErrorCode? {
+            refusal { _ = try RoomRules.join(invite: invite, inviteWasUsed: used, joiner: joiner, joiningKey: [9], isMember: isMember,
+                                             roomsOfJoiner: rooms, pendingJoins: pending, now: now, limits: limits) }
         }
         #expect(join(invite(.open), isMember: true) == .alreadyMember)
         #expect(join(nil) == .unknownInvite)
+        #expect(join(nil, used: true) == .inviteUsed)  // a member joined with it: said so, not "unknown"
         #expect(join(invite(.open, expiresAt: now)) == .inviteExpired)
         #expect(join(invite(.requested, joiner: owner)) == .inviteUsed)
         #expect(join(invite(.open), pending: limits.maxPendingJoinsPerRoom) == .limitReached)
         #expect(join(invite(.open), rooms: limits.maxRoomsPerKey) == .limitReached)
-        let joined = try RoomRules.join(invite: invite(.open), joiner: joiner, joiningKey: [9], isMember: false, roomsOfJoiner: 0,
-                                        pendingJoins: 0, now: now, limits: limits)
+        let joined = try RoomRules.join(invite: invite(.open), inviteWasUsed: false, joiner: joiner, joiningKey: [9], isMember: false,
+                                        roomsOfJoiner: 0, pendingJoins: 0, now: now, limits: limits)
         #expect(joined.state == .requested && joined.joiner == joiner && joined.joiningKey == [9])
     }
 
