@@ -355,17 +355,24 @@ import ThemisKit
 /// `hush bench relay` against a test server: it delivers and reports sane numbers. The run is
 /// bounded by a message count, not a time window, so a loaded machine only makes it slower.
 @Suite(.timeLimit(.minutes(5))) struct BenchRelayTests {
+    /// 2 rooms × 3 members, 64-byte messages, `messages` per sender; the time bounds are far
+    /// beyond what the run needs, so only the message count ends it.
+    static func countBoundRun(server: String, rate: Double, messages: Int, handshakes: Int) -> BenchConfig {
+        var config = BenchConfig(server: server)
+        config.rooms = 2
+        config.members = 3
+        config.size = 64
+        config.rate = rate
+        config.messages = messages
+        config.duration = 600
+        config.drain = 60
+        config.handshakes = handshakes
+        return config
+    }
+
     @Test func shortRunDeliversAndReports() async throws {
         try await withTestServer { server in
-            var config = BenchConfig(server: server.url)
-            config.rooms = 2
-            config.members = 3
-            config.size = 64
-            config.rate = 5
-            config.messages = 3
-            config.duration = 600
-            config.drain = 60
-            config.handshakes = 4
+            let config = Self.countBoundRun(server: server.url, rate: 5, messages: 3, handshakes: 4)
             let report = try await BenchRunner.run(config)
             #expect(report.handshakes.count == 4 && report.handshakes.failed == 0)
             #expect(report.joins.count == 4 && report.joins.failed == 0)
@@ -388,15 +395,7 @@ import ThemisKit
     /// second one opened and verified; the server's CPU and memory read from its process.
     @Test func lightRunCountsEveryDeliveryAndVerifiesASample() async throws {
         try await withTestServer { server in
-            var config = BenchConfig(server: server.url)
-            config.rooms = 2
-            config.members = 3
-            config.size = 64
-            config.rate = 0
-            config.messages = 4
-            config.duration = 600
-            config.drain = 60
-            config.handshakes = 0
+            var config = Self.countBoundRun(server: server.url, rate: 0, messages: 4, handshakes: 0)
             config.verifyEvery = 2
             config.serverPID = getpid()
             let report = try await BenchRunner.run(config)
