@@ -91,6 +91,13 @@ public struct StoredRoom: Codable, Sendable, Equatable {
         public var seq: Int
     }
 
+    /// A sender's counters folded out of the replay window (`RoomState.ReplayFloor`).
+    public struct StoredReplayFloor: Codable, Sendable, Equatable {
+        public var from: String
+        public var counter: Int
+        public var seq: Int
+    }
+
     public struct StoredName: Codable, Sendable, Equatable {
         public var key: String
         public var name: String
@@ -122,7 +129,11 @@ public struct StoredRoom: Codable, Sendable, Equatable {
     public var members: [MemberEntry]
     public var lastSeq: Int
     public var sentCounter: Int
+    /// The newest accepted counters of each sender (at most `RoomState.defaultReplayWindow`).
     public var accepted: [Accepted]
+    /// Each sender's older counters, folded (docs/PROTOCOL.md §6.1). Absent in stores written
+    /// before the window, whose `accepted` is folded on the next save.
+    public var replayFloors: [StoredReplayFloor]?
     /// Who is called what (docs/PROTOCOL.md §6.7): history is read only after `lastSeq`, so the
     /// names read before are kept here. Absent in stores written before names.
     public var names: [StoredName]?
@@ -171,6 +182,7 @@ public struct StoredRoom: Codable, Sendable, Equatable {
         if let join, join.joiningKey.bytes.count != 32 { throw .corrupt("\(label): bad joining key") }
         if let pendingRotation, pendingRotation.key.bytes.count != 32 { throw .corrupt("\(label): bad pending rotation") }
         guard invites.allSatisfy({ $0.token.bytes.count == 32 }) else { throw .corrupt("\(label): bad invite token") }
+        guard (replayFloors ?? []).allSatisfy({ $0.counter >= 0 && $0.seq >= 0 }) else { throw .corrupt("\(label): bad replay floor") }
     }
 
     // MARK: to and from the live state
@@ -183,14 +195,23 @@ public struct StoredRoom: Codable, Sendable, Equatable {
     public func roomState() throws -> RoomState {
         var keys: [Int: [UInt8]] = [:]
         for (epochText, key) in self.keys { if let value = Int(epochText) { keys[value] = key.bytes } }
-        var accepted: [String: [Int: Int]] = [:]
-        for entry in self.accepted { accepted[entry.from, default: [:]][entry.counter] = entry.seq }
         var state = RoomState(room: room, owner: try ownerKey, me: try key, epoch: epoch, keys: keys, lastSeq: lastSeq,
-                              sentCounter: sentCounter, accepted: accepted)
+                              sentCounter: sentCounter, accepted: acceptedTable, replayFloors: floorTable)
         for member in members { state.admit(key: member.key, signature: member.signature.bytes) }
         state.restoreNames(Dictionary((names ?? []).map { ($0.key, RoomState.Naming(name: $0.name, seq: $0.seq)) },
                                       uniquingKeysWith: { $0.seq >= $1.seq ? $0 : $1 }))
         return state
+    }
+
+    private var acceptedTable: [String: [Int: Int]] {
+        var table: [String: [Int: Int]] = [:]
+        for entry in accepted { table[entry.from, default: [:]][entry.counter] = entry.seq }
+        return table
+    }
+
+    private var floorTable: [String: RoomState.ReplayFloor] {
+        Dictionary((replayFloors ?? []).map { ($0.from, RoomState.ReplayFloor(counter: $0.counter, seq: $0.seq)) },
+                   uniquingKeysWith: { $0.counter >= $1.counter ? $0 : $1 })
     }
 
     /// Folds a live state into the record. Monotone, so that two processes of the same user
@@ -202,12 +223,25 @@ public struct StoredRoom: Codable, Sendable, Equatable {
         epoch = max(epoch, state.epoch)
         lastSeq = max(lastSeq, min(state.lastSeq, shownThrough ?? state.lastSeq))
         sentCounter = max(sentCounter, state.sentCounter)
-        var known = Set(accepted.map { "\($0.from)#\($0.counter)" })
-        for (from, counters) in state.acceptedCounters {
-            for (counter, seq) in counters.sorted(by: { $0.key < $1.key }) where known.insert("\(from)#\(counter)").inserted {
-                accepted.append(Accepted(from: from, counter: counter, seq: seq))
-            }
+        // The union of both, kept to the replay window as the live state keeps it.
+        var table = acceptedTable
+        var floors = floorTable
+        for (from, counters) in state.acceptedCounters { table[from, default: [:]].merge(counters) { first, _ in first } }
+        for (from, floor) in state.replayFloors {
+            floors[from] = RoomState.ReplayFloor(counter: max(floors[from]?.counter ?? 0, floor.counter),
+                                                 seq: max(floors[from]?.seq ?? 0, floor.seq))
         }
+        accepted = []
+        var storedFloors: [StoredReplayFloor] = []
+        for from in table.keys.sorted() {
+            let (kept, floor) = RoomState.folded(table[from] ?? [:], floor: floors[from], window: RoomState.defaultReplayWindow)
+            accepted += kept.sorted { $0.key < $1.key }.map { Accepted(from: from, counter: $0.key, seq: $0.value) }
+            if let floor { storedFloors.append(StoredReplayFloor(from: from, counter: floor.counter, seq: floor.seq)) }
+        }
+        for (from, floor) in floors where table[from] == nil {
+            storedFloors.append(StoredReplayFloor(from: from, counter: floor.counter, seq: floor.seq))
+        }
+        replayFloors = storedFloors.isEmpty ? replayFloors : storedFloors.sorted { $0.from < $1.from }
         var named = Dictionary((names ?? []).map { ($0.key, $0) }, uniquingKeysWith: { $0.seq >= $1.seq ? $0 : $1 })
         for (key, naming) in state.names where named[key].map({ $0.seq < naming.seq }) ?? true {
             named[key] = StoredName(key: key, name: naming.name, seq: naming.seq)
@@ -530,6 +564,6 @@ public struct KeyStoreFile: Sendable {
 extension StoredRoom {
     static let fieldNames: Set<String> = [
         "room", "name", "server", "serverKey", "role", "status", "privateKey", "owner", "epoch", "keys", "members",
-        "lastSeq", "sentCounter", "accepted", "names", "rotateEvery", "invites", "joinRequests", "pendingRotation", "join", "createdAt",
+        "lastSeq", "sentCounter", "accepted", "replayFloors", "names", "rotateEvery", "invites", "joinRequests", "pendingRotation", "join", "createdAt",
     ]
 }

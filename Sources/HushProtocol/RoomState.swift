@@ -89,7 +89,25 @@ public struct RoomState: Sendable {
     private var myCounter = 0
     /// The sequence number each (sender, counter) was first accepted at: the same message
     /// again (history after a push) is a duplicate, the same counter at another seq a replay.
+    /// Bounded (§6.1): per sender only the newest `replayWindow` counters; older ones are
+    /// folded into `replayFloors`.
     private var accepted: [String: [Int: Int]] = [:]
+    private var floors: [String: ReplayFloor] = [:]
+    /// Counters kept per sender before the oldest are folded into its floor.
+    public var replayWindow = RoomState.defaultReplayWindow
+    public static let defaultReplayWindow = 1024
+
+    /// What is left of a sender's folded counters: the highest counter and the highest seq
+    /// among them. A counter at or below it is a duplicate at a seq at or below it (history
+    /// read again), a replay anywhere later.
+    public struct ReplayFloor: Sendable, Equatable, Codable {
+        public var counter: Int
+        public var seq: Int
+        public init(counter: Int, seq: Int) {
+            self.counter = counter
+            self.seq = seq
+        }
+    }
 
     public init(room: String, owner: ThemisPublicKey, me: ThemisPrivateKey, epoch: Int, roomKey: [UInt8]) {
         self.room = room
@@ -103,7 +121,7 @@ public struct RoomState: Sendable {
     /// number, this key's message counter and the accepted (sender, counter) → seq table.
     /// Members are not restored: admit them again through their membership signatures.
     public init(room: String, owner: ThemisPublicKey, me: ThemisPrivateKey, epoch: Int, keys: [Int: [UInt8]],
-                lastSeq: Int, sentCounter: Int, accepted: [String: [Int: Int]]) {
+                lastSeq: Int, sentCounter: Int, accepted: [String: [Int: Int]], replayFloors: [String: ReplayFloor] = [:]) {
         precondition(keys[epoch] != nil, "the key of the current epoch is required")
         self.room = room
         self.owner = owner
@@ -113,12 +131,52 @@ public struct RoomState: Sendable {
         self.lastSeq = lastSeq
         self.myCounter = sentCounter
         self.accepted = accepted
+        self.floors = replayFloors
+        for sender in accepted.keys { fold(sender) }
     }
 
     /// The counter of the last message this key sent (for saving).
     public var sentCounter: Int { myCounter }
-    /// The accepted (sender, counter) → seq table (for saving).
+    /// The accepted (sender, counter) → seq table (for saving), within the window.
     public var acceptedCounters: [String: [Int: Int]] { accepted }
+    /// Each sender's folded counters (for saving).
+    public var replayFloors: [String: ReplayFloor] { floors }
+
+    /// The replay rule (§6.1): a (sender, counter) at `seq` is new, the same message again, or
+    /// a replay.
+    private enum Replay { case new, duplicate, replay }
+
+    private func replay(from sender: String, counter: Int, seq: Int) -> Replay {
+        if let first = accepted[sender]?[counter] { return first == seq ? .duplicate : .replay }
+        if let floor = floors[sender], counter <= floor.counter { return seq <= floor.seq ? .duplicate : .replay }
+        return .new
+    }
+
+    /// Records a new (sender, counter) at `seq`, then keeps the sender's table to the window.
+    private mutating func accept(from sender: String, counter: Int, seq: Int) {
+        accepted[sender, default: [:]][counter] = seq
+        fold(sender)
+    }
+
+    /// Folds a sender's oldest counters beyond the window into its floor.
+    private mutating func fold(_ sender: String) {
+        guard let table = accepted[sender] else { return }
+        (accepted[sender], floors[sender]) = Self.folded(table, floor: floors[sender], window: replayWindow)
+    }
+
+    /// A sender's counter → seq table kept to the newest `window` counters, the older ones
+    /// folded into the floor (the key store keeps what it saves to the same bound).
+    public static func folded(_ table: [Int: Int], floor: ReplayFloor?, window: Int) -> ([Int: Int], ReplayFloor?) {
+        let window = max(1, window)
+        guard table.count > window else { return (table, floor) }
+        var floor = floor ?? ReplayFloor(counter: 0, seq: 0)
+        var kept = table
+        for counter in table.keys.sorted().prefix(table.count - window) {
+            floor.counter = max(floor.counter, counter)
+            floor.seq = max(floor.seq, kept.removeValue(forKey: counter) ?? 0)
+        }
+        return (kept, floor)
+    }
 
     public var isOwner: Bool { me.publicKey == owner }
     public var myKey: String { KeyID.json(me.publicKey) }
@@ -201,7 +259,7 @@ public struct RoomState: Sendable {
     /// `name`: the message was a name message, now this key's name at that seq.
     public mutating func recordSent(counter: Int, seq: Int, name: String? = nil) {
         guard (1...Self.maxSeq).contains(seq) else { return }
-        accepted[myKey, default: [:]][counter] = seq
+        accept(from: myKey, counter: counter, seq: seq)
         lastSeq = max(lastSeq, seq)
         if let name, Self.isCanonicalName(name) { _ = setName(name, of: myKey, seq: seq) }
     }
@@ -376,12 +434,14 @@ public struct RoomState: Sendable {
         // A name outside the one rule is refused like any malformed content, before it counts.
         if case .name(let message) = content, !Self.isCanonicalName(message.name) { return reject(.malformed) }
         let duplicate: Bool
-        if let seq = accepted[envelope.from]?[content.counter] {
-            guard seq == envelope.seq else { return reject(.replay) }
+        switch replay(from: envelope.from, counter: content.counter, seq: envelope.seq) {
+        case .replay:
+            return reject(.replay)
+        case .duplicate:
             duplicate = true
-        } else {
+        case .new:
             duplicate = false
-            accepted[envelope.from, default: [:]][content.counter] = envelope.seq
+            accept(from: envelope.from, counter: content.counter, seq: envelope.seq)
             if envelope.from == myKey { myCounter = max(myCounter, content.counter) }
         }
         switch content {

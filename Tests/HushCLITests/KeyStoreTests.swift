@@ -214,6 +214,39 @@ import ThemisKit
         #expect(restored.sentCounter == 4 && restored.acceptedCounters["k"]?[2] == 5 && restored.keys[1] == key1)
     }
 
+    /// The saved replay table is bounded (PROTOCOL.md §6.1): however many messages a sender
+    /// sent, the newest 1024 counters are kept and the rest folded into its floor, which a
+    /// restore hands back; a second writer's floor is merged, never lowered.
+    @Test func savedReplayTableStaysWithinTheWindow() throws {
+        var record = Self.sampleRoom()
+        let base = try record.roomState()
+        let sent = Dictionary(uniqueKeysWithValues: (1...3000).map { ($0, $0 + 10) })
+        let busy = RoomState(room: base.room, owner: base.owner, me: base.me, epoch: 0, keys: base.keys, lastSeq: 3010,
+                             sentCounter: 0, accepted: ["k": sent])
+        #expect(busy.acceptedCounters["k"]?.count == RoomState.defaultReplayWindow)
+        record.absorb(busy)
+        let window = RoomState.defaultReplayWindow
+        #expect(record.accepted.count == window && record.accepted.map(\.counter).min() == 3000 - window + 1)
+        #expect(record.replayFloors == [StoredRoom.StoredReplayFloor(from: "k", counter: 3000 - window, seq: 3000 - window + 10)])
+        let restored = try record.roomState()
+        #expect(restored.replayFloors["k"] == RoomState.ReplayFloor(counter: 3000 - window, seq: 3000 - window + 10))
+        // A writer that saw less never lowers the floor; one that saw more raises it.
+        let stale = RoomState(room: base.room, owner: base.owner, me: base.me, epoch: 0, keys: base.keys, lastSeq: 20,
+                              sentCounter: 0, accepted: ["k": [1: 11, 2: 12]])
+        record.absorb(stale)
+        #expect(record.replayFloors?.first?.counter == 3000 - window && record.accepted.count == window)
+        let ahead = RoomState(room: base.room, owner: base.owner, me: base.me, epoch: 0, keys: base.keys, lastSeq: 4000,
+                              sentCounter: 0, accepted: ["k": [3500: 3600]])
+        record.absorb(ahead)
+        #expect(record.replayFloors?.first?.counter == 3000 - window + 1 && record.accepted.count == window)
+        // The sealed file stays small: about 1024 entries, not one per message ever sent.
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let file = KeyStoreFile(path: folder.path("bounded.hush"), passphrase: "bounded pass")
+        try file.update(create: true) { (store: inout KeyStore) throws in store.upsert(record) }
+        #expect(try file.load().find(record.name).accepted.count == window)
+    }
+
     @Test func storePathComesFromFlagThenEnvironmentThenHome() {
         #expect(KeyStoreFile.defaultPath(flag: "/x/a.hush", environment: ["HUSH_STORE": "/y"]) == "/x/a.hush")
         #expect(KeyStoreFile.defaultPath(flag: nil, environment: ["HUSH_STORE": "/y/b.hush", "HOME": "/h"]) == "/y/b.hush")

@@ -62,6 +62,10 @@ struct ScenarioRun {
         guard let owner = keys["owner"], let mine = keys[me], roomKeys[epoch] != nil else { throw fail("no owner, me or current key") }
         names = Dictionary(uniqueKeysWithValues: keys.map { (KeyID.json($0.value.publicKey), $0.key) })
         state = RoomState(room: room, owner: owner.publicKey, me: mine, epoch: epoch, keys: roomKeys, lastSeq: 0, sentCounter: 0, accepted: [:])
+        if let window = start["replayWindow"] {
+            guard let window = window.int, window >= 1 else { throw fail("bad replayWindow") }
+            state.replayWindow = window
+        }
         for entry in try (start["members"] ?? []).decode([MemberEntry].self) where !state.admit(key: entry.key, signature: entry.signature.bytes) {
             throw fail("starting member \(name(entry.key)) does not verify")
         }

@@ -15,7 +15,7 @@ import ThemisKit
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let cases = [try chat(), try membership(), try departures(), try plainRotations(), try wrappedRotations(),
-                     try ownersOwnWrap(), try envelopeBounds(), try payloads(), try names()]
+                     try ownersOwnWrap(), try envelopeBounds(), try payloads(), try names(), try replayWindow()]
         for (index, scenario) in cases.enumerated() {
             let name = String(format: "%02d-%@.json", index + 1, scenario["name"]?.string ?? "case")
             try encoder.encode(scenario).write(to: directory.appendingPathComponent(name))
@@ -378,6 +378,25 @@ import ThemisKit
 
     // MARK: expected outcomes
 
+    func replayWindow() throws -> JSONValue {
+        let cast = Cast(["owner", "bob", "carol"])
+        let k0 = cast.roomKey()
+        let messages = try (1...4).map { try cast.message(seq: $0, from: "carol", epoch: 0, key: k0, counter: $0, text: "carol \($0)") }
+        return cast.scenario("replay-window", "A bounded replay table (window 2 here, 1024 in the clients): counters older than the window are folded into a floor; at or below the floor's seq they read as duplicates, later as replays",
+                             me: "bob", epoch: 0, keys: [0: k0], members: ["bob", "carol"], replayWindow: 2, steps: [
+            step("counter 1", envelope: messages[0], expect: chatOut(1, "carol", 1, "carol 1")),
+            step("counter 2", envelope: messages[1], expect: chatOut(2, "carol", 2, "carol 2")),
+            step("counter 3: counter 1 is folded into the floor (1 at seq 1)", envelope: messages[2], expect: chatOut(3, "carol", 3, "carol 3")),
+            step("counter 1 read again at its seq: a duplicate, from the floor", envelope: messages[0], expect: duplicate(1)),
+            step("counter 1 at a later seq: a replay, from the floor", envelope: messages[0].with("seq", 5), expect: rejected(5, .replay)),
+            step("counter 2, still in the window, at a later seq: a replay", envelope: messages[1].with("seq", 6), expect: rejected(6, .replay)),
+            step("counter 4: counter 2 is folded (the floor is 2 at seq 2)", envelope: messages[3].with("seq", 7), expect: chatOut(7, "carol", 4, "carol 4", ts: Cast.ts(4))),
+            step("counter 2 read again at its seq: a duplicate", envelope: messages[1], expect: duplicate(2)),
+            step("counter 2 at a later seq: a replay", envelope: messages[1].with("seq", 8), expect: rejected(8, .replay)),
+            step("counter 3, in the window, read again: a duplicate", envelope: messages[2], expect: duplicate(3)),
+        ], state: cast.state(epoch: 0, keys: [0: k0], lastSeq: 8, members: ["bob", "carol"]))
+    }
+
     func nameOut(_ seq: Int, _ from: String, _ counter: Int, _ name: String, previous: String?, inForce: Bool = true) -> JSONValue {
         ["outcome": "name", "seq": .int(seq), "from": .string(from), "counter": .int(counter), "ts": .int(Cast.ts(seq)),
          "name": .string(name), "previous": previous.map(JSONValue.string) ?? .null, "inForce": .bool(inForce)]
@@ -515,13 +534,14 @@ struct Cast {
     }
 
     func scenario(_ name: String, _ about: String, me: String, epoch: Int, keys roomKeys: [Int: [UInt8]], members: [String],
-                  former: [JSONValue] = [], steps: [JSONValue], state: JSONValue) -> JSONValue {
-        ["name": .string(name), "about": .string(about), "room": .string(room), "me": .string(me),
-         "keys": .object(keys.mapValues { .string(Base64.encode($0.containerBytes)) }),
-         "start": ["epoch": .int(epoch),
-                   "keys": .object(Dictionary(uniqueKeysWithValues: roomKeys.map { (String($0.key), .string(Base64.encode($0.value))) })),
-                   "members": .array(members.map { member($0) }), "formerMembers": .array(former)],
-         "steps": .array(steps), "state": state]
+                  former: [JSONValue] = [], replayWindow: Int? = nil, steps: [JSONValue], state: JSONValue) -> JSONValue {
+        var start: JSONValue = ["epoch": .int(epoch),
+                                "keys": .object(Dictionary(uniqueKeysWithValues: roomKeys.map { (String($0.key), .string(Base64.encode($0.value))) })),
+                                "members": .array(members.map { member($0) }), "formerMembers": .array(former)]
+        if let replayWindow { start = start.with("replayWindow", .int(replayWindow)) }
+        return ["name": .string(name), "about": .string(about), "room": .string(room), "me": .string(me),
+                "keys": .object(keys.mapValues { .string(Base64.encode($0.containerBytes)) }),
+                "start": start, "steps": .array(steps), "state": state]
     }
 }
 

@@ -40,6 +40,10 @@ async function run(file, scenario) {
     epoch: start.epoch, roomKey: base64ToBytes(start.keys[start.epoch]),
   });
   state.keys = { ...start.keys };
+  if ('replayWindow' in start) {
+    assert.ok(Number.isInteger(start.replayWindow) && start.replayWindow >= 1, `${file}: bad replayWindow`);
+    state.replayWindow = start.replayWindow;
+  }
   for (const entry of start.members) assert.ok(await admit(state, entry.key, entry.signature), `${file}: starting member ${name(entry.key)}`);
   await syncFormer(state, start.formerMembers);
   for (const entry of start.formerMembers) assert.ok(state.former[entry.key], `${file}: starting former member ${name(entry.key)}`);

@@ -21,7 +21,8 @@ export function newRoomState({ room, owner, privateKey, epoch, roomKey }) {
     former: {}, // removed/left key → {signature, untilSeq, departure}: messages with seq ≤ untilSeq stay valid
     counter: 0, // my last chat counter (§6.1); durable so that it never repeats
     pendingRotation: null, // owner: {epoch, key} saved before `rotate` is sent, until it is installed
-    accepted: {}, // sender → {counter: seq}; rebuilt from history each session
+    accepted: {}, // sender → {counter: seq}, the newest REPLAY_WINDOW counters; rebuilt from history each session
+    acceptedFloor: {}, // sender → {counter, seq}: its older counters, folded (§6.1)
     names: {}, // key → {name, seq}: who is called what (§6.7), the latest by seq; rebuilt from history
     lastSeq: 0,
   };
@@ -29,12 +30,12 @@ export function newRoomState({ room, owner, privateKey, epoch, roomKey }) {
 
 /** The part of the state that must survive a reload (the rest is rebuilt from history). */
 export function durable(state) {
-  const { accepted, lastSeq, names, ...rest } = state;
+  const { accepted, acceptedFloor, lastSeq, names, ...rest } = state;
   return rest;
 }
 
 export function restoreRoomState(saved) {
-  return { pendingRotation: null, ...saved, accepted: {}, names: {}, lastSeq: 0 };
+  return { pendingRotation: null, ...saved, accepted: {}, acceptedFloor: {}, names: {}, lastSeq: 0 };
 }
 
 /**
@@ -230,7 +231,7 @@ export async function compose(state, text, now) {
  * it was a name message, now my name at that seq.
  */
 export function recordSent(state, counter, seq, name = null) {
-  (state.accepted[state.me] ??= {})[counter] = seq;
+  accept(state, state.me, counter, seq);
   state.lastSeq = Math.max(state.lastSeq, seq);
   if (name !== null && isCanonicalName(name)) setName(state, state.me, name, seq);
 }
@@ -299,6 +300,38 @@ function isAdmitted(state, from, seq) {
   return Boolean(former && seq <= former.untilSeq);
 }
 
+/** Counters kept per sender before the oldest are folded into its floor (§6.1). */
+export const REPLAY_WINDOW = 1024;
+
+/**
+ * The replay rule (§6.1): a (sender, counter) at `seq` is 'new', the same message again
+ * ('duplicate': history read after a push) or a 'replay'. Counters folded out of the window
+ * count as seen at any seq up to the floor's.
+ */
+function replayOf(state, from, counter, seq) {
+  const first = state.accepted[from]?.[counter];
+  if (first !== undefined) return first === seq ? 'duplicate' : 'replay';
+  const floor = state.acceptedFloor?.[from];
+  if (floor && counter <= floor.counter) return seq <= floor.seq ? 'duplicate' : 'replay';
+  return 'new';
+}
+
+/** Records a new (sender, counter) at `seq`, folding the sender's oldest beyond the window. */
+function accept(state, from, counter, seq) {
+  const table = (state.accepted[from] ??= {});
+  table[counter] = seq;
+  const window = Math.max(1, state.replayWindow ?? REPLAY_WINDOW);
+  const counters = Object.keys(table).map(Number).sort((a, b) => a - b);
+  if (counters.length <= window) return;
+  state.acceptedFloor ??= {};
+  const floor = (state.acceptedFloor[from] ??= { counter: 0, seq: 0 });
+  for (const old of counters.slice(0, counters.length - window)) {
+    floor.counter = Math.max(floor.counter, old);
+    floor.seq = Math.max(floor.seq, table[old]);
+    delete table[old];
+  }
+}
+
 async function receiveChat(state, env) {
   if (!isAdmitted(state, env.from, env.seq)) throw new PayloadError('notMember', 'sender not admitted');
   const keyB64 = state.keys[env.epoch];
@@ -308,10 +341,10 @@ async function receiveChat(state, env) {
     { room: state.room, epoch: env.epoch, sender: keyBytes(env.from) });
   // A name outside the one rule is refused like any malformed content, before it counts.
   if (message.kind === 'name' && !isCanonicalName(message.name)) throw new PayloadError('malformed', 'not a valid name');
-  const seen = state.accepted[env.from]?.[message.counter];
-  if (seen !== undefined && seen !== env.seq) throw new PayloadError('replay', 'counter already used');
-  if (seen === env.seq) return { type: 'duplicate' };
-  (state.accepted[env.from] ??= {})[message.counter] = env.seq;
+  const replay = replayOf(state, env.from, message.counter, env.seq);
+  if (replay === 'replay') throw new PayloadError('replay', 'counter already used');
+  if (replay === 'duplicate') return { type: 'duplicate' };
+  accept(state, env.from, message.counter, env.seq);
   const mine = env.from === state.me;
   if (mine) state.counter = Math.max(state.counter, message.counter);
   if (message.kind === 'name') {
