@@ -87,6 +87,29 @@ public actor RoomClient {
     /// Emit `chat` (with the sender's timestamp) instead of `message`.
     public func useDetailedMessages() { detailedMessages = true }
 
+    /// Where invites that another client of this key made (another process, say `hush chat
+    /// invite` beside a running `hush chat read --follow`) are found: asked for the invite
+    /// tokens when a join names an invite this client does not know.
+    public func findInvitesWith(_ source: @escaping @Sendable () async -> [[UInt8]]) { inviteSource = source }
+    private var inviteSource: (@Sendable () async -> [[UInt8]])?
+    /// Invite ids already looked for and not found: a server naming unknown invites again and
+    /// again costs one lookup each, at most this many.
+    private var missedInvites: Set<[UInt8]> = []
+    private static let maxMissedInvites = 64
+
+    /// The token of `inviteID`, looking in the invite source once when this client does not
+    /// know it.
+    private func token(of inviteID: [UInt8]) async -> [UInt8]? {
+        if let token = tokens[inviteID] { return token }
+        guard let inviteSource, !missedInvites.contains(inviteID), missedInvites.count < Self.maxMissedInvites else { return nil }
+        for token in await inviteSource() where tokens[InviteLink.inviteID(token: token)] == nil {
+            joins.remember(token: token)
+            tokens[InviteLink.inviteID(token: token)] = token
+        }
+        if tokens[inviteID] == nil { missedInvites.insert(inviteID) }
+        return tokens[inviteID]
+    }
+
     init(server: ServerInfo, state: RoomState, connection: HushConnection) {
         self.server = server
         self.state = state
@@ -529,13 +552,13 @@ public actor RoomClient {
             sink.yield(.roomDeleted)
         case "join_request":
             guard state.isOwner, let inviteID = push.inviteId?.bytes, let joiner = push.key,
-                  let blob = push.joiningKey?.bytes, tokens[inviteID] != nil else { return }
+                  let blob = push.joiningKey?.bytes, await token(of: inviteID) != nil else { return }
             joinRequests[inviteID] = JoinRequest(inviteID: inviteID, joiner: joiner, joiningKey: blob)
             await respond(inviteID: inviteID, joiner: joiner)
             sink.yield(.joinRequested(key: joiner))
         case "join_confirm":
             guard state.isOwner, let inviteID = push.inviteId?.bytes, let joiner = push.key, let sealed = push.sealed?.bytes,
-                  let token = tokens[inviteID] else { return }
+                  let token = await token(of: inviteID) else { return }
             guard let signature = try? joins.admit(inviteID: inviteID, joiner: joiner, sealed: sealed, state: state) else {
                 // The confirmation was sealed under an older room key: the room rotated after
                 // the response. Answer again with the current key (§4.3).

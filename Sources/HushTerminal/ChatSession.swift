@@ -34,6 +34,10 @@ public actor ChatSession {
         sinceRotation = summary?.sinceRotation ?? 0
         shownThrough = record.lastSeq
         await client.useDetailedMessages()
+        // Invites made by another process of this key store are admitted too.
+        await client.findInvitesWith { [store, room = record.room] in
+            ((try? store.load().find(room))?.invites ?? []).map(\.token.bytes)
+        }
     }
 
     public var room: String { record.room }

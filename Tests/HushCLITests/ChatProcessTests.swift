@@ -186,6 +186,30 @@ import ThemisKit
         }
     }
 
+    /// A running `hush chat read --follow` admits a join through an invite that another process
+    /// of the same key store made after it started.
+    @Test func aFollowingOwnerAdmitsAnInviteAnotherProcessMade() async throws {
+        try await withTestServer { server in
+            let folder = try TempFolder()
+            defer { folder.remove() }
+            let env = ["HUSH_STORE": folder.path("owner.hush"), "HUSH_PASSPHRASE": "owner pass"]
+            let created = try await HushProcess.run(["chat", "new", "club", "--server", server.url], environment: env)
+            #expect(created.status == 0, "\(created.stderr)")
+            let owner = try KeyStoreFile(path: env["HUSH_STORE"]!, passphrase: env["HUSH_PASSPHRASE"]!).load().find("club").myKey
+            try await waitUntil("the creating process's connection is gone") { server.server.hub.connectionCount(of: owner) == 0 }
+            let follower = try HushProcess(["chat", "read", "club", "--follow", "--json"], environment: env)
+            defer { follower.process.terminate() }
+            try await waitUntil("the follower is connected") { server.server.hub.connectionCount(of: owner) == 1 }
+
+            let invited = try await HushProcess.run(["chat", "invite", "club"], environment: env)
+            let link = try #require(invited.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init),
+                                    "\(invited.stderr)")
+            let joiner = try await RoomClient.join(link: link, timeout: .seconds(60))
+            let fingerprint = Format.fingerprint(ofKey: await joiner.key)
+            _ = try await follower.line { Self.event($0)?.type == "member_joined" && Self.event($0)?.from == fingerprint }
+        }
+    }
+
     /// The terminal client joins while the owner (a `RoomClient`) is offline.
     @Test func joinerProcessWaitsForTheOwner() async throws {
         try await withTestServer { server in
