@@ -63,8 +63,8 @@ public final class Outbox: Sendable {
     func finish() { continuation.finish() }
 }
 
-/// Who is online: established connections by key. The fan-out seam: a multi-node deployment
-/// replaces this with one that also publishes to the other nodes.
+/// Who is online on this node: established connections by key. Pushes reach it from this
+/// node's writes and, on a shared PostgreSQL store, from the other nodes' (`PostgresFanOut`).
 public final class Hub: Sendable {
     private let connections = NIOLockedValueBox<[String: [UInt64: Outbox]]>([:])
     private let nextID = Atomic<UInt64>(1)
