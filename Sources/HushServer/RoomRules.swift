@@ -4,8 +4,9 @@ import ThemisKit
 /// The room core (docs/PROTOCOL.md §4): who may do what, and what each accepted request turns
 /// the stored records into, as pure functions over records. A store reads the records a
 /// request needs, calls one of these inside its transaction and writes back exactly what it
-/// returns; a refusal throws before anything is written, so it changes nothing. Every store
-/// (SQLite today) shares these rules and only persists.
+/// returns; a refusal throws before anything is written, so it changes nothing. Both stores
+/// (SQLite, PostgreSQL) share these rules and only persist; who hears of each accepted
+/// request is `RoomPushes`.
 public enum RoomRules {
     public static func requireRoom(_ room: RoomRecord?) throws(HushError) -> RoomRecord {
         guard let room else { throw HushError(.notFound, "no such room") }

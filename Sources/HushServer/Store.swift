@@ -63,7 +63,8 @@ public struct ExpiryPass: Sendable {
 
 /// Durable state of rooms. Each method is one atomic transaction that reads what it needs,
 /// applies `RoomRules`, and either commits or throws `HushError` having changed nothing.
-/// SQLite is the embedded default; a PostgreSQL implementation can follow the same contract.
+/// `SQLiteStore` is the embedded default; `PostgresStore` keeps the same contract for several
+/// nodes.
 public protocol Store: Sendable {
     func isRetired(_ key: String) async throws -> Bool
     func createRoom(id: String, owner: String, rotateEvery: Int, now: Int64, limits: Limits) async throws -> RoomRecord
