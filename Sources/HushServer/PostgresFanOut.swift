@@ -20,6 +20,9 @@ final class PostgresFanOut: Sendable {
     static let channel = "hush_events"
     /// How long events are kept for a node that lost its `LISTEN` connection to catch up.
     static let keptSeconds = 600
+    /// The most an event's effects can take: a push of the largest payload or wrap set, base64
+    /// in JSON, with room to spare; anything larger was not written by a node.
+    static let maxEventBytes = 4 << 20
 
     /// One recorded event: its room, its number there, and the id of the write attempt that
     /// recorded it (a retried transaction records again under a new id).
@@ -207,7 +210,15 @@ final class PostgresFanOut: Sendable {
             }
             expected = seq + 1
             guard !state.withLockedValue({ $0.ownInFlight.contains(id) }) else { continue }
-            let effects = try JSONDecoder().decode([ConnectionEffect].self, from: Data(effectsJSON.readableBytesView))
+            // What another process wrote is read strictly: an event too large or not what a
+            // node writes cannot be pushed, and must not stop the room's later events (nor
+            // every catch-up after it): the room resynchronizes past it instead.
+            guard effectsJSON.readableBytes <= Self.maxEventBytes,
+                  let effects = try? JSONDecoder().decode([ConnectionEffect].self, from: Data(effectsJSON.readableBytesView)) else {
+                logger.warning("an unreadable event in node_events was skipped")
+                try await resynchronize(room: room, through: seq, connection, hub: hub)
+                continue
+            }
             _ = enqueue(room: room, seq: seq, effects: effects, requester: nil, hub: hub)
         }
     }

@@ -109,6 +109,34 @@ struct CrossNodeTests {
         }
     }
 
+    /// An event no node wrote (not JSON) is skipped: the room resynchronizes past it (its
+    /// connections on every node are closed) and later events are pushed again.
+    @Test func anUnreadableEventDoesNotStopTheRoom() async throws {
+        try await withTwoNodes { nodeA, nodeB in
+            let owner = try await RoomClient.create(server: try await nodeA.info())
+            let bobOnA = try await RoomClient.join(link: try await owner.invite())
+            let bob = try await RoomClient.resume(await bobOnA.state, on: try await nodeB.info())
+            await bobOnA.disconnect()
+            let room = await owner.room
+            try await PostgresCluster.shared().execute("""
+                WITH numbered AS (UPDATE rooms SET event_seq = event_seq + 1 WHERE id = '\(room)' RETURNING event_seq),
+                stored AS (INSERT INTO node_events (room, event_seq, id, effects)
+                           SELECT '\(room)', event_seq, 'not-a-node', '\\x7b7b7b'::bytea FROM numbered RETURNING event_seq)
+                SELECT pg_notify('hush_events', '\(room) ' || event_seq || ' 0F6C1E4B-7A3E-4C2B-9E7D-2B1F1A9C0D11') FROM stored
+                """, in: try #require(nodeA.database))
+            // Both nodes skip it: each closes its connections of the room's keys.
+            let bobConnection = await bob.rawConnection
+            let ownerConnection = await owner.rawConnection
+            try await waitUntil("node B closed Bob's connection to resynchronize") { bobConnection.isClosed }
+            try await waitUntil("node A closed the owner's connection to resynchronize") { ownerConnection.isClosed }
+            _ = try await bob.reconnect()
+            _ = try await owner.reconnect()
+            _ = try await owner.send("after the bad event")
+            #expect(try await next(bob.events, where: ProtocolV2Tests.isText("after the bad event"))
+                    == .message(seq: 1, from: await owner.key, text: "after the bad event"))
+        }
+    }
+
     @Test func pushesSurviveTheNodesLosingTheirDatabaseConnections() async throws {
         try await withTwoNodes { nodeA, nodeB in
             let owner = try await RoomClient.create(server: try await nodeA.info())

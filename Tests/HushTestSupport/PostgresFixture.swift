@@ -173,10 +173,15 @@ public final class PostgresCluster: Sendable {
             """)
     }
 
+    /// One statement on a test database, as another process with access to it would.
+    public func execute(_ statement: String, in location: PostgresLocation) async throws {
+        try await administer(statement, database: location.database)
+    }
+
     /// One statement on the `postgres` database (CREATE/DROP DATABASE run outside a transaction).
-    private func administer(_ statement: String) async throws {
+    private func administer(_ statement: String, database: String = "postgres") async throws {
         let configuration = PostgresConnection.Configuration(host: "127.0.0.1", port: port, username: "hush",
-                                                             password: nil, database: "postgres", tls: .disable)
+                                                             password: nil, database: database, tls: .disable)
         let logger = Logger(label: "hush.test.postgres")
         let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
         do {
