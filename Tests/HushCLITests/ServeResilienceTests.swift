@@ -1,11 +1,20 @@
 import Foundation
 import HushClient
 import HushProtocol
+import HushTerminal
 import HushTestSupport
 import Testing
 import ThemisKit
 
 extension ServeProcess {
+    /// The server's user plus system CPU time so far (the bench's `/proc` reader).
+    func cpuSeconds() throws -> Double {
+        guard let usage = ProcessUsage(pid: process.processIdentifier) else {
+            throw ServeFailure(description: "cannot read /proc for pid \(process.processIdentifier)")
+        }
+        return usage.cpuSeconds
+    }
+
     /// Expects the server alive and far from a busy loop: under 1 s of CPU over 5 s of wall
     /// time. The bound is generous on purpose (the spin it catches used 2.2–3.4 s even on a
     /// loaded machine), and load elsewhere can only lower the figure, never raise it.

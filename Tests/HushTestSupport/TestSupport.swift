@@ -280,18 +280,6 @@ public final class ServeProcess: @unchecked Sendable {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/fd").count) ?? 0
     }
 
-    /// User plus system CPU time so far, from `/proc/PID/stat`.
-    public func cpuSeconds() throws -> Double {
-        let stat = try String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8)
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        guard let end = stat.lastIndex(of: ")") else { throw ServeFailure(description: "bad stat: \(stat)") }
-        let fields = stat[stat.index(after: end)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else {
-            throw ServeFailure(description: "bad stat: \(stat)")
-        }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
     /// Waits for the process to end; false when it is still running after `timeout`.
     public func waitForExit(timeout: Duration) async -> Bool {
         if !exited.load(ordering: .acquiring) { _ = try? await next(exits, timeout: timeout) { _ in true } }
@@ -325,6 +313,7 @@ public final class ServeProcess: @unchecked Sendable {
 
 public struct ServeFailure: Error, CustomStringConvertible {
     public let description: String
+    public init(description: String) { self.description = description }
 }
 
 /// Bytes a child process writes, collected across the pipe's reader thread.
