@@ -34,6 +34,18 @@ public struct WireMessage: Codable, Sendable, Equatable {
     public var count: Int?
     /// `member_left` / `member_removed`: the room's last sequence number when the key departed.
     public var until: Int?
+    // files (§4.9)
+    /// `file_put`, `file_get`, `file_stored`, `file_chunk`: the file id (16 bytes).
+    public var file: Base64Bytes?
+    /// The file's chunk count.
+    public var chunks: Int?
+    public var index: Int?
+    /// One sealed chunk.
+    public var data: Base64Bytes?
+    /// `file_stored`: every chunk of the file is stored.
+    public var complete: Bool?
+    /// `send`: the pending files the message carries.
+    public var files: [Base64Bytes]?
     // history and hello
     public var after: Int?
     public var limit: Int?
