@@ -205,6 +205,56 @@ public actor ChatSession {
         return seq
     }
 
+    /// Shares a file (docs/PROTOCOL.md §6.8): its chunks are stored, then its message goes out
+    /// like a line (`send`), counters reserved the same way. Returns the file message's seq.
+    @discardableResult
+    public func sendFile(_ bytes: [UInt8], name: String, type: String) async throws -> Int {
+        let seq: Int
+        do {
+            seq = try await client.sendFile(bytes, name: name, type: type, reserveCounter: { next in try await self.reserveCounter(next) }).seq
+        } catch let error as HushError where [.roomFull, .serverFull, .limitReached].contains(error.code) {
+            throw ChatError("file not sent: \(Self.fileRefusal(error.code)) (\(error.code.rawValue))")
+        }
+        madeOwn(seq)
+        sinceRotation += 1
+        dirty = true
+        if isOwner, sinceRotation >= record.rotateEvery {
+            try await rotate()
+        } else {
+            try await persist(force: true)
+        }
+        return seq
+    }
+
+    static func fileRefusal(_ code: ErrorCode) -> String {
+        switch code {
+        case .roomFull: "the room is full; the server stores nothing more here until old messages expire"
+        case .serverFull: "the server is out of storage; try again later"
+        default: "too many files of yours are waiting to be sent in this room; they expire within 24 hours"
+        }
+    }
+
+    /// The file shared by the message at `seq`, read again from history: nil when there is no
+    /// such message this key may read, or it is not a file.
+    public func sharedFile(at seq: Int) async throws -> (from: String, file: RoomFile)? {
+        guard seq >= 1 else { return nil }
+        for event in try await client.history(after: seq - 1) {
+            if case .file(seq, let from, _, let file) = event { return (from, file) }
+        }
+        return nil
+    }
+
+    /// Fetches and verifies a shared file: all its bytes, or an error and nothing.
+    public func download(_ file: RoomFile) async throws -> [UInt8] {
+        do {
+            return try await client.download(file)
+        } catch let error as FileError {
+            throw ChatError("file refused: \(error); nothing was saved")
+        } catch let error as HushError where error.code == .unknownFile {
+            throw ChatError("the server has no such file for you (expired, deleted, or shared before you joined) (unknown_file)")
+        }
+    }
+
     /// Sets (or changes) this key's display name in the room (docs/PROTOCOL.md §6.7): trimmed,
     /// NFC, refused when empty, over 64 characters or holding a control character. Returns the
     /// name as sent.
@@ -388,7 +438,7 @@ public actor ChatSession {
         if let seq = Self.seq(of: event), !isNew(seq) { return nil }
         dirty = true
         switch event {
-        case .chat, .message:
+        case .chat, .message, .file:
             sinceRotation += 1
             try? await persist(force: false)
         case .named:
@@ -415,7 +465,8 @@ public actor ChatSession {
 
     static func seq(of event: RoomClient.Event) -> Int? {
         switch event {
-        case .chat(let seq, _, _, _), .message(let seq, _, _), .rotated(let seq, _), .rejected(let seq, _), .named(let seq, _, _, _): seq
+        case .chat(let seq, _, _, _), .message(let seq, _, _), .rotated(let seq, _), .rejected(let seq, _), .named(let seq, _, _, _),
+             .file(let seq, _, _, _): seq
         default: nil
         }
     }
