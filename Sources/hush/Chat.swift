@@ -13,7 +13,7 @@ struct Chat: AsyncParsableCommand {
             sealed with a passphrase from HUSH_PASSPHRASE or asked for on the terminal. ROOM is the local \
             name or the room id (see `hush chat list`).
             """,
-        subcommands: [New.self, Invite.self, Invites.self, Revoke.self, Join.self, Open.self, Send.self, Read.self, List.self, Members.self, Remove.self,
+        subcommands: [New.self, Invite.self, Invites.self, Revoke.self, Join.self, Open.self, Send.self, Read.self, Save.self, List.self, Members.self, Remove.self,
                       Rotate.self, Name.self])
 }
 
@@ -91,17 +91,59 @@ extension Chat {
     }
 
     struct Send: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Send one message (for scripts and bots).")
+        static let configuration = CommandConfiguration(abstract: "Send one message or one file (for scripts and bots).")
         @OptionGroup var options: StoreOption
         @Argument(help: "Room name or id.") var room: String
+        @Option(help: "Send this file (up to 25 MiB) instead of text; members save it with `hush chat save`.") var file: String?
         @Argument(parsing: .remaining, help: "The text (words are joined by spaces).") var text: [String]
 
         func run() async throws {
             try await reportingErrors {
                 let message = text.joined(separator: " ")
+                if let file {
+                    guard message.isEmpty else { throw CLIError("send either a file or text, not both") }
+                    let bytes: [UInt8]
+                    do {
+                        bytes = try BoundedFile.read(file, maxBytes: RoomFile.maxSize)
+                    } catch BoundedFile.Failure.tooLarge {
+                        throw CLIError("\(file) is larger than 25 MiB (\(RoomFile.maxSize) bytes), the most a file may be")
+                    }
+                    let local = URL(fileURLWithPath: file).lastPathComponent
+                    let name = RoomFile.sanitizedName(local)
+                    let type = RoomFile.mediaType(forName: name)
+                    try await withSession(store: options.store, room: room) { session in
+                        let seq = try await session.sendFile(bytes, name: name, type: type)
+                        printOut("sent \(Format.sanitize(name)) (\(Format.byteCount(bytes.count)), \(type)) as message #\(seq)")
+                    }
+                    return
+                }
                 guard !message.isEmpty else { throw CLIError("nothing to send") }
                 try await withSession(store: options.store, room: room) { session in
                     try await session.send(message)
+                }
+            }
+        }
+    }
+
+    struct Save: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fetch, verify and save the file shared by message SEQ (as `hush chat read` shows it).",
+            discussion: "The file is written whole or not at all, never over an existing file: a name already taken gets \" (1)\" etc.")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Room name or id.") var room: String
+        @Argument(help: "The number of the file's message.") var seq: Int
+        @Option(help: "Folder to save into (default: the current folder).") var out: String = "."
+
+        func run() async throws {
+            try await reportingErrors {
+                let folder = URL(fileURLWithPath: out, isDirectory: true)
+                try await withSession(store: options.store, room: room) { session in
+                    guard let shared = try await session.sharedFile(at: seq) else {
+                        throw CLIError("message #\(seq) is not a file you can read in this room")
+                    }
+                    let bytes = try await session.download(shared.file)
+                    let saved = try SavedFile.write(bytes, name: shared.file.name, in: folder)
+                    printOut("saved \(Format.sanitize(saved.path)) (\(Format.byteCount(bytes.count)), \(shared.file.type), SHA-256 verified)")
                 }
             }
         }
@@ -119,10 +161,11 @@ extension Chat {
         func run() async throws {
             try await reportingErrors {
                 try await withSession(store: options.store, room: room) { session in
+                    let roomName = await session.record.name
                     let show: @Sendable (RoomClient.Event, RoomState) -> Void = { [json] event, room in
                         if json {
                             printOut(Format.jsonLine(Format.json(event, room: room)))
-                        } else if let line = Format.line(event, me: session.me, room: room) {
+                        } else if let line = Format.line(event, me: session.me, room: room, roomName: roomName) {
                             printOut(line)
                         }
                     }

@@ -21,7 +21,7 @@ extension Chat {
                     let events = try await session.catchUp()
                     let state = await session.roomState
                     for event in events {
-                        if let line = Format.line(event, me: session.me, room: state) { printOut(line) }
+                        if let line = Format.line(event, me: session.me, room: state, roomName: record.name) { printOut(line) }
                     }
                     let (quit, quitSink) = AsyncStream.makeStream(of: Void.self)
                     let input = Task {
@@ -31,7 +31,7 @@ extension Chat {
                         quitSink.yield()
                     }
                     await followEvents(session, until: quit) { event, room in
-                        if let line = Format.line(event, me: session.me, room: room) { printOut(line) }
+                        if let line = Format.line(event, me: session.me, room: room, roomName: record.name) { printOut(line) }
                     }
                     input.cancel()
                 }
@@ -70,8 +70,9 @@ extension Chat {
                 case .history:
                     let events = try await session.catchUp(all: true)
                     let state = await session.roomState
+                    let roomName = await session.record.name
                     for event in events {
-                        if let line = Format.line(event, me: session.me, room: state) { printOut(line) }
+                        if let line = Format.line(event, me: session.me, room: state, roomName: roomName) { printOut(line) }
                     }
                 }
             } catch {
