@@ -95,7 +95,7 @@ extension Chat {
         @OptionGroup var options: StoreOption
         @Argument(help: "Room name or id.") var room: String
         @Option(help: "Send this file (up to 25 MiB) instead of text; members save it with `hush chat save`.") var file: String?
-        @Argument(parsing: .remaining, help: "The text (words are joined by spaces).") var text: [String]
+        @Argument(parsing: .remaining, help: "The text (words are joined by spaces).") var text: [String] = []
 
         func run() async throws {
             try await reportingErrors {
