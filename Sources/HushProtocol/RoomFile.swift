@@ -236,3 +236,11 @@ extension RoomFile: Codable {
         try fields.encodeIfPresent(preview.map(Base64Bytes.init), forKey: .preview)
     }
 }
+
+/// Printed (a log, a failed test) without its key: the key opens the file.
+extension RoomFile: CustomStringConvertible, CustomDebugStringConvertible {
+    public var description: String {
+        "RoomFile(id: \(Base64.encode(id)), size: \(size), chunks: \(chunks), name: \(name.debugDescription), type: \(type))"
+    }
+    public var debugDescription: String { description }
+}

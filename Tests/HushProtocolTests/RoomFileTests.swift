@@ -66,6 +66,13 @@ import ThemisKit
         #expect(throws: FileError.tooLarge) { try RoomFile.seal([UInt8](repeating: 0, count: RoomFile.maxSize + 1), room: room, name: "a", type: "a/b") }
     }
 
+    @Test func aPrintedFileNeverShowsItsKey() throws {
+        let (file, _) = try RoomFile.seal([1, 2, 3], room: room, name: "a.txt", type: "text/plain")
+        for printed in [String(describing: file), String(reflecting: file), "\([file])"] {
+            #expect(!printed.contains(Base64.encode(file.key)) && printed.contains("a.txt"))
+        }
+    }
+
     @Test func mediaTypesByExtension() {
         #expect(RoomFile.mediaType(forName: "Photo.PNG") == "image/png")
         #expect(RoomFile.mediaType(forName: "a.jpeg") == "image/jpeg")
