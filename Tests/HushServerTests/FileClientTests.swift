@@ -54,6 +54,28 @@ import ThemisKit
         }
     }
 
+    /// A file message refused with `rotation_pending` (a member left) is held, sealed again under
+    /// the owner's new key and sent with the same `files`: the chunks stay pending meanwhile, and
+    /// the owner reads one file message and fetches the file.
+    @Test func aFileSentAcrossADepartureIsHeldThenSealedAgain() async throws {
+        try await withTestServer { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            let bob = try await RoomClient.join(link: try await owner.invite())
+            let carol = try await RoomClient.join(link: try await owner.invite())
+            try await bob.leave()
+            _ = try await next(owner.events) { if case .memberLeft = $0 { true } else { false } }
+            let bytes = Self.content(3 * RoomFile.chunkSize + 5)
+            async let sent = carol.sendFile(bytes, name: "held.bin", type: RoomFile.unknownType)
+            #expect(try await next(carol.events, timeout: .seconds(30)) { $0 == .sendHeld } == .sendHeld)
+            try await owner.rotate()
+            let (file, seq) = try await sent
+            #expect(await carol.state.epoch == 1)
+            let files = try await owner.history(after: 0).compactMap { event -> Int? in if case .file(let seq, _, _, _) = event { seq } else { nil } }
+            #expect(files == [seq])
+            #expect(try await owner.download(file) == bytes)
+        }
+    }
+
     /// A key of another room is `not_member`; a member who joined after the file (its floor is
     /// the rotation before it joined) is `unknown_file`, and reads no file message either.
     @Test func strangersAndLaterMembersAreRefused() async throws {
