@@ -339,8 +339,15 @@ public actor RoomClient {
                          progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil) async throws -> (file: RoomFile, seq: Int) {
         let (file, chunks) = try RoomFile.seal(bytes, room: room, name: name, type: type, preview: preview)
         try await uploadChunks(chunks, of: file, progress: progress)
-        let seq = try await post(.file(file), messageID: messageID, rotationWait: rotationWait, reserveCounter: reserveCounter)
+        let seq = try await sendFileMessage(file, messageID: messageID, rotationWait: rotationWait, reserveCounter: reserveCounter)
         return (file, seq)
+    }
+
+    /// Sends the message of a file whose chunks this key stored (`uploadChunks`), as `send` does.
+    @discardableResult
+    public func sendFileMessage(_ file: RoomFile, messageID: [UInt8] = RoomPayload.randomBytes(16), rotationWait: Duration = .seconds(60),
+                                reserveCounter: (@Sendable (_ next: Int) async throws -> Int)? = nil) async throws -> Int {
+        try await post(.file(file), messageID: messageID, rotationWait: rotationWait, reserveCounter: reserveCounter)
     }
 
     /// Stores a file's sealed chunks with `file_put`, at most `maxFileRequestsInFlight` at once. A

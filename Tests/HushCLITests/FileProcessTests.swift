@@ -44,6 +44,18 @@ import Testing
             let listing = try FileManager.default.contentsOfDirectory(atPath: out.path).sorted()
             #expect(listing == ["report (1).txt", "report.txt"], "no temporary file is left: \(listing)")
 
+            // A file whose chunks do not make the file described (another hash) is refused whole:
+            // nothing is written, not even a temporary file.
+            let (stored, chunks) = try RoomFile.seal(Array("the real bytes".utf8), room: await owner.room, name: "forged.txt", type: "text/plain")
+            try await owner.uploadChunks(chunks, of: stored)
+            let forged = try RoomFile(id: stored.id, key: stored.key, size: stored.size, sha256: Array(repeating: 7, count: 32),
+                                      name: stored.name, type: stored.type)
+            let forgedSeq = try await owner.sendFileMessage(forged)
+            let refusedFile = try await HushProcess.run(["chat", "save", "club", String(forgedSeq), "--out", out.path], environment: env)
+            #expect(refusedFile.status != 0 && refusedFile.stderr.contains("file refused: the file's SHA-256 does not match; nothing was saved"),
+                    "\(refusedFile.stderr)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: out.path).count == 2)
+
             // A message that is no file, and a seq that does not exist, are one-line errors.
             let text = try await owner.send("just text")
             for wrong in [text, text + 10] {
