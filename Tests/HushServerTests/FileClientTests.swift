@@ -54,6 +54,21 @@ import ThemisKit
         }
     }
 
+    /// A file budget far below the 8 requests a client keeps in flight: the server answers
+    /// `rate_limited` at once, and the client waits and sends those chunks again, both ways.
+    @Test func aTightFileBudgetIsWaitedOut() async throws {
+        var limits = Limits.standard
+        limits.fileRequestsPerSecond = 8
+        limits.fileRequestBurst = 2
+        try await withTestServer(limits: limits) { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            let bob = try await RoomClient.join(link: try await owner.invite())
+            let bytes = Self.content(24 * RoomFile.chunkSize)
+            let (file, _) = try await owner.sendFile(bytes, name: "paced.bin", type: RoomFile.unknownType)
+            #expect(try await bob.download(file) == bytes)
+        }
+    }
+
     /// A file message refused with `rotation_pending` (a member left) is held, sealed again under
     /// the owner's new key and sent with the same `files`: the chunks stay pending meanwhile, and
     /// the owner reads one file message and fetches the file.
