@@ -194,6 +194,12 @@ public actor ChatSession {
         } catch let error as HushError where error.code == .serverFull {
             throw ChatError("not sent: the server is out of storage; try again later (server_full)")
         }
+        try await madeOwnMessage(seq)
+        return seq
+    }
+
+    /// This key's message at `seq` counts towards the rotation, and is saved as shown.
+    private func madeOwnMessage(_ seq: Int) async throws {
         madeOwn(seq)
         sinceRotation += 1
         dirty = true
@@ -202,7 +208,6 @@ public actor ChatSession {
         } else {
             try await persist(force: true)
         }
-        return seq
     }
 
     /// Shares a file (docs/PROTOCOL.md §6.8): its chunks are stored, then its message goes out
@@ -215,14 +220,7 @@ public actor ChatSession {
         } catch let error as HushError where [.roomFull, .serverFull, .limitReached].contains(error.code) {
             throw ChatError("file not sent: \(Self.fileRefusal(error.code)) (\(error.code.rawValue))")
         }
-        madeOwn(seq)
-        sinceRotation += 1
-        dirty = true
-        if isOwner, sinceRotation >= record.rotateEvery {
-            try await rotate()
-        } else {
-            try await persist(force: true)
-        }
+        try await madeOwnMessage(seq)
         return seq
     }
 
@@ -236,10 +234,10 @@ public actor ChatSession {
 
     /// The file shared by the message at `seq`, read again from history: nil when there is no
     /// such message this key may read, or it is not a file.
-    public func sharedFile(at seq: Int) async throws -> (from: String, file: RoomFile)? {
+    public func sharedFile(at seq: Int) async throws -> RoomFile? {
         guard seq >= 1 else { return nil }
         for event in try await client.history(after: seq - 1) {
-            if case .file(seq, let from, _, let file) = event { return (from, file) }
+            if case .file(seq, _, _, let file) = event { return file }
         }
         return nil
     }

@@ -138,12 +138,12 @@ extension Chat {
             try await reportingErrors {
                 let folder = URL(fileURLWithPath: out, isDirectory: true)
                 try await withSession(store: options.store, room: room) { session in
-                    guard let shared = try await session.sharedFile(at: seq) else {
+                    guard let file = try await session.sharedFile(at: seq) else {
                         throw CLIError("message #\(seq) is not a file you can read in this room")
                     }
-                    let bytes = try await session.download(shared.file)
-                    let saved = try SavedFile.write(bytes, name: shared.file.name, in: folder)
-                    printOut("saved \(Format.sanitize(saved.path)) (\(Format.byteCount(bytes.count)), \(shared.file.type), SHA-256 verified)")
+                    let bytes = try await session.download(file)
+                    let saved = try SavedFile.write(bytes, name: file.name, in: folder)
+                    printOut("saved \(Format.sanitize(saved.path)) (\(Format.byteCount(bytes.count)), \(file.type), SHA-256 verified)")
                 }
             }
         }
