@@ -80,7 +80,7 @@ import Testing
 /// Writes Tests/Fixtures/files.json once, from our own sealing code, with every expectation written
 /// out by hand. Run with `HUSH_WRITE_FILE_VECTORS=1 swift test --filter FileVectorWriter`; writing
 /// again replaces every byte (a fresh key, id and IVs).
-@Suite struct FileVectorWriter {
+@Suite(.timeLimit(.minutes(1))) struct FileVectorWriter {
     @Test(.enabled(if: ProcessInfo.processInfo.environment["HUSH_WRITE_FILE_VECTORS"] == "1"))
     func writeVector() throws {
         let C = RoomFile.chunkSize
