@@ -210,6 +210,20 @@ public actor ChatSession {
         }
     }
 
+    /// `hush chat send --file`, `/file`: shares a local file of at most 25 MiB under its own
+    /// name made a file name (§6.8), with the media type of its extension.
+    public func sendFile(path: String) async throws -> (seq: Int, name: String, type: String, size: Int) {
+        let bytes: [UInt8]
+        do {
+            bytes = try BoundedFile.read(path, maxBytes: RoomFile.maxSize)
+        } catch .tooLarge {
+            throw ChatError("\(path) is larger than 25 MiB (\(RoomFile.maxSize) bytes), the most a file may be")
+        }
+        let name = RoomFile.sanitizedName(URL(fileURLWithPath: path).lastPathComponent)
+        let type = RoomFile.mediaType(forName: name)
+        return (try await sendFile(bytes, name: name, type: type), name, type, bytes.count)
+    }
+
     /// Shares a file (docs/PROTOCOL.md §6.8): its chunks are stored, then its message goes out
     /// like a line (`send`), counters reserved the same way. Returns the file message's seq.
     @discardableResult
@@ -240,6 +254,13 @@ public actor ChatSession {
             if case .file(seq, _, _, let file) = event { return file }
         }
         return nil
+    }
+
+    /// `hush chat save`, `/save`: fetches the file of the message at `seq`, verifies it and
+    /// writes it whole into `folder` under a free name (`SavedFile`), or writes nothing.
+    public func saveFile(seq: Int, in folder: URL) async throws -> (url: URL, file: RoomFile) {
+        guard let file = try await sharedFile(at: seq) else { throw ChatError("message #\(seq) is not a file you can read in this room") }
+        return (try SavedFile.write(try await download(file), name: file.name, in: folder), file)
     }
 
     /// Fetches and verifies a shared file: all its bytes, or an error and nothing.

@@ -55,6 +55,16 @@ public enum Format {
         }
     }
 
+    /// What `send --file` and `/file` say once the file went out.
+    public static func sentFile(_ sent: (seq: Int, name: String, type: String, size: Int)) -> String {
+        "sent \(sanitize(sent.name)) (\(byteCount(sent.size)), \(sent.type)) as message #\(sent.seq)"
+    }
+
+    /// What `save` and `/save` say once the file is written.
+    public static func savedFile(_ saved: (url: URL, file: RoomFile)) -> String {
+        "saved \(sanitize(saved.url.path)) (\(byteCount(saved.file.size)), \(saved.file.type), SHA-256 verified)"
+    }
+
     /// One printable line per event (nil: nothing to show). `room` supplies the names;
     /// `roomName` is what the person calls the room, for the command that saves a file.
     public static func line(_ event: RoomClient.Event, me: String, room: RoomState? = nil, roomName: String? = nil,
@@ -203,6 +213,8 @@ public enum LineCommand: Sendable, Equatable {
     case remove(String)
     case rotate
     case name(String)
+    case file(String)
+    case save(Int)
     case history
     case help
     case quit
@@ -223,6 +235,8 @@ public enum LineCommand: Sendable, Equatable {
         case "remove", "kick": return argument.isEmpty ? .unknown("/remove needs a member's fingerprint (prefix)") : .remove(argument)
         case "rotate": return .rotate
         case "name", "nick": return argument.isEmpty ? .unknown("/name needs your name in this room") : .name(argument)
+        case "file": return argument.isEmpty ? .unknown("/file needs the path of the file to send") : .file(argument)
+        case "save": return Int(argument).map { .save($0) } ?? .unknown("/save needs the number of a file's message (as shown)")
         case "history": return .history
         case "help", "?": return .help
         case "quit", "exit", "q": return .quit
@@ -236,6 +250,8 @@ public enum LineCommand: Sendable, Equatable {
                   /remove FINGERPRINT  remove a member, by fingerprint prefix (owner)
                   /rotate  rotate the room key now (owner)
                   /name NAME  set or change your name in this room (members see it beside your fingerprint)
+                  /file PATH  send a file (up to 25 MiB)
+                  /save SEQ  save the file of message SEQ in the current folder
                   /history show the whole readable history
                   /quit    leave the chat (the room stays)
                   //text   send a line that starts with /

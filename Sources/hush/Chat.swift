@@ -102,18 +102,8 @@ extension Chat {
                 let message = text.joined(separator: " ")
                 if let file {
                     guard message.isEmpty else { throw CLIError("send either a file or text, not both") }
-                    let bytes: [UInt8]
-                    do {
-                        bytes = try BoundedFile.read(file, maxBytes: RoomFile.maxSize)
-                    } catch BoundedFile.Failure.tooLarge {
-                        throw CLIError("\(file) is larger than 25 MiB (\(RoomFile.maxSize) bytes), the most a file may be")
-                    }
-                    let local = URL(fileURLWithPath: file).lastPathComponent
-                    let name = RoomFile.sanitizedName(local)
-                    let type = RoomFile.mediaType(forName: name)
                     try await withSession(store: options.store, room: room) { session in
-                        let seq = try await session.sendFile(bytes, name: name, type: type)
-                        printOut("sent \(Format.sanitize(name)) (\(Format.byteCount(bytes.count)), \(type)) as message #\(seq)")
+                        printOut(Format.sentFile(try await session.sendFile(path: file)))
                     }
                     return
                 }
@@ -138,12 +128,7 @@ extension Chat {
             try await reportingErrors {
                 let folder = URL(fileURLWithPath: out, isDirectory: true)
                 try await withSession(store: options.store, room: room) { session in
-                    guard let file = try await session.sharedFile(at: seq) else {
-                        throw CLIError("message #\(seq) is not a file you can read in this room")
-                    }
-                    let bytes = try await session.download(file)
-                    let saved = try SavedFile.write(bytes, name: file.name, in: folder)
-                    printOut("saved \(Format.sanitize(saved.path)) (\(Format.byteCount(bytes.count)), \(file.type), SHA-256 verified)")
+                    printOut(Format.savedFile(try await session.saveFile(seq: seq, in: folder)))
                 }
             }
         }

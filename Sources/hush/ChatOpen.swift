@@ -53,6 +53,10 @@ extension Chat {
                 case .name(let name):
                     let sent = try await session.setName(name)
                     printOut("* your name in this room is now \"\(Format.sanitize(sent))\"")
+                case .file(let path):
+                    printOut("* " + Format.sentFile(try await session.sendFile(path: path)))
+                case .save(let seq):
+                    printOut("* " + Format.savedFile(try await session.saveFile(seq: seq, in: URL(fileURLWithPath: ".", isDirectory: true))))
                 case .invite:
                     printOut("* one-time invite link (valid 24 h):")
                     printOut(try await session.invite())
