@@ -142,6 +142,11 @@ public enum Format {
         public var name: String
         public var size: Int
         public var type: String
+        public init(name: String, size: Int, type: String) {
+            self.name = name
+            self.size = size
+            self.type = type
+        }
     }
 
     public static func json(_ event: RoomClient.Event, room: RoomState? = nil) -> JSONEvent {

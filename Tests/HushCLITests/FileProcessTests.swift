@@ -34,6 +34,18 @@ import Testing
             let (_, seq) = try await owner.sendFile(report, name: "report.txt", type: "text/plain")
             let read = try await HushProcess.run(["chat", "read", "club"], environment: env)
             #expect(read.stdout.contains("[file] report.txt (18 B, text/plain) — hush chat save club \(seq)"), "\(read.stdout)")
+            let json = try await HushProcess.run(["chat", "read", "club", "--all", "--json"], environment: env)
+            let files = json.stdout.split(separator: "\n").compactMap { ChatProcessTests.event(String($0)) }.filter { $0.type == "file" }
+            #expect(files.map(\.file) == [Format.FileSummary(name: "holiday photo.PNG", size: 200_000, type: "image/png"),
+                                          Format.FileSummary(name: "report.txt", size: 18, type: "text/plain")], "\(json.stdout)")
+            let ownerKey = await owner.key
+            #expect(files.last?.seq == seq && files.last?.key == ownerKey)
+            // The file key opens the file: it is never printed.
+            let shared = try await owner.history(after: seq - 1).compactMap { event -> RoomFile? in if case .file(_, _, _, let file) = event { file } else { nil } }
+            #expect(shared.count == 1)
+            for output in [read.stdout, read.stderr, json.stdout, json.stderr] {
+                #expect(!shared.contains { output.contains(Base64.encode($0.key)) })
+            }
             let out = folder.url.appendingPathComponent("out")
             try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
             for expected in ["report.txt", "report (1).txt"] {
