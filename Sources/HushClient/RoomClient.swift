@@ -356,7 +356,7 @@ public actor RoomClient {
     public func uploadChunks(_ chunks: [[UInt8]], of file: RoomFile,
                              progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil) async throws {
         guard chunks.count == file.chunks else { throw FileError.chunkCountMismatch }
-        let (connection, room) = (connection, room)
+        let (connection, room, slots) = (connection, room, fileSlots)
         let requests = chunks.enumerated().map { index, data in
             var request = WireMessage(type: "file_put")
             request.room = room
@@ -367,7 +367,7 @@ public actor RoomClient {
             return request
         }
         try await Self.inFlight(requests, progress: progress) { request in
-            let reply = try await Self.fileRequest(request, on: connection)
+            let reply = try await Self.fileRequest(request, on: connection, slots: slots)
             guard reply.type == "file_stored", reply.index == request.index else { throw ClientError.unexpectedReply(reply.type) }
         }
     }
@@ -376,7 +376,7 @@ public actor RoomClient {
     /// opens them: the whole file, verified against its description, or an error and nothing.
     /// The chunk count is the description's: a server stating another is refused.
     public func download(_ file: RoomFile, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil) async throws -> [UInt8] {
-        let (connection, room) = (connection, room)
+        let (connection, room, slots) = (connection, room, fileSlots)
         let requests = (0..<file.chunks).map { index in
             var request = WireMessage(type: "file_get")
             request.room = room
@@ -386,7 +386,7 @@ public actor RoomClient {
         }
         let sealed = ChunkTable(count: file.chunks)
         try await Self.inFlight(requests, progress: progress) { request in
-            let reply = try await Self.fileRequest(request, on: connection)
+            let reply = try await Self.fileRequest(request, on: connection, slots: slots)
             guard reply.type == "file_chunk", let index = request.index, reply.index == index, let data = reply.data?.bytes
             else { throw ClientError.unexpectedReply(reply.type) }
             guard reply.chunks == file.chunks else { throw FileError.chunkCountMismatch }
@@ -398,6 +398,9 @@ public actor RoomClient {
     /// File requests a client keeps in flight (§4.9): their replies stay far below the
     /// connection's outgoing queue.
     public static let maxFileRequestsInFlight = 8
+    /// Shared by every upload and download of this client, so that running several at once
+    /// still keeps `maxFileRequestsInFlight` on its connection.
+    private let fileSlots = RequestSlots(count: maxFileRequestsInFlight)
 
     /// Runs `perform` for every request, at most `maxFileRequestsInFlight` at once; the first
     /// error cancels the rest.
@@ -423,10 +426,18 @@ public actor RoomClient {
 
     /// One `file_put` or `file_get`, sent again after `rate_limited` (the file budget, §7) with a
     /// doubling pause; any other error is thrown as the server's `HushError`.
-    private static func fileRequest(_ request: WireMessage, on connection: HushConnection) async throws -> WireMessage {
+    private static func fileRequest(_ request: WireMessage, on connection: HushConnection, slots: RequestSlots) async throws -> WireMessage {
         var attempt = 0
         while true {
-            let reply = try await connection.exchange(request)
+            await slots.acquire()
+            let reply: WireMessage
+            do {
+                reply = try await connection.exchange(request)
+                slots.release()
+            } catch {
+                slots.release()
+                throw error
+            }
             if reply.type != "error" { return reply }
             let error = HushError(ErrorCode(rawValue: reply.code ?? "") ?? .internal, reply.message ?? "", epoch: reply.epoch)
             guard error.code == .rateLimited, attempt < fileRateLimitedAttempts else { throw error }
@@ -766,4 +777,36 @@ private final class ChunkTable: Sendable {
     func set(_ index: Int, _ data: [UInt8]) { table.withLock { $0[index] = data } }
     /// The chunks in order, up to the first one missing.
     var chunks: [[UInt8]] { table.withLock { Array($0.prefix { $0 != nil }.compactMap { $0 }) } }
+}
+
+/// A count of requests allowed in flight; `acquire` waits (in order) for a free one.
+private final class RequestSlots: Sendable {
+    private let state: Mutex<(free: Int, waiting: [CheckedContinuation<Void, Never>])>
+    init(count: Int) { state = Mutex((count, [])) }
+
+    func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let granted = state.withLock { state in
+                guard state.free > 0 else {
+                    state.waiting.append(continuation)
+                    return false
+                }
+                state.free -= 1
+                return true
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    /// Hands the slot to the first waiter, or frees it.
+    func release() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard !state.waiting.isEmpty else {
+                state.free += 1
+                return nil
+            }
+            return state.waiting.removeFirst()
+        }
+        next?.resume()
+    }
 }

@@ -66,6 +66,13 @@ import ThemisKit
             let bytes = Self.content(24 * RoomFile.chunkSize)
             let (file, _) = try await owner.sendFile(bytes, name: "paced.bin", type: RoomFile.unknownType)
             #expect(try await bob.download(file) == bytes)
+            // Two downloads and an upload at once share the client's 8 request slots.
+            async let first = bob.download(file)
+            async let second = bob.download(file)
+            async let upload = bob.sendFile(Self.content(9 * RoomFile.chunkSize), name: "mine.bin", type: RoomFile.unknownType)
+            let (one, two, mine) = try await (first, second, upload)
+            #expect(one == bytes && two == bytes)
+            #expect(try await owner.download(mine.file) == Self.content(9 * RoomFile.chunkSize))
         }
     }
 
