@@ -1,6 +1,7 @@
 import Foundation
 import HushProtocol
 import Logging
+import Synchronization
 import ThemisKit
 
 /// A room as one key sees it, over one connection: the owner's and the members' operations,
@@ -30,6 +31,9 @@ public actor RoomClient {
         /// A key set its display name (docs/PROTOCOL.md §6.7); `previous` is the name it had.
         /// Only names in force: one a later name already replaced is not news.
         case named(seq: Int, from: String, name: String, previous: String?)
+        /// A file was shared (docs/PROTOCOL.md §6.8): its description, key included; `download`
+        /// fetches and verifies it.
+        case file(seq: Int, from: String, ts: Int64, file: RoomFile)
     }
 
     /// Owner: a join request as the server pushed it, kept so that the owner can answer it
@@ -325,9 +329,130 @@ public actor RoomClient {
         return try await post(.name(name), messageID: messageID, rotationWait: rotationWait, reserveCounter: reserveCounter)
     }
 
+    /// Shares a file (§4.9, §6.8): its chunks are stored first (`uploadChunks`), then the file
+    /// message goes out like a chat message, naming the file in `files`, with every retry of
+    /// `send` (the same `messageID` and `files`). Returns the file and its message's seq.
+    @discardableResult
+    public func sendFile(_ bytes: [UInt8], name: String, type: String, preview: [UInt8]? = nil,
+                         messageID: [UInt8] = RoomPayload.randomBytes(16), rotationWait: Duration = .seconds(60),
+                         reserveCounter: (@Sendable (_ next: Int) async throws -> Int)? = nil,
+                         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil) async throws -> (file: RoomFile, seq: Int) {
+        let (file, chunks) = try RoomFile.seal(bytes, room: room, name: name, type: type, preview: preview)
+        try await uploadChunks(chunks, of: file, progress: progress)
+        let seq = try await sendFileMessage(file, messageID: messageID, rotationWait: rotationWait, reserveCounter: reserveCounter)
+        return (file, seq)
+    }
+
+    /// Sends the message of a file whose chunks this key stored (`uploadChunks`), as `send` does.
+    @discardableResult
+    public func sendFileMessage(_ file: RoomFile, messageID: [UInt8] = RoomPayload.randomBytes(16), rotationWait: Duration = .seconds(60),
+                                reserveCounter: (@Sendable (_ next: Int) async throws -> Int)? = nil) async throws -> Int {
+        try await post(.file(file), messageID: messageID, rotationWait: rotationWait, reserveCounter: reserveCounter)
+    }
+
+    /// Stores a file's sealed chunks with `file_put`, at most `maxFileRequestsInFlight` at once. A
+    /// chunk the server already holds with the same bytes is answered as stored, so this can run
+    /// again after a lost reply; `rate_limited` is waited out and the chunk sent again.
+    public func uploadChunks(_ chunks: [[UInt8]], of file: RoomFile,
+                             progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil) async throws {
+        guard chunks.count == file.chunks else { throw FileError.chunkCountMismatch }
+        let (connection, room, slots) = (connection, room, fileSlots)
+        let requests = chunks.enumerated().map { index, data in
+            var request = WireMessage(type: "file_put")
+            request.room = room
+            request.file = Base64Bytes(file.id)
+            request.chunks = file.chunks
+            request.index = index
+            request.data = Base64Bytes(data)
+            return request
+        }
+        try await Self.inFlight(requests, progress: progress) { request in
+            let reply = try await Self.fileRequest(request, on: connection, slots: slots)
+            guard reply.type == "file_stored", reply.index == request.index else { throw ClientError.unexpectedReply(reply.type) }
+        }
+    }
+
+    /// Fetches a file's chunks with `file_get` (at most `maxFileRequestsInFlight` at once) and
+    /// opens them: the whole file, verified against its description, or an error and nothing.
+    /// The chunk count is the description's: a server stating another is refused.
+    public func download(_ file: RoomFile, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil) async throws -> [UInt8] {
+        let (connection, room, slots) = (connection, room, fileSlots)
+        let requests = (0..<file.chunks).map { index in
+            var request = WireMessage(type: "file_get")
+            request.room = room
+            request.file = Base64Bytes(file.id)
+            request.index = index
+            return request
+        }
+        let sealed = ChunkTable(count: file.chunks)
+        try await Self.inFlight(requests, progress: progress) { request in
+            let reply = try await Self.fileRequest(request, on: connection, slots: slots)
+            guard reply.type == "file_chunk", let index = request.index, reply.index == index, let data = reply.data?.bytes
+            else { throw ClientError.unexpectedReply(reply.type) }
+            guard reply.chunks == file.chunks else { throw FileError.chunkCountMismatch }
+            sealed.set(index, data)
+        }
+        return try file.open(sealed.chunks, room: room)
+    }
+
+    /// File requests a client keeps in flight (§4.9): their replies stay far below the
+    /// connection's outgoing queue.
+    public static let maxFileRequestsInFlight = 8
+    /// Shared by every upload and download of this client, so that running several at once
+    /// still keeps `maxFileRequestsInFlight` on its connection.
+    private let fileSlots = RequestSlots(count: maxFileRequestsInFlight)
+
+    /// Runs `perform` for every request, at most `maxFileRequestsInFlight` at once; the first
+    /// error cancels the rest.
+    private static func inFlight(_ requests: [WireMessage], progress: (@Sendable (Int, Int) -> Void)?,
+                                 perform: @escaping @Sendable (WireMessage) async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var next = 0, done = 0
+            for request in requests.prefix(maxFileRequestsInFlight) {
+                group.addTask { try await perform(request) }
+                next += 1
+            }
+            while try await group.next() != nil {
+                done += 1
+                progress?(done, requests.count)
+                if next < requests.count {
+                    let request = requests[next]
+                    group.addTask { try await perform(request) }
+                    next += 1
+                }
+            }
+        }
+    }
+
+    /// One `file_put` or `file_get`, sent again after `rate_limited` (the file budget, §7) with a
+    /// doubling pause; any other error is thrown as the server's `HushError`.
+    private static func fileRequest(_ request: WireMessage, on connection: HushConnection, slots: RequestSlots) async throws -> WireMessage {
+        var attempt = 0
+        while true {
+            await slots.acquire()
+            let reply: WireMessage
+            do {
+                reply = try await connection.exchange(request)
+                slots.release()
+            } catch {
+                slots.release()
+                throw error
+            }
+            if reply.type != "error" { return reply }
+            let error = HushError(ErrorCode(rawValue: reply.code ?? "") ?? .internal, reply.message ?? "", epoch: reply.epoch)
+            guard error.code == .rateLimited, attempt < fileRateLimitedAttempts else { throw error }
+            try await Task.sleep(for: .milliseconds(min(50 << attempt, 2000)))
+            attempt += 1
+        }
+    }
+
+    /// Retries of a rate-limited file request: 50 ms, doubling up to 2 s (≈ 30 s in all).
+    static let fileRateLimitedAttempts = 20
+
     private enum Outgoing {
         case chat(String)
         case name(String)
+        case file(RoomFile)
     }
 
     private func post(_ outgoing: Outgoing, messageID: [UInt8], rotationWait: Duration,
@@ -343,6 +468,9 @@ public actor RoomClient {
             switch outgoing {
             case .chat(let text): request.payload = Base64Bytes(try state.compose(text: text, now: now))
             case .name(let name): request.payload = Base64Bytes(try state.composeName(name, now: now))
+            case .file(let file):
+                request.payload = Base64Bytes(try state.composeFile(file, now: now))
+                request.files = [Base64Bytes(file.id)]
             }
             let counter = state.sentCounter
             do {
@@ -619,6 +747,7 @@ public actor RoomClient {
         switch reading {
         case .name(let change):
             return change.inForce ? .named(seq: change.seq, from: change.from, name: change.name, previous: change.previous) : nil
+        case .file(let shared): return .file(seq: shared.seq, from: shared.from, ts: shared.ts, file: shared.file)
         case .event(let read): event = read
         }
         switch event {
@@ -635,7 +764,49 @@ private extension RoomState.Reading {
         switch self {
         case .event(.duplicate): true
         case .name(let change): change.duplicate
+        case .file(let shared): shared.duplicate
         default: false
         }
+    }
+}
+
+/// Sealed chunks as they arrive from concurrent requests, each at its index.
+private final class ChunkTable: Sendable {
+    private let table: Mutex<[[UInt8]?]>
+    init(count: Int) { table = Mutex(Array(repeating: nil, count: count)) }
+    func set(_ index: Int, _ data: [UInt8]) { table.withLock { $0[index] = data } }
+    /// The chunks in order, up to the first one missing.
+    var chunks: [[UInt8]] { table.withLock { Array($0.prefix { $0 != nil }.compactMap { $0 }) } }
+}
+
+/// A count of requests allowed in flight; `acquire` waits (in order) for a free one.
+private final class RequestSlots: Sendable {
+    private let state: Mutex<(free: Int, waiting: [CheckedContinuation<Void, Never>])>
+    init(count: Int) { state = Mutex((count, [])) }
+
+    func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let granted = state.withLock { state in
+                guard state.free > 0 else {
+                    state.waiting.append(continuation)
+                    return false
+                }
+                state.free -= 1
+                return true
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    /// Hands the slot to the first waiter, or frees it.
+    func release() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard !state.waiting.isEmpty else {
+                state.free += 1
+                return nil
+            }
+            return state.waiting.removeFirst()
+        }
+        next?.resume()
     }
 }

@@ -40,15 +40,37 @@ public struct NameMessage: Codable, Sendable, Equatable {
     }
 }
 
-/// What a sealed room message holds: a chat line (no `kind`, as in version 1) or a name.
+/// Inner content of a file message (docs/PROTOCOL.md §6.8): a chat message's fields with
+/// `kind` "file" and the file's description (its key included) instead of `text`.
+public struct FileMessage: Codable, Sendable, Equatable {
+    public var v = 1
+    public var kind = "file"
+    public var room: String
+    public var epoch: Int
+    public var counter: Int
+    public var ts: Int64
+    public var file: RoomFile
+
+    public init(room: String, epoch: Int, counter: Int, ts: Int64, file: RoomFile) {
+        self.room = room
+        self.epoch = epoch
+        self.counter = counter
+        self.ts = ts
+        self.file = file
+    }
+}
+
+/// What a sealed room message holds: a chat line (no `kind`, as in version 1), a name or a file.
 public enum RoomContent: Sendable, Equatable {
     case chat(ChatMessage)
     case name(NameMessage)
+    case file(FileMessage)
 
     public var counter: Int {
         switch self {
         case .chat(let message): message.counter
         case .name(let message): message.counter
+        case .file(let message): message.counter
         }
     }
 }
@@ -119,7 +141,13 @@ public enum RoomPayload {
         return try cell(roomKey).encrypt(signed, context: Statement.roomContext(room: message.room, epoch: message.epoch))
     }
 
-    /// The fields every sealed room message has; `kind` tells a name (§6.7) from a chat line.
+    public static func seal(_ message: FileMessage, roomKey: [UInt8], signer: ThemisPrivateKey) throws(ThemisError) -> [UInt8] {
+        let signed = try SecureMessage.sign(json(message), with: signer)
+        return try cell(roomKey).encrypt(signed, context: Statement.roomContext(room: message.room, epoch: message.epoch))
+    }
+
+    /// The fields every sealed room message has; `kind` tells a name (§6.7) or a file (§6.8)
+    /// from a chat line.
     private struct Header: Decodable {
         let v: Int
         let kind: String?
@@ -149,12 +177,18 @@ public enum RoomPayload {
         guard let inner = try? SecureMessage.verify(signed, with: sender) else { throw .badSignature }
         let header = try parse(Header.self, inner)
         // Version 1, a counter from 1 (§6.1), and numbers JSON keeps exact: the web client can
-        // hold no other, so neither client takes another. A `kind` other than "name" is no
-        // message either client knows.
+        // hold no other, so neither client takes another. A `kind` other than "name" or "file" is no
+        // message either client knows. A file whose description breaks a rule of §6.8 does not
+        // parse (`RoomFile` checks them as it decodes): malformed.
+        let content: RoomContent
         guard header.v == 1, (0...RoomState.maxSeq).contains(header.epoch), (1...RoomState.maxSeq).contains(header.counter),
-              (0...Int64(RoomState.maxSeq)).contains(header.ts), header.kind == nil || header.kind == "name"
-        else { throw .malformed }
-        let content: RoomContent = header.kind == nil ? .chat(try parse(ChatMessage.self, inner)) : .name(try parse(NameMessage.self, inner))
+              (0...Int64(RoomState.maxSeq)).contains(header.ts) else { throw .malformed }
+        switch header.kind {
+        case nil: content = .chat(try parse(ChatMessage.self, inner))
+        case "name": content = .name(try parse(NameMessage.self, inner))
+        case "file": content = .file(try parse(FileMessage.self, inner))
+        default: throw .malformed
+        }
         guard header.room == room, header.epoch == epoch else { throw .wrongRoomOrEpoch }
         return content
     }

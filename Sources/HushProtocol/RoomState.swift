@@ -57,10 +57,22 @@ public struct RoomState: Sendable {
         public let duplicate: Bool
     }
 
-    /// What one envelope meant: a chat, rotation, duplicate or refusal, or a name.
+    /// A file message read (docs/PROTOCOL.md §6.8): the file's description, key included, for
+    /// fetching its chunks. `duplicate`: the same message at the same seq, read again.
+    public struct SharedFile: Sendable, Equatable {
+        public let seq: Int
+        public let from: String
+        public let counter: Int
+        public let ts: Int64
+        public let file: RoomFile
+        public let duplicate: Bool
+    }
+
+    /// What one envelope meant: a chat, rotation, duplicate or refusal, a name, or a file.
     public enum Reading: Sendable, Equatable {
         case event(Event)
         case name(NameChange)
+        case file(SharedFile)
     }
 
     /// A key's display name and the seq of the message that set it.
@@ -347,6 +359,13 @@ public struct RoomState: Sendable {
         return try RoomPayload.seal(NameMessage(room: room, epoch: epoch, counter: myCounter, ts: now, name: name), roomKey: currentKey, signer: me)
     }
 
+    /// Seals this key's next file message: the file's chunks must be stored (`file_put`) before
+    /// it is sent.
+    public mutating func composeFile(_ file: RoomFile, now: Int64) throws(ThemisError) -> [UInt8] {
+        myCounter += 1
+        return try RoomPayload.seal(FileMessage(room: room, epoch: epoch, counter: myCounter, ts: now, file: file), roomKey: currentKey, signer: me)
+    }
+
     /// Seals the next chat message of this key.
     public mutating func compose(text: String, now: Int64) throws(ThemisError) -> [UInt8] {
         myCounter += 1
@@ -390,12 +409,14 @@ public struct RoomState: Sendable {
     /// (`parseEnvelope`), so that both refuse exactly the same envelopes.
     static let maxFromLength = 128
 
-    /// `read` for a caller that follows the chat only (the relay benchmark): a name message is
-    /// no chat news to it, so it comes back as a duplicate would, carrying the name as its text.
+    /// `read` for a caller that follows the chat only (the relay benchmark): a name or file
+    /// message is no chat news to it, so it comes back as a duplicate would, carrying the name
+    /// (of the key or of the file) as its text.
     public mutating func receive(_ envelope: Envelope) -> Event {
         switch read(envelope) {
         case .event(let event): event
         case .name(let change): .duplicate(seq: change.seq, from: change.from, counter: change.counter, ts: change.ts, text: change.name)
+        case .file(let shared): .duplicate(seq: shared.seq, from: shared.from, counter: shared.counter, ts: shared.ts, text: shared.file.name)
         }
     }
 
@@ -454,6 +475,9 @@ public struct RoomState: Sendable {
                                                 : setName(message.name, of: envelope.from, seq: envelope.seq)
             return .name(NameChange(seq: envelope.seq, from: envelope.from, counter: message.counter, ts: message.ts, name: message.name,
                                     previous: previous, inForce: inForce, duplicate: duplicate))
+        case .file(let message):
+            return .file(SharedFile(seq: envelope.seq, from: envelope.from, counter: message.counter, ts: message.ts, file: message.file,
+                                    duplicate: duplicate))
         }
     }
 

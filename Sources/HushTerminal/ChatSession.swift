@@ -194,6 +194,12 @@ public actor ChatSession {
         } catch let error as HushError where error.code == .serverFull {
             throw ChatError("not sent: the server is out of storage; try again later (server_full)")
         }
+        try await madeOwnMessage(seq)
+        return seq
+    }
+
+    /// This key's message at `seq` counts towards the rotation, and is saved as shown.
+    private func madeOwnMessage(_ seq: Int) async throws {
         madeOwn(seq)
         sinceRotation += 1
         dirty = true
@@ -202,7 +208,70 @@ public actor ChatSession {
         } else {
             try await persist(force: true)
         }
+    }
+
+    /// `hush chat send --file`, `/file`: shares a local file of at most 25 MiB under its own
+    /// name made a file name (§6.8), with the media type of its extension.
+    public func sendFile(path: String) async throws -> (seq: Int, name: String, type: String, size: Int) {
+        let bytes: [UInt8]
+        do {
+            bytes = try BoundedFile.read(path, maxBytes: RoomFile.maxSize)
+        } catch .tooLarge {
+            throw ChatError("\(path) is larger than 25 MiB (\(RoomFile.maxSize) bytes), the most a file may be")
+        }
+        let name = RoomFile.sanitizedName(URL(fileURLWithPath: path).lastPathComponent)
+        let type = RoomFile.mediaType(forName: name)
+        return (try await sendFile(bytes, name: name, type: type), name, type, bytes.count)
+    }
+
+    /// Shares a file (docs/PROTOCOL.md §6.8): its chunks are stored, then its message goes out
+    /// like a line (`send`), counters reserved the same way. Returns the file message's seq.
+    @discardableResult
+    public func sendFile(_ bytes: [UInt8], name: String, type: String) async throws -> Int {
+        let seq: Int
+        do {
+            seq = try await client.sendFile(bytes, name: name, type: type, reserveCounter: { next in try await self.reserveCounter(next) }).seq
+        } catch let error as HushError where [.roomFull, .serverFull, .limitReached].contains(error.code) {
+            throw ChatError("file not sent: \(Self.fileRefusal(error.code)) (\(error.code.rawValue))")
+        }
+        try await madeOwnMessage(seq)
         return seq
+    }
+
+    static func fileRefusal(_ code: ErrorCode) -> String {
+        switch code {
+        case .roomFull: "the room is full; the server stores nothing more here until old messages expire"
+        case .serverFull: "the server is out of storage; try again later"
+        default: "too many files of yours are waiting to be sent in this room; they expire within 24 hours"
+        }
+    }
+
+    /// The file shared by the message at `seq`, read again from history: nil when there is no
+    /// such message this key may read, or it is not a file.
+    public func sharedFile(at seq: Int) async throws -> RoomFile? {
+        guard seq >= 1 else { return nil }
+        for event in try await client.history(after: seq - 1) {
+            if case .file(seq, _, _, let file) = event { return file }
+        }
+        return nil
+    }
+
+    /// `hush chat save`, `/save`: fetches the file of the message at `seq`, verifies it and
+    /// writes it whole into `folder` under a free name (`SavedFile`), or writes nothing.
+    public func saveFile(seq: Int, in folder: URL) async throws -> (url: URL, file: RoomFile) {
+        guard let file = try await sharedFile(at: seq) else { throw ChatError("message #\(seq) is not a file you can read in this room") }
+        return (try SavedFile.write(try await download(file), name: file.name, in: folder), file)
+    }
+
+    /// Fetches and verifies a shared file: all its bytes, or an error and nothing.
+    public func download(_ file: RoomFile) async throws -> [UInt8] {
+        do {
+            return try await client.download(file)
+        } catch let error as FileError {
+            throw ChatError("file refused: \(error); nothing was saved")
+        } catch let error as HushError where error.code == .unknownFile {
+            throw ChatError("the server has no such file for you (expired, deleted, or shared before you joined) (unknown_file)")
+        }
     }
 
     /// Sets (or changes) this key's display name in the room (docs/PROTOCOL.md §6.7): trimmed,
@@ -388,7 +457,7 @@ public actor ChatSession {
         if let seq = Self.seq(of: event), !isNew(seq) { return nil }
         dirty = true
         switch event {
-        case .chat, .message:
+        case .chat, .message, .file:
             sinceRotation += 1
             try? await persist(force: false)
         case .named:
@@ -415,7 +484,8 @@ public actor ChatSession {
 
     static func seq(of event: RoomClient.Event) -> Int? {
         switch event {
-        case .chat(let seq, _, _, _), .message(let seq, _, _), .rotated(let seq, _), .rejected(let seq, _), .named(let seq, _, _, _): seq
+        case .chat(let seq, _, _, _), .message(let seq, _, _), .rotated(let seq, _), .rejected(let seq, _), .named(let seq, _, _, _),
+             .file(let seq, _, _, _): seq
         default: nil
         }
     }

@@ -46,14 +46,38 @@ public enum Format {
         return key == me ? shown + " (you)" : shown
     }
 
-    /// One printable line per event (nil: nothing to show). `room` supplies the names.
-    public static func line(_ event: RoomClient.Event, me: String, room: RoomState? = nil, timeZone: TimeZone = .current) -> String? {
+    /// A byte count for people, in decimal units: `512 B`, `70.0 kB`, `1.2 MB`.
+    public static func byteCount(_ bytes: Int) -> String {
+        switch bytes {
+        case ..<1000: "\(bytes) B"
+        case ..<1_000_000: String(format: "%.1f kB", Double(bytes) / 1e3)
+        default: String(format: "%.1f MB", Double(bytes) / 1e6)
+        }
+    }
+
+    /// What `send --file` and `/file` say once the file went out.
+    public static func sentFile(_ sent: (seq: Int, name: String, type: String, size: Int)) -> String {
+        "sent \(sanitize(sent.name)) (\(byteCount(sent.size)), \(sent.type)) as message #\(sent.seq)"
+    }
+
+    /// What `save` and `/save` say once the file is written.
+    public static func savedFile(_ saved: (url: URL, file: RoomFile)) -> String {
+        "saved \(sanitize(saved.url.path)) (\(byteCount(saved.file.size)), \(saved.file.type), SHA-256 verified)"
+    }
+
+    /// One printable line per event (nil: nothing to show). `room` supplies the names;
+    /// `roomName` is what the person calls the room, for the command that saves a file.
+    public static func line(_ event: RoomClient.Event, me: String, room: RoomState? = nil, roomName: String? = nil,
+                            timeZone: TimeZone = .current) -> String? {
         let who = { (key: String) in Self.who(key, me: me, room: room) }
         switch event {
         case .chat(_, let from, let ts, let text):
             return "[\(clock(ts, timeZone: timeZone))] <\(who(from))> \(sanitize(text))"
         case .message(_, let from, let text):
             return "<\(who(from))> \(sanitize(text))"
+        case .file(let seq, let from, let ts, let file):
+            let save = "hush chat save \(sanitize(roomName ?? room?.room ?? "ROOM")) \(seq)"
+            return "[\(clock(ts, timeZone: timeZone))] <\(who(from))> [file] \(sanitize(file.name)) (\(byteCount(file.size)), \(file.type)) — \(save)"
         case .rotated(_, let epoch): return "* the room key was rotated (epoch \(epoch))"
         case .memberJoined(let key): return "* \(who(key)) joined"
         case .memberLeft(let key): return "* \(who(key)) left"
@@ -110,6 +134,19 @@ public enum Format {
         /// For `named`: the name before (absent: none); `sameName`: another key holds it too.
         public var previous: String?
         public var sameName: Bool?
+        /// For `file`: what the file is, never its key (`hush chat save` fetches it).
+        public var file: FileSummary?
+    }
+
+    public struct FileSummary: Codable, Sendable, Equatable {
+        public var name: String
+        public var size: Int
+        public var type: String
+        public init(name: String, size: Int, type: String) {
+            self.name = name
+            self.size = size
+            self.type = type
+        }
     }
 
     public static func json(_ event: RoomClient.Event, room: RoomState? = nil) -> JSONEvent {
@@ -124,6 +161,10 @@ public enum Format {
             return named(from, JSONEvent(type: "message", seq: seq, from: fingerprint(ofKey: from), key: from, ts: ts, text: text))
         case .message(let seq, let from, let text):
             return named(from, JSONEvent(type: "message", seq: seq, from: fingerprint(ofKey: from), key: from, text: text))
+        case .file(let seq, let from, let ts, let file):
+            var event = named(from, JSONEvent(type: "file", seq: seq, from: fingerprint(ofKey: from), key: from, ts: ts))
+            event.file = FileSummary(name: file.name, size: file.size, type: file.type)
+            return event
         case .named(let seq, let from, let name, let previous):
             var event = named(from, JSONEvent(type: "named", seq: seq, from: fingerprint(ofKey: from), key: from))
             event.name = name
@@ -177,6 +218,8 @@ public enum LineCommand: Sendable, Equatable {
     case remove(String)
     case rotate
     case name(String)
+    case file(String)
+    case save(Int)
     case history
     case help
     case quit
@@ -197,6 +240,8 @@ public enum LineCommand: Sendable, Equatable {
         case "remove", "kick": return argument.isEmpty ? .unknown("/remove needs a member's fingerprint (prefix)") : .remove(argument)
         case "rotate": return .rotate
         case "name", "nick": return argument.isEmpty ? .unknown("/name needs your name in this room") : .name(argument)
+        case "file": return argument.isEmpty ? .unknown("/file needs the path of the file to send") : .file(argument)
+        case "save": return Int(argument).map { .save($0) } ?? .unknown("/save needs the number of a file's message (as shown)")
         case "history": return .history
         case "help", "?": return .help
         case "quit", "exit", "q": return .quit
@@ -210,6 +255,8 @@ public enum LineCommand: Sendable, Equatable {
                   /remove FINGERPRINT  remove a member, by fingerprint prefix (owner)
                   /rotate  rotate the room key now (owner)
                   /name NAME  set or change your name in this room (members see it beside your fingerprint)
+                  /file PATH  send a file (up to 25 MiB)
+                  /save SEQ  save the file of message SEQ in the current folder
                   /history show the whole readable history
                   /quit    leave the chat (the room stays)
                   //text   send a line that starts with /

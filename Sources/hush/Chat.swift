@@ -13,7 +13,7 @@ struct Chat: AsyncParsableCommand {
             sealed with a passphrase from HUSH_PASSPHRASE or asked for on the terminal. ROOM is the local \
             name or the room id (see `hush chat list`).
             """,
-        subcommands: [New.self, Invite.self, Invites.self, Revoke.self, Join.self, Open.self, Send.self, Read.self, List.self, Members.self, Remove.self,
+        subcommands: [New.self, Invite.self, Invites.self, Revoke.self, Join.self, Open.self, Send.self, Read.self, Save.self, List.self, Members.self, Remove.self,
                       Rotate.self, Name.self])
 }
 
@@ -91,17 +91,44 @@ extension Chat {
     }
 
     struct Send: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Send one message (for scripts and bots).")
+        static let configuration = CommandConfiguration(abstract: "Send one message or one file (for scripts and bots).")
         @OptionGroup var options: StoreOption
         @Argument(help: "Room name or id.") var room: String
-        @Argument(parsing: .remaining, help: "The text (words are joined by spaces).") var text: [String]
+        @Option(help: "Send this file (up to 25 MiB) instead of text; members save it with `hush chat save`.") var file: String?
+        @Argument(parsing: .remaining, help: "The text (words are joined by spaces).") var text: [String] = []
 
         func run() async throws {
             try await reportingErrors {
                 let message = text.joined(separator: " ")
+                if let file {
+                    guard message.isEmpty else { throw CLIError("send either a file or text, not both") }
+                    try await withSession(store: options.store, room: room) { session in
+                        printOut(Format.sentFile(try await session.sendFile(path: file)))
+                    }
+                    return
+                }
                 guard !message.isEmpty else { throw CLIError("nothing to send") }
                 try await withSession(store: options.store, room: room) { session in
                     try await session.send(message)
+                }
+            }
+        }
+    }
+
+    struct Save: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fetch, verify and save the file shared by message SEQ (as `hush chat read` shows it).",
+            discussion: "The file is written whole or not at all, never over an existing file: a name already taken gets \" (1)\" etc.")
+        @OptionGroup var options: StoreOption
+        @Argument(help: "Room name or id.") var room: String
+        @Argument(help: "The number of the file's message.") var seq: Int
+        @Option(help: "Folder to save into (default: the current folder).") var out: String = "."
+
+        func run() async throws {
+            try await reportingErrors {
+                let folder = URL(fileURLWithPath: out, isDirectory: true)
+                try await withSession(store: options.store, room: room) { session in
+                    printOut(Format.savedFile(try await session.saveFile(seq: seq, in: folder)))
                 }
             }
         }
@@ -119,10 +146,11 @@ extension Chat {
         func run() async throws {
             try await reportingErrors {
                 try await withSession(store: options.store, room: room) { session in
+                    let roomName = await session.record.name
                     let show: @Sendable (RoomClient.Event, RoomState) -> Void = { [json] event, room in
                         if json {
                             printOut(Format.jsonLine(Format.json(event, room: room)))
-                        } else if let line = Format.line(event, me: session.me, room: room) {
+                        } else if let line = Format.line(event, me: session.me, room: room, roomName: roomName) {
                             printOut(line)
                         }
                     }

@@ -21,7 +21,7 @@ extension Chat {
                     let events = try await session.catchUp()
                     let state = await session.roomState
                     for event in events {
-                        if let line = Format.line(event, me: session.me, room: state) { printOut(line) }
+                        if let line = Format.line(event, me: session.me, room: state, roomName: record.name) { printOut(line) }
                     }
                     let (quit, quitSink) = AsyncStream.makeStream(of: Void.self)
                     let input = Task {
@@ -31,7 +31,7 @@ extension Chat {
                         quitSink.yield()
                     }
                     await followEvents(session, until: quit) { event, room in
-                        if let line = Format.line(event, me: session.me, room: room) { printOut(line) }
+                        if let line = Format.line(event, me: session.me, room: room, roomName: record.name) { printOut(line) }
                     }
                     input.cancel()
                 }
@@ -53,6 +53,10 @@ extension Chat {
                 case .name(let name):
                     let sent = try await session.setName(name)
                     printOut("* your name in this room is now \"\(Format.sanitize(sent))\"")
+                case .file(let path):
+                    printOut("* " + Format.sentFile(try await session.sendFile(path: path)))
+                case .save(let seq):
+                    printOut("* " + Format.savedFile(try await session.saveFile(seq: seq, in: URL(fileURLWithPath: ".", isDirectory: true))))
                 case .invite:
                     printOut("* one-time invite link (valid 24 h):")
                     printOut(try await session.invite())
@@ -70,8 +74,9 @@ extension Chat {
                 case .history:
                     let events = try await session.catchUp(all: true)
                     let state = await session.roomState
+                    let roomName = await session.record.name
                     for event in events {
-                        if let line = Format.line(event, me: session.me, room: state) { printOut(line) }
+                        if let line = Format.line(event, me: session.me, room: state, roomName: roomName) { printOut(line) }
                     }
                 }
             } catch {

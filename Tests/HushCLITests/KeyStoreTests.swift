@@ -265,6 +265,9 @@ import ThemisKit
         #expect(LineCommand.parse("/members") == .members)
         #expect(LineCommand.parse("/rotate") == .rotate)
         #expect(LineCommand.parse("/history") == .history)
+        #expect(LineCommand.parse("/file  my photo.png ") == .file("my photo.png"))
+        #expect(LineCommand.parse("/save 7") == .save(7))
+        if case .unknown = LineCommand.parse("/save seven") {} else { Issue.record("/save without a number") }
         #expect(LineCommand.parse("/name  Mary Ann ") == .name("Mary Ann"))
         if case .unknown = LineCommand.parse("/name") {} else { Issue.record("/name without a name") }
         #expect(LineCommand.parse("//not a command") == .say("/not a command"))

@@ -138,6 +138,10 @@ struct ScenarioRun {
                                   "counter": .int(change.counter), "ts": .int(Int(change.ts)), "name": .string(change.name),
                                   "previous": change.previous.map(JSONValue.string) ?? .null, "inForce": .bool(change.inForce)]
             return out
+        case .file(let shared) where shared.duplicate: return ["outcome": "duplicate", "seq": .int(shared.seq)]
+        case .file(let shared):
+            return ["outcome": "file", "seq": .int(shared.seq), "from": .string(self.name(shared.from)), "counter": .int(shared.counter),
+                    "ts": .int(Int(shared.ts)), "name": .string(shared.file.name)]
         case .event(let read): event = read
         }
         return switch event {
