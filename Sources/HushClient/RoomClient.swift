@@ -274,7 +274,14 @@ public actor RoomClient {
                         confirm.room = invite.room
                         confirm.inviteId = Base64Bytes(invite.inviteID)
                         confirm.sealed = Base64Bytes(accepted.confirmation)
-                        try await connection.request(confirm)
+                        // The owner may answer one request twice (its live push and its next
+                        // `hello` both list it): when both responses arrive before the first
+                        // confirmation, the second confirmation finds the join confirmed
+                        // already. That join goes on; the owner admits it, or responds again.
+                        let reply = try await connection.exchange(confirm)
+                        if reply.type == "error", reply.code != ErrorCode.noPendingJoin.rawValue {
+                            throw HushError(ErrorCode(rawValue: reply.code ?? "") ?? .internal, reply.message ?? "")
+                        }
                     case "join_revoked" where push.room == invite.room && push.inviteId?.bytes == invite.inviteID:
                         throw ClientError.rejected("the owner revoked this invite")
                     case "member_joined" where push.key == KeyID.json(flow.me.publicKey):

@@ -526,4 +526,28 @@ public actor ChatSession {
         try? await flush()
         await client.disconnect()
     }
+
+    /// Keeps a follower connected: when its connection ends (the server restarted, the node
+    /// behind a proxy went away), connects again, backing off from 1 s to 30 s, and reads what
+    /// was committed meanwhile, which comes through `client.events` like any push. `notice`
+    /// says what happens. Returns only when cancelled.
+    public func stayConnected(notice: @escaping @Sendable (String) -> Void) async {
+        while !Task.isCancelled {
+            await client.rawConnection.waitUntilClosed()
+            guard !Task.isCancelled else { return }
+            notice("connection lost; reconnecting…")
+            var delay: Duration = .seconds(1)
+            while !Task.isCancelled {
+                do {
+                    try await client.reconnect()
+                    try await client.refresh()
+                    notice("reconnected")
+                    break
+                } catch {
+                    try? await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(30))
+                }
+            }
+        }
+    }
 }

@@ -308,6 +308,9 @@ func followEvents(_ session: ChatSession, until stop: AsyncStream<Void>? = nil,
         group.addTask {
             for await _ in signals { return }
         }
+        group.addTask {
+            await session.stayConnected { printErr($0) }
+        }
         if let stop {
             group.addTask { for await _ in stop { return } }
         }

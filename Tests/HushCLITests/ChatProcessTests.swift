@@ -12,6 +12,37 @@ import ThemisKit
         try? JSONDecoder().decode(Format.JSONEvent.self, from: Data(line.utf8))
     }
 
+    /// A follower outlives its server: when the server is killed and comes back (a restart, or
+    /// a proxy sending it to another node), `read --follow` connects again by itself and prints
+    /// what was sent while it was away, then what comes next.
+    @Test func aFollowerReconnectsWhenItsServerComesBack() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let data = URL(fileURLWithPath: folder.path("server"))
+        let first = try await ServeProcess.start(data: data)
+        let port = first.port
+        let env = ["HUSH_STORE": folder.path("owner/keystore.hush"), "HUSH_PASSPHRASE": "owner's passphrase"]
+        let created = try await HushProcess.run(["chat", "new", "lobby", "--server", first.url], environment: env)
+        #expect(created.status == 0, "\(created.stderr)")
+        let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+        let follower = try HushProcess(["chat", "read", "lobby", "--follow", "--json"], environment: env)
+        let alice = try await RoomClient.join(link: link)
+        try await alice.send("before the restart")
+        _ = try await follower.line { Self.event($0)?.text == "before the restart" }
+
+        first.kill()
+        _ = await first.waitForExit(timeout: .seconds(20))
+        try await using(try await ServeProcess.start(data: data, port: port), stop: { await $0.stop() }) { second in
+            _ = try await alice.reconnect(to: try await ServerInfo.fetch(second.url))
+            try await alice.send("while the follower was away")
+            try await alice.send("after it came back")
+            _ = try await follower.line { Self.event($0)?.text == "while the follower was away" }
+            _ = try await follower.line { Self.event($0)?.text == "after it came back" }
+            kill(follower.pid, SIGINT)
+            #expect(try await follower.exit() == 0)
+        }
+    }
+
     /// The owner is the terminal client; Alice and Bob are `RoomClient`s.
     @Test func ownerProcessWithTwoClients() async throws {
         try await withTestServer { server in
