@@ -6,7 +6,6 @@ import { SecureCellSeal, base64ToBytes, bytesToBase64, utf8Encode, constantTimeE
 export const CHUNK_BYTES = 65536;
 export const SEALED_CHUNK_BYTES = CHUNK_BYTES + 44;
 export const MAX_FILE_BYTES = 26_214_400;
-export const MAX_CHUNKS = MAX_FILE_BYTES / CHUNK_BYTES;
 export const MAX_PREVIEW_BYTES = 32_768;
 export const MAX_NAME_SCALARS = 255;
 /** The only types a reader shows inline (never SVG: it is markup). */

@@ -123,7 +123,7 @@ function nameParts({ name, same }) {
 }
 
 const sizeFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
-export function fileSize(bytes) {
+function fileSize(bytes) {
   if (bytes < 1024) return `${bytes} bytes`;
   if (bytes < 1024 * 1024) return `${sizeFormat.format(bytes / 1024)} KiB`;
   return `${sizeFormat.format(bytes / 1024 / 1024)} MiB`;
