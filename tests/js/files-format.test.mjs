@@ -66,7 +66,8 @@ test('file names: the rule, and what a sender makes of a local name', () => {
   assert.equal(fileNameFrom('a\u202egpj.exe'), 'a_gpj.exe');
   assert.equal(fileNameFrom(''), 'file');
   assert.equal([...fileNameFrom('😀'.repeat(300))].length, 255);
-  assert.ok(isFileName(fileNameFrom('..')));
+  assert.equal(fileNameFrom('..'), 'file');
+  assert.equal(fileNameFrom('.'), 'file');
 });
 
 test('media types: lower case type/subtype, no parameters; unknown → octet-stream', () => {

@@ -35,11 +35,10 @@ export function isFileName(name) {
   return scalars >= 1 && scalars <= MAX_NAME_SCALARS;
 }
 
-/** A sender's file name from a local one: refused characters → `_`, cut to 255 scalars, empty → `file`. */
+/** A sender's file name from a local one: refused characters → `_`, cut to 255 scalars; empty, `.` or `..` → `file`. */
 export function fileNameFrom(local) {
   const cleaned = [...String(local ?? '').replace(NAME_REFUSED_ALL, '_')].slice(0, MAX_NAME_SCALARS).join('');
-  if (cleaned === '') return 'file';
-  return cleaned === '.' || cleaned === '..' ? cleaned.replace(/\./g, '_') : cleaned;
+  return cleaned === '' || cleaned === '.' || cleaned === '..' ? 'file' : cleaned;
 }
 
 const MEDIA_TYPE = /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/;
