@@ -83,10 +83,11 @@ def test_ten_mib_round_trip_between_chromium_and_firefox(server, people):
     saved = save(bob, "big.bin")
     assert saved == {"name": "big.bin", "size": size, "sha256": hashlib.sha256(content(size)).hexdigest()}
 
-    # And back, a size that is no multiple of the chunk size, with a name that must stay text.
+    # And back, a size that is no multiple of the chunk size, with a name that must stay text
+    # (its "/" becomes "_": a file name is never a path).
     size = 3 * MIB + 12345
-    name = "<b>report</b> 2026.pdf"
-    bob.js(DROP, name, "application/pdf", size)
+    bob.js(DROP, "<b>report</b> 2026.pdf", "application/pdf", size)
+    name = "<b>report<_b> 2026.pdf"
     bob.wait("the reply sent", lambda: (bob.file_named(name) or {}).get("status") == "sent", timeout=120)
     alice.wait("the reply in Chromium", lambda: alice.file_named(name))
     assert alice.js("return document.querySelectorAll('#messages b').length") == 0, "a file name is text, never markup"
