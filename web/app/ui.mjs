@@ -161,7 +161,6 @@ function fileBody(item, files) {
   }
   const progress = item.progress ?? (transfer?.status === 'working' ? transfer : null);
   parts.push(h('div', { class: 'file-info' },
-    h('span', { class: 'file-icon', 'aria-hidden': 'true' }, inline ? '🖼' : '📄'),
     h('span', { class: 'file-name', dir: 'auto', dataset: { testid: 'file-name' } }, file.name),
     h('span', { class: 'file-size muted' }, fileSize(file.size)),
     progress ? h('progress', { max: progress.total, value: progress.done, dataset: { testid: 'file-progress' },
