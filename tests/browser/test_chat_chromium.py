@@ -84,6 +84,9 @@ def test_room_lifecycle_in_chromium(server, people):
     alice.wait("the picture, checked and shown", lambda: (alice.file_named("meadow.png") or {}).get("image") == 640)
     alice.send("what a view")
     bob.wait_text("what a view")
+    alice.wait("the list at its end, the picture in view", lambda: alice.js(
+        "const l = document.getElementById('messages'); return l.scrollHeight - l.scrollTop - l.clientHeight < 40"))
+    alice.click("#close-invite")
 
     alice.screenshot("chat-chromium-desktop.png")
 
