@@ -140,6 +140,8 @@ let package = Package(
                 "HushProtocol",
                 "ThemisKit",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                // Tests look into the database file as another process would.
+                .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
         .testTarget(

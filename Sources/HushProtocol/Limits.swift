@@ -8,6 +8,19 @@ public struct Limits: Sendable {
     public var maxMessageIDBytes = 32
     public var requestsPerSecond = 20.0
     public var requestBurst = 40.0
+    /// `file_put` and `file_get` have their own budget (§4.9), so a file moves at several MiB/s
+    /// while chat requests stay bounded.
+    public var fileRequestsPerSecond = 64.0
+    public var fileRequestBurst = 128.0
+    /// One sealed file chunk, decoded: 64 KiB of padded plaintext plus the Secure Cell header.
+    public var maxFileChunkBytes = 66 * 1024
+    /// Chunks of one file: 25 MiB.
+    public var maxFileChunks = 400
+    /// Files a key has uploaded in a room and not yet sent (§4.9).
+    public var maxPendingFilesPerKey = 4
+    public var maxFilesPerRoom = 10_000
+    /// A pending file is deleted this long after its first chunk, in milliseconds.
+    public var pendingFileLifetime: Int64 = 24 * 3600 * 1000
     public var maxOpenInvitesPerRoom = 64
     public var maxPendingJoinsPerRoom = 16
     public var maxRoomsPerKey = 8

@@ -66,7 +66,8 @@ public struct HushServer: Sendable {
         self.store = store
         self.metrics = metrics
         hub = Hub(capacity: configuration.limits.maxOutgoingFrames)
-        retention = RetentionSweeper(store: store, retention: configuration.retention, clock: configuration.clock)
+        retention = RetentionSweeper(store: store, retention: configuration.retention,
+                                     pendingFileLifetime: configuration.limits.pendingFileLifetime, clock: configuration.clock)
     }
 
     /// The Hummingbird application of the chat port; `onListening` receives the actually bound port.

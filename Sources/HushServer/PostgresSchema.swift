@@ -92,10 +92,32 @@ enum PostgresSchema {
             expires_at BIGINT NOT NULL, PRIMARY KEY (room, invite_id))
             """,
         ]),
+        (4, [
+            // Files (docs/PROTOCOL.md §4.9): sealed chunks, attached to the message that
+            // carries them (`seq`), or pending (NULL) until it is sent.
+            """
+            CREATE TABLE files (
+            room TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE, id BYTEA NOT NULL, uploader TEXT NOT NULL,
+            chunks INTEGER NOT NULL, stored_chunks INTEGER NOT NULL, seq BIGINT, created_at BIGINT NOT NULL,
+            PRIMARY KEY (room, id))
+            """,
+            """
+            CREATE INDEX files_by_seq ON files(room, seq)
+            """,
+            """
+            CREATE INDEX files_pending ON files(created_at) WHERE seq IS NULL
+            """,
+            """
+            CREATE TABLE file_chunks (
+            room TEXT NOT NULL, file BYTEA NOT NULL, idx INTEGER NOT NULL, data BYTEA NOT NULL,
+            PRIMARY KEY (room, file, idx),
+            FOREIGN KEY (room, file) REFERENCES files(room, id) ON DELETE CASCADE)
+            """,
+        ]),
     ]
 
     /// The tables whose size counts against `Limits.maxStorageBytes`.
-    static let storedTables = "'rooms', 'members', 'invites', 'used_invites', 'messages', 'wraps', 'retired', 'departed'"
+    static let storedTables = "'rooms', 'members', 'invites', 'used_invites', 'messages', 'wraps', 'retired', 'departed', 'files', 'file_chunks'"
 
     /// Any number, the same on every node: the advisory lock under which migrations run, so that
     /// nodes starting at once apply each migration once, one after the other.

@@ -469,8 +469,8 @@ public final class PostgresStore: Store {
         }
     }
 
-    public func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], now: Int64,
-                       limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome {
+    public func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], files: [[UInt8]],
+                       now: Int64, limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome {
         try await announcing(announce) { tx in
             let current = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: current.id, key: key), as: .member)
@@ -484,7 +484,13 @@ public final class PostgresStore: Store {
                                                      messageID: messageID, now: now,
                                                      databaseBytes: try await Self.databaseBytes(tx, limits: limits),
                                                      limits: limits)
+            var stored: [FileRecord?] = []
+            for id in files { stored.append(try await Self.file(tx, room: room.id, id: id)) }
+            let attached = try RoomRules.attach(stored, by: key, seq: message.seq)
             try await Self.insert(tx, message)
+            for file in attached {
+                try await tx.execute("UPDATE files SET seq = \(file.seq) WHERE room = \(room.id) AND id = \(Self.bytea(file.id))")
+            }
             try await Self.update(tx, room)
             return (AppendOutcome(message: message, room: room, recipients: try await Self.keys(tx, room: room.id), wraps: [:]), room.id)
         }
@@ -605,6 +611,88 @@ public final class PostgresStore: Store {
         try await tx.execute("INSERT INTO retired (key) VALUES (\(departed.key)) ON CONFLICT DO NOTHING")
     }
 
+    // MARK: files
+
+    static func file(_ tx: Transaction, room: String, id: [UInt8]) async throws -> FileRecord? {
+        try await tx.rows("""
+            SELECT room, id, uploader, chunks, stored_chunks, seq, created_at FROM files WHERE room = \(room) AND id = \(bytea(id))
+            """).first.map { row in
+            FileRecord(room: try row["room"].decode(String.self), id: try bytes(row["id"]) ?? [],
+                       uploader: try row["uploader"].decode(String.self), chunks: try row["chunks"].decode(Int.self),
+                       storedChunks: try row["stored_chunks"].decode(Int.self), seq: try row["seq"].decode(Int?.self),
+                       createdAt: try row["created_at"].decode(Int64.self))
+        }
+    }
+
+    static func chunk(_ tx: Transaction, room: String, file: [UInt8], index: Int) async throws -> [UInt8]? {
+        try await tx.rows("SELECT data FROM file_chunks WHERE room = \(room) AND file = \(bytea(file)) AND idx = \(index)")
+            .first.map { try bytes($0["data"]) ?? [] }
+    }
+
+    public func putChunk(room: String, file id: [UInt8], by key: String, chunks: Int, index: Int, data: [UInt8], now: Int64,
+                         limits: Limits) async throws -> FileRecord {
+        try await write { tx in
+            // The room's row lock serializes the counts and the quota across nodes.
+            let current = try await Self.lockRoom(tx, room)
+            try RoomRules.authorize(try await Self.member(tx, room: current.id, key: key), as: .member)
+            let pending = try await tx.int("""
+                SELECT COUNT(*) FROM files WHERE room = \(current.id) AND uploader = \(key) AND seq IS NULL
+                """) ?? 0
+            let inRoom = try await tx.int("SELECT COUNT(*) FROM files WHERE room = \(current.id)") ?? 0
+            let write = try RoomRules.putChunk(room: current, file: try await Self.file(tx, room: current.id, id: id), id: id,
+                                               by: key, chunks: chunks, index: index, data: data,
+                                               stored: try await Self.chunk(tx, room: current.id, file: id, index: index),
+                                               pendingOfKey: pending, filesInRoom: inRoom, now: now,
+                                               databaseBytes: try await Self.databaseBytes(tx, limits: limits), limits: limits)
+            guard case .store(let room, let file) = write else { return write.file }
+            try await tx.execute("""
+                INSERT INTO files (room, id, uploader, chunks, stored_chunks, seq, created_at)
+                VALUES (\(room.id), \(Self.bytea(file.id)), \(file.uploader), \(file.chunks), \(file.storedChunks), \(file.seq), \(file.createdAt))
+                ON CONFLICT (room, id) DO UPDATE SET stored_chunks = EXCLUDED.stored_chunks
+                """)
+            try await tx.execute("""
+                INSERT INTO file_chunks (room, file, idx, data) VALUES (\(room.id), \(Self.bytea(file.id)), \(index), \(Self.bytea(data)))
+                ON CONFLICT (room, file, idx) DO UPDATE SET data = EXCLUDED.data
+                """)
+            try await Self.update(tx, room)
+            return file
+        }
+    }
+
+    public func fileChunk(room: String, file id: [UInt8], index: Int, for key: String) async throws -> (chunks: Int, data: [UInt8]) {
+        try await read { tx in
+            let room = try RoomRules.requireRoom(try await tx.rows("SELECT \(unescaped: Self.roomColumns) FROM rooms WHERE id = \(room)")
+                .first.map(Self.room(row:)))
+            let member = try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .member)
+            let file = try RoomRules.readableFile(try await Self.file(tx, room: room.id, id: id), room: room, member: member)
+            guard let data = try await Self.chunk(tx, room: room.id, file: id, index: index) else { throw RoomRules.unknownFile }
+            return (file.chunks, data)
+        }
+    }
+
+    public func expirePendingFiles(before: Int64) async throws -> Int {
+        try await write { tx in
+            let pending = try await tx.rows("""
+                SELECT room, id FROM files WHERE seq IS NULL AND created_at < \(before) ORDER BY room LIMIT 1000
+                """)
+            for row in pending {
+                try await Self.deleteFile(tx, room: try row["room"].decode(String.self), id: try Self.bytes(row["id"]) ?? [])
+            }
+            return pending.count
+        }
+    }
+
+    /// Deletes one file (its chunks go with it: ON DELETE CASCADE) and gives its bytes back to
+    /// its room's quota.
+    static func deleteFile(_ tx: Transaction, room: String, id: [UInt8]) async throws {
+        let freed = try await tx.int("""
+            SELECT (COALESCE(SUM(LENGTH(data)), 0) + COUNT(*) * \(StorageRules.recordOverhead))::BIGINT
+            FROM file_chunks WHERE room = \(room) AND file = \(bytea(id))
+            """) ?? 0
+        try await tx.execute("DELETE FROM files WHERE room = \(room) AND id = \(bytea(id))")
+        try await tx.execute("UPDATE rooms SET stored_bytes = stored_bytes - \(freed) WHERE id = \(room)")
+    }
+
     public func deleteRoom(room: String, by key: String, announce: Announcement<[String]>) async throws -> [String] {
         // The event is numbered on the room's row, so the row goes after it is recorded.
         try await announcing(announce) { tx in
@@ -673,6 +761,10 @@ public final class PostgresStore: Store {
                      WHERE w.room = \(room.id) AND w.seq = ANY(\(plan.deletions))))::BIGINT
             FROM messages m WHERE m.room = \(room.id) AND m.seq = ANY(\(plan.deletions))
             """) ?? 0
+        // A file goes with the message that carries it.
+        for row in try await tx.rows("SELECT id FROM files WHERE room = \(room.id) AND seq = ANY(\(plan.deletions))") {
+            try await deleteFile(tx, room: room.id, id: try bytes(row["id"]) ?? [])
+        }
         // Their wraps go with them (ON DELETE CASCADE).
         try await tx.execute("DELETE FROM messages WHERE room = \(room.id) AND seq = ANY(\(plan.deletions))")
         try await tx.execute("""

@@ -76,3 +76,19 @@ public struct DepartedRecord: Sendable, Equatable {
                           departureSignature: departureSignature)
     }
 }
+
+/// A file's stored state (docs/PROTOCOL.md §4.9). The server knows its id, who uploaded it, its
+/// chunk count and which message carries it: never its name, type or size beyond the count.
+public struct FileRecord: Sendable, Equatable {
+    public var room: String
+    public var id: [UInt8]
+    public var uploader: String
+    public var chunks: Int
+    public var storedChunks: Int
+    /// The message it is attached to; nil while it is pending.
+    public var seq: Int?
+    /// When its first chunk was stored, in milliseconds.
+    public var createdAt: Int64
+
+    public var isComplete: Bool { storedChunks == chunks }
+}

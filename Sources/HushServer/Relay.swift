@@ -112,12 +112,39 @@ public struct Relay: Sendable {
             let payload = try bytes(request.payload, "payload", max: limits.maxPayloadBytes)
             let epoch = try field(request.epoch, "epoch")
             let messageID = try bytes(request.messageId, "messageId", max: limits.maxMessageIDBytes)
+            let files = try fileIDs(request.files)
             let outcome = try await store.append(room: room, from: key, payload: payload, epoch: epoch, messageID: messageID,
-                                                 now: nowMillis, limits: limits, announce: announce(outbox, RoomPushes.sent))
+                                                 files: files, now: nowMillis, limits: limits,
+                                                 announce: announce(outbox, RoomPushes.sent))
             if !outcome.isRepeat { metrics.messages.increment() }
             var reply = WireMessage(type: "sent")
             reply.room = room
             reply.seq = outcome.message.seq
+            return reply
+        case "file_put":
+            let room = try field(request.room, "room")
+            let file = try fileID(request.file)
+            let index = try field(request.index, "index")
+            let data = try bytes(request.data, "data", max: limits.maxFileChunkBytes)
+            let stored = try await store.putChunk(room: room, file: file, by: key, chunks: try field(request.chunks, "chunks"),
+                                                  index: index, data: data, now: nowMillis, limits: limits)
+            var reply = WireMessage(type: "file_stored")
+            reply.room = room
+            reply.file = Base64Bytes(file)
+            reply.index = index
+            reply.complete = stored.isComplete
+            return reply
+        case "file_get":
+            let room = try field(request.room, "room")
+            let file = try fileID(request.file)
+            let index = try field(request.index, "index")
+            let chunk = try await store.fileChunk(room: room, file: file, index: index, for: key)
+            var reply = WireMessage(type: "file_chunk")
+            reply.room = room
+            reply.file = Base64Bytes(file)
+            reply.chunks = chunk.chunks
+            reply.index = index
+            reply.data = Base64Bytes(chunk.data)
             return reply
         case "rotate":
             let room = try field(request.room, "room")
@@ -228,6 +255,24 @@ public struct Relay: Sendable {
         let value = try field(value, name)
         _ = try KeyID.key(fromJSON: value)
         return value
+    }
+
+    /// A file id: exactly 16 bytes (§4.9).
+    private func fileID(_ value: Base64Bytes?) throws(HushError) -> [UInt8] {
+        let id = try field(value, "file").bytes
+        guard id.count == 16 else { throw HushError(.badRequest, "a file id is 16 bytes") }
+        return id
+    }
+
+    /// `files` of a `send`: absent, or 1–4 distinct file ids.
+    private func fileIDs(_ value: [Base64Bytes]?) throws(HushError) -> [[UInt8]] {
+        guard let value else { return [] }
+        guard (1...4).contains(value.count), Set(value.map(\.bytes)).count == value.count else {
+            throw HushError(.badRequest, "files must name 1–4 distinct files")
+        }
+        var ids: [[UInt8]] = []
+        for id in value { ids.append(try fileID(id)) }
+        return ids
     }
 
     private func bytes(_ value: Base64Bytes?, _ name: String, max: Int) throws(HushError) -> [UInt8] {

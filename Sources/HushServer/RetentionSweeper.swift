@@ -6,13 +6,22 @@ import Logging
 public struct RetentionSweeper: Sendable {
     let store: any Store
     let retention: Retention
+    /// How long a file may stay pending (uploaded, never sent) before it is deleted (§4.9).
+    let pendingFileLifetime: Int64
     let clock: @Sendable () -> Date
 
-    /// One round over every room, pass after pass; returns how many records it deleted.
+    /// One round over every room, pass after pass; returns how many records and pending files it
+    /// deleted. Pending files expire whether or not history does.
     @discardableResult
     public func sweep() async throws -> Int {
-        guard retention.isEnabled else { return 0 }
         var deleted = 0
+        let cutoff = Int64(clock().timeIntervalSince1970 * 1000) - pendingFileLifetime
+        while true {
+            let files = try await store.expirePendingFiles(before: cutoff)
+            deleted += files
+            if files == 0 { break }
+        }
+        guard retention.isEnabled else { return deleted }
         var afterRoom: Int64 = 0
         while true {
             let now = Int64(clock().timeIntervalSince1970 * 1000)
@@ -25,7 +34,6 @@ public struct RetentionSweeper: Sendable {
 
     /// Sweeps every `retention.sweepEvery` until cancelled; a failed round is tried again at the next.
     public func run(logger: Logger) async {
-        guard retention.isEnabled else { return }
         while !Task.isCancelled {
             do {
                 try await sweep()

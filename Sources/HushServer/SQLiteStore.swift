@@ -110,6 +110,22 @@ public final class SQLiteStore: Store {
                                            PRIMARY KEY (room, invite_id));
                 """)
         }
+        migrator.registerMigration("v6-files") { db in
+            // Files (docs/PROTOCOL.md §4.9): sealed chunks the server cannot read, attached to
+            // the message that carries them (`seq`), or pending (NULL) until it is sent.
+            try db.execute(sql: """
+                CREATE TABLE files (
+                    room TEXT NOT NULL REFERENCES rooms(id) ON DELETE CASCADE, id BLOB NOT NULL, uploader TEXT NOT NULL,
+                    chunks INTEGER NOT NULL, stored_chunks INTEGER NOT NULL, seq INTEGER, created_at INTEGER NOT NULL,
+                    PRIMARY KEY (room, id));
+                CREATE INDEX files_by_seq ON files(room, seq);
+                CREATE INDEX files_pending ON files(created_at) WHERE seq IS NULL;
+                CREATE TABLE file_chunks (
+                    room TEXT NOT NULL, file BLOB NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,
+                    PRIMARY KEY (room, file, idx),
+                    FOREIGN KEY (room, file) REFERENCES files(room, id) ON DELETE CASCADE);
+                """)
+        }
         return migrator
     }
 
@@ -361,8 +377,8 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], now: Int64,
-                       limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome {
+    public func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], files: [[UInt8]],
+                       now: Int64, limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome {
         try await write(afterCommit: announce.deliver) { db in
             let current = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.authorize(Self.member(db, room: current.id, key: key), as: .member)
@@ -372,7 +388,12 @@ public final class SQLiteStore: Store {
             }
             let (room, message) = try RoomRules.send(room: current, from: key, epoch: epoch, payload: payload, messageID: messageID,
                                                      now: now, databaseBytes: Self.databaseBytes(db, limits: limits), limits: limits)
+            let attached = try RoomRules.attach(files.map { try Self.file(db, room: room.id, id: $0) }, by: key, seq: message.seq)
             try Self.insert(db, message)
+            for file in attached {
+                try db.cachedStatement(sql: "UPDATE files SET seq = ? WHERE room = ? AND id = ?").execute(
+                    arguments: [file.seq, room.id, Data(file.id)])
+            }
             try Self.update(db, room)
             return AppendOutcome(message: message, room: room, recipients: try Self.keys(db, room: room.id), wraps: [:])
         }
@@ -404,6 +425,76 @@ public final class SQLiteStore: Store {
             try Self.update(db, room)
             return AppendOutcome(message: message, room: room, recipients: keys, wraps: wrapMap)
         }
+    }
+
+    // MARK: files
+
+    static func file(_ db: Database, room: String, id: [UInt8]) throws -> FileRecord? {
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM files WHERE room = ? AND id = ?"), arguments: [room, Data(id)]).map {
+            FileRecord(room: $0["room"], id: bytes($0["id"]) ?? [], uploader: $0["uploader"], chunks: $0["chunks"],
+                       storedChunks: $0["stored_chunks"], seq: $0["seq"], createdAt: $0["created_at"])
+        }
+    }
+
+    public func putChunk(room: String, file id: [UInt8], by key: String, chunks: Int, index: Int, data: [UInt8], now: Int64,
+                         limits: Limits) async throws -> FileRecord {
+        try await write { db in
+            let current = try RoomRules.requireRoom(Self.room(db, room))
+            try RoomRules.authorize(Self.member(db, room: current.id, key: key), as: .member)
+            let stored = try Data.fetchOne(db.cachedStatement(sql: "SELECT data FROM file_chunks WHERE room = ? AND file = ? AND idx = ?"),
+                                           arguments: [current.id, Data(id), index])
+            let pending = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM files WHERE room = ? AND uploader = ? AND seq IS NULL"),
+                                           arguments: [current.id, key]) ?? 0
+            let inRoom = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM files WHERE room = ?"), arguments: [current.id]) ?? 0
+            let write = try RoomRules.putChunk(room: current, file: Self.file(db, room: current.id, id: id), id: id, by: key,
+                                               chunks: chunks, index: index, data: data, stored: Self.bytes(stored),
+                                               pendingOfKey: pending, filesInRoom: inRoom, now: now,
+                                               databaseBytes: Self.databaseBytes(db, limits: limits), limits: limits)
+            guard case .store(let room, let file) = write else { return write.file }
+            try db.cachedStatement(sql: """
+                INSERT INTO files (room, id, uploader, chunks, stored_chunks, seq, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (room, id) DO UPDATE SET stored_chunks = excluded.stored_chunks
+                """).execute(arguments: [room.id, Data(file.id), file.uploader, file.chunks, file.storedChunks, file.seq, file.createdAt])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO file_chunks (room, file, idx, data) VALUES (?, ?, ?, ?)").execute(
+                arguments: [room.id, Data(file.id), index, Data(data)])
+            try Self.update(db, room)
+            return file
+        }
+    }
+
+    public func fileChunk(room: String, file id: [UInt8], index: Int, for key: String) async throws -> (chunks: Int, data: [UInt8]) {
+        try await read { db in
+            let room = try RoomRules.requireRoom(Self.room(db, room))
+            let member = try RoomRules.authorize(Self.member(db, room: room.id, key: key), as: .member)
+            let file = try RoomRules.readableFile(Self.file(db, room: room.id, id: id), room: room, member: member)
+            guard let data = try Data.fetchOne(db.cachedStatement(sql: "SELECT data FROM file_chunks WHERE room = ? AND file = ? AND idx = ?"),
+                                               arguments: [room.id, Data(id), index]) else {
+                throw RoomRules.unknownFile
+            }
+            return (file.chunks, Array(data))
+        }
+    }
+
+    public func expirePendingFiles(before: Int64) async throws -> Int {
+        try await write { db in
+            let pending = try Row.fetchAll(db.cachedStatement(sql: """
+                SELECT room, id FROM files WHERE seq IS NULL AND created_at < ? ORDER BY created_at LIMIT 1000
+                """), arguments: [before])
+            for row in pending {
+                try Self.deleteFile(db, room: row["room"], id: row["id"])
+            }
+            return pending.count
+        }
+    }
+
+    /// Deletes one file and gives its bytes back to its room's quota.
+    static func deleteFile(_ db: Database, room: String, id: Data) throws {
+        let freed = try Int.fetchOne(db.cachedStatement(sql: """
+            SELECT COALESCE(SUM(LENGTH(data)), 0) + COUNT(*) * \(StorageRules.recordOverhead) FROM file_chunks WHERE room = ? AND file = ?
+            """), arguments: [room, id]) ?? 0
+        try db.cachedStatement(sql: "DELETE FROM file_chunks WHERE room = ? AND file = ?").execute(arguments: [room, id])
+        try db.cachedStatement(sql: "DELETE FROM files WHERE room = ? AND id = ?").execute(arguments: [room, id])
+        try db.cachedStatement(sql: "UPDATE rooms SET stored_bytes = stored_bytes - ? WHERE id = ?").execute(arguments: [freed, room])
     }
 
     public func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> HistoryPage {
@@ -509,6 +600,8 @@ public final class SQLiteStore: Store {
             let room = try RoomRules.requireRoom(Self.room(db, room))
             try RoomRules.authorize(Self.member(db, room: room.id, key: key), as: .owner)
             let keys = try Self.keys(db, room: room.id)
+            try db.cachedStatement(sql: "DELETE FROM file_chunks WHERE room = ?").execute(arguments: [room.id])
+            try db.cachedStatement(sql: "DELETE FROM files WHERE room = ?").execute(arguments: [room.id])
             try db.cachedStatement(sql: "DELETE FROM wraps WHERE room = ?").execute(arguments: [room.id])
             try db.cachedStatement(sql: "DELETE FROM messages WHERE room = ?").execute(arguments: [room.id])
             try db.cachedStatement(sql: "DELETE FROM invites WHERE room = ?").execute(arguments: [room.id])
@@ -573,6 +666,10 @@ public final class SQLiteStore: Store {
                 """, arguments: [room.id, seq]) ?? 0
             try db.cachedStatement(sql: "DELETE FROM wraps WHERE room = ? AND seq = ?").execute(arguments: [room.id, seq])
             try db.cachedStatement(sql: "DELETE FROM messages WHERE room = ? AND seq = ?").execute(arguments: [room.id, seq])
+            // A file goes with the message that carries it.
+            for id in try Data.fetchAll(db.cachedStatement(sql: "SELECT id FROM files WHERE room = ? AND seq = ?"), arguments: [room.id, seq]) {
+                try deleteFile(db, room: room.id, id: id)
+            }
         }
         try db.cachedStatement(sql: "UPDATE rooms SET expired_through = ?, stored_bytes = stored_bytes - ? WHERE id = ?").execute(
                        arguments: [plan.expiredThrough, freed, room.id])

@@ -77,25 +77,31 @@ struct SessionConnection: Sendable {
     private func readLoop(_ frames: inout WebSocketInboundMessageStream.AsyncIterator, box: SharedSession,
                           outbox: Outbox, key: String) async {
         var limiter = RateLimiter(rate: limits.requestsPerSecond, burst: limits.requestBurst, now: requestClock())
+        // File chunks have their own budget (§4.9): a file moves fast, chat stays bounded.
+        var fileLimiter = RateLimiter(rate: limits.fileRequestsPerSecond, burst: limits.fileRequestBurst, now: requestClock())
         do {
             while let frame = try await frames.next() {
                 guard case .binary(let buffer) = frame,
                       case .data(let plaintext) = try box.receive(Array(buffer.readableBytesView)) else {
                     throw HushError(.badRequest, "not a Secure Session data message")
                 }
-                guard limiter.allow(now: requestClock()) else {
+                let decoded: Result<WireMessage, HushError>? = plaintext.count <= limits.maxRequestBytes
+                    ? Result { () throws(HushError) in try WireMessage.decode(plaintext) } : nil
+                let isFileRequest = ["file_put", "file_get"].contains(try? decoded?.get().type)
+                let allowed = isFileRequest ? fileLimiter.allow(now: requestClock()) : limiter.allow(now: requestClock())
+                guard allowed else {
                     metrics.rateLimited.increment()
                     outbox.send(.error(HushError(.rateLimited, "too many requests; slow down"), id: Self.peekID(plaintext)))
                     continue
                 }
-                guard plaintext.count <= limits.maxRequestBytes else {
+                guard let decoded else {
                     outbox.send(.error(HushError(.tooLarge, "request larger than \(limits.maxRequestBytes) bytes"), id: nil))
                     continue
                 }
                 let request: WireMessage
-                do {
-                    request = try WireMessage.decode(plaintext)
-                } catch {
+                switch decoded {
+                case .success(let message): request = message
+                case .failure(let error):
                     outbox.send(.error(error, id: Self.peekID(plaintext)))
                     continue
                 }

@@ -93,11 +93,22 @@ public protocol Store: Sendable {
 
     /// A chat message under `epoch` with the sender's idempotency id: a repeat of a stored
     /// (room, sender, id) returns the original (`isRepeat`) and writes nothing.
-    /// Refused for space (`StorageRules`) with `room_full` or `server_full`.
-    func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], now: Int64,
-                limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome
+    /// Refused for space (`StorageRules`) with `room_full` or `server_full`. `files`: the
+    /// sender's pending files the message carries, attached to it in the same transaction.
+    func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], files: [[UInt8]],
+                now: Int64, limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome
     func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64,
                 limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome
+    /// `file_put` (§4.9): stores one chunk of a file (`RoomRules.putChunk`); returns the file after it.
+    func putChunk(room: String, file: [UInt8], by key: String, chunks: Int, index: Int, data: [UInt8], now: Int64,
+                  limits: Limits) async throws -> FileRecord
+    /// `file_get` (§4.9): one chunk of a file the key may read (`RoomRules.readableFile`), with
+    /// the file's chunk count.
+    func fileChunk(room: String, file: [UInt8], index: Int, for key: String) async throws -> (chunks: Int, data: [UInt8])
+    /// Deletes the pending files whose first chunk was stored before `before` (milliseconds),
+    /// giving their bytes back to their rooms; returns how many it deleted.
+    func expirePendingFiles(before: Int64) async throws -> Int
+
     func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> HistoryPage
     func saveDelivered(room: String, key: String, seq: Int) async throws
 

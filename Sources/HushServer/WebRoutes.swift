@@ -16,7 +16,7 @@ struct WebRoutes: Sendable {
     static func securityHeaders(scriptHashes: [String] = []) -> HTTPFields {
         let scripts = (["'self'"] + scriptHashes.map { "'\($0)'" }).joined(separator: " ")
         return [
-            .contentSecurityPolicy: "default-src 'self'; script-src \(scripts); connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'; require-trusted-types-for 'script'; trusted-types hush-worker",
+            .contentSecurityPolicy: "default-src 'self'; script-src \(scripts); connect-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'; require-trusted-types-for 'script'; trusted-types hush-worker",
             HTTPField.Name("Cross-Origin-Opener-Policy")!: "same-origin",
             HTTPField.Name("Cross-Origin-Resource-Policy")!: "same-origin",
             HTTPField.Name("X-Content-Type-Options")!: "nosniff",

@@ -32,6 +32,11 @@ public struct BenchConfig: Sendable, Codable, Equatable {
     /// delivered message and its resident memory.
     public var serverPID: Int32?
 
+    /// Other nodes of the same deployment (one database, one server key): the room's members
+    /// join through `server` and these in turn, the owner staying on `server`, so that pushes
+    /// cross nodes. Empty: every member on `server`.
+    public var joinServers: [String] = []
+
     public init(server: String) { self.server = server }
 
     public static let maxRooms = 200
@@ -61,6 +66,7 @@ public struct BenchConfig: Sendable, Codable, Equatable {
             throw ChatError("rooms × members × messages must be at most \(Self.maxPresealed) with --verify-every above 1")
         }
         guard (1...Int32.max).contains(serverPID ?? 1) else { throw ChatError("--server-pid must be a process id") }
+        guard joinServers.count <= 8 else { throw ChatError("--join-server may be given at most 8 times") }
     }
 }
 
@@ -156,7 +162,7 @@ public struct BenchReport: Codable, Sendable, Equatable {
         let f = { (value: Double) in String(format: "%.1f", value) }
         let ms = { (value: Double) in String(format: "%.2f ms", value) }
         var lines: [String] = []
-        lines.append("hush bench relay  \(config.server)")
+        lines.append("hush bench relay  " + ([config.server] + config.joinServers).joined(separator: " "))
         lines.append("  \(config.rooms) rooms × \(config.members) members, \(config.size) B messages, "
             + (config.rate > 0 ? "\(f(config.rate)) msg/s per sender" : "as fast as possible") + ", \(f(config.duration)) s")
         lines.append("")
@@ -216,6 +222,10 @@ public enum BenchRunner {
     public static func run(_ config: BenchConfig, progress: (@Sendable (String) -> Void)? = nil) async throws -> BenchReport {
         try config.validate()
         let server = try await ServerInfo.fetch(config.server)
+        // Every node must hold the same server key: clients pin one key, whichever node answers.
+        var nodes = [server]
+        for url in config.joinServers { nodes.append(try await ServerInfo.fetch(url, expectedFingerprint: server.fingerprint)) }
+        let joinNodes = nodes
 
         // 1. Handshakes: connections opened by fresh keys, a few at a time.
         let handshakeCount = config.handshakes ?? config.rooms * config.members
@@ -241,15 +251,18 @@ public enum BenchRunner {
         let joinLatency = LatencyRecorder()
         progress?("joins: \(config.rooms) rooms × \(config.members - 1) joiners")
         let joinStart = nanos()
-        let rooms = NIOLockedValueBox<[[RoomClient]]>([])
+        let rooms = NIOLockedValueBox<[[Participant]]>([])
         try await forEach(0..<config.rooms, concurrency: 4) { _ in
             let owner = try await RoomClient.create(server: server, rotateEvery: Limits.standard.maxRotateEvery)
-            var clients = [owner]
-            for _ in 1..<config.members {
+            var clients = [Participant(client: owner, node: server)]
+            for index in 1..<config.members {
                 let start = nanos()
                 do {
                     let link = try await retryingRateLimit { try await owner.invite() }
-                    clients.append(try await RoomClient.join(link: link, timeout: .seconds(30)))
+                    let node = joinNodes[index % joinNodes.count]
+                    let flow = try JoinerFlow(invite: try InviteLink.parse(link).invite)
+                    clients.append(Participant(client: try await RoomClient.join(flow: flow, server: node, timeout: .seconds(30)),
+                                               node: node))
                     joinLatency.record(microseconds: (nanos() - start) / 1000)
                 } catch {
                     counters.joinFailed.add(1, ordering: .relaxed)
@@ -266,7 +279,7 @@ public enum BenchRunner {
         let latency = LatencyRecorder()
         progress?("messages: \(allRooms.reduce(0) { $0 + $1.count }) senders for \(config.duration) s")
         let (sendSeconds, cpu) = config.verifyEvery > 1
-            ? try await sealedAheadMessages(allRooms, server: server, config: config, counters: counters, latency: latency,
+            ? try await sealedAheadMessages(allRooms, config: config, counters: counters, latency: latency,
                                             progress: progress)
             : try await sealedWhenSentMessages(allRooms, config: config, counters: counters, latency: latency, progress: progress)
 
@@ -290,18 +303,24 @@ public enum BenchRunner {
             cpu: cpu)
     }
 
+    /// A room's member in a run, and the node it is connected to.
+    struct Participant: Sendable {
+        let client: RoomClient
+        let node: ServerInfo
+    }
+
     /// The full client on both ends: each message sealed and signed when it is sent, each
     /// delivery opened and verified. Returns the seconds of sending and the CPU it cost.
-    static func sealedWhenSentMessages(_ allRooms: [[RoomClient]], config: BenchConfig, counters: Counters, latency: LatencyRecorder,
+    static func sealedWhenSentMessages(_ allRooms: [[Participant]], config: BenchConfig, counters: Counters, latency: LatencyRecorder,
                                        progress: (@Sendable (String) -> Void)?) async throws -> (Double, BenchReport.CPU) {
         let expectedPerMessage = allRooms.map { $0.count - 1 }
         let padding = String(repeating: "x", count: config.size)
         let receivers = Task {
             await withTaskGroup(of: Void.self) { group in
                 for room in allRooms {
-                    for client in room {
+                    for member in room {
                         group.addTask {
-                            for await event in client.events {
+                            for await event in member.client.events {
                                 switch event {
                                 case .message(_, _, let text), .chat(_, _, _, let text):
                                     if let stamp = UInt64(text.prefix { $0 != " " }) {
@@ -319,14 +338,14 @@ public enum BenchRunner {
         }
         let measured = try await sending(config: config, counters: counters, latency: latency, progress: progress,
                                          senders: allRooms.enumerated().flatMap { index, room in
-            room.map { client in
+            room.map { member in
                 Sender(recipients: expectedPerMessage[index]) { due in
                     let stamp = String(due)
-                    try await client.send(stamp + " " + padding.prefix(config.size - stamp.count - 1))
+                    try await member.client.send(stamp + " " + padding.prefix(config.size - stamp.count - 1))
                 }
             }
         })
-        for room in allRooms { for client in room { await client.disconnect() } }
+        for room in allRooms { for member in room { await member.client.disconnect() } }
         receivers.cancel()
         return measured
     }
@@ -335,7 +354,7 @@ public enum BenchRunner {
     /// it is; receivers read the raw pushes of a connection of their own key, count every
     /// delivery and open and verify every `verifyEvery`th. Returns the seconds of sending and
     /// the CPU it cost (the sealing ahead not included).
-    static func sealedAheadMessages(_ allRooms: [[RoomClient]], server: ServerInfo, config: BenchConfig, counters: Counters,
+    static func sealedAheadMessages(_ allRooms: [[Participant]], config: BenchConfig, counters: Counters,
                                     latency: LatencyRecorder,
                                     progress: (@Sendable (String) -> Void)?) async throws -> (Double, BenchReport.CPU) {
         let perSender = config.messages ?? 0
@@ -346,11 +365,11 @@ public enum BenchRunner {
         }
         var opened: [Member] = []
         for room in allRooms {
-            for client in room {
-                let state = await client.state
-                opened.append(Member(state: state, connection: try await HushConnection.open(server: server, key: state.me),
+            for member in room {
+                let state = await member.client.state
+                opened.append(Member(state: state, connection: try await HushConnection.open(server: member.node, key: state.me),
                                       recipients: room.count - 1))
-                await client.disconnect()
+                await member.client.disconnect()
             }
         }
         let members = opened

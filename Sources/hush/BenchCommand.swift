@@ -21,6 +21,9 @@ struct Bench: AsyncParsableCommand {
                 """)
 
         @Option(help: "Server URL.") var server: String
+        @Option(name: .customLong("join-server"),
+                help: ArgumentHelp("Another node of the same deployment (repeatable): members join through --server and these in turn, owners stay on --server.",
+                                   valueName: "url")) var joinServers: [String] = []
         @Option(help: "Rooms.") var rooms = 2
         @Option(help: "Members per room, the owner included.") var members = 3
         @Option(help: "Message text bytes.") var size = 100
@@ -50,6 +53,7 @@ struct Bench: AsyncParsableCommand {
             config.handshakes = handshakes
             config.verifyEvery = verifyEvery
             config.serverPID = serverPid
+            config.joinServers = joinServers
             let terminal = isatty(STDERR_FILENO) != 0
             let progress: (@Sendable (String) -> Void)?
             if quiet {
