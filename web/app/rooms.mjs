@@ -27,7 +27,7 @@ const STALE_ROUNDS = 3;
 const FILE_REQUESTS_IN_FLIGHT = 8; // §4.9: replies stay far below the connection's outgoing queue
 const FILE_RETRIES = 8;
 /** Images up to this size are fetched as soon as their message is read; larger files on request. */
-export const AUTO_DOWNLOAD_BYTES = 10 * 1024 * 1024;
+const AUTO_DOWNLOAD_BYTES = 10 * 1024 * 1024;
 
 /** At most `n` tasks at a time, the others wait in order. */
 class Slots {
