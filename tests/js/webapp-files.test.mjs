@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { bytesToBase64, base64ToBytes, generateKeyPair } from '../../web/themis/index.mjs';
 import { RoomClient } from '../../web/app/rooms.mjs';
 import { ServerError } from '../../web/app/connection.mjs';
-import { newRoomState, durable } from '../../web/app/room.mjs';
+import { newRoomState, durable, makeRotation } from '../../web/app/room.mjs';
+import { checkOutbox } from '../../web/app/outbox.mjs';
 
 const ROOM = 'DDDDDDDDDDDDDDDDDDDDDD';
 
@@ -31,6 +32,24 @@ async function client(serve) {
   room.queued = [];
   room.enqueue = async (text, kind, file) => { room.queued.push({ text, kind, file }); };
   return { room, flight };
+}
+
+/** The same client with its real outbox: the key store and the cross-tab lock faked in memory. */
+async function clientWithOutbox(serve) {
+  const made = await client(serve);
+  const { room } = made;
+  delete room.enqueue;
+  room.connection.state = 'online';
+  room.exclusive = (fn) => fn();
+  room.markRead = () => {};
+  room.save = async (change) => {
+    const record = structuredClone(room.record);
+    record.state = structuredClone(durable(room.state));
+    if (change) await change(record);
+    room.adopt(record);
+    return true;
+  };
+  return made;
 }
 
 /** A server that stores chunks; `limited` refuses that many first requests with rate_limited. */
@@ -129,4 +148,36 @@ test('an upload the server refuses is shown as failed with the reason, and no me
   assert.deepEqual([item.status, item.file.name], ['failed', 'x']);
   room.dismissUpload(item.id);
   assert.equal(room.uploads.size, 0);
+});
+
+test('a file message goes through the outbox: after stale_epoch it is sealed again and resent with the same messageId and files', async () => {
+  const server = fakeServer();
+  const sends = [];
+  let rotation = null;
+  const { room } = await clientWithOutbox(async (type, fields) => {
+    if (type === 'send') {
+      sends.push(fields);
+      if (sends.length === 1) {
+        rotation = await makeRotation(room.state); // another tab of the owner rotated meanwhile
+        throw new ServerError('stale_epoch', 'stale', 1);
+      }
+      return { room: ROOM, seq: 2 };
+    }
+    if (type === 'history') {
+      return { messages: [{ room: ROOM, seq: 1, kind: 'rotation', from: room.state.owner, epoch: 1, at: 1, payload: rotation.payload }], more: false };
+    }
+    return server.serve(type, fields);
+  });
+  await room.sendFile({ bytes: content(65536 + 1), name: 'a.bin', type: 'application/octet-stream', preview: null });
+  await room.queue; // the drain queued by the outbox
+  assert.equal(sends.length, 2);
+  const [first, second] = sends;
+  assert.equal(first.messageId, second.messageId, 'one messageId for every try');
+  assert.deepEqual(first.files, second.files);
+  assert.equal(first.files.length, 1);
+  assert.deepEqual([first.epoch, second.epoch], [0, 1], 'sealed again under the new epoch');
+  assert.notEqual(first.payload, second.payload);
+  assert.deepEqual(checkOutbox(room.record.outbox), [], 'sent: gone from the outbox');
+  const shown = room.timeline().find((i) => i.kind === 'file');
+  assert.deepEqual([shown.seq, shown.status, shown.file.name, shown.transfer.status], [2, 'sent', 'a.bin', 'ready']);
 });
