@@ -1,8 +1,10 @@
 """Files and images (docs/PROTOCOL.md §4.9, §6.8) between Chromium and Firefox, against a real
 `hush serve`: a 10 MiB file dropped onto the conversation in one browser is saved byte for byte
 in the other, and back; a picture attached with the button shows its preview in the other
-browser at once and the picture itself once fetched and checked; a chunk altered or missing on
-the server refuses the whole file with a clear error, and nothing is saved."""
+browser at once and the picture itself once fetched and checked, and a pasted one shows too; a
+chunk altered or missing on the server refuses the whole file with a clear error, and nothing
+is saved."""
+import base64
 import hashlib
 import sqlite3
 import tempfile
@@ -114,6 +116,15 @@ def test_picture_preview_then_picture_in_the_other_browser(server, people):
     assert saved["sha256"] == hashlib.sha256(picture).hexdigest()
     bob.wait("the checked picture", lambda: (bob.file_named("landscape.png") or {}).get("image") == 2100)
     bob.screenshot("files-picture-firefox.png")
+
+    # A picture pasted into the message box goes out too; under 10 MiB it is fetched by itself.
+    alice.js("""const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], 'pasted.png', { type: 'image/png' }));
+        document.getElementById('composer-input').dispatchEvent(
+          new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true }));""",
+             base64.b64encode(png(64, 40)).decode())
+    bob.wait("the pasted picture, checked and shown", lambda: (bob.file_named("pasted.png") or {}).get("image") == 64)
 
 
 def test_altered_or_missing_chunk_is_refused(own_server, people):
