@@ -12,8 +12,12 @@ import { checkOutbox } from '../../web/app/outbox.mjs';
 
 const ROOM = 'DDDDDDDDDDDDDDDDDDDDDD';
 
-/** A RoomClient whose requests go to `serve(type, fields)`; `enqueue` records what would be sent. */
-async function client(serve) {
+/**
+ * A RoomClient whose requests go to `serve(type, fields)`; `enqueue` records what would be sent.
+ * `gate`: the first requests are held until `gate` of them are in flight at once (or 10 s
+ * passed, when the client never sends that many), so that the budget is seen full whatever the speed.
+ */
+async function client(serve, { gate = 0 } = {}) {
   const pair = await generateKeyPair();
   const state = newRoomState({ room: ROOM, owner: bytesToBase64(pair.publicKey), privateKey: pair.privateKey, epoch: 0, roomKey: new Uint8Array(32) });
   const record = { name: 'r', phase: 'ready', status: 'active', server: { id: 's', key: bytesToBase64(new Uint8Array(45)) },
@@ -21,10 +25,17 @@ async function client(serve) {
   const app = { server: { wsUrl: 'ws://127.0.0.1:1/ws' }, changed: () => {}, isViewing: () => false, notify: () => {} };
   const room = new RoomClient(app, ROOM, record);
   const flight = { now: 0, max: 0 };
+  const held = [];
+  const release = () => { gate = 0; held.splice(0).forEach((resolve) => resolve()); };
   room.request = async (type, fields) => {
     flight.now += 1;
     flight.max = Math.max(flight.max, flight.now);
     try {
+      if (gate && flight.now >= gate) release();
+      if (gate) {
+        if (held.length === 0) setTimeout(release, 10_000).unref();
+        await new Promise((resolve) => held.push(resolve));
+      }
       await new Promise((resolve) => setImmediate(resolve));
       return await serve(type, fields);
     } finally { flight.now -= 1; }
@@ -79,7 +90,7 @@ const content = (n) => Uint8Array.from({ length: n }, (_, i) => (i * 7) % 256);
 
 test('a file goes up and comes down byte for byte, 8 requests in flight at most', async () => {
   const server = fakeServer({ limited: 2 });
-  const { room: sender, flight } = await client((t, f) => server.serve(t, f));
+  const { room: sender, flight } = await client((t, f) => server.serve(t, f), { gate: 8 });
   const bytes = content(40 * 65536 + 123);
   await sender.sendFile({ bytes, name: 'big.bin', type: 'application/x-thing', preview: null });
   assert.equal(server.chunks.size, 41);
