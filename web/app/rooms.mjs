@@ -853,6 +853,8 @@ export class RoomClient {
     this.transfers.set(file.id, { done: file.chunks, total: file.chunks, status: 'ready', error: null, blob: new Blob([bytes], { type: blobType(file) }) });
     this.uploads.delete(file.id);
     await this.enqueue(file.name, 'file', file);
+    // The server holds 4 pending files per key: the next file uploads once this one's message went.
+    await this.queue;
   }
 
   /**
