@@ -48,7 +48,8 @@ public struct ServerIdentity: Sendable {
     }
 
     /// Reads a server key file (`server.key` of a data folder, or the one all nodes of a
-    /// deployment share): the raw Themis private key container.
+    /// deployment share): the raw Themis private key container, or its base64 on one line
+    /// (what `hush keygen --out` writes to PREFIX.priv).
     public static func load(from file: URL) throws -> ServerIdentity {
         // A key container is 45 bytes; anything much larger is not ours to parse.
         let bytes: [UInt8]
@@ -56,6 +57,11 @@ public struct ServerIdentity: Sendable {
             bytes = try BoundedFile.read(file.path, maxBytes: 4096)
         } catch {
             throw IdentityError("\(error): not a server key; refusing to start")
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
+        let line = text.hasSuffix("\n") ? String(text.dropLast()) : text
+        if let container = Base64.decode(line), let key = try? ThemisPrivateKey(containerBytes: container) {
+            return ServerIdentity(privateKey: key)
         }
         do {
             return ServerIdentity(privateKey: try ThemisPrivateKey(containerBytes: bytes))

@@ -29,7 +29,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PostgreSQL in place of SQLite in the data folder, shared by every node that names it: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE[?sslmode=disable|prefer|require] (env HUSH_DATABASE, which keeps a password out of the process list).")
     var database: String?
 
-    @Option(help: "The server key file to use instead of the data folder's server.key (env HUSH_SERVER_KEY): give every node of one database the same, so that clients pin one key whichever node answers. It must exist (copy a first node's server.key).")
+    @Option(help: "The server key file to use instead of the data folder's server.key (env HUSH_SERVER_KEY): give every node of one database the same, so that clients pin one key whichever node answers. It must exist: a first node's server.key, or PREFIX.priv from `hush keygen --out PREFIX`.")
     var serverKey: String?
 
     @Option(help: "Writes per SQLite transaction at most (group commit, one fsync per batch); 1 commits each on its own. For benchmarks; default \(SQLiteStore.defaultCommitBatch).")

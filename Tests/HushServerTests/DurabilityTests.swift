@@ -28,6 +28,11 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: shared.path))
         try Data(first.privateKey.containerBytes).write(to: shared)
         #expect(try ServerIdentity.load(from: shared).publicKey == first.publicKey)
+        // Or as `hush keygen --out` writes it: the container's base64 on one line.
+        try Data((Base64.encode(first.privateKey.containerBytes) + "\n").utf8).write(to: shared)
+        #expect(try ServerIdentity.load(from: shared).publicKey == first.publicKey)
+        try Data((Base64.encode(Array(repeating: 7, count: 45)) + "\n").utf8).write(to: shared)
+        #expect(throws: (any Error).self) { try ServerIdentity.load(from: shared) }
         try Data(repeating: 7, count: 5000).write(to: shared)
         #expect(throws: (any Error).self) { try ServerIdentity.load(from: shared) }
     }
