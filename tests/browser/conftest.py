@@ -6,9 +6,11 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,29 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 WAIT_S = 30
+
+
+def png(width, height, level=6):
+    """A PNG picture: a sky gradient over a green hill, with a sun (no imaging library needed)."""
+    rows = []
+    for y in range(height):
+        row = bytearray(b"\x00" + bytes(3 * width))
+        sky = y < height * 2 // 3
+        for x in range(width):
+            if sky:
+                dx, dy = x - width * 3 // 4, y - height // 4
+                sun = dx * dx + dy * dy < (height // 8) ** 2
+                r, g, b = (250, 210, 80) if sun else (90 + 100 * y // height, 150 + 80 * y // height, 235)
+            else:
+                r, g, b = 50 + 40 * x // width, 140 - 40 * (y - height * 2 // 3) // height, 60
+            row[1 + 3 * x:4 + 3 * x] = bytes((r, g, b))
+        rows.append(bytes(row))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows), level)) + chunk(b"IEND", b"")
 
 
 class HushServer:
@@ -205,7 +230,7 @@ class Person:
         """Message texts in timeline order; with `status` ('sent', 'pending', ...) only those."""
         return self.js("""return [...document.querySelectorAll('[data-testid=message]')]
             .filter(e => !arguments[0] || e.dataset.status === arguments[0])
-            .map(e => e.querySelector('[data-testid=message-text]').textContent)""", status)
+            .map(e => e.querySelector('[data-testid=message-text]')?.textContent ?? null)""", status)
 
     def composer(self):
         return self.js("return document.getElementById('composer-input').value")
@@ -230,7 +255,7 @@ class Person:
 
     def messages(self):
         return self.js("""return [...document.querySelectorAll('[data-testid=message]')].map(e => ({
-            seq: Number(e.dataset.seq), own: e.dataset.own === 'true', text: e.querySelector('.text').textContent,
+            seq: Number(e.dataset.seq), own: e.dataset.own === 'true', text: e.querySelector('.text')?.textContent ?? null,
             sender: e.querySelector('.sender').textContent, fp: e.querySelector('.fp').textContent,
             fullFp: e.querySelector('.fp').title.replace(/^Key fingerprint /, '')}))""")
 
@@ -249,6 +274,26 @@ class Person:
     def system_lines(self, kind=None):
         return self.js("""return [...document.querySelectorAll('[data-testid=system]')]
             .filter(e => !arguments[0] || e.dataset.kind === arguments[0]).map(e => e.textContent)""", kind)
+
+    def attach(self, path):
+        """Chooses a file through the attach button's file input."""
+        self.driver.find("#file-input").send_keys(str(path))
+
+    def files(self):
+        """File messages: name, transfer state, message status, whether the picture or its preview
+        has loaded (its natural width), the error shown, and whether a Download button is offered."""
+        return self.js("""return [...document.querySelectorAll('[data-testid=message]')].filter(e => e.querySelector('[data-testid=file]')).map(e => {
+            const f = e.querySelector('[data-testid=file]');
+            const image = f.querySelector('[data-testid=file-image]');
+            const preview = f.querySelector('[data-testid=file-preview]');
+            return { name: f.querySelector('[data-testid=file-name]').textContent, state: f.dataset.state, status: e.dataset.status,
+              own: e.dataset.own === 'true', error: f.querySelector('[data-testid=file-error]')?.textContent ?? null,
+              image: image ? image.complete && image.naturalWidth : null, preview: preview ? preview.complete && preview.naturalWidth : null,
+              download: !!f.querySelector('[data-testid=file-download]') };
+        })""")
+
+    def file_named(self, name):
+        return next((f for f in self.files() if f["name"] == name), None)
 
     def screenshot(self, name):
         ARTIFACTS.mkdir(exist_ok=True)

@@ -1,7 +1,12 @@
 """Two people in headless Chromium, each with their own profile: create, invite, join, talk
 both ways, automatic rotation after N messages, reload + unlock + history, a wrong password,
 removal by the owner (the removed person cannot read what follows), a join that waits
-while the owner is away, and a member who was away reading the messages of one who left."""
+while the owner is away, a member who was away reading the messages of one who left, and a
+picture one sends and the other sees inline (the README screenshot)."""
+import tempfile
+from pathlib import Path
+
+from conftest import png
 
 
 def test_room_lifecycle_in_chromium(server, people):
@@ -70,6 +75,18 @@ def test_room_lifecycle_in_chromium(server, people):
     bob.wait("Alice's name beside her messages", lambda: "Alice" in bob.js(named))
     alice.send("now we have names")
     bob.wait_text("now we have names")
+
+    # A picture (§6.8): Bob attaches it, Alice's page fetches it, checks it and shows it inline.
+    picture = Path(tempfile.mkdtemp(prefix="hush-picture-")) / "meadow.png"
+    picture.write_bytes(png(640, 400))
+    bob.attach(picture)
+    bob.wait("the picture sent", lambda: (bob.file_named("meadow.png") or {}).get("status") == "sent")
+    alice.wait("the picture, checked and shown", lambda: (alice.file_named("meadow.png") or {}).get("image") == 640)
+    alice.send("what a view")
+    bob.wait_text("what a view")
+    alice.wait("the list at its end, the picture in view", lambda: alice.js(
+        "const l = document.getElementById('messages'); return l.scrollHeight - l.scrollTop - l.clientHeight < 40"))
+    alice.click("#close-invite")
 
     alice.screenshot("chat-chromium-desktop.png")
 

@@ -2,7 +2,8 @@
 server, HUSH_BIN, with its own key store in a temp folder) in one room, talking both ways:
 first the browser owns the room and `hush chat join` joins it; then `hush chat new` owns it
 (its `read --follow` admits the joiner) and the browser joins. Fingerprints are checked on
-both sides: `read --json` names the browser's key, the browser shows the terminal's key."""
+both sides: `read --json` names the browser's key, the browser shows the terminal's key. Files go both
+ways: a dropped file saved by `hush chat save`, `hush chat send --file` saved by the browser."""
 import json
 import os
 import queue
@@ -226,3 +227,47 @@ def test_hush_chat_owns_the_room_and_the_browser_joins(server, people, terminal)
     bob.click("#members-button")
     bob.wait("the members panel", lambda: bob.visible("members-panel"))
     bob.screenshot("chat-chromium-with-cli-owner.png")
+
+
+def test_files_between_the_browser_and_hush_chat(server, people, terminal):
+    """A file each way (docs/PROTOCOL.md §6.8): the browser drops one, `hush chat save` writes it
+    byte for byte; `hush chat send --file` sends one, the browser saves it byte for byte."""
+    alice = people("alice")
+    alice.open(server)
+    alice.unlock("alice-password-1")
+    alice.create_room("Files")
+    dave = terminal("dave")
+    dave.run("chat", "join", alice.invite(), "--name", "files", "--timeout", "45")
+    alice.wait("the terminal admitted", lambda: len(alice.members()) == 2)
+    alice.click("#close-invite")
+
+    size = 3 * 65536 + 17
+    expected = (bytes(range(251)) * (size // 251 + 1))[:size]
+    alice.js("""const [size] = arguments;
+        const bytes = new Uint8Array(size);
+        for (let i = 0; i < size; i++) bytes[i] = i % 251;
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], 'from browser.bin', { type: 'application/octet-stream' }));
+        document.getElementById('room-pane').dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));""", size)
+    alice.wait("the file sent", lambda: (alice.file_named("from browser.bin") or {}).get("status") == "sent", timeout=60)
+    shared = next(e for e in dave.read_all("files") if e["type"] == "file")
+    assert shared["file"] == {"name": "from browser.bin", "size": size, "type": "application/octet-stream"}
+    out = Path(dave.folder, "saved")
+    out.mkdir()
+    dave.run("chat", "save", "files", str(shared["seq"]), "--out", str(out))
+    assert (out / "from browser.bin").read_bytes() == expected
+
+    sent = Path(dave.folder, "notes.txt")
+    sent.write_bytes(b"from the terminal\n" * 5000)
+    dave.run("chat", "send", "files", "--file", str(sent))
+    alice.wait("the terminal's file", lambda: alice.file_named("notes.txt"))
+    alice.js("""window.hushSaved = [];
+        const create = URL.createObjectURL.bind(URL);
+        URL.createObjectURL = (blob) => { const url = create(blob); window.hushSaved.push({ blob, url }); return url; };
+        HTMLAnchorElement.prototype.click = function () { window.hushSavedName = this.download; };""")
+    alice.js("""[...document.querySelectorAll('[data-testid=file]')]
+        .find(f => f.querySelector('[data-testid=file-name]').textContent === 'notes.txt')
+        .querySelector('[data-testid=file-download]').click()""")
+    alice.wait("the file saved", lambda: alice.js("return window.hushSavedName") == "notes.txt")
+    saved = alice.js("return window.hushSaved.at(-1).blob.text()")
+    assert saved == sent.read_text()

@@ -5,6 +5,7 @@ import {
   base64ToBytes, bytesToBase64, bytesToBase64Url, base64UrlToBytes, utf8Encode, constantTimeEqual,
   parsePublicKey,
 } from '../themis/index.mjs';
+import { FileError, checkFile } from './files.mjs';
 
 /** Why an end-to-end blob was refused; `reason` is shown to the user. */
 export class PayloadError extends Error {
@@ -74,10 +75,20 @@ export async function sealName({ room, epoch, counter, ts, name }, roomKey, sign
   return SecureCellSeal.withKey(roomKey).encrypt(signed, roomContext(room, epoch));
 }
 
+/** §6.8: a file message, sealed and signed exactly as a chat message; `file` from files.mjs `describeFile`. */
+export async function sealFileMessage({ room, epoch, counter, ts, file }, roomKey, signerPrivate) {
+  const inner = json({ counter, epoch, file: checkFile(file), kind: 'file', room, ts, v: 1 });
+  if (inner.length > MAX_PAYLOAD_BYTES - 1024) throw new PayloadError('malformed', 'file message too long');
+  const signed = await secureMessageSign(signerPrivate, inner);
+  return SecureCellSeal.withKey(roomKey).encrypt(signed, roomContext(room, epoch));
+}
+
 /**
  * Opens a room message payload: a chat line (no `kind`, as in version 1) → {kind: 'chat',
- * counter, ts, text}, or a name (§6.7, `kind` "name") → {kind: 'name', counter, ts, name}. Any
- * other `kind`, `null` included, is malformed. Whether the name obeys the name rule is room.mjs's.
+ * counter, ts, text}, a name (§6.7, `kind` "name") → {kind: 'name', counter, ts, name}, or a
+ * file (§6.8, `kind` "file") → {kind: 'file', counter, ts, file} with `file` checked by
+ * files.mjs `checkFile`. Any other `kind`, `null` included, is malformed. Whether the name
+ * obeys the name rule is room.mjs's.
  */
 export async function openMessage(payload, roomKey, { room, epoch, sender }) {
   let signed;
@@ -89,15 +100,26 @@ export async function openMessage(payload, roomKey, { room, epoch, sender }) {
     throw new PayloadError('badSignature', 'signature does not verify');
   }
   const m = parseJSON(inner);
-  const isName = isObject(m) && Object.hasOwn(m, 'kind');
+  // Chat carries no `kind` (as in version 1); a `kind` present must be "name" or "file".
+  const kind = isObject(m) && Object.hasOwn(m, 'kind') ? (['name', 'file'].includes(m.kind) ? m.kind : null) : 'chat';
   // No bound on the text beyond the payload's (§4.4): a longer text from another client is still a message.
   if (!isObject(m) || m.v !== 1 || typeof m.room !== 'string' || !isCount(m.epoch) || !isCount(m.counter) ||
-      m.counter < 1 || !isCount(m.ts) || (isName && m.kind !== 'name') ||
-      (isName ? typeof m.name !== 'string' : typeof m.text !== 'string')) {
+      m.counter < 1 || !isCount(m.ts) || kind === null ||
+      (kind === 'chat' && typeof m.text !== 'string') || (kind === 'name' && typeof m.name !== 'string')) {
     throw new PayloadError('malformed', 'bad chat message');
   }
+  let file;
+  if (kind === 'file') {
+    try { file = checkFile(m.file); } catch (error) {
+      if (error instanceof FileError) throw new PayloadError('malformed', error.message);
+      throw error;
+    }
+  }
   if (m.room !== room || m.epoch !== epoch) throw new PayloadError('wrongRoom', 'room or epoch differ');
-  return isName ? { kind: 'name', counter: m.counter, ts: m.ts, name: m.name } : { kind: 'chat', counter: m.counter, ts: m.ts, text: m.text };
+  const base = { kind, counter: m.counter, ts: m.ts };
+  if (kind === 'name') return { ...base, name: m.name };
+  if (kind === 'file') return { ...base, file };
+  return { ...base, text: m.text };
 }
 
 // ---- §6.3 rotations ----

@@ -10,6 +10,7 @@ import { loadSettings, saveSettings, idleExpired } from './settings.mjs';
 import { clock } from './clock.mjs';
 import { PROTOCOL_VERSION } from './connection.mjs';
 import { checkCode } from './pinning.mjs';
+import { INLINE_TYPES, MAX_FILE_BYTES as MAX_SENT_FILE_BYTES, MAX_PREVIEW_BYTES } from './files.mjs';
 
 const app = {
   store: null,
@@ -69,7 +70,7 @@ function render() {
   $('members-panel').hidden = !room || $('members-button').getAttribute('aria-expanded') !== 'true';
   document.body.classList.toggle('show-room', Boolean(room) || !$('join-panel').hidden);
   if (room) {
-    renderRoom(room, discardMessage);
+    renderRoom(room, discardMessage, { blobOf: (id) => room.fileBlob(id), onSave: (file) => saveFile(room, file) });
     renderMembers(room, { onRemove: removeMember, onVerify: verifyMember, onCopySafety: copySafety });
     renderInvites(room, revokeInvite);
     renderConnection(room.connState, room.connDetail);
@@ -346,6 +347,71 @@ async function sendMessage(event) {
   input.focus();
 }
 
+// ---- files ----
+
+const PREVIEW_SIDE = 320;
+
+/**
+ * An image's preview (§6.8): a JPEG of at most 320×320 and 32 KiB, at lower quality until it
+ * fits; null when the image does not decode or never fits (then none is sent).
+ */
+async function makePreview(blob) {
+  let bitmap;
+  try { bitmap = await createImageBitmap(blob); } catch { return null; }
+  const scale = Math.min(1, PREVIEW_SIDE / Math.max(bitmap.width, bitmap.height));
+  const canvas = document.createElement('canvas');
+  canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+  canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+  const ctx = canvas.getContext('2d');
+  ctx.fillStyle = '#ffffff'; // JPEG has no transparency
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  bitmap.close();
+  for (const quality of [0.8, 0.6, 0.4, 0.25, 0.1]) {
+    const jpeg = await new Promise((resolve) => canvas.toBlob(resolve, 'image/jpeg', quality));
+    if (jpeg && jpeg.size <= MAX_PREVIEW_BYTES) return new Uint8Array(await jpeg.arrayBuffer());
+  }
+  return null;
+}
+
+/** Sends files the person chose, dropped or pasted, one after the other (the server holds 4 pending per key). */
+async function attachFiles(list) {
+  const room = app.rooms.get(app.current);
+  if (!room || room.record.phase !== 'ready' || room.record.status !== 'active') return;
+  for (const file of list) {
+    if (file.size > MAX_SENT_FILE_BYTES) {
+      toast(`“${file.name}” is too large: a file has at most 25 MiB.`);
+      continue;
+    }
+    try {
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      const preview = INLINE_TYPES.has(file.type) ? await makePreview(file) : null;
+      await room.sendFile({ bytes, name: file.name, type: file.type, preview });
+    } catch (error) {
+      toast(`“${file.name}” was not sent: ${error.message}`);
+    }
+  }
+}
+
+/**
+ * Saves a file through a Blob URL, after it was fetched and checked in this page (a file that
+ * fails a check is never offered); the URL is revoked once the download had time to start.
+ */
+async function saveFile(room, file) {
+  await room.download(file);
+  const blob = room.fileBlob(file.id);
+  if (!blob) return; // the message shows why
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement('a');
+  link.href = url;
+  link.download = file.name;
+  link.rel = 'noopener';
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
 async function setName(event) {
   event.preventDefault();
   const room = app.rooms.get(app.current);
@@ -360,8 +426,9 @@ async function setName(event) {
   }
 }
 
-async function discardMessage(id) {
+async function discardMessage(id, key) {
   const room = app.rooms.get(app.current);
+  if (room && key.startsWith('u')) return room.dismissUpload(id); // a file that did not upload: nothing was sent
   if (!room || !confirm('Discard this unsent message?')) return;
   try {
     await room.discard(id);
@@ -509,7 +576,8 @@ async function toggleNotifications() {
 function notify(room, event) {
   if (!app.settings.notify || document.visibilityState !== 'hidden' || !('Notification' in window)) return;
   if (Notification.permission !== 'granted') return;
-  const body = app.settings.notifyText ? String(event.text).slice(0, 200) : 'New message';
+  const text = event.type === 'file' ? `File: ${event.file.name}` : event.text;
+  const body = app.settings.notifyText ? String(text).slice(0, 200) : 'New message';
   const note = new Notification(`Hush — ${room.record.name}`, { body, tag: room.id });
   note.addEventListener('click', () => { window.focus(); openRoom(room.id); note.close(); });
 }
@@ -653,6 +721,32 @@ async function start() {
   $('new-room-form').addEventListener('submit', createRoom);
   $('composer').addEventListener('submit', sendMessage);
   $('name-form').addEventListener('submit', setName);
+  $('attach-button').addEventListener('click', () => $('file-input').click());
+  $('file-input').addEventListener('change', () => {
+    const files = [...$('file-input').files];
+    $('file-input').value = '';
+    attachFiles(files);
+  });
+  // Files dropped onto the conversation, and images pasted into the message box.
+  const pane = $('room-pane');
+  pane.addEventListener('dragover', (event) => {
+    if (!event.dataTransfer?.types.includes('Files') || $('attach-button').disabled) return;
+    event.preventDefault();
+    pane.classList.add('dropping');
+  });
+  pane.addEventListener('dragleave', (event) => { if (!pane.contains(event.relatedTarget)) pane.classList.remove('dropping'); });
+  pane.addEventListener('drop', (event) => {
+    pane.classList.remove('dropping');
+    if (!event.dataTransfer?.files.length || $('attach-button').disabled) return;
+    event.preventDefault();
+    attachFiles([...event.dataTransfer.files]);
+  });
+  $('composer-input').addEventListener('paste', (event) => {
+    const images = [...(event.clipboardData?.files ?? [])].filter((f) => INLINE_TYPES.has(f.type));
+    if (images.length === 0) return; // text is pasted as usual
+    event.preventDefault();
+    attachFiles(images);
+  });
   $('composer-input').addEventListener('keydown', (event) => {
     if (event.key !== 'Enter' || event.shiftKey || event.isComposing) return;
     event.preventDefault(); // no newline in the box

@@ -5,6 +5,7 @@
 import { bytesToBase64 } from '../themis/index.mjs';
 import { randomBytes } from './formats.mjs';
 import { isCanonicalName } from './room.mjs';
+import { checkFile } from './files.mjs';
 
 export const MAX_OUTBOX = 100;
 const MAX_TEXT = 16 * 1024;
@@ -12,22 +13,30 @@ const MESSAGE_ID = /^[A-Za-z0-9+/]{22}==$/;
 
 /**
  * A message the user just wrote; sealed later, under the epoch current when it goes out. `kind`
- * 'name': a name message (§6.7) whose `text` is the canonical name; entries stored before names
- * have no kind and are chat.
+ * 'name': a name message (§6.7) whose `text` is the canonical name; 'file': a file message (§6.8)
+ * whose chunks are stored, `file` its file object and `text` its name; entries stored before
+ * names have no kind and are chat.
  */
-export function newEntry(text, now, kind = 'chat') {
-  return { id: bytesToBase64(randomBytes(16)), kind, text, at: now, sealed: null, failed: null };
+export function newEntry(text, now, kind = 'chat', file = undefined) {
+  return { id: bytesToBase64(randomBytes(16)), kind, text, at: now, sealed: null, failed: null, ...(kind === 'file' ? { file } : {}) };
 }
 
 /** Whether an entry is a name message rather than a chat line. */
 export const isNameEntry = (entry) => entry.kind === 'name';
+/** Whether an entry is a file message: sent with `files: [its id]` (§4.9). */
+export const isFileEntry = (entry) => entry.kind === 'file';
+
+function validFile(file) {
+  try { checkFile(file); return true; } catch { return false; }
+}
 
 const isCount = (v) => Number.isSafeInteger(v) && v >= 0;
 
 function validEntry(e) {
   if (e === null || typeof e !== 'object' || typeof e.id !== 'string' || !MESSAGE_ID.test(e.id)) return false;
   if (typeof e.text !== 'string' || e.text.length === 0 || e.text.length > MAX_TEXT || !isCount(e.at)) return false;
-  if (e.kind !== undefined && e.kind !== 'chat' && !(e.kind === 'name' && isCanonicalName(e.text))) return false;
+  if (e.kind !== undefined && e.kind !== 'chat' && !(e.kind === 'name' && isCanonicalName(e.text)) &&
+      !(e.kind === 'file' && validFile(e.file))) return false;
   if (e.failed !== null && typeof e.failed !== 'string') return false;
   const s = e.sealed;
   return s === null || (s !== null && typeof s === 'object' && isCount(s.epoch) && isCount(s.counter) && s.counter >= 1 &&

@@ -4,7 +4,7 @@
 // part (`durable(state)`) is kept in the sealed key store.
 import { base64ToBytes, bytesToBase64, publicKeyFromPrivate } from '../themis/index.mjs';
 import {
-  PayloadError, REASONS, b64, keyBytes, sealChat, sealName, openMessage, signRotation, sealRotation, wrapRotation,
+  PayloadError, REASONS, b64, keyBytes, sealChat, sealName, sealFileMessage, openMessage, signRotation, sealRotation, wrapRotation,
   openRotation, openRotationWrap, verifyStatement, membershipStatement, removalStatement, leaveStatement, signStatement,
   randomBytes,
 } from './formats.mjs';
@@ -218,6 +218,13 @@ export async function composeName(state, name, now) {
   return { payload: bytesToBase64(payload), counter: state.counter, epoch: state.epoch };
 }
 
+/** Seals my next file message (§6.8; `file` from files.mjs `describeFile`); the counter is consumed as for chat. */
+export async function composeFile(state, file, now) {
+  state.counter += 1;
+  const payload = await sealFileMessage({ room: state.room, epoch: state.epoch, counter: state.counter, ts: now, file }, currentKey(state), privateKey(state));
+  return { payload: bytesToBase64(payload), counter: state.counter, epoch: state.epoch };
+}
+
 /** Seals my next chat message; the counter is consumed even if sending fails. */
 export async function compose(state, text, now) {
   state.counter += 1;
@@ -275,6 +282,7 @@ export function parseEnvelope(state, m) {
 /**
  * Interprets one envelope. Returns
  *   {type: 'chat', seq, at, from, ts, text, counter, own}
+ *   {type: 'file', seq, at, from, ts, file, counter, own}   (§6.8; file: checked by files.mjs checkFile)
  *   {type: 'name', seq, at, from, ts, name, counter, own, previous, inForce}   (§6.7; previous: the name before, or null;
  *                                                                            inForce: false when a later name was read first)
  *   {type: 'rotation', seq, at, epoch}
@@ -351,6 +359,7 @@ async function receiveChat(state, env) {
     return { type: 'name', from: env.from, ts: message.ts, name: message.name, counter: message.counter, own: mine,
       ...setName(state, env.from, message.name, env.seq) };
   }
+  if (message.kind === 'file') return { type: 'file', from: env.from, ts: message.ts, file: message.file, counter: message.counter, own: mine };
   return { type: 'chat', from: env.from, ts: message.ts, text: message.text, counter: message.counter, own: mine };
 }
 

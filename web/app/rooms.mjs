@@ -6,14 +6,17 @@
 // room's Web Lock, so one tab at a time does it, on the newest stored record.
 import { base64ToBytes, bytesToBase64, fingerprint, generateKeyPair } from '../themis/index.mjs';
 import { Connection, ConnectionClosed, ServerError } from './connection.mjs';
-import { keyBytes, PayloadError } from './formats.mjs';
+import { b64, keyBytes, PayloadError } from './formats.mjs';
+import {
+  FileError, INLINE_TYPES, SEALED_CHUNK_BYTES, MAX_FILE_BYTES, describeFile, sealChunk, openChunk, joinChunks,
+} from './files.mjs';
 import {
   newRoomState, restoreRoomState, durable, mergeDurable, isOwner, admit, forget, depart, syncMembers, syncFormer,
-  compose, composeName, canonicalName, nameOf, sharesName, recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
+  compose, composeName, composeFile, canonicalName, nameOf, sharesName, recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
 } from './room.mjs';
 import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant, parseInviteList } from './joins.mjs';
 import {
-  MAX_OUTBOX, newEntry, isNameEntry, checkOutbox, committedSeq, unsent, nextToSend, needsSeal, failureAction, failureReason, afterStale,
+  MAX_OUTBOX, newEntry, isNameEntry, isFileEntry, checkOutbox, committedSeq, unsent, nextToSend, needsSeal, failureAction, failureReason, afterStale,
 } from './outbox.mjs';
 
 const INVITE_LIFETIME_S = 7 * 24 * 3600;
@@ -21,6 +24,30 @@ export const MAX_TEXT_CHARS = 4000;
 const HISTORY_PAGE = 100;
 const RETRY_MS = 5000;
 const STALE_ROUNDS = 3;
+const FILE_REQUESTS_IN_FLIGHT = 8; // §4.9: replies stay far below the connection's outgoing queue
+const FILE_RETRIES = 8;
+/** Images up to this size are fetched as soon as their message is read; larger files on request. */
+const AUTO_DOWNLOAD_BYTES = 10 * 1024 * 1024;
+
+/** At most `n` tasks at a time, the others wait in order. */
+class Slots {
+  constructor(n) { this.free = n; this.waiting = []; }
+  async run(task) {
+    if (this.free > 0) this.free -= 1;
+    else await new Promise((resolve) => this.waiting.push(resolve));
+    try { return await task(); } finally {
+      const next = this.waiting.shift();
+      if (next) next(); else this.free += 1;
+    }
+  }
+}
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A message from someone (chat or file), as opposed to system lines. */
+const isMessage = (item) => item.kind === 'chat' || item.kind === 'file';
+/** The Blob type of a file's contents: its own only for the images shown inline, never anything the browser would run. */
+const blobType = (file) => (INLINE_TYPES.has(file.type) ? file.type : 'application/octet-stream');
 
 /** The first two groups of a fingerprint, as the timeline shows it beside names. */
 const shortFingerprint = (fp) => (fp ? fp.split(' ').slice(0, 2).join(' ') : 'unknown key');
@@ -76,6 +103,9 @@ export class RoomClient {
     this.heldAt = null; // the epoch at which the server answered rotation_pending
     this.retryTimer = null;
     this.inLock = false;
+    this.fileSlots = new Slots(FILE_REQUESTS_IN_FLIGHT); // one budget for every file request of this connection
+    this.uploads = new Map(); // local id → {name, size, type, done, total, error, at}: files on their way up
+    this.transfers = new Map(); // file id → {done, total, status: 'working'|'ready'|'failed', error, blob}
     const privateKey = base64ToBytes(record.phase === 'joining' ? record.join.privateKey : record.state.privateKey);
     this.connection = new Connection({
       url: app.server.wsUrl,
@@ -242,21 +272,35 @@ export class RoomClient {
   /** Timeline items in order, each with a stable `key`: what the server holds, then this room's unsent messages. */
   timeline() {
     const held = this.state && this.heldAt === this.state.epoch;
+    const me = { own: true, role: 'you', fp: knownFingerprint(this.myKey) };
     const waiting = (this.state ? unsent(this.outbox, this.state) : []).map((entry) => ({
-      key: `o${entry.id}`, kind: 'chat', id: entry.id, own: true, role: 'you', fp: knownFingerprint(this.myKey), text: entry.text, ts: entry.at,
+      key: `o${entry.id}`, kind: isFileEntry(entry) ? 'file' : 'chat', id: entry.id, ...me, text: entry.text, ts: entry.at,
       status: entry.failed !== null ? 'failed' : held ? 'held' : this.connState === 'online' ? 'pending' : 'offline',
       reason: entry.failed, ...(isNameEntry(entry) ? { naming: true } : this.displayName(this.myKey)),
+      ...(isFileEntry(entry) ? { file: entry.file, transfer: this.transferOf(entry.file.id) } : {}),
+    }));
+    const uploading = [...this.uploads].map(([id, u]) => ({
+      key: `u${id}`, kind: 'file', id, ...me, ts: u.at, ...this.displayName(this.myKey),
+      file: { name: u.name, size: u.size, type: u.type }, status: u.error ? 'failed' : 'uploading', reason: u.error,
+      progress: { done: u.done, total: u.total },
     }));
     const stored = [...this.items].map(([key, item]) => ({
-      ...item, key, verified: item.kind === 'chat' && !item.own && this.isVerified(item.from),
-      ...(item.kind === 'chat' ? this.displayName(item.from) : {}),
+      ...item, key, verified: isMessage(item) && !item.own && this.isVerified(item.from),
+      ...(isMessage(item) ? this.displayName(item.from) : {}),
+      ...(item.kind === 'file' ? { transfer: this.transferOf(item.file.id) } : {}),
     }));
-    return [...stored.sort((a, b) => a.seq - b.seq || a.n - b.n), ...waiting];
+    return [...stored.sort((a, b) => a.seq - b.seq || a.n - b.n), ...waiting, ...uploading];
+  }
+
+  /** A file's transfer as the page shows it (no Blob: the page asks `fileBlob`). */
+  transferOf(fileId) {
+    const t = this.transfers.get(fileId);
+    return t ? { done: t.done, total: t.total, status: t.status, error: t.error } : null;
   }
 
   unread() {
     let count = 0;
-    for (const item of this.items.values()) if (item.kind === 'chat' && !item.own && item.seq > this.record.lastRead) count += 1;
+    for (const item of this.items.values()) if (isMessage(item) && !item.own && item.seq > this.record.lastRead) count += 1;
     return count;
   }
 
@@ -280,6 +324,12 @@ export class RoomClient {
     if (event.type === 'chat') {
       this.items.set(`s${event.seq}`, { ...base, kind: 'chat', from: event.from, own: event.own, text: event.text, ts: event.ts,
         role: this.roleOf(event.from), fp: await keyFingerprint(event.from), status: event.own ? 'sent' : null });
+    } else if (event.type === 'file') {
+      this.items.set(`s${event.seq}`, { ...base, kind: 'file', from: event.from, own: event.own, file: event.file, ts: event.ts,
+        role: this.roleOf(event.from), fp: await keyFingerprint(event.from), status: event.own ? 'sent' : null });
+      if (INLINE_TYPES.has(event.file.type) && event.file.size <= AUTO_DOWNLOAD_BYTES) {
+        this.download(event.file).catch(() => { /* kept in the transfer, shown on the message */ });
+      }
     } else if (event.type === 'name') {
       // Only a name now in force that differs from the one before is news.
       if (!event.inForce || event.previous === event.name) return;
@@ -412,7 +462,7 @@ export class RoomClient {
         if (event.type === 'rotation') this.wrapRequired = false;
         await this.addEvent(event);
         if (this.app.isViewing(this)) this.markRead();
-        if (event.type === 'chat' && !event.own) this.app.notify(this, event);
+        if ((event.type === 'chat' || event.type === 'file') && !event.own) this.app.notify(this, event);
         break;
       }
       case 'member_joined': {
@@ -603,9 +653,9 @@ export class RoomClient {
 
   // ---- the outbox ----
 
-  /** Keeps `text` in this room's outbox (in the store) and starts sending it; `kind` 'name': a name message. */
-  async enqueue(text, kind = 'chat') {
-    const entry = newEntry(text, Date.now(), kind);
+  /** Keeps `text` in this room's outbox (in the store) and starts sending it; `kind` 'name' or 'file' (with `file`). */
+  async enqueue(text, kind = 'chat', file = undefined) {
+    const entry = newEntry(text, Date.now(), kind, file);
     const kept = await this.save((record) => {
       const outbox = checkOutbox(record.outbox);
       if (outbox.length >= MAX_OUTBOX) throw new Error(`${MAX_OUTBOX} messages already wait to be sent in this room`);
@@ -701,7 +751,9 @@ export class RoomClient {
     }
     let reply;
     try {
-      reply = await this.request('send', { payload: sealed.payload, epoch: sealed.epoch, messageId: entry.id });
+      // A file message names its file every time, resends included (§4.9).
+      const files = isFileEntry(entry) ? { files: [entry.file.id] } : {};
+      reply = await this.request('send', { payload: sealed.payload, epoch: sealed.epoch, messageId: entry.id, ...files });
     } catch (error) {
       return { action: failureAction(error instanceof ServerError ? error.code : undefined), error };
     }
@@ -711,6 +763,9 @@ export class RoomClient {
       const previous = nameOf(this.state, this.state.me);
       recordSent(this.state, sealed.counter, reply.seq, entry.text);
       await this.addEvent({ type: 'name', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, name: entry.text, previous, inForce: true });
+    } else if (isFileEntry(entry)) {
+      recordSent(this.state, sealed.counter, reply.seq);
+      await this.addEvent({ type: 'file', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, file: entry.file, ts: sealed.ts });
     } else {
       recordSent(this.state, sealed.counter, reply.seq);
       await this.addEvent({ type: 'chat', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, text: entry.text, ts: sealed.ts });
@@ -732,7 +787,8 @@ export class RoomClient {
       const target = stored.find((e) => e.id === entry.id);
       if (!target) return;
       const now = Date.now();
-      const made = isNameEntry(target) ? await composeName(record.state, target.text, now) : await compose(record.state, target.text, now);
+      const made = isNameEntry(target) ? await composeName(record.state, target.text, now)
+        : isFileEntry(target) ? await composeFile(record.state, target.file, now) : await compose(record.state, target.text, now);
       target.sealed = { epoch: made.epoch, counter: made.counter, ts: now, payload: made.payload };
       record.outbox = stored;
       sealed = target.sealed;
@@ -740,7 +796,124 @@ export class RoomClient {
     return sealed;
   }
 
-  // ---- other actions ----
+  // ---- files (§4.9, §6.8) ----
+
+  /**
+   * A file request (`file_put`, `file_get`: both may be repeated); `rate_limited` and a cut
+   * connection are waited out, with growing pauses, and the request is made again.
+   */
+  async retryFile(type, fields) {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await this.request(type, fields);
+      } catch (error) {
+        const transient = error instanceof ConnectionClosed || (error instanceof ServerError && error.code === 'rate_limited');
+        if (!transient || attempt >= FILE_RETRIES || this.record.status !== 'active') throw error;
+        await pause(Math.min(8000, 250 * 2 ** attempt));
+      }
+    }
+  }
+
+  /**
+   * Runs `task(i)` for i in 0 … count−1 holding a slot of this connection's file budget (so all
+   * transfers of the room together keep at most 8 requests in flight); the first failure stops the rest.
+   */
+  async eachChunk(count, task) {
+    let failed = null;
+    await Promise.all(Array.from({ length: count }, (_, i) => this.fileSlots.run(async () => {
+      if (failed) return;
+      try { await task(i); } catch (error) { failed ??= error; }
+    })));
+    if (failed) throw failed;
+  }
+
+  /**
+   * Sends a file: its chunks first (shown with their progress), then its file message through
+   * the outbox like any message. `preview`: JPEG bytes or null (main.mjs makes it).
+   */
+  async sendFile({ bytes, name, type, preview = null }) {
+    if (bytes.length > MAX_FILE_BYTES) throw new Error('a file has at most 25 MiB');
+    const file = await describeFile(bytes, { name, type, preview });
+    const upload = { name: file.name, size: file.size, type: file.type, done: 0, total: file.chunks, error: null, at: Date.now() };
+    this.uploads.set(file.id, upload);
+    this.changed();
+    try {
+      await this.eachChunk(file.chunks, async (index) => {
+        const data = bytesToBase64(await sealChunk(file, this.id, bytes, index));
+        await this.retryFile('file_put', { file: file.id, chunks: file.chunks, index, data });
+        upload.done += 1;
+        this.changed();
+      });
+    } catch (error) {
+      upload.error = error instanceof ServerError ? failureReason(error.code, error.message) : String(error.message ?? error);
+      this.changed();
+      return;
+    }
+    // The sender's own copy is shown at once; nobody needs to fetch it back.
+    this.transfers.set(file.id, { done: file.chunks, total: file.chunks, status: 'ready', error: null, blob: new Blob([bytes], { type: blobType(file) }) });
+    this.uploads.delete(file.id);
+    await this.enqueue(file.name, 'file', file);
+    // The server holds 4 pending files per key: the next file uploads once this one's message went.
+    await this.queue;
+  }
+
+  /**
+   * Fetches, opens and checks a file (§6.8, "Reading a file") once; resolves when it is ready or
+   * failed (the transfer says which, and why). Nothing is kept unless every check passed.
+   */
+  download(file) {
+    const known = this.transfers.get(file.id);
+    if (known && known.status !== 'failed') return known.promise ?? Promise.resolve();
+    const transfer = { done: 0, total: file.chunks, status: 'working', error: null, blob: null };
+    this.transfers.set(file.id, transfer);
+    this.changed();
+    transfer.promise = (async () => {
+      const opened = new Array(file.chunks);
+      try {
+        await this.eachChunk(file.chunks, async (index) => {
+          let reply;
+          try {
+            reply = await this.retryFile('file_get', { file: file.id, index });
+          } catch (error) {
+            if (error instanceof ServerError && error.code === 'unknown_file') {
+              throw new FileError('missing', `part ${index + 1} of ${file.chunks} is not on the server (deleted, or never uploaded)`);
+            }
+            throw error;
+          }
+          // The count is the message's, never the server's (§6.8).
+          if (reply.file !== file.id || reply.index !== index || reply.chunks !== file.chunks) {
+            throw new FileError('malformed', 'the server answered with another file or part');
+          }
+          let sealed;
+          try { sealed = b64(reply.data, SEALED_CHUNK_BYTES); } catch { throw new FileError('length', `part ${index + 1} of ${file.chunks} is not a sealed part`); }
+          opened[index] = await openChunk(file, this.id, index, sealed);
+          transfer.done += 1;
+          this.changed();
+        });
+        const bytes = await joinChunks(file, opened);
+        transfer.blob = new Blob([bytes], { type: blobType(file) });
+        transfer.status = 'ready';
+      } catch (error) {
+        transfer.status = 'failed';
+        transfer.error = error instanceof FileError || error instanceof ServerError
+          ? error.message : `the file could not be fetched: ${String(error.message ?? error)}`;
+      }
+      this.changed();
+    })();
+    return transfer.promise;
+  }
+
+  /** The checked contents of a downloaded (or own) file, or null. */
+  fileBlob(fileId) {
+    const t = this.transfers.get(fileId);
+    return t?.status === 'ready' ? t.blob : null;
+  }
+
+  /** Forgets an upload that failed (its chunks, if any, are swept by the server after a day). */
+  dismissUpload(id) {
+    if (this.uploads.get(id)?.error) this.uploads.delete(id);
+    this.changed();
+  }
 
   invite() {
     return this.serial(async () => {

@@ -3,6 +3,8 @@
 import { linkParts, withDays, safetyNumber } from './text.mjs';
 import { clock } from './clock.mjs';
 import { encodeQr } from './qr.mjs';
+import { INLINE_TYPES } from './files.mjs';
+import { base64ToBytes } from '../themis/index.mjs';
 
 export const $ = (id) => document.getElementById(id);
 
@@ -89,7 +91,7 @@ export function renderRoomList(rooms, currentId, onOpen) {
 
 // What an own message's line says: sent once the server committed it (its `sent` reply came).
 const STATUS = {
-  sent: 'sent', pending: 'sending…', offline: 'not sent yet: waiting for the server',
+  sent: 'sent', pending: 'sending…', uploading: 'uploading…', offline: 'not sent yet: waiting for the server',
   held: 'not sent yet: waiting for the new room key', failed: 'not sent',
 };
 
@@ -120,7 +122,60 @@ function nameParts({ name, same }) {
   ];
 }
 
-function messageItem(item, onDiscard) {
+const sizeFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+function fileSize(bytes) {
+  if (bytes < 1024) return `${bytes} bytes`;
+  if (bytes < 1024 * 1024) return `${sizeFormat.format(bytes / 1024)} KiB`;
+  return `${sizeFormat.format(bytes / 1024 / 1024)} MiB`;
+}
+
+// Blob URLs of what the timeline shows (previews, checked images), one per file, revoked when
+// the page shows another room.
+const blobUrls = new Map();
+function blobUrl(key, make) {
+  if (!blobUrls.has(key)) blobUrls.set(key, URL.createObjectURL(make()));
+  return blobUrls.get(key);
+}
+function revokeBlobUrls() {
+  for (const url of blobUrls.values()) URL.revokeObjectURL(url);
+  blobUrls.clear();
+}
+
+/**
+ * A file message's body: name and size as text; an image's preview at once and the image itself
+ * once it was fetched and checked (`files.blobOf`); any other file behind a Download button.
+ */
+function fileBody(item, files) {
+  const { file, transfer } = item;
+  const inline = INLINE_TYPES.has(file.type);
+  const ready = transfer?.status === 'ready' && file.id ? files.blobOf(file.id) : null;
+  const parts = [];
+  if (inline && ready) {
+    parts.push(h('img', { class: 'file-image', alt: file.name, src: blobUrl(`f${file.id}`, () => ready), dataset: { testid: 'file-image' } }));
+  } else if (inline && file.preview) {
+    // The sender's preview: only ever an image, shown until the file itself is checked.
+    parts.push(h('img', {
+      class: 'file-preview', alt: `Preview of ${file.name}`, dataset: { testid: 'file-preview' },
+      src: blobUrl(`p${file.id}`, () => new Blob([base64ToBytes(file.preview)], { type: 'image/jpeg' })),
+    }));
+  }
+  const progress = item.progress ?? (transfer?.status === 'working' ? transfer : null);
+  parts.push(h('div', { class: 'file-info' },
+    h('span', { class: 'file-name', dir: 'auto', dataset: { testid: 'file-name' } }, file.name),
+    h('span', { class: 'file-size muted' }, fileSize(file.size)),
+    progress ? h('progress', { max: progress.total, value: progress.done, dataset: { testid: 'file-progress' },
+      'aria-label': `${item.status === 'uploading' ? 'Uploading' : 'Downloading'} ${file.name}` }) : null,
+    file.id && item.status !== 'uploading' && transfer?.status !== 'working' ? h('button', {
+      type: 'button', class: 'small', dataset: { testid: 'file-download' }, onclick: () => files.onSave(file),
+    }, inline && ready ? 'Save' : 'Download') : null));
+  if (transfer?.status === 'failed') {
+    parts.push(h('p', { class: 'file-error error', role: 'alert', dataset: { testid: 'file-error' } },
+      `This file cannot be opened: ${transfer.error}. Nothing was saved.`));
+  }
+  return h('div', { class: 'file', dataset: { testid: 'file', state: transfer?.status ?? item.status ?? '', type: file.type } }, parts);
+}
+
+function messageItem(item, onDiscard, files) {
   if (item.kind === 'day') {
     return h('li', { class: 'day', dataset: { testid: 'day', day: item.key.slice(1) } }, h('span', {}, item.label));
   }
@@ -155,13 +210,15 @@ function messageItem(item, onDiscard) {
     item.verified ? h('span', { class: 'verified', title: 'You verified this key', dataset: { testid: 'verified' } }, '✓ verified') : null,
     time(item.ts || item.at),
     item.status ? statusOf(item) : null),
-  h('div', { class: 'text', dir: 'auto', dataset: { testid: 'message-text' } }, messageText(item.text)),
+  item.kind === 'file' ? fileBody(item, files)
+    : h('div', { class: 'text', dir: 'auto', dataset: { testid: 'message-text' } }, messageText(item.text)),
   item.status === 'failed' ? h('button', {
-    type: 'button', class: 'ghost small', dataset: { testid: 'discard' }, onclick: () => onDiscard(item.id),
+    type: 'button', class: 'ghost small', dataset: { testid: 'discard' }, onclick: () => onDiscard(item.id, item.key),
   }, 'Discard') : null);
 }
 
-export function renderRoom(room, onDiscard) {
+/** `files`: {blobOf(fileId) → Blob|null, onSave(file)}. */
+export function renderRoom(room, onDiscard, files) {
   const record = room.record;
   $('room-name').textContent = record.name;
   const meta = [];
@@ -180,6 +237,7 @@ export function renderRoom(room, onDiscard) {
   else $('leave-button').setAttribute('aria-label', `${verb} this room`);
   $('composer-input').disabled = !ready;
   $('send-button').disabled = !ready;
+  $('attach-button').disabled = !ready;
   $('name-form').hidden = !ready;
   $('name-input').placeholder = mine ?? 'no name yet';
 
@@ -194,7 +252,7 @@ export function renderRoom(room, onDiscard) {
   notice.dataset.testid = record.phase === 'joining' && active ? 'waiting' : 'notice';
   notice.className = `notice ${!active || room.error ? 'warn' : ''}`;
 
-  renderTimeline(room, onDiscard);
+  renderTimeline(room, onDiscard, files);
 }
 
 /** Whether the message list shows its end (then what arrives is read, and the list follows it). */
@@ -207,25 +265,26 @@ export function atBottom() {
 const rendered = new Map(); // key → {node, version}
 let renderedRoom = null;
 
-function renderTimeline(room, onDiscard) {
+function renderTimeline(room, onDiscard, files) {
   const list = $('messages');
   const follow = atBottom();
   if (renderedRoom !== room.id) {
     rendered.clear();
     list.replaceChildren();
+    revokeBlobUrls();
     renderedRoom = room.id;
   }
   const items = room.timeline();
   // The "new messages" line goes before the first message from others after the room's marker.
   if (room.marker !== null) {
-    const first = items.findIndex((i) => i.kind === 'chat' && !i.own && i.seq > room.marker);
+    const first = items.findIndex((i) => (i.kind === 'chat' || i.kind === 'file') && !i.own && i.seq > room.marker);
     if (first >= 0) items.splice(first, 0, { kind: 'marker', key: 'marker' });
   }
   const wanted = withDays(items, clock.now()).map((item) => {
     const version = JSON.stringify(item);
     const known = rendered.get(item.key);
     if (known && known.version === version) return [item.key, known];
-    return [item.key, { node: messageItem(item, onDiscard), version }];
+    return [item.key, { node: messageItem(item, onDiscard, files), version }];
   });
   placeChildren(list, wanted.map(([, { node }]) => node));
   rendered.clear();
