@@ -91,7 +91,9 @@ def test_notifications_only_when_hidden_and_auto_lock(server, people):
     alice, bob = pair(server, people)
     bob.js(NOTIFICATIONS)
     bob.click("#notify-toggle")
-    bob.wait("notifications on", lambda: bob.js("return document.getElementById('notify-toggle').checked"))
+    # On once the permission was granted (asynchronously): the text option is enabled then.
+    bob.wait("notifications on", lambda: bob.js(
+        "return document.getElementById('notify-toggle').checked && !document.getElementById('notify-text').disabled"))
     alice.send("seen in the tab")
     bob.wait_text("seen in the tab")
     assert bob.js("return window.hushNotes") == []  # visible: no notification
@@ -101,6 +103,7 @@ def test_notifications_only_when_hidden_and_auto_lock(server, people):
     bob.wait("a notification", lambda: bob.js("return window.hushNotes.length") == 1)
     assert bob.js("return window.hushNotes") == [{"title": "Hush — Reading", "body": "New message"}]
     bob.click("#notify-text")
+    bob.wait("text in notifications", lambda: bob.js("return document.getElementById('notify-text').checked"))
     alice.send("now with text")
     bob.wait("a second notification", lambda: bob.js("return window.hushNotes.length") == 2)
     assert bob.js("return window.hushNotes[1].body") == "now with text"
