@@ -34,6 +34,36 @@ import ThemisKit
         }
     }
 
+    /// What the server keeps of a file is sealed: its data folder (the database, its journal
+    /// and WAL) holds neither the file's name, nor its type, nor any of its bytes, nor its key.
+    @Test func theServersDataFolderHoldsNothingReadableOfAFile() async throws {
+        let name = "quarterly-report-ZQXJ-9431.pdf"
+        let type = "application/x-hush-scan-probe"
+        // A plaintext made of one random 64-byte line repeated: any copy of it would be found.
+        let line = RoomPayload.randomBytes(64)
+        let bytes = Array((0..<3000).map { _ in line }.joined())
+        try await withTestServer { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            let (file, _) = try await owner.sendFile(bytes, name: name, type: type)
+            #expect(try await owner.download(file) == bytes)
+            // Every file of the data folder, as anyone with the disk would read it.
+            let directory = server.dataDirectory
+            let stored = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+                .compactMap { FileManager.default.contents(atPath: directory.appendingPathComponent($0).path) }
+                .map { Array($0) }
+            // The scan sees what is stored: a stretch of a sealed chunk as the server returns it.
+            var get = WireMessage(type: "file_get")
+            get.room = await owner.room
+            get.file = Base64Bytes(file.id)
+            get.index = 1
+            let sealed = try #require(try await owner.rawConnection.request(get).data?.bytes)
+            #expect(stored.contains { $0.contains(sealed[1000..<1064]) }, "the sealed chunks are on disk")
+            for probe in [Array(name.utf8), Array(type.utf8), line, file.key, Array(Base64.encode(file.key).utf8)] {
+                #expect(!stored.contains { $0.contains(probe) }, "found \(probe.count) bytes the server must not hold")
+            }
+        }
+    }
+
     @Test func chunksStoredAgainAndEmptyAndSmallFiles() async throws {
         try await withTestServer { server in
             let owner = try await RoomClient.create(server: try await server.info())
