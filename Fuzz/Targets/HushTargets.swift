@@ -6,7 +6,7 @@ import ThemisKit
 /// Hush's own decoders: wire JSON, invite links, envelopes into the room state machine,
 /// sealed room payloads and the key-store file.
 enum HushTargets {
-    static let all: [FuzzTarget] = [wire, invite, envelope, payload, keyStore]
+    static let all: [FuzzTarget] = [wire, invite, envelope, payload, file, keyStore]
 
     /// A frame's JSON as both sides read it: `WireMessage`, then the fields a handler parses.
     static let wire = FuzzTarget(name: "wire", about: "wire JSON (requests and pushes)") { input in
@@ -99,6 +99,26 @@ enum HushTargets {
         return payloads + [Fields.join([[3], grant])]
     }
 
+    /// Fields: a selector, then either the `file` object of a file message (decoded with every
+    /// §6.8 rule) or sealed chunks opened against the shared vector's file (`files.json`).
+    static let file = FuzzTarget(name: "file", about: "file descriptions and sealed file chunks") { input in
+        let fields = Fields.split(input, count: 2)
+        if fields[0].first ?? 0 == 0 {
+            return (try? JSONDecoder().decode(RoomFile.self, from: Data(fields[1]))) != nil ? .accepted : .refused
+        }
+        guard let vector = FileFixture.vector else { return .refused }
+        let chunks = Fields.split(fields[1], count: 2)
+        return (try? vector.file.open(chunks, room: vector.room)) != nil ? .accepted : .refused
+    } seeds: { fixtures in
+        let object = try fixtures.json("files.json")
+        let descriptions = (object["messages"] as? [[String: Any]] ?? []).compactMap { $0["file"] }
+            .compactMap { try? JSONSerialization.data(withJSONObject: $0) }
+            .map { Fields.join([[0], Array($0)]) }
+        let sealed = object["sealed"] as? [String: String] ?? [:]
+        let good = ["good0", "good1"].compactMap { sealed[$0].flatMap(Base64.decode) }
+        return descriptions + [Fields.join([[1], Fields.join(good)])]
+    }
+
     static let keyStorePassphrase = "fuzz"
 
     /// A key-store file opened with its passphrase; the PBKDF2 count in the sealed store key
@@ -179,4 +199,17 @@ enum RoomFixture {
             }
         }
     }
+}
+
+/// The shared file vector (`Tests/Fixtures/files.json`): its room and its file, described.
+enum FileFixture {
+    static let vector: (room: String, file: RoomFile)? = {
+        guard let object = try? Fixtures.repository.json("files.json"), let room = object["room"] as? String,
+              let file = object["file"] as? [String: Any], let id = (file["id"] as? String).flatMap(Base64.decode),
+              let key = (file["key"] as? String).flatMap(Base64.decode), let size = file["size"] as? Int,
+              let sha256 = (file["sha256"] as? String).flatMap(Base64.decode),
+              let described = try? RoomFile(id: id, key: key, size: size, sha256: sha256, name: "fuzz.bin", type: RoomFile.unknownType)
+        else { return nil }
+        return (room, described)
+    }()
 }
