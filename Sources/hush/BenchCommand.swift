@@ -4,7 +4,7 @@ import HushTerminal
 
 /// `hush bench …`: load generators.
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Measure a running Hush server.", subcommands: [Relay.self])
+    static let configuration = CommandConfiguration(abstract: "Measure a running Hush server.", subcommands: [Relay.self, Files.self])
 
     struct Relay: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -67,6 +67,37 @@ struct Bench: AsyncParsableCommand {
             let report: BenchReport = try await BenchRunner.run(config, progress: progress)
             if terminal && !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
             printOut(json ? Format.jsonLine(report) : report.table)
+        }
+    }
+
+    struct Files: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A room's owner sends files that a member downloads and verifies, through a server.",
+            discussion: """
+                Times sealing (on this machine), uploading (chunks stored, then the file message) and \
+                downloading (chunks fetched, opened and verified) apart, in MiB/s. A server enforces its \
+                file-chunk budget (64 requests/s per connection): start it with --rate-limit 0 to see its \
+                own pace. --server-pid adds the server's CPU per MiB of each direction.
+                """)
+
+        @Option(help: "Server URL.") var server: String
+        @Option(help: "MiB per file (1–25).") var mib = 10
+        @Option(help: "Files to send.") var files = 3
+        @Option(help: ArgumentHelp("The server's process id on this machine: report its CPU per MiB.", valueName: "pid"))
+        var serverPid: Int32?
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func run() async throws {
+            try await reportingErrors {
+                var config = FileBenchConfig(server: server)
+                config.mebibytes = mib
+                config.files = files
+                config.serverPID = serverPid
+                let report = try await FileBenchRunner.run(config) { line in
+                    FileHandle.standardError.write(Data((line + "\n").utf8))
+                }
+                printOut(json ? Format.jsonLine(report) : report.table)
+            }
         }
     }
 }

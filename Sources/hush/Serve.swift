@@ -23,7 +23,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Folder of the web client (env HUSH_WEB_ROOT; default: the repository's web/).")
     var webRoot: String?
 
-    @Option(help: "Requests per second per connection (burst: twice that); 0 turns the limit off. For benchmarks only; default 20 (docs/PROTOCOL.md §7).")
+    @Option(help: "Requests per second per connection (burst: twice that); 0 turns the limit off, and the file-chunk budget with it. For benchmarks only; default 20 (docs/PROTOCOL.md §7).")
     var rateLimit: Double?
 
     @Option(help: "PostgreSQL in place of SQLite in the data folder, shared by every node that names it: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE[?sslmode=disable|prefer|require] (env HUSH_DATABASE, which keeps a password out of the process list).")
@@ -114,6 +114,11 @@ struct Serve: AsyncParsableCommand {
             guard rateLimit >= 0 else { throw ValidationError("--rate-limit must be 0 (off) or positive") }
             configuration.limits.requestsPerSecond = rateLimit == 0 ? 1e9 : rateLimit
             configuration.limits.requestBurst = rateLimit == 0 ? 1e9 : 2 * rateLimit
+            if rateLimit == 0 {
+                // Off means off for file chunks too, so that a benchmark sees the server's own pace.
+                configuration.limits.fileRequestsPerSecond = 1e9
+                configuration.limits.fileRequestBurst = 1e9
+            }
             print("Rate limit: \(rateLimit == 0 ? "off" : "\(rateLimit) requests/s per connection") (benchmark setting)")
         }
         if let commitBatch {

@@ -425,6 +425,29 @@ import ThemisKit
         return config
     }
 
+    /// `hush bench files`: every file comes back byte for byte, each phase reports a rate, and
+    /// the server's CPU is read when its process id is given (the test server is this process).
+    @Test func fileRunVerifiesEveryFileAndReports() async throws {
+        try await withTestServer { server in
+            var config = FileBenchConfig(server: server.url)
+            config.mebibytes = 1
+            config.files = 2
+            config.serverPID = getpid()
+            let report = try await FileBenchRunner.run(config)
+            #expect(report.verified == 2)
+            #expect(report.seal.mebibytesPerSecond > 0 && report.upload.mebibytesPerSecond > 0 && report.download.mebibytesPerSecond > 0)
+            #expect(report.upload.serverMillisPerMebibyte != nil && report.seal.serverMillisPerMebibyte == nil)
+            #expect(report.table.contains("verified  2 of 2"))
+            #expect(try JSONDecoder().decode(FileBenchReport.self, from: Data(Format.jsonLine(report).utf8)) == report)
+        }
+        for (mebibytes, files) in [(0, 1), (26, 1), (1, 0), (1, 101)] {
+            var config = FileBenchConfig(server: "http://127.0.0.1:1")
+            config.mebibytes = mebibytes
+            config.files = files
+            #expect(throws: ChatError.self) { try config.validate() }
+        }
+    }
+
     @Test func shortRunDeliversAndReports() async throws {
         try await withTestServer { server in
             let config = Self.countBoundRun(server: server.url, rate: 5, messages: 3, handshakes: 4)
