@@ -276,8 +276,12 @@ class Person:
             .filter(e => !arguments[0] || e.dataset.kind === arguments[0]).map(e => e.textContent)""", kind)
 
     def attach(self, path):
-        """Chooses a file through the attach button's file input."""
+        """Chooses a file through the attach button's file input, as the picker the button opens
+        would. The input is hidden behind the button; Firefox's driver types only into an input
+        it can see, so it is shown for the moment of the choice."""
+        self.js("document.getElementById('file-input').hidden = false")
         self.driver.find("#file-input").send_keys(str(path))
+        self.js("document.getElementById('file-input').hidden = true")
 
     def files(self):
         """File messages: name, transfer state, message status, whether the picture or its preview

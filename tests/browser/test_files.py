@@ -127,6 +127,19 @@ def test_picture_preview_then_picture_in_the_other_browser(server, people):
     bob.wait("the pasted picture, checked and shown", lambda: (bob.file_named("pasted.png") or {}).get("image") == 64)
 
 
+def test_attach_button_in_firefox(server, people):
+    """The attach button's file input, chosen in Firefox (the test above chooses in Chromium)."""
+    owner, member = room_of_two(server, people, "firefox", "chrome", "Attach")
+    picture = png(300, 200)
+    path = Path(tempfile.mkdtemp(prefix="hush-files-")) / "chosen.png"
+    path.write_bytes(picture)
+    owner.attach(path)
+    owner.wait("the picture sent", lambda: (owner.file_named("chosen.png") or {}).get("status") == "sent", timeout=120)
+    member.wait("the picture, checked and shown in Chromium", lambda: (member.file_named("chosen.png") or {}).get("image") == 300)
+    saved = save(member, "chosen.png")
+    assert saved["sha256"] == hashlib.sha256(picture).hexdigest()
+
+
 def test_altered_or_missing_chunk_is_refused(own_server, people):
     alice, bob = room_of_two(own_server.url, people, "chrome", "chrome", "Broken")
     alice.js(DROP, "three.bin", "application/octet-stream", 2 * 65536 + 5)
