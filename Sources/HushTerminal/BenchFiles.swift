@@ -73,13 +73,13 @@ public enum FileBenchRunner {
         let contents = (0..<config.files).map { _ in RoomPayload.randomBytes(config.mebibytes << 20) }
 
         progress?("sealing \(config.files) × \(config.mebibytes) MiB")
-        let sealStart = ContinuousClock.now
+        let sealStart = BenchRunner.nanos()
         let sealed = try contents.map { try RoomFile.seal($0, room: room, name: "bench.bin", type: RoomFile.unknownType) }
         let sealSeconds = seconds(since: sealStart)
 
         progress?("uploading")
         let uploadBefore = usage()
-        let uploadStart = ContinuousClock.now
+        let uploadStart = BenchRunner.nanos()
         for (file, chunks) in sealed {
             try await owner.uploadChunks(chunks, of: file)
             _ = try await owner.sendFileMessage(file)
@@ -88,7 +88,7 @@ public enum FileBenchRunner {
         let uploadAfter = usage()
 
         progress?("downloading")
-        let downloadStart = ContinuousClock.now
+        let downloadStart = BenchRunner.nanos()
         var verified = 0
         for (index, (file, _)) in sealed.enumerated() where try await member.download(file) == contents[index] {
             verified += 1
@@ -102,8 +102,5 @@ public enum FileBenchRunner {
                                download: phase(downloadSeconds, uploadAfter, downloadAfter), verified: verified)
     }
 
-    static func seconds(since start: ContinuousClock.Instant) -> Double {
-        let elapsed = ContinuousClock.now - start
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    }
+    static func seconds(since start: UInt64) -> Double { Double(BenchRunner.nanos() - start) / 1e9 }
 }
