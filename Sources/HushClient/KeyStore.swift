@@ -104,6 +104,20 @@ public struct StoredRoom: Codable, Sendable, Equatable {
         public var seq: Int
     }
 
+    /// A line written in the terminal and not yet committed by the server: saved before it is
+    /// first sent, with the `messageId` every retry of it reuses (docs/PROTOCOL.md §4.4), so a
+    /// lost connection, a crash or a quit neither loses nor doubles it (the browser's outbox).
+    public struct QueuedLine: Codable, Sendable, Equatable {
+        public var id: Base64Bytes
+        public var text: String
+        public var at: Int64
+        public init(id: Base64Bytes, text: String, at: Int64) {
+            self.id = id
+            self.text = text
+            self.at = at
+        }
+    }
+
     public struct PendingRotation: Codable, Sendable, Equatable {
         public var epoch: Int
         public var key: Base64Bytes
@@ -141,6 +155,9 @@ public struct StoredRoom: Codable, Sendable, Equatable {
     public var invites: [Invite]
     public var joinRequests: [JoinRequestRecord]
     public var pendingRotation: PendingRotation?
+    /// Lines waiting to be sent, oldest first (at most `maxOutbox`). Absent in stores written
+    /// before the outbox.
+    public var outbox: [QueuedLine]?
     public var join: PendingJoin?
     public var createdAt: Int64
 
@@ -183,6 +200,35 @@ public struct StoredRoom: Codable, Sendable, Equatable {
         if let pendingRotation, pendingRotation.key.bytes.count != 32 { throw .corrupt("\(label): bad pending rotation") }
         guard invites.allSatisfy({ $0.token.bytes.count == 32 }) else { throw .corrupt("\(label): bad invite token") }
         guard (replayFloors ?? []).allSatisfy({ $0.counter >= 0 && $0.seq >= 0 }) else { throw .corrupt("\(label): bad replay floor") }
+        let queued = outbox ?? []
+        guard queued.count <= Self.maxOutbox, queued.allSatisfy({ $0.id.bytes.count == 16 && Self.isQueueable($0.text) }) else {
+            throw .corrupt("\(label): bad outbox")
+        }
+    }
+
+    // MARK: the outbox
+
+    /// Lines waiting at most, as in the browser: a person offline for long is told to wait.
+    public static let maxOutbox = 100
+    /// A chat message's payload is at most 64 KiB sealed, so its text is less.
+    public static let maxQueuedTextBytes = 64 * 1024
+
+    static func isQueueable(_ text: String) -> Bool { !text.isEmpty && text.utf8.count <= maxQueuedTextBytes }
+
+    /// Puts a line at the end of the outbox; false (and nothing changes) when it is full or the
+    /// line is empty or too long.
+    public mutating func enqueue(_ line: QueuedLine) -> Bool {
+        var queued = outbox ?? []
+        guard queued.count < Self.maxOutbox, line.id.bytes.count == 16, Self.isQueueable(line.text) else { return false }
+        if !queued.contains(where: { $0.id == line.id }) { queued.append(line) }
+        outbox = queued
+        return true
+    }
+
+    /// Takes a line out of the outbox: it was committed, or refused for good.
+    public mutating func dequeue(id: Base64Bytes) {
+        outbox?.removeAll { $0.id == id }
+        if outbox?.isEmpty == true { outbox = nil }
     }
 
     // MARK: to and from the live state
@@ -564,6 +610,6 @@ public struct KeyStoreFile: Sendable {
 extension StoredRoom {
     static let fieldNames: Set<String> = [
         "room", "name", "server", "serverKey", "role", "status", "privateKey", "owner", "epoch", "keys", "members",
-        "lastSeq", "sentCounter", "accepted", "replayFloors", "names", "rotateEvery", "invites", "joinRequests", "pendingRotation", "join", "createdAt",
+        "lastSeq", "sentCounter", "accepted", "replayFloors", "names", "rotateEvery", "invites", "joinRequests", "pendingRotation", "outbox", "join", "createdAt",
     ]
 }

@@ -63,6 +63,8 @@ public actor RoomClient {
     private var connection: HushConnection
     private var pushTask: Task<Void, Never>?
     public private(set) var wrapRequired = false
+    /// Membership pushes handled so far (`refresh` compares it around its `hello`).
+    private var membershipPushes = 0
     /// Owner: outstanding invite tokens by invite id, the join requests answered, and the
     /// invites whose joiner this client admitted (for a key store to keep in step).
     private var tokens: [[UInt8]: [UInt8]] = [:]
@@ -598,12 +600,27 @@ public actor RoomClient {
     /// Re-reads the room summary (`hello`) and the history not seen yet on this connection;
     /// duplicates of messages already shown (pushed meanwhile) are not shown again.
     public func refresh() async throws {
-        let hello = try await connection.request(WireMessage(type: "hello"))
-        apply(hello.rooms?.first { $0.room == room })
+        // A membership push handled while the `hello` was on its way may be newer than the
+        // `hello`'s list, which would then undo it (retire a member that just joined). A push
+        // leaves the server after its commit, so a `hello` asked after the push includes it:
+        // ask again. Pushes that keep coming leave the members as the pushes made them.
+        for attempt in 1...Self.helloAttempts {
+            let pushesBefore = membershipPushes
+            let hello = try await connection.request(WireMessage(type: "hello"))
+            let summary = hello.rooms?.first { $0.room == room }
+            if membershipPushes == pushesBefore {
+                apply(summary)
+                break
+            }
+            if attempt == Self.helloAttempts { wrapRequired = summary?.wrapRequired ?? false }
+        }
         for reading in try await readHistory(after: nil) where !reading.isDuplicate {
             if let event = interpret(reading) { sink.yield(event) }
         }
     }
+
+    /// `hello`s one `refresh` asks while membership pushes keep arriving.
+    static let helloAttempts = 3
 
     private func apply(_ summary: RoomSummary?) {
         wrapRequired = summary?.wrapRequired ?? false
@@ -667,11 +684,13 @@ public actor RoomClient {
             if case .event(.rotated) = reading { wakeRotationWaiters() }
             if !reading.isDuplicate, let event = interpret(reading) { sink.yield(event) }
         case "member_joined":
+            membershipPushes += 1
             guard let key = push.key, let signature = push.signature?.bytes, state.admit(key: key, signature: signature) else { return }
             memberSignatures[key] = signature
             sink.yield(.memberJoined(key: key))
             joinedWaiters.removeValue(forKey: key)?.resume()
         case "member_removed", "member_left":
+            membershipPushes += 1
             guard let key = push.key, state.members.contains(key) else { return }
             let departure: Departure = push.type == "member_left" ? .left : .removed
             let verified = state.depart(key: key, until: push.until ?? state.lastSeq, departure: departure,

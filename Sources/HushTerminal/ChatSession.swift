@@ -25,6 +25,12 @@ public actor ChatSession {
     private var shownThrough = 0
     /// This client's own sends and rotations, shown when made: skipped when they come back.
     private var ownSeqs: Set<Int> = []
+    /// The outbox is being sent, and who waits for that to end.
+    private var sendingQueued = false
+    private var queueWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Seqs of queued lines sent by this process, for the `send` that queued them.
+    private var deliveredNow: [Base64Bytes: Int] = [:]
+    private var deliveredHandler: (@Sendable (StoredRoom.QueuedLine, Int, Bool) async -> Void)?
 
     init(store: KeyStoreFile, client: RoomClient, record: StoredRoom, summary: RoomSummary?) async {
         self.store = store
@@ -182,20 +188,100 @@ public actor ChatSession {
 
     // MARK: actions
 
-    /// Sends a line; an owner rotates when the room's count is reached. A room or server out of
-    /// space refuses it at once: said plainly, since retrying before old messages expire is useless.
+    /// What became of a line: committed at `seq`, or waiting in the outbox for the connection.
+    public enum Sending: Sendable, Equatable {
+        case sent(seq: Int)
+        case queued
+    }
+
+    /// Sends a line: it goes into the room's outbox in the key store first (with the
+    /// `messageId` all its retries reuse), then the outbox is sent in order. When the
+    /// connection is gone the line stays queued and goes out, once, after the next connect
+    /// (`stayConnected`, or the next `send`/`open` of this room). A room or server out of space
+    /// refuses it at once: said plainly, since retrying before old messages expire is useless.
+    /// An owner rotates when the room's count is reached.
     @discardableResult
-    public func send(_ text: String) async throws -> Int {
-        let seq: Int
-        do {
-            seq = try await client.send(text, reserveCounter: { next in try await self.reserveCounter(next) })
-        } catch let error as HushError where error.code == .roomFull {
-            throw ChatError("not sent: the room is full; the server stores nothing more here until old messages expire (room_full)")
-        } catch let error as HushError where error.code == .serverFull {
-            throw ChatError("not sent: the server is out of storage; try again later (server_full)")
+    public func send(_ text: String) async throws -> Sending {
+        let line = StoredRoom.QueuedLine(id: Base64Bytes(RoomPayload.randomBytes(16)), text: text,
+                                         at: Int64(Date().timeIntervalSince1970 * 1000))
+        try store.update { (store: inout KeyStore) throws in
+            var saved = try store.find(self.record.room)
+            guard saved.enqueue(line) else {
+                throw ChatError(line.text.isEmpty || line.text.utf8.count > StoredRoom.maxQueuedTextBytes
+                    ? "not sent: a message is 1 to \(StoredRoom.maxQueuedTextBytes) bytes"
+                    : "not sent: \(StoredRoom.maxOutbox) messages already wait for the connection; wait until they are sent")
+            }
+            store.upsert(saved)
         }
-        try await madeOwnMessage(seq)
-        return seq
+        try await sendQueued()
+        if let seq = deliveredNow.removeValue(forKey: line.id) { return .sent(seq: seq) }
+        return .queued
+    }
+
+    /// Hears each queued line once the server committed it (with `shown` true when it had
+    /// already been shown, read back from history after a reconnect).
+    public func onDelivered(_ handler: @escaping @Sendable (_ line: StoredRoom.QueuedLine, _ seq: Int, _ shown: Bool) async -> Void) {
+        deliveredHandler = handler
+    }
+
+    /// Sends the room's outbox, oldest line first, until it is empty or the connection is
+    /// gone. A line the server refuses is taken out and the refusal thrown; the lines after
+    /// it stay queued for the next call. One sender at a time: a second caller waits for the
+    /// running one, which also sends the lines queued meanwhile.
+    public func sendQueued() async throws {
+        if sendingQueued {
+            await withCheckedContinuation { queueWaiters.append($0) }
+            return
+        }
+        sendingQueued = true
+        defer {
+            sendingQueued = false
+            for waiter in queueWaiters { waiter.resume() }
+            queueWaiters = []
+        }
+        while let line = try store.load().find(record.room).outbox?.first {
+            let seq: Int
+            do {
+                seq = try await client.send(line.text, messageID: line.id.bytes, reserveCounter: { next in try await self.reserveCounter(next) })
+            } catch where Self.leavesQueued(error) {
+                return
+            } catch {
+                try dequeue(line.id)
+                throw Self.refusal(error)
+            }
+            try dequeue(line.id)
+            let shown = seq <= shownThrough && !ownSeqs.contains(seq)
+            deliveredNow[line.id] = seq
+            if deliveredNow.count > StoredRoom.maxOutbox { deliveredNow.removeAll() }
+            try await madeOwnMessage(seq)
+            await deliveredHandler?(line, seq, shown)
+        }
+    }
+
+    /// Whether a failed send leaves its line queued: the connection, not the server, failed
+    /// (or the person quit mid-send), so the same `messageId` goes again later.
+    static func leavesQueued(_ error: any Error) -> Bool {
+        switch error {
+        case let error as ClientError: error == .connectionClosed || error == .timedOut
+        case is HushError, is ThemisError, is ChatError, is KeyStoreError: false
+        default: true  // the transport (NIO, WebSocket) or a cancellation
+        }
+    }
+
+    static func refusal(_ error: any Error) -> any Error {
+        switch (error as? HushError)?.code {
+        case .roomFull: ChatError("not sent: the room is full; the server stores nothing more here until old messages expire (room_full)")
+        case .serverFull: ChatError("not sent: the server is out of storage; try again later (server_full)")
+        default: error
+        }
+    }
+
+    private func dequeue(_ id: Base64Bytes) throws {
+        try store.update { (store: inout KeyStore) throws in
+            var saved = try store.find(self.record.room)
+            saved.dequeue(id: id)
+            store.upsert(saved)
+        }
     }
 
     /// This key's message at `seq` counts towards the rotation, and is saved as shown.
@@ -542,6 +628,11 @@ public actor ChatSession {
                     try await client.reconnect()
                     try await client.refresh()
                     notice("reconnected")
+                    do {
+                        try await sendQueued()
+                    } catch {
+                        notice("! \(error)")
+                    }
                     break
                 } catch {
                     try? await Task.sleep(for: delay)

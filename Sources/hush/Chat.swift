@@ -96,6 +96,8 @@ extension Chat {
         @Argument(help: "Room name or id.") var room: String
         @Option(help: "Send this file (up to 25 MiB) instead of text; members save it with `hush chat save`.") var file: String?
         @Argument(parsing: .remaining, help: "The text (words are joined by spaces).") var text: [String] = []
+        /// Exit status of a message queued, not yet sent (sysexits' EX_TEMPFAIL).
+        static let queuedExitCode: Int32 = 75
 
         func run() async throws {
             try await reportingErrors {
@@ -109,7 +111,12 @@ extension Chat {
                 }
                 guard !message.isEmpty else { throw CLIError("nothing to send") }
                 try await withSession(store: options.store, room: room) { session in
-                    try await session.send(message)
+                    if try await session.send(message) == .queued {
+                        // Not an error to retry: a retry would send a second message. The queued
+                        // one goes out, once, with the next `send` or `open` of this room.
+                        printErr("the connection was lost: the message waits in the key store's outbox and goes out with the next `hush chat send` or `hush chat open` of this room")
+                        throw ExitCode(Self.queuedExitCode)
+                    }
                 }
             }
         }

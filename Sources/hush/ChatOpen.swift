@@ -23,6 +23,17 @@ extension Chat {
                     for event in events {
                         if let line = Format.line(event, me: session.me, room: state, roomName: record.name) { printOut(line) }
                     }
+                    // Lines typed while offline go out when they can; each is shown once, when committed.
+                    await session.onDelivered { line, seq, shown in
+                        guard !shown else { return }
+                        printOut(Format.line(.chat(seq: seq, from: session.me, ts: line.at, text: line.text),
+                                             me: session.me, room: await session.roomState) ?? "")
+                    }
+                    do {
+                        try await session.sendQueued()
+                    } catch {
+                        printOut("! \(describe(error))")
+                    }
                     let (quit, quitSink) = AsyncStream.makeStream(of: Void.self)
                     let input = Task {
                         for await line in StandardInput.lines() {
@@ -47,9 +58,9 @@ extension Chat {
                 case .help: printOut(LineCommand.helpText)
                 case .unknown(let why): printOut("! \(why)")
                 case .say(let text):
-                    try await session.send(text)
-                    printOut(Format.line(.chat(seq: 0, from: session.me, ts: Int64(Date().timeIntervalSince1970 * 1000), text: text),
-                                         me: session.me, room: await session.roomState) ?? "")
+                    if try await session.send(text) == .queued {
+                        printOut("* not connected: the message waits in the outbox and is sent when the connection is back")
+                    }
                 case .name(let name):
                     let sent = try await session.setName(name)
                     printOut("* your name in this room is now \"\(Format.sanitize(sent))\"")

@@ -78,6 +78,8 @@ func withSession(store flag: String?, room: String, _ body: (ChatSession) async 
 func reportingErrors(_ body: () async throws -> Void) async throws {
     do {
         try await body()
+    } catch let exit as ExitCode {
+        throw exit  // the command said why already
     } catch {
         FileHandle.standardError.write(Data(("hush: " + describe(error) + "\n").utf8))
         throw ExitCode.failure

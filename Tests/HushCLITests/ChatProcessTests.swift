@@ -43,6 +43,53 @@ import ThemisKit
         }
     }
 
+    /// Lines typed while the server is down wait in the key store's outbox: `chat open` sends
+    /// them when it has connected again, and a line left queued when `chat open` quit goes out
+    /// with the next `chat send`, before that one. Each arrives once, in the order typed.
+    @Test func linesTypedOfflineGoOutOnceInOrder() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let data = URL(fileURLWithPath: folder.path("server"))
+        let first = try await ServeProcess.start(data: data)
+        let port = first.port
+        let env = ["HUSH_STORE": folder.path("owner/keystore.hush"), "HUSH_PASSPHRASE": "owner's passphrase"]
+        let created = try await HushProcess.run(["chat", "new", "lobby", "--server", first.url], environment: env)
+        #expect(created.status == 0, "\(created.stderr)")
+        let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+        let queued = "* not connected: the message waits in the outbox and is sent when the connection is back"
+        let chat = try HushProcess(["chat", "open", "lobby"], environment: env)
+        _ = try await chat.line { $0.hasPrefix("* lobby") }
+        let alice = try await RoomClient.join(link: link)  // `chat open` admits her
+        chat.write("online")
+        _ = try await chat.line { $0.hasSuffix("(you)> online") }
+        first.kill()
+        _ = await first.waitForExit(timeout: .seconds(20))
+        chat.write("offline one")
+        _ = try await chat.line { $0 == queued }
+        chat.write("offline two")
+        _ = try await chat.line { $0 == queued }
+        let second = try await ServeProcess.start(data: data, port: port)
+        try await using(second, stop: { await $0.stop() }) { second in
+            // The backoff is at most 30 s between attempts.
+            _ = try await chat.line(timeout: .seconds(90)) { $0.hasSuffix("(you)> offline one") }
+            _ = try await chat.line { $0.hasSuffix("(you)> offline two") }
+            // Queued again, then the process quits: the line stays in the key store.
+            second.kill()
+            _ = await second.waitForExit(timeout: .seconds(20))
+            chat.write("offline three")
+            _ = try await chat.line { $0 == queued }
+            chat.write("/quit")
+            #expect(try await chat.exit() == 0)
+        }
+        try await using(try await ServeProcess.start(data: data, port: port), stop: { await $0.stop() }) { third in
+            let sent = try await HushProcess.run(["chat", "send", "lobby", "after"], environment: env)
+            #expect(sent.status == 0, "\(sent.stderr)")
+            _ = try await alice.reconnect(to: try await ServerInfo.fetch(third.url))
+            let texts = try await alice.history(after: 0).compactMap(text(of:))
+            #expect(texts == ["online", "offline one", "offline two", "offline three", "after"])
+        }
+    }
+
     /// The owner is the terminal client; Alice and Bob are `RoomClient`s.
     @Test func ownerProcessWithTwoClients() async throws {
         try await withTestServer { server in

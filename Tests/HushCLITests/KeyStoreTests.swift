@@ -120,6 +120,42 @@ import ThemisKit
         }
     }
 
+    /// The outbox keeps lines in the order written, each once, at most `maxOutbox`; it is saved
+    /// and read back, and a damaged entry makes the store refuse to open rather than send it.
+    @Test func theOutboxIsBoundedOrderedAndReadStrictly() throws {
+        var room = Self.sampleRoom()
+        func line(_ index: Int, _ text: String = "") -> StoredRoom.QueuedLine {
+            StoredRoom.QueuedLine(id: Base64Bytes(Array(repeating: UInt8(index % 256), count: 15) + [UInt8(index / 256)]),
+                                  text: text.isEmpty ? "line \(index)" : text, at: Int64(index))
+        }
+        let queuedAll = room.enqueue(line(1)) && room.enqueue(line(2)) && room.enqueue(line(1))
+        #expect(queuedAll)
+        #expect(room.outbox?.map(\.text) == ["line 1", "line 2"])
+        let shortID = room.enqueue(StoredRoom.QueuedLine(id: Base64Bytes([1]), text: "short id", at: 0))
+        let tooLong = room.enqueue(line(3, String(repeating: "x", count: StoredRoom.maxQueuedTextBytes + 1)))
+        #expect(!shortID && !tooLong)
+        var store = KeyStore()
+        store.rooms = [room]
+        #expect(try KeyStoreFile.open(try Self.sealed(store), passphrase: "pw").rooms[0].outbox == room.outbox)
+        room.dequeue(id: line(1).id)
+        #expect(room.outbox?.map(\.text) == ["line 2"])
+        room.dequeue(id: line(2).id)
+        #expect(room.outbox == nil)  // written as absent, which older stores are too
+        for index in 0..<StoredRoom.maxOutbox { _ = room.enqueue(line(index)) }
+        let overFull = room.enqueue(line(StoredRoom.maxOutbox))
+        #expect(!overFull)
+        #expect(room.outbox?.count == StoredRoom.maxOutbox)
+
+        var damaged = Self.sampleRoom()
+        damaged.outbox = [StoredRoom.QueuedLine(id: Base64Bytes([1, 2, 3]), text: "a", at: 0)]
+        store.rooms = [damaged]
+        #expect(throws: KeyStoreError.corrupt("room lobby: bad outbox")) { try KeyStoreFile.open(try Self.sealed(store), passphrase: "pw") }
+        damaged.outbox = [line(1, "")]
+        damaged.outbox?[0].text = ""
+        store.rooms = [damaged]
+        #expect(throws: KeyStoreError.corrupt("room lobby: bad outbox")) { try KeyStoreFile.open(try Self.sealed(store), passphrase: "pw") }
+    }
+
     /// One PBKDF2 per unlock, none per write: every write keeps the sealed store key made when
     /// the store was created (600,000 rounds, in its header), and a store of the first format
     /// still opens and is converted by its next write.
