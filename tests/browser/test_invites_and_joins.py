@@ -196,3 +196,28 @@ def test_invite_qr_code_is_the_link(server, people):
 
     assert any(symbol(mask) == rows for mask in range(8))
     owner.screenshot("invite-qr-chromium.png")
+
+
+@pytest.mark.parametrize("kind", ["chrome", "firefox"])
+def test_a_tab_admits_a_join_through_an_invite_another_tab_made(server, people, kind):
+    """The tab that made an invite is gone when the joiner comes: another tab of the same
+    profile knows the invite (the shared key store) and answers the join."""
+    owner = people("owner", kind)
+    owner.open(server)
+    owner.unlock("owner-password-1")
+    owner.create_room("Club")
+    second = owner.tab("owner-second-tab")
+    second.open(server)
+    second.unlock("owner-password-1")
+    second.open_room("Club")
+    link = second.invite()
+    second.driver.get("about:blank")  # the inviting tab closes its app
+
+    bob = people("bob", kind)
+    bob.open(link)
+    bob.unlock("bob-password-1")
+    bob.join("Club")
+    bob.wait_joined()
+    bob.send("admitted by the other tab")
+    owner.wait_text("admitted by the other tab")
+    assert owner.undecryptable() == 0 and bob.undecryptable() == 0

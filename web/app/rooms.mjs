@@ -25,7 +25,7 @@ const HISTORY_PAGE = 100;
 const RETRY_MS = 5000;
 const STALE_ROUNDS = 3;
 const FILE_REQUESTS_IN_FLIGHT = 8; // §4.9: replies stay far below the connection's outgoing queue
-const FILE_RETRIES = 8;
+const REQUEST_RETRIES = 8; // ≈ 32 s of pauses in all (`retrying`)
 /** Images up to this size are fetched as soon as their message is read; larger files on request. */
 const AUTO_DOWNLOAD_BYTES = 10 * 1024 * 1024;
 
@@ -541,7 +541,7 @@ export class RoomClient {
       const { sealed, remember } = answer;
       const kept = (record) => record.invites[inviteId];
       await this.save((record) => { if (kept(record)) Object.assign(kept(record), remember, { answered: false }); });
-      await this.request('join_response', { inviteId, sealed });
+      await this.retrying('join_response', { inviteId, sealed });
       await this.save((record) => { if (kept(record)) kept(record).answered = true; });
       this.line(`Someone is joining with an invite (${await keyFingerprint(key)})…`, 'join');
     });
@@ -575,7 +575,7 @@ export class RoomClient {
         return;
       }
       try {
-        await this.request('add_member', { inviteId, key, signature });
+        await this.retrying('add_member', { inviteId, key, signature });
       } catch (error) {
         if (error instanceof ServerError && error.code === 'epoch_changed') return this.answerJoin({ inviteId, key });
         throw error;
@@ -799,16 +799,21 @@ export class RoomClient {
   // ---- files (§4.9, §6.8) ----
 
   /**
-   * A file request (`file_put`, `file_get`: both may be repeated); `rate_limited` and a cut
-   * connection are waited out, with growing pauses, and the request is made again.
+   * A request that may be made again: `file_put` and `file_get`, and the owner's `join_response`
+   * and `add_member` (a refused request did nothing). `rate_limited` is waited out with growing
+   * pauses and the request made again, so a burst of joins or chunks goes through the
+   * connection's budget; so is a cut connection for a file request (a join is answered again
+   * from the next `hello`, which lists it).
    */
-  async retryFile(type, fields) {
+  async retrying(type, fields) {
+    const isFileRequest = type === 'file_put' || type === 'file_get';
     for (let attempt = 0; ; attempt += 1) {
       try {
         return await this.request(type, fields);
       } catch (error) {
-        const transient = error instanceof ConnectionClosed || (error instanceof ServerError && error.code === 'rate_limited');
-        if (!transient || attempt >= FILE_RETRIES || this.record.status !== 'active') throw error;
+        const transient = (error instanceof ServerError && error.code === 'rate_limited') ||
+          (isFileRequest && error instanceof ConnectionClosed);
+        if (!transient || attempt >= REQUEST_RETRIES || this.record.status !== 'active') throw error;
         await pause(Math.min(8000, 250 * 2 ** attempt));
       }
     }
@@ -840,7 +845,7 @@ export class RoomClient {
     try {
       await this.eachChunk(file.chunks, async (index) => {
         const data = bytesToBase64(await sealChunk(file, this.id, bytes, index));
-        await this.retryFile('file_put', { file: file.id, chunks: file.chunks, index, data });
+        await this.retrying('file_put', { file: file.id, chunks: file.chunks, index, data });
         upload.done += 1;
         this.changed();
       });
@@ -873,7 +878,7 @@ export class RoomClient {
         await this.eachChunk(file.chunks, async (index) => {
           let reply;
           try {
-            reply = await this.retryFile('file_get', { file: file.id, index });
+            reply = await this.retrying('file_get', { file: file.id, index });
           } catch (error) {
             if (error instanceof ServerError && error.code === 'unknown_file') {
               throw new FileError('missing', `part ${index + 1} of ${file.chunks} is not on the server (deleted, or never uploaded)`);
