@@ -288,6 +288,37 @@ import ThemisKit
         }
     }
 
+    /// `hush chat remove` in another process while the owner's `read --follow` runs: the
+    /// follower reads the wrapped rotation made for it (the owner's own wrap) and every message
+    /// after it, instead of "rotation not readable by this key" and silence.
+    @Test func aFollowingOwnerReadsOnAfterAnotherProcessRemovesAMember() async throws {
+        try await withTestServer { server in
+            let folder = try TempFolder()
+            defer { folder.remove() }
+            let env = ["HUSH_STORE": folder.path("owner.hush"), "HUSH_PASSPHRASE": "owner pass"]
+            let created = try await HushProcess.run(["chat", "new", "club", "--server", server.url], environment: env)
+            #expect(created.status == 0, "\(created.stderr)")
+            let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+            let follower = try HushProcess(["chat", "read", "club", "--follow", "--json"], environment: env)
+            defer { follower.process.terminate() }
+            let alice = try await RoomClient.join(link: link)
+            _ = try await follower.line { Self.event($0)?.type == "member_joined" }
+            let invited = try await HushProcess.run(["chat", "invite", "club"], environment: env)
+            let link2 = try #require(invited.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+            let bob = try await RoomClient.join(link: link2)
+            let bobFingerprint = Format.fingerprint(ofKey: await bob.key)
+            _ = try await follower.line { Self.event($0)?.type == "member_joined" && Self.event($0)?.from == bobFingerprint }
+
+            let removed = try await HushProcess.run(["chat", "remove", "club", String(bobFingerprint.filter { $0 != " " }.prefix(8))],
+                                                    environment: env)
+            #expect(removed.status == 0, "\(removed.stderr)")
+            _ = try await next(alice.events) { if case .rotated = $0 { true } else { false } }
+            try await alice.send("after the removal")
+            let shown = try await follower.line { Self.event($0)?.type == "message" || Self.event($0)?.type == "rejected" }
+            #expect(Self.event(shown)?.text == "after the removal", "\(shown)")
+        }
+    }
+
     /// The terminal client joins while the owner (a `RoomClient`) is offline.
     @Test func joinerProcessWaitsForTheOwner() async throws {
         try await withTestServer { server in
