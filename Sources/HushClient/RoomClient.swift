@@ -141,8 +141,11 @@ public actor RoomClient {
     }
 
     /// Registers a fresh invite and returns its link.
-    public func invite(expiresIn seconds: Int64 = 24 * 3600) async throws -> String {
-        let invite = joins.makeInvite(owner: state.owner, serverFingerprint: server.fingerprint)
+    /// `roomName`: proposed to the joiner as the room's name (§6.6); the owner's own name in
+    /// the room goes with it when it has one.
+    public func invite(expiresIn seconds: Int64 = 24 * 3600, roomName: String? = nil) async throws -> String {
+        let invite = joins.makeInvite(owner: state.owner, serverFingerprint: server.fingerprint, roomName: roomName,
+                                      ownerName: state.name(of: KeyID.json(state.owner)))
         var request = WireMessage(type: "invite")
         request.room = room
         request.inviteId = Base64Bytes(invite.inviteID)

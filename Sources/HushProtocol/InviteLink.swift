@@ -9,12 +9,19 @@ public struct InviteLink: Codable, Sendable, Equatable {
     public var owner: String
     /// Fingerprint of the server key the joiner must find.
     public var server: String
+    /// The room's name as the owner calls it, proposed to the joiner as its local name; and the
+    /// owner's display name (§6.7). Both optional, both canonical names, both chosen by the
+    /// owner: shown beside the owner's fingerprint, never instead of it.
+    public var roomName: String?
+    public var ownerName: String?
 
-    public init(room: String, token: [UInt8], owner: String, server: String) {
+    public init(room: String, token: [UInt8], owner: String, server: String, roomName: String? = nil, ownerName: String? = nil) {
         self.room = room
         self.token = Base64Bytes(token)
         self.owner = owner
         self.server = server
+        self.roomName = roomName
+        self.ownerName = ownerName
     }
 
     /// The invite id registered on the server: SHA-256 of the token.
@@ -42,7 +49,8 @@ public struct InviteLink: Codable, Sendable, Equatable {
         guard (1...maxFragmentLength).contains(fragment.utf8.count), let bytes = Base64.decodeURL(fragment),
               let invite = try? JSONDecoder().decode(InviteLink.self, from: Data(bytes)), invite.v == 1,
               invite.token.bytes.count == 32, isRoomID(invite.room), isFingerprint(invite.server),
-              (try? KeyID.key(fromJSON: invite.owner)) != nil
+              (try? KeyID.key(fromJSON: invite.owner)) != nil,
+              [invite.roomName, invite.ownerName].allSatisfy({ $0.map(RoomState.isCanonicalName) ?? true })
         else { throw invalid }
         var server = String(link[..<hash])
         if server.hasSuffix("/") { server.removeLast() }

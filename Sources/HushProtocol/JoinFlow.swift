@@ -43,8 +43,10 @@ public struct OwnerJoins: Sendable {
     public init(room: String) { self.room = room }
 
     /// Makes a fresh invite; register `invite.inviteID` on the server and hand out the link.
-    public mutating func makeInvite(owner: ThemisPublicKey, serverFingerprint: String) -> InviteLink {
-        let invite = InviteLink(room: room, token: RoomPayload.randomBytes(32), owner: KeyID.json(owner), server: serverFingerprint)
+    public mutating func makeInvite(owner: ThemisPublicKey, serverFingerprint: String, roomName: String? = nil,
+                                    ownerName: String? = nil) -> InviteLink {
+        let invite = InviteLink(room: room, token: RoomPayload.randomBytes(32), owner: KeyID.json(owner), server: serverFingerprint,
+                                roomName: roomName.flatMap(RoomState.canonicalName), ownerName: ownerName.flatMap(RoomState.canonicalName))
         tokens[invite.inviteID] = invite.token.bytes
         return invite
     }

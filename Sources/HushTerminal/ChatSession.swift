@@ -139,7 +139,7 @@ public actor ChatSession {
             }
             let key = ThemisPrivateKey()
             let flow = try JoinerFlow(invite: invite, me: key)
-            var record = StoredRoom(room: invite.room, name: store.freeName(name ?? "room-" + String(invite.room.prefix(6))),
+            var record = StoredRoom(room: invite.room, name: store.freeName(name ?? invite.roomName ?? "room-" + String(invite.room.prefix(6))),
                                     server: server.baseURL, serverKey: server.wellKnown.publicKey, role: .member,
                                     status: .joining, privateKey: key, owner: invite.owner, rotateEvery: Limits.standard.defaultRotateEvery)
             record.join = StoredRoom.PendingJoin(invite: invite, joiningKey: Base64Bytes(flow.joiningKeySecret))
@@ -469,7 +469,7 @@ public actor ChatSession {
     /// Owner: a one-time invite link, its token saved.
     public func invite(expiresIn seconds: Int64 = 24 * 3600) async throws -> String {
         guard isOwner else { throw ChatError("only the room's owner can invite") }
-        let link = try await client.invite(expiresIn: seconds)
+        let link = try await client.invite(expiresIn: seconds, roomName: record.name)
         let token = try InviteLink.parse(link).invite.token.bytes
         record.addInvite(token: token, expiresAt: Int64(Date().timeIntervalSince1970) + seconds)
         try await persist(force: true)

@@ -72,7 +72,7 @@ extension Chat {
             discussion: "Interrupted? Run the same command again: the saved join resumes.")
         @OptionGroup var options: StoreOption
         @Argument(help: "The invite link.") var link: String
-        @Option(help: "Local name for the room (default room-<id prefix>).") var name: String?
+        @Option(help: "Local name for the room (default: the name the invite proposes, else room-<id prefix>).") var name: String?
         @Option(help: "Give up after this many seconds (default: wait until the owner comes).") var timeout: Double?
 
         func run() async throws {
@@ -83,7 +83,9 @@ extension Chat {
                     printOut("join requested; waiting for the owner… (their client must be running)")
                 }
                 let record = await session.record
-                printOut("joined room \(record.name) (id \(record.room)); owner \(Format.fingerprint(ofKey: record.owner))")
+                // The owner's name as the invite gives it: chosen by the owner, so only beside the fingerprint.
+                let ownerName = (try? InviteLink.parse(link).invite.ownerName).flatMap { $0 }.map { " \"\(Format.sanitize($0))\"" } ?? ""
+                printOut("joined room \(record.name) (id \(record.room)); owner \(Format.fingerprint(ofKey: record.owner))\(ownerName)")
                 printOut("your fingerprint in this room: \(Format.fingerprint(ofKey: session.me))")
                 await session.close()
             }

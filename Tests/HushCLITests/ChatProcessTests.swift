@@ -456,6 +456,33 @@ import ThemisKit
         }
     }
 
+    /// An invite proposes the room's name and says the owner's (§6.6): `hush chat join` without
+    /// `--name` keeps the proposed name, and says who invited, beside the fingerprint.
+    @Test func anInviteProposesTheRoomAndOwnerNames() async throws {
+        try await withTestServer { server in
+            let folder = try TempFolder()
+            defer { folder.remove() }
+            let owner = ["HUSH_STORE": folder.path("owner.hush"), "HUSH_PASSPHRASE": "owner pass"]
+            #expect(try await HushProcess.run(["chat", "new", "book-club", "--server", server.url], environment: owner).status == 0)
+            #expect(try await HushProcess.run(["chat", "name", "book-club", "Olivia"], environment: owner).status == 0)
+            let invited = try await HushProcess.run(["chat", "invite", "book-club"], environment: owner)
+            let link = try #require(invited.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+            let invite = try InviteLink.parse(link).invite
+            #expect(invite.roomName == "book-club" && invite.ownerName == "Olivia")
+
+            let follower = try HushProcess(["chat", "read", "book-club", "--follow"], environment: owner)
+            defer { follower.process.terminate() }
+            let joiner = ["HUSH_STORE": folder.path("joiner.hush"), "HUSH_PASSPHRASE": "joiner pass"]
+            let joined = try await HushProcess.run(["chat", "join", link, "--timeout", "60"], environment: joiner)
+            #expect(joined.status == 0, "\(joined.stderr)")
+            let ownerFingerprint = Format.fingerprint(ofKey: invite.owner)
+            #expect(joined.stdout.contains("joined room book-club") && joined.stdout.contains("owner \(ownerFingerprint) \"Olivia\""),
+                    "\(joined.stdout)")
+            let listed = try await HushProcess.run(["chat", "list"], environment: joiner)
+            #expect(listed.stdout.contains("book-club"), "\(listed.stdout)")
+        }
+    }
+
     /// The room key rotates between the owner's response and the joiner's confirmation: the
     /// owner answers again with the current key and the join completes.
     @Test func ownerAnswersAgainAfterTheKeyRotated() async throws {

@@ -6,7 +6,10 @@ import Testing
 /// same file (tests/js/invite-links.test.mjs), so both read exactly the same links.
 @Suite(.timeLimit(.minutes(5))) struct InviteLinkVectorTests {
     struct Case: Decodable {
-        struct Expect: Decodable { let server, room, owner, fingerprint, token: String }
+        struct Expect: Decodable {
+            let server, room, owner, fingerprint, token: String
+            let roomName, ownerName: String?
+        }
         let name: String
         let link: String
         let valid: Bool
@@ -37,5 +40,8 @@ import Testing
         #expect(server == expect.server)
         #expect(invite.room == expect.room && invite.owner == expect.owner && invite.server == expect.fingerprint)
         #expect(Base64.encode(invite.token.bytes) == expect.token)
+        #expect(invite.roomName == expect.roomName && invite.ownerName == expect.ownerName)
+        // Written again by this client, the link reads back the same.
+        #expect(try InviteLink.parse(invite.link(serverURL: server)).invite == invite)
     }
 }

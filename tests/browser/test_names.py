@@ -1,8 +1,10 @@
 """Display names (docs/PROTOCOL.md §6.7), in Chromium and in Firefox: the owner names itself and
-the room rotates before anyone joins, so the joiner learns the owner's name only from the name the
-owner's page sends again after admitting it; the member names itself with markup that must stay
-text, both see each other's names beside the fingerprints, a change shows as a line, a name two
-keys hold is marked on both sides, and a name outside the rule is refused in the page."""
+the room rotates before anyone joins, so the joiner's page reads the owner's name in the room only
+from the name message the owner's page sends again after admitting it (the invite already shows
+it on the join panel and proposes the room's name, §6.6); the member names itself with markup
+that must stay text, both see each other's names beside the fingerprints, a change shows as a
+line, a name two keys hold is marked on both sides, and a name outside the rule is refused in the
+page."""
 import pytest
 
 
@@ -49,6 +51,10 @@ def test_names_beside_fingerprints(server, people, kind):
     member = people("member", kind=kind)
     member.open(owner.invite())
     member.unlock("member-password-1")
+    # The invite says what the owner calls themself and proposes the room's name (§6.6).
+    member.wait("the server key check", lambda: member.js("return document.getElementById('join-check').dataset.ok"))
+    assert member.js("return document.getElementById('join-owner-name').textContent") == " — calls themself “Alice”"
+    assert member.js("return document.getElementById('join-name').value") == "Names"
     member.join("Names")
     member.wait_joined()
     member.wait("the owner's name, sent again after the join", lambda: (by_role(member, "Owner") or {}).get("name") == "Alice")

@@ -3,7 +3,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { parseInviteFragment } from '../../web/app/formats.mjs';
+import { parseInviteFragment, inviteLink } from '../../web/app/formats.mjs';
 import { bytesToBase64 } from '../../web/themis/bytes.mjs';
 
 const { cases } = JSON.parse(readFileSync(new URL('../../Tests/Fixtures/invite-links.json', import.meta.url), 'utf8'));
@@ -31,5 +31,10 @@ for (const entry of cases) {
     assert.equal(invite.owner, entry.expect.owner);
     assert.equal(invite.server, entry.expect.fingerprint);
     assert.equal(bytesToBase64(invite.token), entry.expect.token);
+    assert.equal(invite.roomName, entry.expect.roomName);
+    assert.equal(invite.ownerName, entry.expect.ownerName);
+    // Written again by this client, the link reads back the same.
+    const again = inviteLink(entry.expect.server, invite);
+    assert.deepEqual(parseLink(again), invite);
   });
 }

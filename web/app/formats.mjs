@@ -6,6 +6,7 @@ import {
   parsePublicKey,
 } from '../themis/index.mjs';
 import { FileError, checkFile } from './files.mjs';
+import { isCanonicalName } from './names.mjs';
 
 /** Why an end-to-end blob was refused; `reason` is shown to the user. */
 export class PayloadError extends Error {
@@ -221,15 +222,22 @@ export async function inviteId(token) {
   return new Uint8Array(await crypto.subtle.digest('SHA-256', token));
 }
 
-export function inviteLink(baseUrl, { room, token, owner, server }) {
-  const body = json({ owner, room, server, token: bytesToBase64(token), v: 1 });
+/** §6.6; `roomName` and `ownerName` (canonical names, §6.7) are left out when null. */
+export function inviteLink(baseUrl, { room, token, owner, server, roomName = null, ownerName = null }) {
+  const body = json({
+    owner, ...(ownerName !== null ? { ownerName } : {}), room, ...(roomName !== null ? { roomName } : {}), server,
+    token: bytesToBase64(token), v: 1,
+  });
   return `${baseUrl.replace(/\/+$/, '')}/#${bytesToBase64Url(body)}`;
 }
 
 const ROOM_ID = /^[A-Za-z0-9_-]{22}$/;
 const FINGERPRINT = /^[0-9a-f]{4}( [0-9a-f]{4}){4}$/;
 
-/** The fragment of an invite link (without '#') → {room, token, owner, server}; throws Error. */
+/**
+ * The fragment of an invite link (without '#') → {room, token, owner, server, roomName, ownerName}
+ * (the names null when absent); throws Error.
+ */
 export function parseInviteFragment(fragment) {
   const fail = () => { throw new Error('This is not a valid Hush invite link.'); };
   if (typeof fragment !== 'string' || fragment.length === 0 || fragment.length > 2048) fail();
@@ -238,9 +246,13 @@ export function parseInviteFragment(fragment) {
   if (!isObject(body) || body.v !== 1 || typeof body.room !== 'string' || !ROOM_ID.test(body.room) ||
       typeof body.token !== 'string' || typeof body.owner !== 'string' ||
       typeof body.server !== 'string' || !FINGERPRINT.test(body.server)) fail();
+  // The names the owner proposes: absent (or null), or canonical (§6.7), else the whole link is refused.
+  const nameOrNull = (value) => (value === undefined || value === null ? null : isCanonicalName(value) ? value : fail());
+  const roomName = nameOrNull(body.roomName);
+  const ownerName = nameOrNull(body.ownerName);
   let token, owner;
   try { token = b64(body.token, 32); owner = keyBytes(body.owner); } catch { fail(); }
   // The owner's key in its one canonical form (45-byte container, canonical base64), as on the wire.
   if (token.length !== 32 || owner.length !== 45 || bytesToBase64(owner) !== body.owner) fail();
-  return { room: body.room, token, owner: body.owner, server: body.server };
+  return { room: body.room, token, owner: body.owner, server: body.server, roomName, ownerName };
 }

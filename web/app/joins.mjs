@@ -7,11 +7,14 @@ import {
 } from './formats.mjs';
 import { newRoomState, currentKey, signMembership } from './room.mjs';
 
-/** Owner: a fresh one-time invite. Register `inviteId` on the server, keep `token`, hand out `link`. */
-export async function makeInvite(state, { baseUrl, serverFingerprint }) {
+/**
+ * Owner: a fresh one-time invite. Register `inviteId` on the server, keep `token`, hand out `link`.
+ * `roomName`, `ownerName`: canonical names (§6.7) the link proposes to the joiner, or null.
+ */
+export async function makeInvite(state, { baseUrl, serverFingerprint, roomName = null, ownerName = null }) {
   const token = randomBytes(32);
   const id = bytesToBase64(await inviteId(token));
-  const link = inviteLink(baseUrl, { room: state.room, token, owner: state.owner, server: serverFingerprint });
+  const link = inviteLink(baseUrl, { room: state.room, token, owner: state.owner, server: serverFingerprint, roomName, ownerName });
   return { inviteId: id, token: bytesToBase64(token), link };
 }
 

@@ -248,6 +248,10 @@ async function showJoin() {
   $('join-server-fp').textContent = invite.server;
   $('join-owner-fp').textContent = await fingerprint(keyBytes(invite.owner));
   if (app.invite !== invite) return; // another link was opened meanwhile
+  // What the owner calls themself and the room (§6.6): their choice, so beside the fingerprint.
+  $('join-owner-name').textContent = invite.ownerName === null ? '' : ` — calls themself “${invite.ownerName}”`;
+  $('join-owner-name').hidden = invite.ownerName === null;
+  $('join-name').value = invite.roomName ?? '';
   // Before anything is sent: the server must hold the key the invite names.
   if (app.server.protocol !== PROTOCOL_VERSION) {
     $('join-check').textContent = '';

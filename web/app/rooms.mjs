@@ -922,7 +922,11 @@ export class RoomClient {
 
   invite() {
     return this.serial(async () => {
-      const made = await makeInvite(this.state, { baseUrl: this.app.server.baseUrl, serverFingerprint: this.app.server.fingerprint });
+      // The invite proposes this room's name and says the owner's (§6.6): the joiner sees who invited them.
+      const made = await makeInvite(this.state, {
+        baseUrl: this.app.server.baseUrl, serverFingerprint: this.app.server.fingerprint,
+        roomName: canonicalName(this.record.name), ownerName: nameOf(this.state, this.state.me),
+      });
       const expiresAt = Math.floor(Date.now() / 1000) + INVITE_LIFETIME_S;
       await this.save((record) => { record.invites[made.inviteId] = { token: made.token, expiresAt }; });
       await this.request('invite', { inviteId: made.inviteId, expiresAt });
