@@ -1,9 +1,12 @@
 // One room's state as two tabs write it (web/app/room.mjs): the merge that keeps every tab's
-// keys and counter, and the rotation key saved before `rotate` is sent.
+// keys and counter, the rotation key saved before `rotate` is sent, and names kept across a
+// reload after retention deleted the messages that set them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bytesToBase64, generateKeyPair } from '../../web/themis/index.mjs';
-import { newRoomState, durable, restoreRoomState, mergeDurable, makeRotation, receive } from '../../web/app/room.mjs';
+import {
+  newRoomState, durable, restoreRoomState, mergeDurable, makeRotation, receive, composeName, recordSent, nameOf, sharesName,
+} from '../../web/app/room.mjs';
 
 async function roomPair() {
   const pair = await generateKeyPair();
@@ -58,4 +61,33 @@ test('write-ahead rotation: an owner that lost the reply of its wrapped rotation
   assert.equal(saved.pendingRotation, null);
   const forged = restoreRoomState({ ...structuredClone(durable(owner)), pendingRotation: { epoch: 1, key: bytesToBase64(rotation.key) } });
   assert.equal((await receive(forged, { ...env, from: bytesToBase64(member.publicKey) })).type, 'rejected', 'only my own rotation');
+});
+
+test('names survive a reload whose history no longer holds them (retention), the latest by seq', async () => {
+  const [state] = await roomPair();
+  await composeName(state, 'Alice', 1);
+  recordSent(state, state.counter, 3, 'Alice');
+  state.names.bob = { name: 'Bob', seq: 5 };
+  const saved = structuredClone(durable(state));
+  assert.deepEqual(saved.keptNames, { [state.me]: { name: 'Alice', seq: 3 }, bob: { name: 'Bob', seq: 5 } });
+
+  // After a reload, history starts after both name messages: the kept names are shown.
+  const reloaded = restoreRoomState(structuredClone(saved));
+  assert.equal(nameOf(reloaded, state.me), 'Alice');
+  assert.equal(nameOf(reloaded, 'bob'), 'Bob');
+  assert.equal(nameOf(reloaded, 'carol'), null);
+  // A name read again from history wins only when it is newer.
+  reloaded.names.bob = { name: 'Robert', seq: 9 };
+  assert.equal(nameOf(reloaded, 'bob'), 'Robert');
+  reloaded.names.carol = { name: 'Alice', seq: 11 };
+  assert.ok(sharesName(reloaded, 'carol') && sharesName(reloaded, state.me), 'a kept name counts for the same-name mark');
+  // Two tabs' kept names merge to the latest of each key.
+  const merged = mergeDurable(saved, durable(reloaded));
+  assert.deepEqual(merged.keptNames.bob, { name: 'Robert', seq: 9 });
+  assert.deepEqual(merged.keptNames[state.me], { name: 'Alice', seq: 3 });
+
+  // A damaged store entry is dropped, never shown.
+  const damaged = { ...saved, keptNames: { x: { name: ' untrimmed', seq: 4 }, y: { name: 'Y', seq: 0 }, z: 'Zed', w: { name: 'W', seq: 2 } } };
+  assert.deepEqual(restoreRoomState(damaged).keptNames, { w: { name: 'W', seq: 2 } });
+  assert.deepEqual(restoreRoomState({ ...saved, keptNames: [1] }).keptNames, {});
 });

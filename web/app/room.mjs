@@ -25,18 +25,43 @@ export function newRoomState({ room, owner, privateKey, epoch, roomKey }) {
     accepted: {}, // sender → {counter: seq}, the newest REPLAY_WINDOW counters; rebuilt from history each session
     acceptedFloor: {}, // sender → {counter, seq}: its older counters, folded (§6.1)
     names: {}, // key → {name, seq}: who is called what (§6.7), the latest by seq; rebuilt from history
+    keptNames: {}, // the same, kept in the key store: names whose messages retention deleted (§6.7, §4.8)
     lastSeq: 0,
   };
 }
 
-/** The part of the state that must survive a reload (the rest is rebuilt from history). */
+/**
+ * The part of the state that must survive a reload (the rest is rebuilt from history). Names are
+ * rebuilt too, but also kept: retention (§4.8) may have deleted the message that set one.
+ */
 export function durable(state) {
-  const { accepted, acceptedFloor, lastSeq, names, ...rest } = state;
-  return rest;
+  const { accepted, acceptedFloor, lastSeq, names, keptNames, ...rest } = state;
+  return { ...rest, keptNames: latestNames(keptNames ?? {}, names) };
 }
 
 export function restoreRoomState(saved) {
-  return { pendingRotation: null, ...saved, accepted: {}, acceptedFloor: {}, names: {}, lastSeq: 0 };
+  return {
+    pendingRotation: null, ...saved, keptNames: checkKeptNames(saved.keptNames), accepted: {}, acceptedFloor: {}, names: {}, lastSeq: 0,
+  };
+}
+
+/** Two name tables → one: for each key, the entry with the higher seq. */
+function latestNames(a, b) {
+  const merged = { ...a };
+  for (const [key, entry] of Object.entries(b)) if (!own(merged, key) || merged[key].seq < entry.seq) merged[key] = entry;
+  return merged;
+}
+
+/** Kept names as read from the key store: only well-formed entries (canonical names, seqs). */
+function checkKeptNames(kept) {
+  if (kept === null || typeof kept !== 'object' || Array.isArray(kept)) return {};
+  const checked = {};
+  for (const [key, entry] of Object.entries(kept)) {
+    if (entry !== null && typeof entry === 'object' && isCanonicalName(entry.name) && Number.isSafeInteger(entry.seq) && entry.seq >= 1) {
+      checked[key] = { name: entry.name, seq: entry.seq };
+    }
+  }
+  return checked;
 }
 
 /**
@@ -62,7 +87,8 @@ export function mergeDurable(stored, mine) {
   }
   const pending = stored.pendingRotation;
   const pendingRotation = pending && pending.epoch > epoch && !keys[pending.epoch] ? { ...pending } : null;
-  return { ...stored, keys, epoch, counter: Math.max(stored.counter, mine.counter), members, former, pendingRotation };
+  const keptNames = latestNames(stored.keptNames ?? {}, mine.keptNames ?? {});
+  return { ...stored, keys, epoch, counter: Math.max(stored.counter, mine.counter), members, former, pendingRotation, keptNames };
 }
 
 export const isOwner = (state) => state.me === state.owner;
@@ -175,12 +201,20 @@ export const signLeave = (state) => signStatement(privateKey(state), leaveStatem
 export { MAX_NAME_SCALARS, canonicalName, isCanonicalName } from './names.mjs';
 
 /** The name `key` gave itself, or null. */
-export const nameOf = (state, key) => own(state.names, key)?.name ?? null;
+export const nameOf = (state, key) => namedAs(state, key)?.name ?? null;
+
+/** A key's latest name: read from history this session, or kept from an earlier one. */
+function namedAs(state, key) {
+  const read = own(state.names, key);
+  const kept = state.keptNames ? own(state.keptNames, key) : undefined;
+  return !kept || (read && read.seq >= kept.seq) ? read : kept;
+}
 
 /** Whether another key of the room (a member or a former one) holds the same name as `key`. */
 export function sharesName(state, key) {
   const mine = nameOf(state, key);
-  return mine !== null && Object.entries(state.names).some(([other, entry]) => other !== key && entry.name === mine);
+  const keys = new Set([...Object.keys(state.names), ...Object.keys(state.keptNames ?? {})]);
+  return mine !== null && [...keys].some((other) => other !== key && nameOf(state, other) === mine);
 }
 
 /** Applies a name at `seq` unless a later one is known → {previous, inForce}. */
