@@ -102,6 +102,8 @@ public struct StoredRoom: Codable, Sendable, Equatable {
         public var key: String
         public var name: String
         public var seq: Int
+        /// The epoch its message was sealed under; absent in stores written before.
+        public var epoch: Int?
     }
 
     /// A line written in the terminal and not yet committed by the server: saved before it is
@@ -244,7 +246,7 @@ public struct StoredRoom: Codable, Sendable, Equatable {
         var state = RoomState(room: room, owner: try ownerKey, me: try key, epoch: epoch, keys: keys, lastSeq: lastSeq,
                               sentCounter: sentCounter, accepted: acceptedTable, replayFloors: floorTable)
         for member in members { state.admit(key: member.key, signature: member.signature.bytes) }
-        state.restoreNames(Dictionary((names ?? []).map { ($0.key, RoomState.Naming(name: $0.name, seq: $0.seq)) },
+        state.restoreNames(Dictionary((names ?? []).map { ($0.key, RoomState.Naming(name: $0.name, seq: $0.seq, epoch: $0.epoch)) },
                                       uniquingKeysWith: { $0.seq >= $1.seq ? $0 : $1 }))
         return state
     }
@@ -290,7 +292,7 @@ public struct StoredRoom: Codable, Sendable, Equatable {
         replayFloors = storedFloors.isEmpty ? replayFloors : storedFloors.sorted { $0.from < $1.from }
         var named = Dictionary((names ?? []).map { ($0.key, $0) }, uniquingKeysWith: { $0.seq >= $1.seq ? $0 : $1 })
         for (key, naming) in state.names where named[key].map({ $0.seq < naming.seq }) ?? true {
-            named[key] = StoredName(key: key, name: naming.name, seq: naming.seq)
+            named[key] = StoredName(key: key, name: naming.name, seq: naming.seq, epoch: naming.epoch)
         }
         names = named.isEmpty ? names : named.values.sorted { $0.key < $1.key }
         if let memberSignatures {

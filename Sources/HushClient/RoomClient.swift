@@ -488,7 +488,7 @@ public actor RoomClient {
             do {
                 let seq = try await connection.request(request).seq ?? 0
                 if case .name(let name) = outgoing {
-                    state.recordSent(counter: counter, seq: seq, name: name)
+                    state.recordSent(counter: counter, seq: seq, name: name, epoch: request.epoch)
                 } else {
                     state.recordSent(counter: counter, seq: seq)
                 }

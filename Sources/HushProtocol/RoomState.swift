@@ -79,9 +79,12 @@ public struct RoomState: Sendable {
     public struct Naming: Sendable, Equatable, Codable {
         public let name: String
         public let seq: Int
-        public init(name: String, seq: Int) {
+        /// The epoch the name message was sealed under (nil: not known, e.g. a store of before).
+        public let epoch: Int?
+        public init(name: String, seq: Int, epoch: Int? = nil) {
             self.name = name
             self.seq = seq
+            self.epoch = epoch
         }
     }
 
@@ -269,11 +272,11 @@ public struct RoomState: Sendable {
     /// to the sending connection): read again through history it is a duplicate, as in the
     /// web client (`recordSent` in room.mjs).
     /// `name`: the message was a name message, now this key's name at that seq.
-    public mutating func recordSent(counter: Int, seq: Int, name: String? = nil) {
+    public mutating func recordSent(counter: Int, seq: Int, name: String? = nil, epoch sealedUnder: Int? = nil) {
         guard (1...Self.maxSeq).contains(seq) else { return }
         accept(from: myKey, counter: counter, seq: seq)
         lastSeq = max(lastSeq, seq)
-        if let name, Self.isCanonicalName(name) { _ = setName(name, of: myKey, seq: seq) }
+        if let name, Self.isCanonicalName(name) { _ = setName(name, of: myKey, seq: seq, epoch: sealedUnder) }
     }
 
     /// Moves the counter forward (never back): the next message uses `counter + 1`. A key
@@ -345,11 +348,20 @@ public struct RoomState: Sendable {
     }
 
     /// Applies a name at `seq` unless a later one is known; returns the name in force before.
-    private mutating func setName(_ name: String, of key: String, seq: Int) -> (previous: String?, inForce: Bool) {
+    private mutating func setName(_ name: String, of key: String, seq: Int, epoch: Int?) -> (previous: String?, inForce: Bool) {
         let previous = names[key]
         guard previous.map({ $0.seq < seq }) ?? true else { return (previous?.name, previous?.seq == seq) }
-        names[key] = Naming(name: name, seq: seq)
+        names[key] = Naming(name: name, seq: seq, epoch: epoch)
         return (previous?.name, true)
+    }
+
+    /// Whether this key should send its name again now that a member joined (§6.7): a joiner
+    /// reads only messages sealed under the epoch it was let in at, so a name sealed under an
+    /// older one (or under one not known) never reaches it. One rule for every key, the owner's
+    /// included; once sent again, the name is in the current epoch and nothing more is owed.
+    public var owesNameToJoiners: Bool {
+        guard let mine = names[myKey] else { return false }
+        return (mine.epoch ?? -1) < epoch
     }
 
     /// Seals this key's next name message: `name` must be canonical (`canonicalName`).
@@ -472,7 +484,7 @@ public struct RoomState: Sendable {
                 : .chat(seq: envelope.seq, from: envelope.from, counter: message.counter, ts: message.ts, text: message.text))
         case .name(let message):
             let (previous, inForce) = duplicate ? (names[envelope.from]?.name, names[envelope.from]?.seq == envelope.seq)
-                                                : setName(message.name, of: envelope.from, seq: envelope.seq)
+                                                : setName(message.name, of: envelope.from, seq: envelope.seq, epoch: envelope.epoch)
             return .name(NameChange(seq: envelope.seq, from: envelope.from, counter: message.counter, ts: message.ts, name: message.name,
                                     previous: previous, inForce: inForce, duplicate: duplicate))
         case .file(let message):

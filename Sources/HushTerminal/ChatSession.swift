@@ -379,11 +379,13 @@ public actor ChatSession {
         return name
     }
 
-    /// Owner: a member was admitted. A joiner reads history only from the last rotation before
-    /// it joined, so the owner's name (set earlier, perhaps) is sent again now: the new member
-    /// sees who invited them. Nothing when the owner has no name.
+    /// A member was admitted. A joiner reads history only from the last rotation before it
+    /// joined, so this key's name, when its message was sealed under an older epoch, is sent
+    /// again now (`RoomState.owesNameToJoiners`): the new member sees who is who, the owner
+    /// (who invited them) included. Nothing when this key has no name.
     private func announceName(to member: String) async {
-        guard isOwner, member != me, let name = await client.state.name(of: me) else { return }
+        let state = await client.state
+        guard member != me, state.owesNameToJoiners, let name = state.name(of: me) else { return }
         _ = try? await setName(name)
     }
 

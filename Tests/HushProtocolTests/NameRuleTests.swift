@@ -96,6 +96,26 @@ import ThemisKit
         #expect(Self.change(member.read(room.envelope(8, from: room.member, mine)))?.duplicate == true, "read back: a duplicate")
     }
 
+    /// A joiner reads only the epoch it was let in at: a name sealed under an older epoch is
+    /// owed again (both clients: `owesNameToJoiners`, room.mjs `owesName`), once.
+    @Test func aNameSealedUnderAnOlderEpochIsOwedToAJoiner() throws {
+        let room = Room()
+        var owner = try room.state(room.owner)
+        #expect(!owner.owesNameToJoiners, "no name, nothing owed")
+        _ = try owner.composeName("Olivia", now: 1)
+        owner.recordSent(counter: owner.sentCounter, seq: 1, name: "Olivia", epoch: 0)
+        #expect(!owner.owesNameToJoiners, "a joiner at epoch 0 reads it")
+        owner.install(try owner.makeRotation())
+        #expect(owner.owesNameToJoiners, "a joiner at epoch 1 cannot read a name sealed under epoch 0")
+        _ = try owner.composeName("Olivia", now: 2)
+        owner.recordSent(counter: owner.sentCounter, seq: 3, name: "Olivia", epoch: 1)
+        #expect(!owner.owesNameToJoiners, "sent again under the current epoch")
+        var restored = try room.state(room.owner)
+        restored.install(try restored.makeRotation())
+        restored.restoreNames([KeyID.json(room.owner.publicKey): RoomState.Naming(name: "Olivia", seq: 3)])
+        #expect(restored.owesNameToJoiners, "a name kept without its epoch (a store of before) is sent again")
+    }
+
     @Test func namesOutsideTheRuleAreNeitherSealedNorTakenAndRestoredNamesAreChecked() throws {
         let room = Room()
         var owner = try room.state(room.owner)

@@ -3,8 +3,8 @@ the room rotates before anyone joins, so the joiner's page reads the owner's nam
 from the name message the owner's page sends again after admitting it (the invite already shows
 it on the join panel and proposes the room's name, §6.6); the member names itself with markup
 that must stay text, both see each other's names beside the fingerprints, a change shows as a
-line, a name two keys hold is marked on both sides, and a name outside the rule is refused in the
-page."""
+line, a name two keys hold is marked on both sides, a name outside the rule is refused in the
+page, and a member who joins after a rotation sees the earlier member's name (sent again)."""
 import pytest
 
 
@@ -89,3 +89,18 @@ def test_names_beside_fingerprints(server, people, kind):
     owner.click("#members-button")
     owner.wait("the members panel", lambda: owner.visible("member-list"))
     owner.screenshot(f"names-{'chromium' if kind == 'chrome' else 'firefox'}.png")
+
+    # The room key rotates after the member's last name; a late joiner reads only the new epoch,
+    # so the member's page sends its name again when the joiner is let in (§6.7).
+    rotations = len(owner.system_lines("rotation"))
+    owner.send("one")
+    owner.send("two")
+    owner.wait("a rotation after the member's name", lambda: len(owner.system_lines("rotation")) > rotations)
+    late = people("late", kind=kind)
+    late.open(owner.invite())
+    late.unlock("late-password-1")
+    late.join("Names")
+    late.wait_joined()
+    late.wait("the member's name, sent again for the joiner", lambda: (by_role(late, "Member") or {}).get("name") == "Alice")
+    late.wait("the owner's name", lambda: (by_role(late, "Owner") or {}).get("name") == "Alice")
+    assert "who is who" not in late.texts()

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bytesToBase64, generateKeyPair } from '../../web/themis/index.mjs';
 import {
-  newRoomState, durable, restoreRoomState, mergeDurable, makeRotation, receive, composeName, recordSent, nameOf, sharesName,
+  newRoomState, durable, restoreRoomState, mergeDurable, makeRotation, receive, composeName, recordSent, nameOf, sharesName, owesName,
 } from '../../web/app/room.mjs';
 
 async function roomPair() {
@@ -90,4 +90,21 @@ test('names survive a reload whose history no longer holds them (retention), the
   const damaged = { ...saved, keptNames: { x: { name: ' untrimmed', seq: 4 }, y: { name: 'Y', seq: 0 }, z: 'Zed', w: { name: 'W', seq: 2 } } };
   assert.deepEqual(restoreRoomState(damaged).keptNames, { w: { name: 'W', seq: 2 } });
   assert.deepEqual(restoreRoomState({ ...saved, keptNames: [1] }).keptNames, {});
+});
+
+test('a name sealed under an older epoch than the current one is owed to a joiner, once', async () => {
+  const [state] = await roomPair();
+  assert.equal(owesName(state), false, 'no name, nothing owed');
+  const sealed = await composeName(state, 'Alice', 1);
+  recordSent(state, sealed.counter, 1, 'Alice', sealed.epoch);
+  assert.equal(owesName(state), false, 'a joiner at this epoch reads it');
+  state.keys[1] = state.keys[0];
+  state.epoch = 1; // a rotation
+  assert.equal(owesName(state), true, 'a joiner at epoch 1 cannot read a name sealed under epoch 0');
+  const again = await composeName(state, 'Alice', 2);
+  recordSent(state, again.counter, 3, 'Alice', again.epoch);
+  assert.equal(owesName(state), false, 'sent again under the current epoch');
+  // A name kept from a store of before (no epoch) is sent again, to be sure.
+  const reloaded = restoreRoomState({ ...structuredClone(durable(state)), keptNames: { [state.me]: { name: 'Alice', seq: 3 } } });
+  assert.equal(owesName(reloaded), true);
 });

@@ -58,7 +58,7 @@ function checkKeptNames(kept) {
   const checked = {};
   for (const [key, entry] of Object.entries(kept)) {
     if (entry !== null && typeof entry === 'object' && isCanonicalName(entry.name) && Number.isSafeInteger(entry.seq) && entry.seq >= 1) {
-      checked[key] = { name: entry.name, seq: entry.seq };
+      checked[key] = { name: entry.name, seq: entry.seq, ...(Number.isSafeInteger(entry.epoch) ? { epoch: entry.epoch } : {}) };
     }
   }
   return checked;
@@ -218,10 +218,10 @@ export function sharesName(state, key) {
 }
 
 /** Applies a name at `seq` unless a later one is known → {previous, inForce}. */
-function setName(state, key, name, seq) {
+function setName(state, key, name, seq, epoch) {
   const known = own(state.names, key);
   if (known && known.seq >= seq) return { previous: known.name, inForce: known.seq === seq };
-  state.names[key] = { name, seq };
+  state.names[key] = Number.isSafeInteger(epoch) ? { name, seq, epoch } : { name, seq };
   return { previous: known?.name ?? null, inForce: true };
 }
 
@@ -252,10 +252,20 @@ export async function compose(state, text, now) {
  * Records my own message once the server assigned its seq (it is not pushed back to me); `name`:
  * it was a name message, now my name at that seq.
  */
-export function recordSent(state, counter, seq, name = null) {
+export function recordSent(state, counter, seq, name = null, epoch = undefined) {
   accept(state, state.me, counter, seq);
   state.lastSeq = Math.max(state.lastSeq, seq);
-  if (name !== null && isCanonicalName(name)) setName(state, state.me, name, seq);
+  if (name !== null && isCanonicalName(name)) setName(state, state.me, name, seq, epoch);
+}
+
+/**
+ * Whether this key should send its name again now that a member joined (§6.7): a joiner reads
+ * only messages sealed under the epoch it was let in at, so a name sealed under an older epoch
+ * (or one not known) never reaches it. The same rule as Swift's `RoomState.owesNameToJoiners`.
+ */
+export function owesName(state) {
+  const mine = namedAs(state, state.me);
+  return !!mine && (Number.isSafeInteger(mine.epoch) ? mine.epoch : -1) < state.epoch;
 }
 
 /**
@@ -372,7 +382,7 @@ async function receiveChat(state, env) {
   if (mine) state.counter = Math.max(state.counter, message.counter);
   if (message.kind === 'name') {
     return { type: 'name', from: env.from, ts: message.ts, name: message.name, counter: message.counter, own: mine,
-      ...setName(state, env.from, message.name, env.seq) };
+      ...setName(state, env.from, message.name, env.seq, env.epoch) };
   }
   if (message.kind === 'file') return { type: 'file', from: env.from, ts: message.ts, file: message.file, counter: message.counter, own: mine };
   return { type: 'chat', from: env.from, ts: message.ts, text: message.text, counter: message.counter, own: mine };

@@ -12,7 +12,7 @@ import {
 } from './files.mjs';
 import {
   newRoomState, restoreRoomState, durable, mergeDurable, isOwner, admit, forget, depart, syncMembers, syncFormer,
-  compose, composeName, composeFile, canonicalName, nameOf, sharesName, recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
+  compose, composeName, composeFile, canonicalName, nameOf, sharesName, owesName, recordSent, makeRotation, install, receive, parseEnvelope, signRemoval, signLeave,
 } from './room.mjs';
 import { makeInvite, respondToJoin, confirmJoin, startJoin, acceptGrant, parseInviteList } from './joins.mjs';
 import {
@@ -472,6 +472,7 @@ export class RoomClient {
           this.line(`A new member joined: ${await keyFingerprint(push.key)}`, 'join');
           await this.refreshMembers();
           await this.save();
+          await this.announceName();
         }
         break;
       }
@@ -583,11 +584,18 @@ export class RoomClient {
       await admit(this.state, key, signature);
       await this.save((record) => { delete record.invites[inviteId]; });
       await this.refreshMembers();
-      // The joiner reads history only from the last rotation before it joined (§4.7): the
-      // owner's name goes out again, so that the new member sees who let them in (§6.7).
-      const mine = nameOf(this.state, this.state.me);
-      if (mine !== null) await this.enqueue(mine, 'name');
+      await this.announceName();
     });
+  }
+
+  /**
+   * A member was admitted: it reads history only from the last rotation before it joined (§4.7),
+   * so this key's name goes out again when its message was sealed under an older epoch (§6.7),
+   * and the new member sees who is who (the owner who let them in included).
+   */
+  async announceName() {
+    const mine = nameOf(this.state, this.state.me);
+    if (mine !== null && owesName(this.state)) await this.enqueue(mine, 'name');
   }
 
   async acceptResponse({ inviteId, sealed }) {
@@ -761,7 +769,7 @@ export class RoomClient {
     this.heldAt = null;
     if (isNameEntry(entry)) {
       const previous = nameOf(this.state, this.state.me);
-      recordSent(this.state, sealed.counter, reply.seq, entry.text);
+      recordSent(this.state, sealed.counter, reply.seq, entry.text, sealed.epoch);
       await this.addEvent({ type: 'name', seq: reply.seq, at: Date.now(), from: this.state.me, own: true, name: entry.text, previous, inForce: true });
     } else if (isFileEntry(entry)) {
       recordSent(this.state, sealed.counter, reply.seq);
