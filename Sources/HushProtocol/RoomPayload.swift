@@ -18,6 +18,13 @@ public struct ChatMessage: Codable, Sendable, Equatable {
         self.ts = ts
         self.text = text
     }
+
+    /// The longest text a client sends (§6.1), in UTF-16 code units as a browser counts them
+    /// (`maxlength`, `String.length`), so a person meets the same limit in both clients. A
+    /// reader takes any text its payload holds.
+    public static let maxTextLength = 4000
+
+    public static func isSendable(_ text: String) -> Bool { text.utf16.count <= maxTextLength }
 }
 
 /// Inner content of a name message (docs/PROTOCOL.md §6.7): a chat message's fields with
