@@ -106,7 +106,8 @@ test('padded messages sealed by the Swift client open here, in their bucket', as
 });
 
 // Writes padding-sealed-by-js.json (every byte anew: fresh keys and IVs), for the Swift client to open.
-test('writes the web client\'s sealed messages', { skip: process.env.HUSH_WRITE_PADDING_VECTORS !== '1' }, async () => {
+// Only defined when asked for: scripts/test-js counts a skipped test as not passed.
+if (process.env.HUSH_WRITE_PADDING_VECTORS === '1') test('writes the web client\'s sealed messages', async () => {
   const sealed = { room: vector.room, epoch: vector.epoch, messages: [] };
   const sender = await generateKeyPair();
   for (const text of ['hello from the web', 'x'.repeat(1000), '€'.repeat(4000), 'ünïcødé 😀'.repeat(200)]) {
