@@ -96,7 +96,10 @@ enum HushTargets {
         let state = RoomFixture.state
         let grant = try RoomPayload.sealJoinGrant(room: state.room, epoch: state.epoch, roomKey: state.currentKey,
                                                   joiningKey: RoomFixture.joiningKey, token: RoomFixture.token)
-        return payloads + [Fields.join([[3], grant])]
+        // The scenarios' messages were sealed before padding (§6.1): one padded message too.
+        let padded = try RoomPayload.seal(ChatMessage(room: state.room, epoch: state.epoch, counter: 1, ts: 0, text: "padded"),
+                                          roomKey: state.currentKey, signer: try ThemisPrivateKey(containerBytes: RoomFixture.ownerKeyBytes))
+        return payloads + [Fields.join([[3], grant]), Fields.join([[0], padded])]
     }
 
     /// Fields: a selector, then either the `file` object of a file message (decoded with every

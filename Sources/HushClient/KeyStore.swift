@@ -212,10 +212,8 @@ public struct StoredRoom: Codable, Sendable, Equatable {
 
     /// Lines waiting at most, as in the browser: a person offline for long is told to wait.
     public static let maxOutbox = 100
-    /// A chat message's payload is at most 64 KiB sealed, so its text is less.
-    public static let maxQueuedTextBytes = 64 * 1024
-
-    static func isQueueable(_ text: String) -> Bool { !text.isEmpty && text.utf8.count <= maxQueuedTextBytes }
+    /// A line that may wait: one the client may send (`ChatMessage.maxTextLength`).
+    static func isQueueable(_ text: String) -> Bool { !text.isEmpty && ChatMessage.isSendable(text) }
 
     /// Puts a line at the end of the outbox; false (and nothing changes) when it is full or the
     /// line is empty or too long.

@@ -326,10 +326,14 @@ public actor RoomClient {
     /// (≥ it) once that is saved: a key store keeps counters unique across processes and
     /// crashes by saving before anything leaves (write-ahead). `room_full` and `server_full` are
     /// thrown at once: nothing was stored, and space comes back only as old messages expire.
+    /// A text over `ChatMessage.maxTextLength` is refused before anything is sealed.
     @discardableResult
     public func send(_ text: String, messageID: [UInt8] = RoomPayload.randomBytes(16), rotationWait: Duration = .seconds(60),
                      reserveCounter: (@Sendable (_ next: Int) async throws -> Int)? = nil) async throws -> Int {
-        try await post(.chat(text), messageID: messageID, rotationWait: rotationWait, reserveCounter: reserveCounter)
+        guard ChatMessage.isSendable(text) else {
+            throw ClientError.rejected("a message can have at most \(ChatMessage.maxTextLength) characters")
+        }
+        return try await post(.chat(text), messageID: messageID, rotationWait: rotationWait, reserveCounter: reserveCounter)
     }
 
     /// Sends a name message (§6.7): `name` must be canonical (`RoomState.canonicalName`). Sent,

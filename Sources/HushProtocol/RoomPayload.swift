@@ -18,6 +18,13 @@ public struct ChatMessage: Codable, Sendable, Equatable {
         self.ts = ts
         self.text = text
     }
+
+    /// The longest text a client sends (§6.1), in UTF-16 code units as a browser counts them
+    /// (`maxlength`, `String.length`), so a person meets the same limit in both clients. A
+    /// reader takes any text its payload holds.
+    public static let maxTextLength = 4000
+
+    public static func isSendable(_ text: String) -> Bool { text.utf16.count <= maxTextLength }
 }
 
 /// Inner content of a name message (docs/PROTOCOL.md §6.7): a chat message's fields with
@@ -131,19 +138,23 @@ public enum RoomPayload {
 
     // MARK: chat messages
 
-    public static func seal(_ message: ChatMessage, roomKey: [UInt8], signer: ThemisPrivateKey) throws(ThemisError) -> [UInt8] {
-        let signed = try SecureMessage.sign(json(message), with: signer)
-        return try cell(roomKey).encrypt(signed, context: Statement.roomContext(room: message.room, epoch: message.epoch))
+    /// Seals a chat, name or file message: its inner JSON padded to a bucket (`Padding`, §6.1),
+    /// signed by the sender, sealed under the epoch's key.
+    static func sealRoomMessage(_ inner: [UInt8], room: String, epoch: Int, roomKey: [UInt8], signer: ThemisPrivateKey) throws -> [UInt8] {
+        let signed = try SecureMessage.sign(try Padding.pad(inner), with: signer)
+        return try cell(roomKey).encrypt(signed, context: Statement.roomContext(room: room, epoch: epoch))
     }
 
-    public static func seal(_ message: NameMessage, roomKey: [UInt8], signer: ThemisPrivateKey) throws(ThemisError) -> [UInt8] {
-        let signed = try SecureMessage.sign(json(message), with: signer)
-        return try cell(roomKey).encrypt(signed, context: Statement.roomContext(room: message.room, epoch: message.epoch))
+    public static func seal(_ message: ChatMessage, roomKey: [UInt8], signer: ThemisPrivateKey) throws -> [UInt8] {
+        try sealRoomMessage(json(message), room: message.room, epoch: message.epoch, roomKey: roomKey, signer: signer)
     }
 
-    public static func seal(_ message: FileMessage, roomKey: [UInt8], signer: ThemisPrivateKey) throws(ThemisError) -> [UInt8] {
-        let signed = try SecureMessage.sign(json(message), with: signer)
-        return try cell(roomKey).encrypt(signed, context: Statement.roomContext(room: message.room, epoch: message.epoch))
+    public static func seal(_ message: NameMessage, roomKey: [UInt8], signer: ThemisPrivateKey) throws -> [UInt8] {
+        try sealRoomMessage(json(message), room: message.room, epoch: message.epoch, roomKey: roomKey, signer: signer)
+    }
+
+    public static func seal(_ message: FileMessage, roomKey: [UInt8], signer: ThemisPrivateKey) throws -> [UInt8] {
+        try sealRoomMessage(json(message), room: message.room, epoch: message.epoch, roomKey: roomKey, signer: signer)
     }
 
     /// The fields every sealed room message has; `kind` tells a name (§6.7) or a file (§6.8)
@@ -155,8 +166,9 @@ public enum RoomPayload {
         let epoch: Int
         let counter: Int
         let ts: Int64
+        let pad: String?
 
-        enum CodingKeys: String, CodingKey { case v, kind, room, epoch, counter, ts }
+        enum CodingKeys: String, CodingKey { case v, kind, room, epoch, counter, ts, pad }
 
         init(from decoder: Decoder) throws {
             let fields = try decoder.container(keyedBy: CodingKeys.self)
@@ -167,6 +179,8 @@ public enum RoomPayload {
             epoch = try fields.decode(Int.self, forKey: .epoch)
             counter = try fields.decode(Int.self, forKey: .counter)
             ts = try fields.decode(Int64.self, forKey: .ts)
+            // Absent in messages sealed before padding (§6.1); present, a string (`null` is not absent).
+            pad = fields.contains(.pad) ? try fields.decode(String.self, forKey: .pad) : nil
         }
     }
 
@@ -179,10 +193,11 @@ public enum RoomPayload {
         // Version 1, a counter from 1 (§6.1), and numbers JSON keeps exact: the web client can
         // hold no other, so neither client takes another. A `kind` other than "name" or "file" is no
         // message either client knows. A file whose description breaks a rule of §6.8 does not
-        // parse (`RoomFile` checks them as it decodes): malformed.
+        // parse (`RoomFile` checks them as it decodes): malformed. So is a `pad` of anything but
+        // spaces; its length is the sender's to choose and never checked.
         let content: RoomContent
         guard header.v == 1, (0...RoomState.maxSeq).contains(header.epoch), (1...RoomState.maxSeq).contains(header.counter),
-              (0...Int64(RoomState.maxSeq)).contains(header.ts) else { throw .malformed }
+              (0...Int64(RoomState.maxSeq)).contains(header.ts), header.pad.map { Padding.isValidPad($0) } ?? true else { throw .malformed }
         switch header.kind {
         case nil: content = .chat(try parse(ChatMessage.self, inner))
         case "name": content = .name(try parse(NameMessage.self, inner))

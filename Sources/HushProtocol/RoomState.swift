@@ -373,13 +373,13 @@ public struct RoomState: Sendable {
 
     /// Seals this key's next file message: the file's chunks must be stored (`file_put`) before
     /// it is sent.
-    public mutating func composeFile(_ file: RoomFile, now: Int64) throws(ThemisError) -> [UInt8] {
+    public mutating func composeFile(_ file: RoomFile, now: Int64) throws -> [UInt8] {
         myCounter += 1
         return try RoomPayload.seal(FileMessage(room: room, epoch: epoch, counter: myCounter, ts: now, file: file), roomKey: currentKey, signer: me)
     }
 
-    /// Seals the next chat message of this key.
-    public mutating func compose(text: String, now: Int64) throws(ThemisError) -> [UInt8] {
+    /// Seals the next chat message of this key; a text too long to pad is `MessageTooLarge`.
+    public mutating func compose(text: String, now: Int64) throws -> [UInt8] {
         myCounter += 1
         let message = ChatMessage(room: room, epoch: epoch, counter: myCounter, ts: now, text: text)
         return try RoomPayload.seal(message, roomKey: currentKey, signer: me)

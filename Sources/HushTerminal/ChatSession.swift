@@ -207,8 +207,8 @@ public actor ChatSession {
         try store.update { (store: inout KeyStore) throws in
             var saved = try store.find(self.record.room)
             guard saved.enqueue(line) else {
-                throw ChatError(line.text.isEmpty || line.text.utf8.count > StoredRoom.maxQueuedTextBytes
-                    ? "not sent: a message is 1 to \(StoredRoom.maxQueuedTextBytes) bytes"
+                throw ChatError(line.text.isEmpty || !ChatMessage.isSendable(line.text)
+                    ? "not sent: a message is 1 to \(ChatMessage.maxTextLength) characters"
                     : "not sent: \(StoredRoom.maxOutbox) messages already wait for the connection; wait until they are sent")
             }
             store.upsert(saved)

@@ -132,7 +132,7 @@ import ThemisKit
         #expect(queuedAll)
         #expect(room.outbox?.map(\.text) == ["line 1", "line 2"])
         let shortID = room.enqueue(StoredRoom.QueuedLine(id: Base64Bytes([1]), text: "short id", at: 0))
-        let tooLong = room.enqueue(line(3, String(repeating: "x", count: StoredRoom.maxQueuedTextBytes + 1)))
+        let tooLong = room.enqueue(line(3, String(repeating: "x", count: ChatMessage.maxTextLength + 1)))
         #expect(!shortID && !tooLong)
         var store = KeyStore()
         store.rooms = [room]

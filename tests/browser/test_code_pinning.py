@@ -13,6 +13,10 @@ import pytest
 
 from conftest import REPO, HushServer
 
+# Pinning downloads and checks every file of a release in the worker (and a new worker installs
+# first): on a loaded machine that took longer than the default wait, so these waits are longer.
+PIN_WAIT_S = 120
+
 
 def make_release(folder, name, keys, release, base=REPO / "web", change=None, sign=True):
     """A copy of `base` as release `release` under the test key, changed by `change` first."""
@@ -47,7 +51,7 @@ def serve(served, web):
 
 def expect_refused(person, url, reason):
     person.driver.get(url)
-    person.wait("the release warning", lambda: person.visible("release-error"))
+    person.wait("the release warning", lambda: person.visible("release-error"), timeout=PIN_WAIT_S)
     assert "not a signed Hush release. Your keys stay locked." in person.js(
         "return document.getElementById('release-error').textContent")
     assert reason in person.js("return document.getElementById('release-error-reason').textContent")
@@ -67,7 +71,8 @@ def test_code_is_pinned_after_the_first_visit(people, kind, tmp_path):
         url = served.start()
         person = people("alice", kind)
         person.open(url)
-        person.wait("the pinned release", lambda: release_state(person).startswith("Hush web release 1, signed, pinned"))
+        person.wait("the pinned release", lambda: release_state(person).startswith("Hush web release 1, signed, pinned"),
+                    timeout=PIN_WAIT_S)
         person.unlock("alice-password-1")
 
         # One changed byte in one module, the manifest and its signature as they were.
@@ -94,7 +99,8 @@ def test_code_is_pinned_after_the_first_visit(people, kind, tmp_path):
         second = make_release(tmp_path, "v2", keys, 2, base=first, change=change_ui_and_worker)
         person.driver.get(serve(served, second))
         person.wait("the newer pinned release and the lock screen", lambda: release_state(person).startswith(
-            "Hush web release 2, signed, pinned") and person.js("return document.getElementById('lock-form').dataset.mode") == "unlock")
+            "Hush web release 2, signed, pinned") and person.js("return document.getElementById('lock-form').dataset.mode") == "unlock",
+            timeout=PIN_WAIT_S)
         person.unlock("alice-password-1")
         assert not person.visible("release-error")
     finally:

@@ -187,6 +187,7 @@ test('fuzz: chat, rotation and join-grant content: valid crypto around hostile J
   const epoch = s.start.epoch;
   const chatDoc = { counter: 1, epoch, room, text: 'hi', ts: 1760000000, v: 1 };
   const nameDoc = { counter: 2, epoch, kind: 'name', name: 'Alice', room, ts: 1760000000, v: 1 };
+  const paddedDoc = { ...chatDoc, pad: '      ' }; // as a sender pads it (§6.1), mutated toward a pad of anything
   const rotationDoc = { epoch: epoch + 1, key: bytesToBase64(new Uint8Array(32).fill(7)), room, type: 'rotation', v: 1 };
   const grantDoc = { epoch, key: bytesToBase64(roomKey), room };
   const seal = (key, doc, context) => SecureCellSeal.withKey(key).encrypt(utf8(JSON.stringify(doc)), context);
@@ -197,8 +198,9 @@ test('fuzz: chat, rotation and join-grant content: valid crypto around hostile J
     name: 'openChatContent',
     count: 80, // each input is signed (a private-key import) and sealed
     generate: (rng) => {
-      const base = rng.bool() ? chatDoc : nameDoc; // a chat line or a name (§6.7), each mutated toward the other
-      return { input: viaJSON(mutateJSON(rng, base, [base === chatDoc ? nameDoc : chatDoc, rotationDoc, grantDoc])), base };
+      const base = rng.pick([chatDoc, nameDoc, paddedDoc]); // a chat line, a name (§6.7) or a padded line, mutated toward the others
+      const others = [chatDoc, nameDoc, paddedDoc].filter((doc) => doc !== base);
+      return { input: viaJSON(mutateJSON(rng, base, [...others, rotationDoc, grantDoc])), base };
     },
     run: async (input) => {
       const signed = await secureMessageSign(ownerPriv, utf8(JSON.stringify(input)));
@@ -209,6 +211,7 @@ test('fuzz: chat, rotation and join-grant content: valid crypto around hostile J
     accept: (m, input) => {
       assert.ok(input.v === 1 && input.room === room && input.epoch === epoch, 'accepted a chat with wrong v/room/epoch');
       assert.ok(Number.isSafeInteger(m.counter) && m.counter >= 1 && Number.isSafeInteger(m.ts) && m.ts >= 0);
+      if (Object.hasOwn(input, 'pad')) assert.ok(typeof input.pad === 'string' && /^ *$/.test(input.pad), 'accepted a pad that is not spaces');
       if (Object.hasOwn(input, 'kind')) {
         // Only the one other kind; whether the name obeys the rule is room.mjs's (checked in the envelope fuzz).
         assert.equal(input.kind, 'name', 'accepted an unknown kind');

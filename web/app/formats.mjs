@@ -7,6 +7,7 @@ import {
 } from '../themis/index.mjs';
 import { FileError, checkFile } from './files.mjs';
 import { isCanonicalName } from './names.mjs';
+import { padInnerJSON, isValidPad } from './padding.mjs';
 
 /** Why an end-to-end blob was refused; `reason` is shown to the user. */
 export class PayloadError extends Error {
@@ -26,7 +27,6 @@ export const REASONS = {
   replay: 'replayed message',
 };
 
-const MAX_TEXT_BYTES = 16 * 1024;
 const MAX_PAYLOAD_BYTES = 64 * 1024;
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
@@ -63,25 +63,25 @@ const confirmationStatement = (room, key) => utf8Encode(`hush-confirm:${room}:${
 
 // ---- §6.1 chat messages ----
 
-export async function sealChat({ room, epoch, counter, ts, text }, roomKey, signerPrivate) {
-  const inner = json({ counter, epoch, room, text, ts, v: 1 });
-  if (inner.length > MAX_TEXT_BYTES + 256) throw new PayloadError('malformed', 'message too long');
-  const signed = await secureMessageSign(signerPrivate, inner);
+/** Chat, name and file messages: the inner JSON padded to a bucket (padding.mjs), signed, sealed under the epoch key. */
+async function sealRoomMessage(inner, { room, epoch }, roomKey, signerPrivate) {
+  const signed = await secureMessageSign(signerPrivate, padInnerJSON(json(inner)));
   return SecureCellSeal.withKey(roomKey).encrypt(signed, roomContext(room, epoch));
+}
+
+/** A text too long to pad throws padding.mjs `MessageTooLarge`; the composer's limit is rooms.mjs `MAX_TEXT_CHARS`. */
+export async function sealChat({ room, epoch, counter, ts, text }, roomKey, signerPrivate) {
+  return sealRoomMessage({ counter, epoch, room, text, ts, v: 1 }, { room, epoch }, roomKey, signerPrivate);
 }
 
 /** §6.7: a name message, sealed and signed exactly as a chat message; `name` must be canonical (room.mjs). */
 export async function sealName({ room, epoch, counter, ts, name }, roomKey, signerPrivate) {
-  const signed = await secureMessageSign(signerPrivate, json({ counter, epoch, kind: 'name', name, room, ts, v: 1 }));
-  return SecureCellSeal.withKey(roomKey).encrypt(signed, roomContext(room, epoch));
+  return sealRoomMessage({ counter, epoch, kind: 'name', name, room, ts, v: 1 }, { room, epoch }, roomKey, signerPrivate);
 }
 
 /** §6.8: a file message, sealed and signed exactly as a chat message; `file` from files.mjs `describeFile`. */
 export async function sealFileMessage({ room, epoch, counter, ts, file }, roomKey, signerPrivate) {
-  const inner = json({ counter, epoch, file: checkFile(file), kind: 'file', room, ts, v: 1 });
-  if (inner.length > MAX_PAYLOAD_BYTES - 1024) throw new PayloadError('malformed', 'file message too long');
-  const signed = await secureMessageSign(signerPrivate, inner);
-  return SecureCellSeal.withKey(roomKey).encrypt(signed, roomContext(room, epoch));
+  return sealRoomMessage({ counter, epoch, file: checkFile(file), kind: 'file', room, ts, v: 1 }, { room, epoch }, roomKey, signerPrivate);
 }
 
 /**
@@ -104,8 +104,9 @@ export async function openMessage(payload, roomKey, { room, epoch, sender }) {
   // Chat carries no `kind` (as in version 1); a `kind` present must be "name" or "file".
   const kind = isObject(m) && Object.hasOwn(m, 'kind') ? (['name', 'file'].includes(m.kind) ? m.kind : null) : 'chat';
   // No bound on the text beyond the payload's (§4.4): a longer text from another client is still a message.
+  // `pad` (§6.1): absent in messages sealed before padding; its length is never checked.
   if (!isObject(m) || m.v !== 1 || typeof m.room !== 'string' || !isCount(m.epoch) || !isCount(m.counter) ||
-      m.counter < 1 || !isCount(m.ts) || kind === null ||
+      m.counter < 1 || !isCount(m.ts) || kind === null || (Object.hasOwn(m, 'pad') && !isValidPad(m.pad)) ||
       (kind === 'chat' && typeof m.text !== 'string') || (kind === 'name' && typeof m.name !== 'string')) {
     throw new PayloadError('malformed', 'bad chat message');
   }
