@@ -12,19 +12,25 @@ import ThemisKit
         try? JSONDecoder().decode(Format.JSONEvent.self, from: Data(line.utf8))
     }
 
+    /// A `hush serve` process of its own (so that a test can kill and restart it on its data and
+    /// port) and a room `lobby` created there by a terminal key store in `folder`.
+    static func roomOnItsOwnServer(in folder: TempFolder) async throws -> (server: ServeProcess, env: [String: String], link: String) {
+        let server = try await ServeProcess.start(data: URL(fileURLWithPath: folder.path("server")))
+        let env = ["HUSH_STORE": folder.path("owner/keystore.hush"), "HUSH_PASSPHRASE": "owner's passphrase"]
+        let created = try await HushProcess.run(["chat", "new", "lobby", "--server", server.url], environment: env)
+        #expect(created.status == 0, "\(created.stderr)")
+        let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+        return (server, env, link)
+    }
+
     /// A follower outlives its server: when the server is killed and comes back (a restart, or
     /// a proxy sending it to another node), `read --follow` connects again by itself and prints
     /// what was sent while it was away, then what comes next.
     @Test func aFollowerReconnectsWhenItsServerComesBack() async throws {
         let folder = try TempFolder()
         defer { folder.remove() }
-        let data = URL(fileURLWithPath: folder.path("server"))
-        let first = try await ServeProcess.start(data: data)
-        let port = first.port
-        let env = ["HUSH_STORE": folder.path("owner/keystore.hush"), "HUSH_PASSPHRASE": "owner's passphrase"]
-        let created = try await HushProcess.run(["chat", "new", "lobby", "--server", first.url], environment: env)
-        #expect(created.status == 0, "\(created.stderr)")
-        let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+        let (first, env, link) = try await Self.roomOnItsOwnServer(in: folder)
+        let data = first.data, port = first.port
         let follower = try HushProcess(["chat", "read", "lobby", "--follow", "--json"], environment: env)
         let alice = try await RoomClient.join(link: link)
         try await alice.send("before the restart")
@@ -49,13 +55,8 @@ import ThemisKit
     @Test func linesTypedOfflineGoOutOnceInOrder() async throws {
         let folder = try TempFolder()
         defer { folder.remove() }
-        let data = URL(fileURLWithPath: folder.path("server"))
-        let first = try await ServeProcess.start(data: data)
-        let port = first.port
-        let env = ["HUSH_STORE": folder.path("owner/keystore.hush"), "HUSH_PASSPHRASE": "owner's passphrase"]
-        let created = try await HushProcess.run(["chat", "new", "lobby", "--server", first.url], environment: env)
-        #expect(created.status == 0, "\(created.stderr)")
-        let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+        let (first, env, link) = try await Self.roomOnItsOwnServer(in: folder)
+        let data = first.data, port = first.port
         let queued = "* not connected: the message waits in the outbox and is sent when the connection is back"
         let chat = try HushProcess(["chat", "open", "lobby"], environment: env)
         _ = try await chat.line { $0.hasPrefix("* lobby") }
