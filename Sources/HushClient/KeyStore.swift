@@ -160,6 +160,8 @@ public struct StoredRoom: Codable, Sendable, Equatable {
     /// Lines waiting to be sent, oldest first (at most `maxOutbox`). Absent in stores written
     /// before the outbox.
     public var outbox: [QueuedLine]?
+    /// What new members may read (§6.6); absent: the default, `rotation`.
+    public var history: HistoryForNewMembers?
     public var join: PendingJoin?
     public var createdAt: Int64
 
@@ -610,6 +612,6 @@ public struct KeyStoreFile: Sendable {
 extension StoredRoom {
     static let fieldNames: Set<String> = [
         "room", "name", "server", "serverKey", "role", "status", "privateKey", "owner", "epoch", "keys", "members",
-        "lastSeq", "sentCounter", "accepted", "replayFloors", "names", "rotateEvery", "invites", "joinRequests", "pendingRotation", "outbox", "join", "createdAt",
+        "lastSeq", "sentCounter", "accepted", "replayFloors", "names", "rotateEvery", "invites", "joinRequests", "pendingRotation", "outbox", "history", "join", "createdAt",
     ]
 }

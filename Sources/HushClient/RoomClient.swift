@@ -65,6 +65,12 @@ public actor RoomClient {
     public private(set) var wrapRequired = false
     /// Membership pushes handled so far (`refresh` compares it around its `hello`).
     private var membershipPushes = 0
+    /// Owner: runs before the first answer to each joiner, e.g. the rotation of a room whose new
+    /// members read only what comes after they join (§6.6 `history`), made by the caller so that
+    /// the new key is saved before it is sent.
+    private var beforeFirstAnswer: (@Sendable () async throws -> Void)?
+
+    public func beforeAnsweringAJoiner(_ hook: (@Sendable () async throws -> Void)?) { beforeFirstAnswer = hook }
     /// Owner: outstanding invite tokens by invite id, the join requests answered, and the
     /// invites whose joiner this client admitted (for a key store to keep in step).
     private var tokens: [[UInt8]: [UInt8]] = [:]
@@ -143,9 +149,10 @@ public actor RoomClient {
     /// Registers a fresh invite and returns its link.
     /// `roomName`: proposed to the joiner as the room's name (§6.6); the owner's own name in
     /// the room goes with it when it has one.
-    public func invite(expiresIn seconds: Int64 = 24 * 3600, roomName: String? = nil) async throws -> String {
+    public func invite(expiresIn seconds: Int64 = 24 * 3600, roomName: String? = nil,
+                       history: HistoryForNewMembers = .rotation) async throws -> String {
         let invite = joins.makeInvite(owner: state.owner, serverFingerprint: server.fingerprint, roomName: roomName,
-                                      ownerName: state.name(of: KeyID.json(state.owner)))
+                                      ownerName: state.name(of: KeyID.json(state.owner)), history: history)
         var request = WireMessage(type: "invite")
         request.room = room
         request.inviteId = Base64Bytes(invite.inviteID)
@@ -714,7 +721,17 @@ public actor RoomClient {
         case "join_request":
             guard state.isOwner, let inviteID = push.inviteId?.bytes, let joiner = push.key,
                   let blob = push.joiningKey?.bytes, await token(of: inviteID) != nil else { return }
+            let firstAnswer = joinRequests[inviteID]?.joiner != joiner
             joinRequests[inviteID] = JoinRequest(inviteID: inviteID, joiner: joiner, joiningKey: blob)
+            if firstAnswer, let beforeFirstAnswer {
+                do {
+                    try await beforeFirstAnswer()
+                } catch {
+                    // Unanswered for now: the request is listed again at the next `hello`.
+                    joinRequests[inviteID] = nil
+                    return
+                }
+            }
             await respond(inviteID: inviteID, joiner: joiner)
             sink.yield(.joinRequested(key: joiner))
         case "join_confirm":

@@ -1,5 +1,12 @@
 import Foundation
 
+/// What a room's new members may read (docs/PROTOCOL.md §6.6 `history`): the messages since
+/// the last key rotation before they joined (the default), or only what comes after they join
+/// (the owner's client rotates before it first answers each joiner).
+public enum HistoryForNewMembers: String, Codable, Sendable {
+    case rotation, joined
+}
+
 /// The out-of-band invite: `<server URL>/#<b64url(JSON)>` (docs/PROTOCOL.md §6.6).
 public struct InviteLink: Codable, Sendable, Equatable {
     public var v = 1
@@ -14,15 +21,21 @@ public struct InviteLink: Codable, Sendable, Equatable {
     /// owner: shown beside the owner's fingerprint, never instead of it.
     public var roomName: String?
     public var ownerName: String?
+    /// `HistoryForNewMembers`' raw value; absent (the default) unless `joined`.
+    public var history: String?
 
-    public init(room: String, token: [UInt8], owner: String, server: String, roomName: String? = nil, ownerName: String? = nil) {
+    public init(room: String, token: [UInt8], owner: String, server: String, roomName: String? = nil, ownerName: String? = nil,
+                history: HistoryForNewMembers = .rotation) {
         self.room = room
         self.token = Base64Bytes(token)
         self.owner = owner
         self.server = server
         self.roomName = roomName
         self.ownerName = ownerName
+        self.history = history == .joined ? history.rawValue : nil
     }
+
+    public var historyForNewMembers: HistoryForNewMembers { history.flatMap(HistoryForNewMembers.init(rawValue:)) ?? .rotation }
 
     /// The invite id registered on the server: SHA-256 of the token.
     public var inviteID: [UInt8] { InviteLink.inviteID(token: token.bytes) }
@@ -50,7 +63,8 @@ public struct InviteLink: Codable, Sendable, Equatable {
               let invite = try? JSONDecoder().decode(InviteLink.self, from: Data(bytes)), invite.v == 1,
               invite.token.bytes.count == 32, isRoomID(invite.room), isFingerprint(invite.server),
               (try? KeyID.key(fromJSON: invite.owner)) != nil,
-              [invite.roomName, invite.ownerName].allSatisfy({ $0.map(RoomState.isCanonicalName) ?? true })
+              [invite.roomName, invite.ownerName].allSatisfy({ $0.map(RoomState.isCanonicalName) ?? true }),
+              invite.history.map({ HistoryForNewMembers(rawValue: $0) != nil }) ?? true
         else { throw invalid }
         var server = String(link[..<hash])
         if server.hasSuffix("/") { server.removeLast() }

@@ -44,9 +44,10 @@ public struct OwnerJoins: Sendable {
 
     /// Makes a fresh invite; register `invite.inviteID` on the server and hand out the link.
     public mutating func makeInvite(owner: ThemisPublicKey, serverFingerprint: String, roomName: String? = nil,
-                                    ownerName: String? = nil) -> InviteLink {
+                                    ownerName: String? = nil, history: HistoryForNewMembers = .rotation) -> InviteLink {
         let invite = InviteLink(room: room, token: RoomPayload.randomBytes(32), owner: KeyID.json(owner), server: serverFingerprint,
-                                roomName: roomName.flatMap(RoomState.canonicalName), ownerName: ownerName.flatMap(RoomState.canonicalName))
+                                roomName: roomName.flatMap(RoomState.canonicalName), ownerName: ownerName.flatMap(RoomState.canonicalName),
+                                history: history)
         tokens[invite.inviteID] = invite.token.bytes
         return invite
     }

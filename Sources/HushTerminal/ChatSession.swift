@@ -44,7 +44,15 @@ public actor ChatSession {
         await client.findInvitesWith { [store, room = record.room] in
             ((try? store.load().find(room))?.invites ?? []).map(\.token.bytes)
         }
+        // New members read only what comes after they join: a fresh key (saved first, as every
+        // rotation here) before each joiner's first answer.
+        if record.role == .owner, record.history == .joined {
+            await client.beforeAnsweringAJoiner { [weak self] in _ = try await self?.rotate() }
+        }
     }
+
+    /// What new members of this room may read (§6.6).
+    public var historyForNewMembers: HistoryForNewMembers { record.history ?? .rotation }
 
     public var room: String { record.room }
     public var isOwner: Bool { record.role == .owner }
@@ -52,7 +60,8 @@ public actor ChatSession {
     // MARK: creating and opening
 
     /// `hush chat new`: a room owned by a fresh key, saved before anything is shown.
-    public static func create(store: KeyStoreFile, name: String, serverURL: String, rotateEvery: Int?) async throws -> ChatSession {
+    public static func create(store: KeyStoreFile, name: String, serverURL: String, rotateEvery: Int?,
+                              history: HistoryForNewMembers = .rotation) async throws -> ChatSession {
         let server = try await ServerInfo.fetch(serverURL)
         if let existing = try? store.load(), existing.rooms.contains(where: { $0.name == name }) {
             throw ChatError("a room named \(name) already exists in this key store")
@@ -63,6 +72,7 @@ public actor ChatSession {
                                 role: .owner, status: .active, privateKey: state.me, owner: KeyID.json(state.owner),
                                 rotateEvery: rotateEvery ?? Limits.standard.defaultRotateEvery)
         record.absorb(state)
+        record.history = history == .joined ? .joined : nil
         try store.update(create: true) { (store: inout KeyStore) throws in
             guard !store.rooms.contains(where: { $0.name == name }) else {
                 throw ChatError("a room named \(name) already exists in this key store")
@@ -143,6 +153,7 @@ public actor ChatSession {
                                     server: server.baseURL, serverKey: server.wellKnown.publicKey, role: .member,
                                     status: .joining, privateKey: key, owner: invite.owner, rotateEvery: Limits.standard.defaultRotateEvery)
             record.join = StoredRoom.PendingJoin(invite: invite, joiningKey: Base64Bytes(flow.joiningKeySecret))
+            record.history = invite.historyForNewMembers == .joined ? .joined : nil
             store.upsert(record)
             return record
         }
@@ -471,7 +482,7 @@ public actor ChatSession {
     /// Owner: a one-time invite link, its token saved.
     public func invite(expiresIn seconds: Int64 = 24 * 3600) async throws -> String {
         guard isOwner else { throw ChatError("only the room's owner can invite") }
-        let link = try await client.invite(expiresIn: seconds, roomName: record.name)
+        let link = try await client.invite(expiresIn: seconds, roomName: record.name, history: historyForNewMembers)
         let token = try InviteLink.parse(link).invite.token.bytes
         record.addInvite(token: token, expiresAt: Int64(Date().timeIntervalSince1970) + seconds)
         try await persist(force: true)

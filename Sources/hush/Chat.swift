@@ -30,6 +30,8 @@ extension Chat {
         @Option(help: "Server URL, e.g. http://127.0.0.1:8080.") var server: String
         @Option(help: "Rotate the room key every N messages (1–10000; default 100).") var rotateEvery: Int?
         @Option(help: "Hours the invite link stays valid (max 720).") var expires: Double = 24
+        @Option(help: "What people who join later can read: `rotation` (messages since the last key rotation, the default) or `joined` (only what comes after they join: the key rotates before each joiner is answered).")
+        var history: HistoryForNewMembers = .rotation
 
         func run() async throws {
             try await reportingErrors {
@@ -37,7 +39,8 @@ extension Chat {
                     throw CLIError("--rotate-every must be 1…\(Limits.standard.maxRotateEvery)")
                 }
                 let store = try StoreAccess.keyStore(path: options.store, creating: true)
-                let session = try await ChatSession.create(store: store, name: name, serverURL: server, rotateEvery: rotateEvery)
+                let session = try await ChatSession.create(store: store, name: name, serverURL: server, rotateEvery: rotateEvery,
+                                                           history: history)
                 let link = try await session.invite(expiresIn: try inviteSeconds(expires))
                 let record = await session.record
                 printOut("created room \(name) (id \(record.room)) on \(record.server)")
@@ -358,3 +361,5 @@ final class SignalWatcher: @unchecked Sendable {
 
     func stream() -> AsyncStream<Void> { stream_ }
 }
+
+extension HistoryForNewMembers: ExpressibleByArgument {}

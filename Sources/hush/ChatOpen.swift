@@ -18,6 +18,9 @@ extension Chat {
                 try await withSession(store: options.store, room: room) { session in
                     let record = await session.record
                     printOut("* \(record.name) (\(record.role.rawValue)); you are \(Format.short(session.me)); /help for commands, /quit to leave")
+                    printOut(await session.historyForNewMembers == .joined
+                             ? "* people who join later read only what comes after they join"
+                             : "* people who join later can read messages since the last key rotation")
                     let events = try await session.catchUp()
                     let state = await session.roomState
                     for event in events {

@@ -484,6 +484,36 @@ import ThemisKit
         }
     }
 
+    /// A room made with `--history joined`: the owner's client rotates (saving the key first)
+    /// before it answers a joiner, so the joiner reads nothing sent before it was let in; the
+    /// invite says so. A room of the default lets the joiner read since the last rotation.
+    @Test func aRoomWhoseNewMembersReadOnlyWhatComesAfterTheyJoin() async throws {
+        try await withTestServer { server in
+            let folder = try TempFolder()
+            defer { folder.remove() }
+            for (history, readsEarlier) in [("joined", false), ("rotation", true)] {
+                let env = ["HUSH_STORE": folder.path("\(history).hush"), "HUSH_PASSPHRASE": "owner pass"]
+                let created = try await HushProcess.run(["chat", "new", "club", "--server", server.url, "--history", history],
+                                                        environment: env)
+                #expect(created.status == 0, "\(created.stderr)")
+                let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+                #expect(try InviteLink.parse(link).invite.historyForNewMembers.rawValue == history)
+                #expect(try await HushProcess.run(["chat", "send", "club", "before the join"], environment: env).status == 0)
+
+                let follower = try HushProcess(["chat", "read", "club", "--follow"], environment: env)
+                let alice = try await RoomClient.join(link: link)
+                #expect(await alice.state.epoch == (readsEarlier ? 0 : 1), "\(history)")
+                let texts = try await alice.history(after: 0).compactMap(text(of:))
+                #expect(texts.contains("before the join") == readsEarlier, "\(history): \(texts)")
+                #expect(try await HushProcess.run(["chat", "send", "club", "after the join"], environment: env).status == 0)
+                _ = try await next(alice.events, where: isMessage("after the join"))
+                follower.process.terminate()
+                _ = try? await follower.exit()
+                await alice.disconnect()
+            }
+        }
+    }
+
     /// The room key rotates between the owner's response and the joiner's confirmation: the
     /// owner answers again with the current key and the join completes.
     @Test func ownerAnswersAgainAfterTheKeyRotated() async throws {

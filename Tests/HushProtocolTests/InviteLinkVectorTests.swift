@@ -9,6 +9,7 @@ import Testing
         struct Expect: Decodable {
             let server, room, owner, fingerprint, token: String
             let roomName, ownerName: String?
+            let history: String
         }
         let name: String
         let link: String
@@ -41,6 +42,7 @@ import Testing
         #expect(invite.room == expect.room && invite.owner == expect.owner && invite.server == expect.fingerprint)
         #expect(Base64.encode(invite.token.bytes) == expect.token)
         #expect(invite.roomName == expect.roomName && invite.ownerName == expect.ownerName)
+        #expect(invite.historyForNewMembers.rawValue == expect.history)
         // Written again by this client, the link reads back the same.
         #expect(try InviteLink.parse(invite.link(serverURL: server)).invite == invite)
     }

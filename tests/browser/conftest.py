@@ -18,6 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 WAIT_S = 30
+UNLOCK_WAIT_S = 90
 
 
 def png(width, height, level=6):
@@ -182,7 +183,8 @@ class Person:
         if expect_error:
             return self.wait("the lock error", lambda: self.visible("lock-error") and self.js(
                 "return document.getElementById('lock-error').textContent"))
-        self.wait("the unlocked app", lambda: self.visible("app-view"))
+        # 600,000 PBKDF2 rounds in the page (and the rooms starting) on a loaded machine.
+        self.wait("the unlocked app", lambda: self.visible("app-view"), timeout=UNLOCK_WAIT_S)
         return None
 
     def create_room(self, name, rotate_every=None):

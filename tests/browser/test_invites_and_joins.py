@@ -221,3 +221,29 @@ def test_a_tab_admits_a_join_through_an_invite_another_tab_made(server, people, 
     bob.send("admitted by the other tab")
     owner.wait_text("admitted by the other tab")
     assert owner.undecryptable() == 0 and bob.undecryptable() == 0
+
+
+@pytest.mark.parametrize("kind", ["chrome", "firefox"])
+def test_a_room_whose_new_members_read_only_what_comes_after_they_join(server, people, kind):
+    """Chosen at creation and said in the room header: the owner's page rotates before it answers
+    a joiner, so the joiner reads nothing sent before it was let in (§6.6 `history`)."""
+    owner = people("owner", kind)
+    owner.open(server)
+    owner.unlock("owner-password-1")
+    owner.js("document.querySelector('#new-room-form details').open = true;"
+             "document.getElementById('new-room-history').value = 'joined'")
+    owner.create_room("Fresh start")
+    assert "read only what comes after they join" in owner.js("return document.getElementById('room-meta').textContent")
+    owner.send("said before anyone joined")
+    owner.wait_sent("said before anyone joined")
+
+    bob = people("bob", kind)
+    bob.open(owner.invite())
+    bob.unlock("bob-password-1")
+    bob.join("Fresh start")
+    bob.wait_joined()
+    owner.send("said after bob joined")
+    bob.wait_text("said after bob joined")
+    assert "said before anyone joined" not in bob.texts()
+    assert "read only what comes after they join" in bob.js("return document.getElementById('room-meta').textContent")
+    assert bob.undecryptable() == 0

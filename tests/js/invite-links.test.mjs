@@ -33,6 +33,7 @@ for (const entry of cases) {
     assert.equal(bytesToBase64(invite.token), entry.expect.token);
     assert.equal(invite.roomName, entry.expect.roomName);
     assert.equal(invite.ownerName, entry.expect.ownerName);
+    assert.equal(invite.history, entry.expect.history);
     // Written again by this client, the link reads back the same.
     const again = inviteLink(entry.expect.server, invite);
     assert.deepEqual(parseLink(again), invite);

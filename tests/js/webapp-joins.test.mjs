@@ -57,3 +57,42 @@ test('a refusal other than rate_limited is not repeated', async () => {
     (error) => error instanceof ServerError && error.code === 'unknown_invite');
   assert.deepEqual(requests, ['join_response']);
 });
+
+test('a room where new members read only what comes after they join rotates before the first answer to a joiner', async () => {
+  const requests = [];
+  let seq = 0;
+  const { room } = await clientWithOutbox((type, fields) => {
+    requests.push({ type, fields });
+    if (type === 'rotate') return { room: room.id, seq: (seq += 1), epoch: fields.epoch };
+    return { room: room.id };
+  });
+  room.record.history = 'joined';
+  const made = await makeInvite(room.state, { baseUrl: 'http://relay', serverFingerprint: '0000 0000 0000 0000 0000', history: 'joined' });
+  room.record.invites[made.inviteId] = { token: made.token, expiresAt: Date.now() / 1000 + 3600 };
+  const invite = parseInviteFragment(made.link.slice(made.link.indexOf('#') + 1));
+  assert.equal(invite.history, 'joined', 'the link says so to the joiner');
+  const { join, joiningKeyBlob } = await startJoin(invite);
+  const epochBefore = room.state.epoch;
+
+  await room.answerJoin({ inviteId: made.inviteId, key: join.publicKey, joiningKey: joiningKeyBlob });
+  assert.deepEqual(requests.map((r) => r.type), ['rotate', 'join_response']);
+  const { state } = await acceptGrant(join, requests[1].fields.sealed);
+  assert.equal(state.epoch, epochBefore + 1, 'the joiner holds only the fresh key');
+
+  // The same request again (pushed live and listed at hello): answered, not rotated again.
+  room.record.invites[made.inviteId].answered = false;
+  await room.answerJoin({ inviteId: made.inviteId, key: join.publicKey, joiningKey: joiningKeyBlob });
+  assert.deepEqual(requests.map((r) => r.type), ['rotate', 'join_response', 'join_response']);
+});
+
+test('by default a joiner is answered with the current key, no rotation', async () => {
+  const requests = [];
+  const { room } = await clientWithOutbox((type) => { requests.push(type); return { room: room.id }; });
+  const made = await makeInvite(room.state, { baseUrl: 'http://relay', serverFingerprint: '0000 0000 0000 0000 0000' });
+  room.record.invites[made.inviteId] = { token: made.token, expiresAt: Date.now() / 1000 + 3600 };
+  const invite = parseInviteFragment(made.link.slice(made.link.indexOf('#') + 1));
+  assert.equal(invite.history, 'rotation');
+  const { join, joiningKeyBlob } = await startJoin(invite);
+  await room.answerJoin({ inviteId: made.inviteId, key: join.publicKey, joiningKey: joiningKeyBlob });
+  assert.deepEqual(requests, ['join_response']);
+});

@@ -223,11 +223,14 @@ export async function inviteId(token) {
   return new Uint8Array(await crypto.subtle.digest('SHA-256', token));
 }
 
-/** §6.6; `roomName` and `ownerName` (canonical names, §6.7) are left out when null. */
-export function inviteLink(baseUrl, { room, token, owner, server, roomName = null, ownerName = null }) {
+/**
+ * §6.6; `roomName` and `ownerName` (canonical names, §6.7) are left out when null, `history` when
+ * it is 'rotation' (the default).
+ */
+export function inviteLink(baseUrl, { room, token, owner, server, roomName = null, ownerName = null, history = 'rotation' }) {
   const body = json({
-    owner, ...(ownerName !== null ? { ownerName } : {}), room, ...(roomName !== null ? { roomName } : {}), server,
-    token: bytesToBase64(token), v: 1,
+    ...(history === 'joined' ? { history } : {}), owner, ...(ownerName !== null ? { ownerName } : {}), room,
+    ...(roomName !== null ? { roomName } : {}), server, token: bytesToBase64(token), v: 1,
   });
   return `${baseUrl.replace(/\/+$/, '')}/#${bytesToBase64Url(body)}`;
 }
@@ -236,8 +239,8 @@ const ROOM_ID = /^[A-Za-z0-9_-]{22}$/;
 const FINGERPRINT = /^[0-9a-f]{4}( [0-9a-f]{4}){4}$/;
 
 /**
- * The fragment of an invite link (without '#') → {room, token, owner, server, roomName, ownerName}
- * (the names null when absent); throws Error.
+ * The fragment of an invite link (without '#') → {room, token, owner, server, roomName, ownerName,
+ * history} (the names null when absent, history 'rotation' or 'joined'); throws Error.
  */
 export function parseInviteFragment(fragment) {
   const fail = () => { throw new Error('This is not a valid Hush invite link.'); };
@@ -251,9 +254,12 @@ export function parseInviteFragment(fragment) {
   const nameOrNull = (value) => (value === undefined || value === null ? null : isCanonicalName(value) ? value : fail());
   const roomName = nameOrNull(body.roomName);
   const ownerName = nameOrNull(body.ownerName);
+  // What new members may read (§6.6): absent, null or 'rotation' is the default.
+  const history = body.history === undefined || body.history === null || body.history === 'rotation' ? 'rotation'
+    : body.history === 'joined' ? 'joined' : fail();
   let token, owner;
   try { token = b64(body.token, 32); owner = keyBytes(body.owner); } catch { fail(); }
   // The owner's key in its one canonical form (45-byte container, canonical base64), as on the wire.
   if (token.length !== 32 || owner.length !== 45 || bytesToBase64(owner) !== body.owner) fail();
-  return { room: body.room, token, owner: body.owner, server: body.server, roomName, ownerName };
+  return { room: body.room, token, owner: body.owner, server: body.server, roomName, ownerName, history };
 }

@@ -9,12 +9,13 @@ import { newRoomState, currentKey, signMembership } from './room.mjs';
 
 /**
  * Owner: a fresh one-time invite. Register `inviteId` on the server, keep `token`, hand out `link`.
- * `roomName`, `ownerName`: canonical names (§6.7) the link proposes to the joiner, or null.
+ * `roomName`, `ownerName`: canonical names (§6.7) the link proposes to the joiner, or null;
+ * `history`: what new members may read (§6.6), 'rotation' or 'joined'.
  */
-export async function makeInvite(state, { baseUrl, serverFingerprint, roomName = null, ownerName = null }) {
+export async function makeInvite(state, { baseUrl, serverFingerprint, roomName = null, ownerName = null, history = 'rotation' }) {
   const token = randomBytes(32);
   const id = bytesToBase64(await inviteId(token));
-  const link = inviteLink(baseUrl, { room: state.room, token, owner: state.owner, server: serverFingerprint, roomName, ownerName });
+  const link = inviteLink(baseUrl, { room: state.room, token, owner: state.owner, server: serverFingerprint, roomName, ownerName, history });
   return { inviteId: id, token: bytesToBase64(token), link };
 }
 

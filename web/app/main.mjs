@@ -319,7 +319,8 @@ async function createRoom(event) {
   if (!Number.isInteger(rotate) || rotate < 1 || rotate > 10000) return toast('Rotation must be a whole number from 1 to 10000.');
   $('create-room-button').disabled = true;
   try {
-    const { id, record } = await RoomClient.create(app, { name: name.slice(0, 80), rotateEvery: rotate });
+    const history = $('new-room-history').value === 'joined' ? 'joined' : 'rotation';
+    const { id, record } = await RoomClient.create(app, { name: name.slice(0, 80), rotateEvery: rotate, history });
     await app.store.update((data) => { data.rooms[id] = record; });
     $('new-room-name').value = '';
     addRoom(id, record);

@@ -44,6 +44,12 @@ class Slots {
 
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * What a room's new members may read (§6.6): 'rotation', messages since the last key rotation
+ * before they joined (rooms made before this setting), or 'joined', only what comes after.
+ */
+export const historyOf = (record) => (record.history === 'joined' ? 'joined' : 'rotation');
+
 /** A message from someone (chat or file), as opposed to system lines. */
 const isMessage = (item) => item.kind === 'chat' || item.kind === 'file';
 /** The Blob type of a file's contents: its own only for the images shown inline, never anything the browser would run. */
@@ -120,7 +126,7 @@ export class RoomClient {
   // ---- creation ----
 
   /** Owner: makes a key, a connection and a room on the server; resolves with the record. */
-  static async create(app, { name, rotateEvery }) {
+  static async create(app, { name, rotateEvery, history = 'rotation' }) {
     const pair = await generateKeyPair();
     const probe = new Connection({
       url: app.server.wsUrl, server: app.server, privateKey: pair.privateKey,
@@ -143,6 +149,7 @@ export class RoomClient {
         record: {
           name, phase: 'ready', status: 'active', server: { id: app.server.id, key: app.server.keyB64 },
           state: durable(state), invites: {}, outbox: [], lastRead: 0, rotateEvery: reply.rotateEvery, createdAt: Date.now(),
+          history: history === 'joined' ? 'joined' : 'rotation',
         },
       };
     } finally {
@@ -156,6 +163,7 @@ export class RoomClient {
     return {
       name, phase: 'joining', status: 'active', server: { id: app.server.id, key: app.server.keyB64 },
       join: { ...join, joiningKeyBlob }, joinSent: false, state: null, invites: {}, outbox: [], lastRead: 0, createdAt: Date.now(),
+      history: invite.history,
     };
   }
 
@@ -532,6 +540,9 @@ export class RoomClient {
       if (!invite || typeof key !== 'string') return;
       // Every tab of the owner hears the request; one that answered at this epoch is enough.
       if (invite.answered && invite.joiner === key && invite.epoch === this.state.epoch) return;
+      // New members read only what is sent after they are let in (§6.6 `history`): a fresh key
+      // before the first answer to this joiner, so it never holds one that sealed earlier messages.
+      if (historyOf(this.record) === 'joined' && invite.joiner !== key) await this.rotateNow(false);
       let answer;
       try {
         answer = await respondToJoin(this.state, invite, { joiner: key, joiningKey });
@@ -933,7 +944,7 @@ export class RoomClient {
       // The invite proposes this room's name and says the owner's (§6.6): the joiner sees who invited them.
       const made = await makeInvite(this.state, {
         baseUrl: this.app.server.baseUrl, serverFingerprint: this.app.server.fingerprint,
-        roomName: canonicalName(this.record.name), ownerName: nameOf(this.state, this.state.me),
+        roomName: canonicalName(this.record.name), ownerName: nameOf(this.state, this.state.me), history: historyOf(this.record),
       });
       const expiresAt = Math.floor(Date.now() / 1000) + INVITE_LIFETIME_S;
       await this.save((record) => { record.invites[made.inviteId] = { token: made.token, expiresAt }; });
