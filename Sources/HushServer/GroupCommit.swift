@@ -6,6 +6,9 @@ import NIOConcurrencyHelpers
 /// failure, returned by `commit`, means nothing of it holds.
 protocol BatchCommitting: Sendable {
     associatedtype Write: Sendable
+    /// What a write holds until its batch ends that another lane's batch would wait for (a
+    /// room's row), if anything: lanes take disjoint ones, so they do not wait on each other.
+    static func held(by write: Write) -> String?
     func commit(_ writes: [Write]) async -> (any Error)?
 }
 
@@ -15,7 +18,8 @@ protocol BatchCommitting: Sendable {
 /// action (the pushes), are delivered once its batch is durable, in the order the writes ran,
 /// before the lane takes its next batch. With one lane (SQLite's single writer) a room's pushes
 /// leave in sequence order; a store that runs several lanes orders them itself (PostgreSQL
-/// numbers them under the room's row lock, `PostgresFanOut`).
+/// numbers them under the room's row lock, `PostgresFanOut`). Lanes take the writes of what
+/// no other lane holds (`BatchCommitting.held`), each in queue order.
 final class GroupCommitter<Store: BatchCommitting>: Sendable {
     struct Job: Sendable {
         let write: Store.Write
@@ -24,7 +28,14 @@ final class GroupCommitter<Store: BatchCommitting>: Sendable {
     }
 
     private let store: Store
-    private let queue = NIOLockedValueBox<(jobs: [Job], lanes: Int)>(([], 0))
+    private struct Queue {
+        var jobs: [Job] = []
+        var lanes = 0
+        /// What the running lanes' batches hold.
+        var held: Set<String> = []
+    }
+
+    private let queue = NIOLockedValueBox(Queue())
     /// Writes in one transaction at most: bounds a batch's latency and its journal.
     let maxBatch: Int
     /// Batches committed at once at most, each on its own connection.
@@ -67,12 +78,27 @@ final class GroupCommitter<Store: BatchCommitting>: Sendable {
         if start { Task { await drain() } }
     }
 
-    /// Commits batches until the queue is empty.
+    /// Commits batches until nothing in the queue is free to take: what is left is held by
+    /// another lane, which takes it after its batch.
     private func drain() async {
+        var holding: Set<String> = []
         while true {
             let batch = queue.withLockedValue { state in
-                let batch = Array(state.jobs.prefix(maxBatch))
-                state.jobs.removeFirst(batch.count)
+                state.held.subtract(holding)
+                holding = []
+                var batch: [Job] = []
+                var left: [Job] = []
+                for job in state.jobs {
+                    let held = Store.held(by: job.write)
+                    if batch.count < maxBatch, held.map({ !state.held.contains($0) }) ?? true {
+                        batch.append(job)
+                        if let held { holding.insert(held) }
+                    } else {
+                        left.append(job)
+                    }
+                }
+                state.jobs = left
+                state.held.formUnion(holding)
                 if batch.isEmpty { state.lanes -= 1 }
                 return batch
             }
@@ -88,6 +114,9 @@ struct SQLiteBatches: BatchCommitting {
     typealias Write = @Sendable (Database) -> (any Error)?
 
     let pool: DatabasePool
+
+    /// One writer: nothing to keep apart.
+    static func held(by write: Write) -> String? { nil }
 
     func commit(_ writes: [Write]) async -> (any Error)? {
         do {

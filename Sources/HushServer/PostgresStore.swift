@@ -27,9 +27,9 @@ public final class PostgresStore: Store {
     /// and a transaction with more than 64 of those makes every other session's snapshot look
     /// them up on disk (PostgreSQL's per-backend subtransaction cache).
     public static let maxCommitBatch = 32
-    /// Batches committed at once, each on a pooled connection: while one waits for its WAL
-    /// flush, the next runs its statements.
-    public static let commitLanes = 4
+    /// Batches committed at once, each on a pooled connection and with rooms of its own: while
+    /// one waits for a round trip or its WAL flush, the others run.
+    public static let commitLanes = 8
 
     private init(client: PostgresClient, running: Task<Void, Never>, logger: Logger, maxConnections: Int, commitBatch: Int,
                  commitLanes: Int) {
@@ -850,6 +850,9 @@ struct PostgresBatches: BatchCommitting {
 
     let client: PostgresClient
     let logger: Logger
+
+    /// The room's row: two lanes of one node never wait for each other.
+    static func held(by write: Write) -> String? { write.room }
 
     func commit(_ writes: [Write]) async -> (any Error)? {
         do {
