@@ -16,25 +16,46 @@ public final class PostgresStore: Store {
     private let running: Task<Void, Never>
     private let logger: Logger
     private let fanOut: PostgresFanOut
+    /// Internal for tests, which watch its queue.
+    let committer: GroupCommitter<PostgresBatches>
 
     /// Transactions retried after a serialization failure or a deadlock, which the database
     /// resolves by failing one side; beyond that the request fails (`internal`).
     static let maxAttempts = 3
 
-    private init(client: PostgresClient, running: Task<Void, Never>, logger: Logger) {
+    /// Writes per transaction at most. Each runs in a subtransaction with an id of its own,
+    /// and a transaction with more than 64 of those makes every other session's snapshot look
+    /// them up on disk (PostgreSQL's per-backend subtransaction cache).
+    public static let maxCommitBatch = 32
+    /// Batches committed at once, each on a pooled connection and with rooms of its own: while
+    /// one waits for a round trip or its WAL flush, the others run.
+    public static let commitLanes = 8
+
+    private init(client: PostgresClient, running: Task<Void, Never>, logger: Logger, maxConnections: Int, commitBatch: Int,
+                 commitLanes: Int) {
         self.client = client
         self.running = running
         self.logger = logger
         fanOut = PostgresFanOut(client: client, logger: logger)
+        // One write per transaction is the store without group commit: as many at once as
+        // the pool has connections.
+        committer = GroupCommitter(store: PostgresBatches(client: client, logger: logger),
+                                   maxBatch: min(commitBatch, Self.maxCommitBatch),
+                                   maxLanes: commitBatch <= 1 ? maxConnections : commitLanes)
     }
 
     /// Opens the pool and applies the missing migrations; `close()` it when done.
+    /// `commitBatch`: writes per transaction at most (group commit, at most `maxCommitBatch`);
+    /// 1 commits each on its own. `commitLanes`: batches committed at once.
     public static func connect(to location: PostgresLocation, maxConnections: Int = 20,
+                               commitBatch: Int = PostgresStore.maxCommitBatch, commitLanes: Int = PostgresStore.commitLanes,
                                logger: Logger = Logger(label: "hush.postgres")) async throws -> PostgresStore {
         var configuration = location.clientConfiguration
         configuration.options.maximumConnections = max(1, maxConnections)
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-        let store = PostgresStore(client: client, running: Task { await client.run() }, logger: logger)
+        let store = PostgresStore(client: client, running: Task { await client.run() }, logger: logger,
+                                  maxConnections: configuration.options.maximumConnections, commitBatch: commitBatch,
+                                  commitLanes: commitLanes)
         do {
             try await client.withConnection { connection in
                 try await PostgresSchema.migrate(connection, logger: logger)
@@ -69,7 +90,7 @@ public final class PostgresStore: Store {
     // MARK: transactions
 
     /// One connection in a transaction.
-    struct Transaction {
+    struct Transaction: Sendable {
         let connection: PostgresConnection
         let logger: Logger
 
@@ -86,18 +107,41 @@ public final class PostgresStore: Store {
         }
     }
 
-    /// Runs `body` in a read-write transaction and commits; a thrown error rolls it back and is
-    /// passed on (`HushError` untouched). Retried on a serialization failure or deadlock.
-    private func write<T: Sendable>(_ body: (Transaction) async throws -> T) async throws -> T {
-        try await transaction("BEGIN", body)
+    /// Runs `body` in its own savepoint of the next group commit (`PostgresBatches`), after
+    /// the batch locked `room`'s row and `key`'s advisory lock; returns once the transaction
+    /// is committed, after `afterCommit` ran. A thrown error changes nothing (`HushError` is
+    /// passed on untouched).
+    private func write<T: Sendable>(room: String?, key: String? = nil, afterCommit: (@Sendable (T) -> Void)? = nil,
+                                    _ body: @escaping @Sendable (Transaction) async throws -> T) async throws -> T {
+        try await committer.write(afterCommit: afterCommit) { keep in
+            PostgresBatches.Write(room: room, key: key) { tx in
+                do {
+                    keep(.success(try await body(tx)))
+                    return nil
+                } catch {
+                    let reported = Self.reported(error)
+                    keep(.failure(reported))
+                    return reported
+                }
+            }
+        }
+    }
+
+    /// Runs `body` in a read-write transaction of its own: for writes that lock several rooms
+    /// themselves (retention, in the batches' order) or none for update (history, delivered marks).
+    private func writeAlone<T: Sendable>(_ body: (Transaction) async throws -> T) async throws -> T {
+        try await Self.transaction(client, logger, "BEGIN", body)
     }
 
     /// A read-only transaction on one snapshot, so that what one request reads agrees.
     private func read<T: Sendable>(_ body: (Transaction) async throws -> T) async throws -> T {
-        try await transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
+        try await Self.transaction(client, logger, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", body)
     }
 
-    private func transaction<T: Sendable>(_ begin: PostgresQuery, _ body: (Transaction) async throws -> T) async throws -> T {
+    /// Runs `body` in a transaction on a pooled connection and commits; a thrown error rolls it
+    /// back and is passed on (`HushError` untouched). Retried on a serialization failure or deadlock.
+    static func transaction<T: Sendable>(_ client: PostgresClient, _ logger: Logger, _ begin: PostgresQuery,
+                                         _ body: (Transaction) async throws -> T) async throws -> T {
         var attempt = 1
         while true {
             do {
@@ -113,10 +157,10 @@ public final class PostgresStore: Store {
                         throw error
                     }
                 }
-            } catch let error as PSQLError where Self.isTransient(error) && attempt < Self.maxAttempts {
+            } catch let error as PSQLError where isTransient(error) && attempt < maxAttempts {
                 attempt += 1
             } catch {
-                throw Self.reported(error)
+                throw reported(error)
             }
         }
     }
@@ -272,7 +316,7 @@ public final class PostgresStore: Store {
     }
 
     public func createRoom(id: String, owner: String, rotateEvery: Int, now: Int64, limits: Limits) async throws -> RoomRecord {
-        try await write { tx in
+        try await write(room: nil, key: owner) { tx in
             try await Self.lockKey(tx, owner)
             guard try await Self.roomCount(tx, key: owner, now: now) < limits.maxRoomsPerKey else {
                 throw HushError(.limitReached, "this key is in too many rooms")
@@ -339,7 +383,7 @@ public final class PostgresStore: Store {
 
     public func revokeInvite(room: String, inviteID: [UInt8], by key: String,
                              announce: Announcement<InviteRecord>) async throws -> InviteRecord {
-        try await announcing(announce) { tx in
+        try await announcing(announce, room: room) { tx in
             let room = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .owner)
             guard let invite = try await Self.invite(tx, room: room.id, inviteID: inviteID) else {
@@ -351,7 +395,7 @@ public final class PostgresStore: Store {
     }
 
     public func addInvite(room: String, by key: String, inviteID: [UInt8], expiresAt: Int64, now: Int64, limits: Limits) async throws {
-        try await write { tx in
+        try await write(room: room) { tx in
             let room = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .owner)
             let open = try await tx.int("""
@@ -373,7 +417,7 @@ public final class PostgresStore: Store {
 
     public func requestJoin(room: String, inviteID: [UInt8], joiner: String, joiningKey: [UInt8], now: Int64,
                             limits: Limits, announce: Announcement<JoinOutcome>) async throws -> JoinOutcome {
-        try await announcing(announce) { tx in
+        try await announcing(announce, room: room, key: joiner) { tx in
             let room = try await Self.lockRoom(tx, room)
             try await Self.lockKey(tx, joiner)
             let pending = try await tx.int("""
@@ -392,7 +436,7 @@ public final class PostgresStore: Store {
 
     public func respondJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64,
                             announce: Announcement<JoinOutcome>) async throws -> JoinOutcome {
-        try await announcing(announce) { tx in
+        try await announcing(announce, room: room) { tx in
             let room = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .owner)
             let invite = try RoomRules.respond(room: room, invite: try await Self.invite(tx, room: room.id, inviteID: inviteID),
@@ -404,7 +448,7 @@ public final class PostgresStore: Store {
 
     public func confirmJoin(room: String, inviteID: [UInt8], by key: String, sealed: [UInt8], now: Int64,
                             announce: Announcement<JoinOutcome>) async throws -> JoinOutcome {
-        try await announcing(announce) { tx in
+        try await announcing(announce, room: room) { tx in
             let room = try await Self.lockRoom(tx, room)
             let invite = try RoomRules.confirm(invite: try await Self.invite(tx, room: room.id, inviteID: inviteID), key: key,
                                                sealed: sealed, now: now)
@@ -415,7 +459,7 @@ public final class PostgresStore: Store {
 
     public func addMember(room: String, inviteID: [UInt8], key: String, signature: [UInt8], by owner: String, now: Int64,
                           limits: Limits, announce: Announcement<[String]>) async throws -> [String] {
-        try await announcing(announce) { tx in
+        try await announcing(announce, room: room) { tx in
             let room = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: room.id, key: owner), as: .owner)
             let invite = try await Self.invite(tx, room: room.id, inviteID: inviteID)
@@ -436,18 +480,23 @@ public final class PostgresStore: Store {
         }
     }
 
-    /// A write with pushes: they are recorded as the room's next event in the write's own
-    /// transaction (for the other nodes), and handed to this node's connections once it is
-    /// committed, in the room's event order (`PostgresFanOut`).
-    /// `afterRecording` runs in the same transaction once the event is recorded on the room's row.
-    private func announcing<Outcome: Sendable>(_ announce: Announcement<Outcome>,
-                                               _ body: (Transaction) async throws -> (outcome: Outcome, room: String),
-                                               afterRecording: ((Transaction, _ room: String) async throws -> Void)? = nil)
+    /// A write of `room` with pushes: they are recorded as the room's next event in the
+    /// write's own savepoint (for the other nodes), and handed to this node's connections once
+    /// its batch is committed, in the room's event order (`PostgresFanOut`).
+    /// `afterRecording` runs in the same savepoint once the event is recorded on the room's row.
+    private func announcing<Outcome: Sendable>(_ announce: Announcement<Outcome>, room: String, key: String? = nil,
+                                               _ body: @escaping @Sendable (Transaction) async throws -> (outcome: Outcome, room: String),
+                                               afterRecording: (@Sendable (Transaction, _ room: String) async throws -> Void)? = nil)
         async throws -> Outcome {
         let recorded = NIOLockedValueBox<[PostgresFanOut.Event]>([])
         let fanOut = fanOut
         do {
-            let (outcome, event, effects) = try await write { tx in
+            typealias Recorded = (outcome: Outcome, event: PostgresFanOut.Event?, effects: [ConnectionEffect])
+            let deliver: @Sendable (Recorded) -> Void = { recorded in
+                guard let event = recorded.event else { return }
+                fanOut.deliver(event, effects: recorded.effects, requester: announce.requester, hub: announce.hub)
+            }
+            let (outcome, event, _) = try await write(room: room, key: key, afterCommit: deliver) { tx -> Recorded in
                 let (outcome, room) = try await body(tx)
                 let effects = announce.effects(outcome)
                 var event: PostgresFanOut.Event?
@@ -459,9 +508,8 @@ public final class PostgresStore: Store {
                 try await afterRecording?(tx, room)
                 return (outcome, event, effects)
             }
-            // Attempts of a retried transaction that rolled back recorded nothing.
+            // Attempts of a retried batch, or a savepoint rolled back, recorded nothing.
             for attempt in recorded.withLockedValue({ $0 }) where attempt != event { fanOut.forget(attempt) }
-            if let event { fanOut.deliver(event, effects: effects, requester: announce.requester, hub: announce.hub) }
             return outcome
         } catch {
             for attempt in recorded.withLockedValue({ $0 }) { fanOut.forget(attempt) }
@@ -471,7 +519,7 @@ public final class PostgresStore: Store {
 
     public func append(room: String, from key: String, payload: [UInt8], epoch: Int, messageID: [UInt8], files: [[UInt8]],
                        now: Int64, limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome {
-        try await announcing(announce) { tx in
+        try await announcing(announce, room: room) { tx in
             let current = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: current.id, key: key), as: .member)
             if let original = try await tx.rows("""
@@ -498,7 +546,7 @@ public final class PostgresStore: Store {
 
     public func rotate(room: String, by key: String, epoch: Int, payload: [UInt8]?, wraps: [Wrap]?, now: Int64,
                        limits: Limits, announce: Announcement<AppendOutcome>) async throws -> AppendOutcome {
-        try await announcing(announce) { tx in
+        try await announcing(announce, room: room) { tx in
             let current = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: current.id, key: key), as: .owner)
             let keys = try await Self.keys(tx, room: current.id)
@@ -520,7 +568,7 @@ public final class PostgresStore: Store {
     }
 
     public func history(room: String, for key: String, after: Int?, limit: Int?, limits: Limits) async throws -> HistoryPage {
-        try await write { tx in
+        try await writeAlone { tx in
             // A share lock: retention cannot move `expiredThrough` between reading it and the page.
             let room = try RoomRules.requireRoom(try await tx.rows("""
                 SELECT \(unescaped: Self.roomColumns) FROM rooms WHERE id = \(room) FOR SHARE
@@ -553,7 +601,7 @@ public final class PostgresStore: Store {
     }
 
     public func saveDelivered(room: String, key: String, seq: Int) async throws {
-        try await write { tx in
+        try await writeAlone { tx in
             try await tx.execute("UPDATE members SET delivered = GREATEST(delivered, \(seq)) WHERE room = \(room) AND key = \(key)")
         }
     }
@@ -573,7 +621,7 @@ public final class PostgresStore: Store {
 
     public func removeMember(room: String, key: String, signature: [UInt8], by owner: String,
                              announce: Announcement<DepartureOutcome>) async throws -> DepartureOutcome {
-        try await announcing(announce) { tx in
+        try await announcing(announce, room: room) { tx in
             let current = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: current.id, key: owner), as: .owner)
             let (room, departed) = try RoomRules.depart(room: current, member: try await Self.member(tx, room: current.id, key: key),
@@ -585,7 +633,7 @@ public final class PostgresStore: Store {
 
     public func leave(room: String, key: String, signature: [UInt8],
                       announce: Announcement<DepartureOutcome>) async throws -> DepartureOutcome {
-        try await announcing(announce) { tx in
+        try await announcing(announce, room: room) { tx in
             let current = try await Self.lockRoom(tx, room)
             let member = try RoomRules.authorize(try await Self.member(tx, room: current.id, key: key), as: .member)
             let (room, departed) = try RoomRules.depart(room: current, member: member, departure: .left, signature: signature)
@@ -631,7 +679,7 @@ public final class PostgresStore: Store {
 
     public func putChunk(room: String, file id: [UInt8], by key: String, chunks: Int, index: Int, data: [UInt8], now: Int64,
                          limits: Limits) async throws -> FileRecord {
-        try await write { tx in
+        try await write(room: room) { tx in
             // The room's row lock serializes the counts and the quota across nodes.
             let current = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: current.id, key: key), as: .member)
@@ -671,9 +719,15 @@ public final class PostgresStore: Store {
     }
 
     public func expirePendingFiles(before: Int64) async throws -> Int {
-        try await write { tx in
+        try await writeAlone { tx in
+            // The rooms first, in creation order as batches and retention lock them (no deadlock),
+            // then their pending files as they are now (none attached meanwhile).
+            let rooms = try await tx.rows("""
+                SELECT id FROM rooms WHERE id IN (SELECT room FROM files WHERE seq IS NULL AND created_at < \(before) LIMIT 1000)
+                ORDER BY ordinal FOR UPDATE
+                """).map { try $0["id"].decode(String.self) }
             let pending = try await tx.rows("""
-                SELECT room, id FROM files WHERE seq IS NULL AND created_at < \(before) ORDER BY room LIMIT 1000
+                SELECT room, id FROM files WHERE room = ANY(\(rooms)) AND seq IS NULL AND created_at < \(before) LIMIT 1000
                 """)
             for row in pending {
                 try await Self.deleteFile(tx, room: try row["room"].decode(String.self), id: try Self.bytes(row["id"]) ?? [])
@@ -695,7 +749,7 @@ public final class PostgresStore: Store {
 
     public func deleteRoom(room: String, by key: String, announce: Announcement<[String]>) async throws -> [String] {
         // The event is numbered on the room's row, so the row goes after it is recorded.
-        try await announcing(announce) { tx in
+        try await announcing(announce, room: room) { tx in
             let room = try await Self.lockRoom(tx, room)
             try RoomRules.authorize(try await Self.member(tx, room: room.id, key: key), as: .owner)
             return (try await Self.keys(tx, room: room.id), room.id)
@@ -708,7 +762,7 @@ public final class PostgresStore: Store {
     public func expire(now: Int64, retention: Retention, afterRoom: Int64) async throws -> ExpiryPass {
         guard retention.isEnabled else { return ExpiryPass(deleted: 0, nextRoom: nil) }
         let batch = max(1, retention.batch)
-        return try await write { tx in
+        return try await writeAlone { tx in
             // Each room looked at costs one unit of the batch, each record read one more: a pass
             // stays bounded however many rooms or records there are. The rooms are locked in
             // `ordinal` order, which no other request holds more than one of: no deadlock.
@@ -773,5 +827,69 @@ public final class PostgresStore: Store {
         // A departed key whose messages have all expired has nothing left to verify.
         try await tx.execute("DELETE FROM departed WHERE room = \(room.id) AND until <= \(plan.expiredThrough)")
         return (read, plan.deletions.count)
+    }
+}
+
+/// PostgreSQL's batches (group commit): one transaction on a pooled connection, each write in
+/// its own savepoint. Before the writes run, the batch locks every room row they lock, in
+/// creation order, then every key's advisory lock, in key order: every node's batches, and
+/// retention, take their locks in this one order, so two batches never wait on each other in
+/// a cycle, and two writes of one room in a batch simply run one after the other. A
+/// serialization failure or deadlock runs the whole batch again (`maxAttempts`).
+struct PostgresBatches: BatchCommitting {
+    struct Write: Sendable {
+        /// The room whose row the write locks, and the key it locks, if any.
+        let room: String?
+        let key: String?
+        /// Runs the write; returns its error, its changes then rolled back.
+        let run: @Sendable (PostgresStore.Transaction) async -> (any Error)?
+    }
+
+    /// A lone write's refusal: its transaction is rolled back, nothing else to keep.
+    private struct Refused: Error {}
+
+    let client: PostgresClient
+    let logger: Logger
+
+    /// The room's row: two lanes of one node never wait for each other.
+    static func held(by write: Write) -> String? { write.room }
+
+    func commit(_ writes: [Write]) async -> (any Error)? {
+        do {
+            try await PostgresStore.transaction(client, logger, "BEGIN") { tx in
+                // A lone write is today's transaction: it locks its one room and key itself.
+                guard writes.count > 1 else {
+                    guard let write = writes.first, let error = await write.run(tx) else { return }
+                    try Self.rethrowIfTransient(error)
+                    throw Refused()
+                }
+                // A name PostgreSQL cannot take (a NUL byte: the relay passes names on as
+                // given) would fail the whole batch here: its write fails alone, in its savepoint.
+                let rooms = Array(Set(writes.compactMap(\.room).filter(Self.isText)))
+                try await tx.execute("SELECT 1 FROM rooms WHERE id = ANY(\(rooms)) ORDER BY ordinal FOR UPDATE")
+                for key in Set(writes.compactMap(\.key).filter(Self.isText)).sorted() { try await PostgresStore.lockKey(tx, key) }
+                // Savepoints are not released: each RELEASE is a round trip, and the batch's
+                // bound keeps their nesting shallow.
+                for write in writes {
+                    try await tx.execute("SAVEPOINT one_write")
+                    guard let error = await write.run(tx) else { continue }
+                    try Self.rethrowIfTransient(error)
+                    try await tx.execute("ROLLBACK TO SAVEPOINT one_write")
+                }
+            }
+            return nil
+        } catch is Refused {
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    /// Whether PostgreSQL's `text` can hold the string (anything but NUL).
+    static func isText(_ string: String) -> Bool { !string.utf8.contains(0) }
+
+    /// A serialization failure or deadlock fails the batch, which is then run again.
+    private static func rethrowIfTransient(_ error: any Error) throws {
+        if let error = error as? PSQLError, PostgresStore.isTransient(error) { throw error }
     }
 }

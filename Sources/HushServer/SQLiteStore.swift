@@ -7,7 +7,7 @@ import ThemisKit
 /// writes, so a committed message survives `kill -9` and power loss.
 public final class SQLiteStore: Store {
     private let pool: DatabasePool
-    private let committer: GroupCommitter
+    private let committer: GroupCommitter<SQLiteBatches>
 
     /// Writes per transaction at most: bounds a batch's latency and its journal.
     public static let defaultCommitBatch = 256
@@ -35,7 +35,7 @@ public final class SQLiteStore: Store {
             }
         }
         self.pool = pool
-        committer = GroupCommitter(pool: pool, maxBatch: commitBatch)
+        committer = GroupCommitter(store: SQLiteBatches(pool: pool), maxBatch: commitBatch)
     }
 
     /// The writer connection's `PRAGMA synchronous` (2 = FULL).

@@ -32,7 +32,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The server key file to use instead of the data folder's server.key (env HUSH_SERVER_KEY): give every node of one database the same, so that clients pin one key whichever node answers. It must exist: a first node's server.key, or PREFIX.priv from `hush keygen --out PREFIX`.")
     var serverKey: String?
 
-    @Option(help: "Writes per SQLite transaction at most (group commit, one fsync per batch); 1 commits each on its own. For benchmarks; default \(SQLiteStore.defaultCommitBatch).")
+    @Option(help: "Writes per transaction at most (group commit, one fsync per batch); 1 commits each on its own. For benchmarks; default \(SQLiteStore.defaultCommitBatch) on SQLite, \(PostgresStore.maxCommitBatch) (also the most) on PostgreSQL.")
     var commitBatch: Int?
 
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics, or 'off' (env HUSH_METRICS_ADDRESS). Keep it on loopback or a private network.")
@@ -138,7 +138,8 @@ struct Serve: AsyncParsableCommand {
         logger.logLevel = .info
         let postgres: PostgresStore?
         if let location = try databaseLocation {
-            postgres = try await PostgresStore.connect(to: location, logger: Logger(label: "hush.postgres"))
+            postgres = try await PostgresStore.connect(to: location, commitBatch: commitBatch ?? PostgresStore.maxCommitBatch,
+                                                       logger: Logger(label: "hush.postgres"))
             print("Database: \(location)")
         } else {
             postgres = nil

@@ -1,32 +1,55 @@
 import Foundation
 import HushClient
 import HushProtocol
+import HushServer
 import HushTestSupport
 import Testing
 
 /// The test that would have caught the lost message of protocol v1 (docs/PROTOCOL.md §4.4, §4.5,
 /// §8): two rooms of concurrent senders while the owners rotate, a member is removed, a member
-/// leaves, a member joins and the real `hush serve` is killed with SIGKILL and started again.
-/// Every acknowledged send must then be in history exactly once, at its seq, and open for the
-/// owner and for every member still in the room.
+/// leaves, a member joins and a real `hush serve` is killed with SIGKILL. Every acknowledged
+/// send must then be in history exactly once, at its seq, and open for the owner and for every
+/// member still in the room.
+///
+/// The same run goes against two deployments (`Deployment`): one node on SQLite, killed and
+/// started again; and two nodes on one PostgreSQL database with one server key, the clients
+/// spread over both, where the kill hits one node and its clients go on on the other.
 ///
 /// Every disruption is triggered by a count of acknowledged messages, never by time.
-/// `HUSH_CHURN_MESSAGES=10000` runs the same code with about that many messages (and a restart
+/// `HUSH_CHURN_MESSAGES=10000` runs the same code with about that many messages (and a kill
 /// per 2,500); the default is a short run.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct ChurnTests {
+    /// Where the run goes.
+    enum Deployment: String, Sendable, CustomStringConvertible {
+        /// One `hush serve` on SQLite; a kill is followed by a start on the same data and port.
+        case oneSQLiteNode
+        /// Two `hush serve` on one PostgreSQL database with one `--server-key`. The i-th kill hits
+        /// node i % 2: its clients reconnect to the other node at once and stay there, and the
+        /// killed node is started again, so that a later kill has a node to send clients to.
+        case twoPostgresNodes
+
+        /// PostgreSQL when the tests have it, as for the store suites (`StoreChoice`).
+        static var all: [Deployment] {
+            StoreChoice.all.contains(.postgres) ? [.oneSQLiteNode, .twoPostgresNodes] : [.oneSQLiteNode]
+        }
+
+        var nodes: Int { self == .oneSQLiteNode ? 1 : 2 }
+        var description: String { rawValue }
+    }
+
     /// How big a run is.
     struct Plan {
         /// Messages each client sends (the removed and the leaving member stop early).
         let perClient: Int
-        let restarts: Int
+        let kills: Int
         let rotateEvery = 5
 
         static var current: Plan {
             guard let total = ProcessInfo.processInfo.environment["HUSH_CHURN_MESSAGES"].flatMap({ Int($0) }), total > 0 else {
-                return Plan(perClient: 16, restarts: 1)
+                return Plan(perClient: 16, kills: 1)
             }
             // Six clients send their whole share; the two that depart send a little.
-            return Plan(perClient: max(16, total / 6), restarts: max(1, total / 2500))
+            return Plan(perClient: max(16, total / 6), kills: max(1, total / 2500))
         }
 
         var removeAt: Int { perClient }
@@ -34,19 +57,14 @@ import Testing
         var joinAt: Int { 2 * perClient }
         /// The i-th kill. Always reachable: the two members and the owner of each room that
         /// neither depart nor join send 5 × `perClient` between them.
-        func killAt(_ index: Int) -> Int { 3 * perClient + index * 2 * perClient / restarts }
+        func killAt(_ index: Int) -> Int { 3 * perClient + index * 2 * perClient / kills }
     }
 
-    @Test func noAcknowledgedMessageIsLostDuplicatedOrUndecryptable() async throws {
+    @Test(arguments: Deployment.all)
+    func noAcknowledgedMessageIsLostDuplicatedOrUndecryptable(_ deployment: Deployment) async throws {
         let plan = Plan.current
         let started = ContinuousClock.now
-        let data = FileManager.default.temporaryDirectory.appendingPathComponent("hush-churn-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: data) }
-        // No rate limit: these clients send far faster than people type, and a `rate_limited`
-        // refusal is not what this test is about (a lost `join_response` would stall the join).
-        let serverArguments = ["--rate-limit", "0"]
-        let churn = Churn(server: try await ServeProcess.start(data: data, arguments: serverArguments),
-                          data: data, arguments: serverArguments)
+        let churn = try await Churn.start(deployment)
         do {
             try await Self.run(plan, churn: churn)
         } catch {
@@ -54,7 +72,7 @@ import Testing
         }
         await churn.tearDown()
         for failure in await churn.failures { Issue.record(Comment(rawValue: failure)) }
-        print("churn: finished in \(ContinuousClock.now - started)")
+        print("churn (\(deployment)): finished in \(ContinuousClock.now - started)")
     }
 
     /// What the churn run met after the restart, step by step: a member that was away while
@@ -80,17 +98,19 @@ import Testing
         }
     }
 
+    /// The node each client starts on (modulo the number of nodes): each room's owner on its
+    /// own node, its members on both, so that every room's pushes cross nodes.
+    static let homes = ["A-owner": 0, "A-1": 0, "A-2": 1, "A-3": 1, "A-4": 1, "B-owner": 1, "B-1": 0, "B-2": 0]
+
     static func run(_ plan: Plan, churn: Churn) async throws {
-        let info = try await ServerInfo.fetch(await churn.url)
         // Room A: owner + 3 members (A-3 is removed), and A-4 joins mid-stream.
-        let ownerA = await Participant("A-owner", try await RoomClient.create(server: info, rotateEvery: plan.rotateEvery))
+        let ownerA = try await churn.create("A-owner", rotateEvery: plan.rotateEvery)
         var roomA = [ownerA]
-        for index in 1...3 { roomA.append(await Participant("A-\(index)", try await RoomClient.join(link: try await ownerA.client.invite()))) }
+        for index in 1...3 { roomA.append(try await churn.join("A-\(index)", link: try await ownerA.client.invite())) }
         // Room B: owner + 2 members (B-2 leaves).
-        let ownerB = await Participant("B-owner", try await RoomClient.create(server: info, rotateEvery: plan.rotateEvery))
+        let ownerB = try await churn.create("B-owner", rotateEvery: plan.rotateEvery)
         var roomB = [ownerB]
-        for index in 1...2 { roomB.append(await Participant("B-\(index)", try await RoomClient.join(link: try await ownerB.client.invite()))) }
-        for participant in roomA + roomB { await churn.watch(participant) }
+        for index in 1...2 { roomB.append(try await churn.join("B-\(index)", link: try await ownerB.client.invite())) }
 
         await withTaskGroup(of: Void.self) { group in
             let removed = roomA[3], leaving = roomB[2]
@@ -104,9 +124,7 @@ import Testing
                         },
                         OwnerAction(at: plan.joinAt) {
                             // The owner's client answers the join itself while this waits.
-                            let joiner = await Participant("A-4", try await RoomClient.join(link: try await ownerA.client.invite()))
-                            await churn.watch(joiner)
-                            await churn.joined(joiner)
+                            await churn.joined(try await churn.join("A-4", link: try await ownerA.client.invite()))
                         },
                     ])
                 }
@@ -144,9 +162,9 @@ import Testing
             }
             group.addTask {
                 await churn.guarded("server") {
-                    for index in 0..<plan.restarts {
+                    for index in 0..<plan.kills {
                         guard await churn.wait(acks: plan.killAt(index), milestones: [.removed, .leaveRotated, .joined]) else { return }
-                        try await churn.killAndRestart()
+                        try await churn.kill(index)
                     }
                 }
             }
@@ -264,14 +282,14 @@ import Testing
         }
     }
 
-    /// `reconnect()` until it succeeds (the server may still be starting), within a deadline.
-    /// Returns false when this client departed or the run was aborted.
+    /// Reconnects to the client's node until it succeeds (the server may still be starting),
+    /// within a deadline. Returns false when this client departed or the run was aborted.
     static func reconnect(_ participant: Participant, churn: Churn, timeout: Duration = .seconds(60)) async throws -> Bool {
         let deadline = ContinuousClock.now + timeout
         while true {
             guard await !churn.aborted, await !churn.departed(participant.name) else { return false }
             do {
-                try await participant.client.reconnect()
+                try await participant.client.reconnect(to: await churn.node(of: participant.name))
                 return true
             } catch {
                 guard ContinuousClock.now < deadline else { throw ChurnFailure("\(participant.name) could not reconnect: \(error)") }
@@ -344,14 +362,14 @@ import Testing
         // would also show in history above).
         let repeatMismatches = await churn.repeatMismatches
         for mismatch in repeatMismatches { Issue.record("a repeat got another seq: \(mismatch)") }
-        let restarts = await churn.restarts
-        print("churn: \(acks.count) acknowledged, \(lost) lost, \(duplicated) duplicated, \(undecryptable) undecryptable, "
-              + "\(rotations) rotations, \(restarts) restarts (\(await churn.repeats) repeated sends, \(unacknowledged) stored without acknowledgement, "
+        let kills = await churn.kills
+        print("churn (\(churn.deployment)): \(acks.count) acknowledged, \(lost) lost, \(duplicated) duplicated, \(undecryptable) undecryptable, "
+              + "\(rotations) rotations, \(kills) kills (\(await churn.repeats) repeated sends, \(unacknowledged) stored without acknowledgement, "
               + "\(await churn.liveRejections.count) pushes not readable until history was read)")
         #expect(lost == 0)
         #expect(duplicated == 0)
         #expect(undecryptable == 0)
-        #expect(restarts >= 1 && rotations > 0)
+        #expect(kills >= 1 && rotations > 0)
     }
 }
 
@@ -385,14 +403,16 @@ struct Ack: Sendable {
     let seq: Int
 }
 
-/// The shared state of a run: the ledger, the milestones, the server process, and the failures
-/// (the first one kills the server, so that every client stops instead of waiting).
+/// The shared state of a run: the ledger, the milestones, the nodes and where each client
+/// connects, and the failures (the first one kills the nodes, so that every client stops
+/// instead of waiting).
 actor Churn {
     enum Milestone: Hashable, Sendable { case removed, left, leaveRotated, joined }
 
+    nonisolated let deployment: ChurnTests.Deployment
     private(set) var acks: [Ack] = []
     private(set) var failures: [String] = []
-    private(set) var restarts = 0
+    private(set) var kills = 0
     private(set) var liveRejections: [String] = []
     private(set) var repeats = 0
     private(set) var repeatMismatches: [String] = []
@@ -406,18 +426,81 @@ actor Churn {
     private var waiters: [CheckedContinuation<Void, Never>] = []
     private var consumers: [Task<Void, Never>] = []
     private var participants: [Participant] = []
-    private var server: ServeProcess
-    private let data: URL
+    private var nodes: [ServeProcess]
+    /// Each node's address and key: the same after a restart (same port, same key).
+    private let servers: [ServerInfo]
+    /// The node each client connects to, by name; a kill moves the killed node's clients.
+    private var homes: [String: Int]
     private let arguments: [String]
+    /// The nodes' data folders and the shared key.
+    private let folder: URL
+    private let database: PostgresLocation?
 
-    init(server: ServeProcess, data: URL, arguments: [String]) {
-        self.server = server
-        self.data = data
+    private init(deployment: ChurnTests.Deployment, nodes: [ServeProcess], servers: [ServerInfo], arguments: [String],
+                 folder: URL, database: PostgresLocation?) {
+        self.deployment = deployment
+        self.nodes = nodes
+        self.servers = servers
         self.arguments = arguments
+        self.folder = folder
+        self.database = database
+        homes = ChurnTests.homes.mapValues { $0 % nodes.count }
     }
 
-    var url: String { server.url }
+    /// Starts the deployment's nodes; `tearDown()` stops them and removes what they kept.
+    static func start(_ deployment: ChurnTests.Deployment) async throws -> Churn {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("hush-churn-\(UUID().uuidString)")
+        // No rate limit: these clients send far faster than people type, and a `rate_limited`
+        // refusal is not what this test is about (a lost `join_response` would stall the join).
+        var arguments = ["--rate-limit", "0"]
+        var database: PostgresLocation?
+        var nodes: [ServeProcess] = []
+        do {
+            if deployment == .twoPostgresNodes {
+                let created = try await PostgresCluster.shared().createDatabase()
+                database = created
+                let key = try writeServerKey(in: folder)
+                arguments += ["--database", "\(created)?sslmode=disable", "--server-key", key.file.path]
+            }
+            var servers: [ServerInfo] = []
+            for index in 0..<deployment.nodes {
+                let node = try await ServeProcess.start(data: folder.appendingPathComponent("node-\(index)"), arguments: arguments)
+                nodes.append(node)
+                servers.append(try await ServerInfo.fetch(node.url, expectedFingerprint: servers.first?.fingerprint))
+            }
+            return Churn(deployment: deployment, nodes: nodes, servers: servers, arguments: arguments, folder: folder, database: database)
+        } catch {
+            for node in nodes { await node.stop() }
+            await Self.remove(folder: folder, database: database)
+            throw error
+        }
+    }
+
+    private static func remove(folder: URL, database: PostgresLocation?) async {
+        if let database { try? await PostgresCluster.shared().dropDatabase(database) }
+        try? FileManager.default.removeItem(at: folder)
+    }
+
     var aborted: Bool { !failures.isEmpty }
+
+    /// Where a client connects: its home node, or the node a kill sent it to.
+    func node(of name: String) -> ServerInfo { servers[homes[name] ?? 0] }
+
+    /// A new room's owner, on its home node.
+    func create(_ name: String, rotateEvery: Int) async throws -> Participant {
+        let participant = await Participant(name, try await RoomClient.create(server: node(of: name), rotateEvery: rotateEvery))
+        watch(participant)
+        return participant
+    }
+
+    /// A member that joins through `link` (at its owner's node), then moves to its home node.
+    func join(_ name: String, link: String) async throws -> Participant {
+        let participant = await Participant(name, try await RoomClient.join(link: link))
+        let home = node(of: name)
+        if await participant.client.server.baseURL != home.baseURL { try await participant.client.reconnect(to: home) }
+        watch(participant)
+        return participant
+    }
 
     private func changed() {
         version += 1
@@ -477,7 +560,7 @@ actor Churn {
     }
 
     /// Reads a client's events for the whole run: `rotation_due` for its owner, departures.
-    func watch(_ participant: Participant) {
+    private func watch(_ participant: Participant) {
         participants.append(participant)
         consumers.append(Task { [weak self] in
             for await event in participant.client.events {
@@ -517,18 +600,23 @@ actor Churn {
             return
         }
         failures.append(failure)
-        server.kill()
+        for node in nodes { node.kill() }
         changed()
     }
 
-    /// `kill -9`, then `hush serve` again on the same data folder and port.
-    func killAndRestart() async throws {
-        server.kill()
-        restarts += 1
+    /// The `index`-th `kill -9`: node `index` % nodes. With two nodes its clients are sent to
+    /// the other one first, so that they reconnect there as they notice. Then the node is
+    /// started again on the same data folder and port.
+    func kill(_ index: Int) async throws {
+        let victim = index % nodes.count
+        let survivor = (victim + 1) % nodes.count
+        for (name, home) in homes where home == victim { homes[name] = survivor }
+        nodes[victim].kill()
+        kills += 1
         let deadline = ContinuousClock.now + .seconds(60)
         while true {
             do {
-                server = try await ServeProcess.start(data: data, port: server.port, arguments: arguments)
+                nodes[victim] = try await ServeProcess.start(data: nodes[victim].data, port: nodes[victim].port, arguments: arguments)
                 return
             } catch {
                 guard ContinuousClock.now < deadline, !aborted else { throw error }
@@ -537,12 +625,14 @@ actor Churn {
         }
     }
 
-    /// Closes the clients, stops their event readers and the server, and waits for them.
+    /// Closes the clients, stops their event readers and the nodes, waits for them, and
+    /// removes the data folders and the database.
     func tearDown() async {
         for participant in participants { await participant.client.disconnect() }
         for consumer in consumers { consumer.cancel() }
         for consumer in consumers { await consumer.value }
         consumers = []
-        await server.stop()
+        for node in nodes { await node.stop() }
+        await Self.remove(folder: folder, database: database)
     }
 }

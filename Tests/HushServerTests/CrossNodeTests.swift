@@ -176,12 +176,8 @@ struct CrossNodeTests {
         let cluster = try await PostgresCluster.shared()
         let database = try await cluster.createDatabase()
         let keyFolder = FileManager.default.temporaryDirectory.appendingPathComponent("hush-key-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: keyFolder, withIntermediateDirectories: true)
-        let keyFile = keyFolder.appendingPathComponent("server.key")
-        let serverKey = ThemisPrivateKey()
-        #expect(FileManager.default.createFile(atPath: keyFile.path, contents: Data(serverKey.containerBytes),
-                                               attributes: [.posixPermissions: 0o600]))
         defer { try? FileManager.default.removeItem(at: keyFolder) }
+        let (keyFile, serverKey) = try writeServerKey(in: keyFolder)
         let arguments = ["--database", "\(database)?sslmode=disable", "--server-key", keyFile.path, "--rate-limit", "0"]
         try await using((), stop: { _ in try? await cluster.dropDatabase(database) }) { _ in
             try await ServeProcess.with(arguments: arguments) { nodeA in

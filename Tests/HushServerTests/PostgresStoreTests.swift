@@ -1,7 +1,7 @@
 import Foundation
 import HushClient
 import HushProtocol
-import HushServer
+@testable import HushServer
 import HushTestSupport
 import Testing
 import ThemisKit
@@ -65,6 +65,65 @@ struct PostgresStoreTests {
                     #expect(seqs == Array(1...total))
                 }
             }
+        }
+    }
+
+    /// Group commit, made to happen: the room's row is held by another session, so that the one
+    /// commit lane waits on it with a first send, while more sends queue behind. Once released,
+    /// they share one transaction: valid sends, a send under a wrong epoch (refused by the
+    /// rules), a repeat (answered with the original), and a send to a room name PostgreSQL
+    /// cannot take (a NUL byte: a database error in the middle of the batch). Only the refused
+    /// ones fail; the others commit with consecutive seqs, in one transaction.
+    @Test func aBatchCommitsItsWritesTogetherAndARefusalInItRollsBackOnlyItself() async throws {
+        let cluster = try await PostgresCluster.shared()
+        let database = try await cluster.createDatabase()
+        let store = try await PostgresStore.connect(to: database, commitLanes: 1)
+        try await using(store, stop: { await $0.close(); try? await cluster.dropDatabase(database) }) { store in
+            let limits = Self.unthrottled
+            let hub = Hub(capacity: 16)
+            let pushes = Announcement<AppendOutcome>(hub: hub, requester: nil) { RoomPushes.sent($0) }
+            let room = try await store.createRoom(id: "batched", owner: "owner", rotateEvery: 100, now: 1, limits: limits).id
+            @Sendable func send(_ text: String, to room: String = room, epoch: Int = 0,
+                                messageID: [UInt8] = RoomPayload.randomBytes(16)) async -> Result<AppendOutcome, any Error> {
+                do {
+                    return .success(try await store.append(room: room, from: "owner", payload: Array(text.utf8), epoch: epoch,
+                                                           messageID: messageID, files: [], now: 2, limits: limits, announce: pushes))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            let firstID = RoomPayload.randomBytes(16)
+            let held = try await cluster.holdRoomLock(room, in: database)
+            async let first = send("first", messageID: firstID)
+            try await waitUntil("the commit lane waits for the room's row") {
+                (try? await cluster.sessionsWaitingForALock(in: database)) == 1
+            }
+            let valid = 8
+            let results = await withTaskGroup(of: (String, Result<AppendOutcome, any Error>).self) { group in
+                for index in 0..<valid { group.addTask { ("valid", await send("valid \(index)")) } }
+                group.addTask { ("wrong epoch", await send("wrong epoch", epoch: 7)) }
+                group.addTask { ("repeat", await send("first again", messageID: firstID)) }
+                group.addTask { ("not a name", await send("nowhere", to: "bad\u{0}room")) }
+                try? await waitUntil("every send is queued behind the first") { store.committer.queuedWrites == valid + 3 }
+                try? await held.release()
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            let firstSeq = try await first.get().message.seq
+            #expect(firstSeq == 1)
+            let seqs = try results.filter { $0.0 == "valid" }.map { try $0.1.get().message.seq }.sorted()
+            #expect(seqs == Array(2...(valid + 1)))
+            for (name, result) in results where name != "valid" {
+                switch (name, result) {
+                case ("wrong epoch", .failure(let error)): #expect((error as? HushError)?.code == .staleEpoch)
+                case ("repeat", .success(let outcome)): #expect(outcome.isRepeat && outcome.message.seq == firstSeq)
+                case ("not a name", .failure(let error)): #expect(!(error is HushError), "a database error: \(error)")
+                default: Issue.record("\(name): \(result)")
+                }
+            }
+            #expect(try await store.room(room)?.lastSeq == valid + 1)
+            // The valid sends after the first were committed together: their events carry one
+            // transaction's start time.
+            #expect(try await cluster.transactionsOfEvents(room: room, after: 1, in: database) == 1)
         }
     }
 

@@ -178,12 +178,51 @@ public final class PostgresCluster: Sendable {
         try await administer(statement, database: location.database)
     }
 
+    /// Holds `FOR UPDATE` on a room's row in a transaction of another session, as another
+    /// node's transaction would, until `release()`.
+    public func holdRoomLock(_ room: String, in location: PostgresLocation) async throws -> HeldRoomLock {
+        let (connection, logger) = try await connect(database: location.database)
+        do {
+            try await connection.query("BEGIN", logger: logger)
+            let locked = try await connection.query("SELECT id FROM rooms WHERE id = \(room) FOR UPDATE", logger: logger).collect()
+            guard locked.count == 1 else { throw FixtureError("no room \(room) to lock") }
+            return HeldRoomLock(connection: connection, logger: logger)
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
+    /// How many sessions of the database wait for a lock now.
+    public func sessionsWaitingForALock(in location: PostgresLocation) async throws -> Int {
+        try await query("""
+            SELECT COUNT(*)::BIGINT FROM pg_stat_activity WHERE datname = \(location.database) AND wait_event_type = 'Lock'
+            """, in: location)
+    }
+
+    /// How many transactions recorded the room's events after `seq` (`node_events.at` is the
+    /// start of the transaction that recorded it).
+    public func transactionsOfEvents(room: String, after seq: Int, in location: PostgresLocation) async throws -> Int {
+        try await query("SELECT COUNT(DISTINCT at)::BIGINT FROM node_events WHERE room = \(room) AND event_seq > \(seq)",
+                        in: location)
+    }
+
+    /// A query of one integer on a test database.
+    private func query(_ query: PostgresQuery, in location: PostgresLocation) async throws -> Int {
+        let (connection, logger) = try await connect(database: location.database)
+        do {
+            let value = try await connection.query(query, logger: logger).collect().first?.decode(Int.self) ?? 0
+            try await connection.close()
+            return value
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
     /// One statement on the `postgres` database (CREATE/DROP DATABASE run outside a transaction).
     private func administer(_ statement: String, database: String = "postgres") async throws {
-        let configuration = PostgresConnection.Configuration(host: "127.0.0.1", port: port, username: "hush",
-                                                             password: nil, database: database, tls: .disable)
-        let logger = Logger(label: "hush.test.postgres")
-        let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+        let (connection, logger) = try await connect(database: database)
         do {
             try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
             try await connection.close()
@@ -191,6 +230,25 @@ public final class PostgresCluster: Sendable {
             try? await connection.close()
             throw error
         }
+    }
+
+    private func connect(database: String) async throws -> (PostgresConnection, Logger) {
+        let configuration = PostgresConnection.Configuration(host: "127.0.0.1", port: port, username: "hush",
+                                                             password: nil, database: database, tls: .disable)
+        let logger = Logger(label: "hush.test.postgres")
+        return (try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger), logger)
+    }
+}
+
+/// A room's row held by a transaction of another session (`PostgresCluster.holdRoomLock`).
+public struct HeldRoomLock: Sendable {
+    let connection: PostgresConnection
+    let logger: Logger
+
+    /// Ends the holding transaction and its connection.
+    public func release() async throws {
+        try await connection.query("ROLLBACK", logger: logger)
+        try await connection.close()
     }
 }
 

@@ -311,6 +311,19 @@ public final class ServeProcess: @unchecked Sendable {
     }
 }
 
+/// A fresh server key for several `hush serve` nodes (`--server-key`): written to
+/// `folder/server.key`, mode 0600, as an operator copies one node's key to the others.
+public func writeServerKey(in folder: URL) throws -> (file: URL, key: ThemisPrivateKey) {
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    let file = folder.appendingPathComponent("server.key")
+    let key = ThemisPrivateKey()
+    guard FileManager.default.createFile(atPath: file.path, contents: Data(key.containerBytes),
+                                         attributes: [.posixPermissions: 0o600]) else {
+        throw ServeFailure(description: "could not write \(file.path)")
+    }
+    return (file, key)
+}
+
 public struct ServeFailure: Error, CustomStringConvertible {
     public let description: String
     public init(description: String) { self.description = description }
