@@ -84,8 +84,8 @@ public struct ConnectionBenchReport: Codable, Sendable, Equatable {
     /// With the probe connected and answered once, before the others open.
     public var baseline: ServerUsage?
     public var levels: [Level]
-    /// Once every connection has closed and the server's sockets are back at the baseline
-    /// (or `closeWait` has passed).
+    /// Once every connection has closed, the server's sockets are back at the baseline (or
+    /// `closeWait` has passed) and its memory has stopped falling.
     public var afterClose: ServerUsage?
     /// Seconds from the first close to the server's sockets back at the baseline.
     public var closeSeconds: Double
@@ -128,6 +128,8 @@ public struct ConnectionBenchReport: Codable, Sendable, Equatable {
 public enum ConnectionBenchRunner {
     /// How long the close waits for the server's sockets to come back to the baseline.
     static let closeWait: Duration = .seconds(60)
+    /// How long the close waits for the server's memory to stop falling.
+    static let settleWait: Duration = .seconds(15)
 
     /// `descriptors`: this process's open-file limit, already raised as far as it goes (the
     /// caller's `DescriptorLimit.raiseToHard()`).
@@ -201,7 +203,16 @@ public enum ConnectionBenchRunner {
             try await Task.sleep(for: .milliseconds(100))
         }
         let closeSeconds = Double(BenchRunner.nanos() - closeStart) / 1e9
-        return ConnectionBenchReport(config: config, baseline: baseline, levels: levels, afterClose: usage(),
+        // A server may give memory back after its connections have gone: read it once it
+        // stops falling (1 s apart, at most `settleWait`).
+        var afterClose = usage()
+        let settled = ContinuousClock.now + settleWait
+        while let last = afterClose, ContinuousClock.now < settled {
+            try await Task.sleep(for: .seconds(1))
+            guard let now = usage(), now.residentBytes < last.residentBytes - last.residentBytes / 100 else { break }
+            afterClose = now
+        }
+        return ConnectionBenchReport(config: config, baseline: baseline, levels: levels, afterClose: afterClose,
                                      closeSeconds: closeSeconds)
     }
 
