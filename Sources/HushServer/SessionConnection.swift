@@ -98,7 +98,9 @@ struct SessionConnection: Sendable {
     /// Opens, decodes and meters one request frame, answering a refused one itself; returns the
     /// task that handles an admitted one and queues its replies. The relay's work runs in that
     /// short-lived task so that its call chain's memory goes when it ends, instead of staying
-    /// with the connection's long-lived reader.
+    /// with the connection's long-lived reader. Not inlined: its locals (a decoded request is
+    /// large) would otherwise become part of the reader's frame.
+    @inline(never)
     private func admit(_ frame: WebSocketMessage, box: SharedSession, outbox: Outbox, key: String,
                        limiter: inout RateLimiter, fileLimiter: inout RateLimiter) throws -> Task<Void, Never>? {
         guard case .binary(let buffer) = frame,
