@@ -23,8 +23,9 @@ import Testing
                 #expect(level.probe.count == 3 && level.probe.p50 > 0 && level.probe.p50 <= level.probe.p99)
                 let usage = try #require(level.server)
                 #expect(usage.residentBytes > 0 && level.bytesPerConnection != nil)
-                // The server holds a socket for each of them.
-                #expect(usage.sockets >= baseline.sockets + level.connections)
+                // The server holds a socket for each of them, beside its listener (the baseline
+                // may also count a kept-alive HTTP connection that has closed since).
+                #expect(usage.sockets >= level.connections + 1)
             }
             // Every socket is closed once they close.
             let afterClose = try #require(report.afterClose)
