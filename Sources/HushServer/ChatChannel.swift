@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Dispatch
 import HTTPTypes
 import HummingbirdCore
 import HummingbirdWebSocket
@@ -30,6 +31,7 @@ struct ChatChannel: ServerChildChannel {
 
     let base: HTTP1WebSocketUpgradeChannel
     let admission: ConnectionAdmission
+    let heapTrimmer: HeapTrimmer
     let requestHeadTimeout: TimeAmount
     let metrics: ServerMetrics
 
@@ -43,7 +45,9 @@ struct ChatChannel: ServerChildChannel {
                 return .refused(channel)
             }
         case .admitted(let address):
-            channel.closeFuture.whenComplete { [admission] _ in admission.release(address) }
+            channel.closeFuture.whenComplete { [admission, heapTrimmer] _ in
+                heapTrimmer.connectionClosed(open: admission.release(address))
+            }
             value = base.setup(channel: channel, logger: logger).flatMapThrowing { [requestHeadTimeout, metrics] value in
                 // Behind NIO's upgrade handler, so that it sees the request head and parse errors.
                 try channel.pipeline.syncOperations.addHandler(RequestHeadDeadline(timeout: requestHeadTimeout,
@@ -106,13 +110,70 @@ final class ConnectionAdmission: Sendable {
             .joined(separator: ":") + "::/64"
     }
 
-    func release(_ key: String) {
+    /// Returns the connections still open.
+    @discardableResult
+    func release(_ key: String) -> Int {
         counts.withLockedValue { counts in
             counts.total -= 1
             counts.byAddress[key, default: 1] -= 1
             if counts.byAddress[key] == 0 { counts.byAddress[key] = nil }
+            return counts.total
         }
     }
+}
+
+/// Gives the heap's free memory back to the system once many connections have closed. glibc
+/// keeps what a closed connection freed in its arenas, returning only a free top of a heap
+/// above its trim threshold (and `scripts/serve` raises that threshold to 128 MiB), so a
+/// server would otherwise keep its peak connection memory for good.
+final class HeapTrimmer: Sendable {
+    /// Closes since the last trim below which one is not worth a walk of the heap (a closed
+    /// connection frees tens of KiB).
+    static let minimumCloses = 64
+    private let state = NIOLockedValueBox<(closes: Int, trimming: Bool)>((0, false))
+    private let trim: @Sendable () -> Void
+    private let background: @Sendable (@escaping @Sendable () -> Void) -> Void
+
+    /// `trim` gives the free memory back, run by `background`: off the event loop, since a trim
+    /// walks every arena (tests count the calls and run them at once).
+    init(trim: @escaping @Sendable () -> Void = HeapTrimmer.trimHeap,
+         background: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void = { DispatchQueue.global(qos: .utility).async(execute: $0) }) {
+        self.trim = trim
+        self.background = background
+    }
+
+    /// A trim is due once at least as many connections have closed since the last one as are
+    /// still open: as a crowd leaves, trims come at each halving of it, and a steady churn
+    /// costs one trim per turnover of all the open connections.
+    static func isDue(closesSinceTrim: Int, open: Int) -> Bool {
+        closesSinceTrim >= max(minimumCloses, open)
+    }
+
+    func connectionClosed(open: Int) {
+        let due = state.withLockedValue { state in
+            state.closes += 1
+            guard !state.trimming, Self.isDue(closesSinceTrim: state.closes, open: open) else { return false }
+            state = (0, true)
+            return true
+        }
+        guard due else { return }
+        background { [state, trim] in
+            trim()
+            state.withLockedValue { $0.trimming = false }
+        }
+    }
+
+    static func trimHeap() { _ = mallocTrim?(0) }
+
+    /// glibc's `malloc_trim`, which Swift's Glibc module does not export; nil on other C libraries.
+    private static let mallocTrim: (@convention(c) (Int) -> Int32)? = {
+        #if canImport(Glibc)
+        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "malloc_trim") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
+        #else
+        return nil
+        #endif
+    }()
 }
 
 /// The headers of every response the chat port writes itself, outside the router.

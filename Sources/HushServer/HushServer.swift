@@ -97,11 +97,12 @@ public struct HushServer: Sendable {
         let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(http1: .init(idleTimeout: headTimeout),
                                                                               ws: wsConfiguration)
         let admission = ConnectionAdmission(limits: configuration.connections)
+        let heapTrimmer = HeapTrimmer()
         let metrics = metrics
         let server = HTTPServerBuilder { responder in
             ChatChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: wsResponder,
                                                            configuration: channelConfiguration),
-                        admission: admission, requestHeadTimeout: headTimeout, metrics: metrics)
+                        admission: admission, heapTrimmer: heapTrimmer, requestHeadTimeout: headTimeout, metrics: metrics)
         }
         return Application(
             router: router,

@@ -25,7 +25,7 @@ struct SessionConnection: Sendable {
         }
         let keyID = KeyID.json(key)
         let box = SharedSession(session)
-        if (try? await relay.store.isRetired(keyID)) == true {
+        if await Self.shortLived({ [relay] in (try? await relay.store.isRetired(keyID)) == true }) {
             if let frame = try? box.wrap(WireMessage.error(HushError(.removed, "this key was removed from its room"), id: nil).encoded()) {
                 try? await outbound.write(.binary(ByteBuffer(bytes: frame)))
             }
@@ -81,37 +81,59 @@ struct SessionConnection: Sendable {
         var fileLimiter = RateLimiter(rate: limits.fileRequestsPerSecond, burst: limits.fileRequestBurst, now: requestClock())
         do {
             while let frame = try await frames.next() {
-                guard case .binary(let buffer) = frame,
-                      case .data(let plaintext) = try box.receive(Array(buffer.readableBytesView)) else {
-                    throw HushError(.badRequest, "not a Secure Session data message")
-                }
-                let decoded: Result<WireMessage, HushError>? = plaintext.count <= limits.maxRequestBytes
-                    ? Result { () throws(HushError) in try WireMessage.decode(plaintext) } : nil
-                let isFileRequest = ["file_put", "file_get"].contains(try? decoded?.get().type)
-                let allowed = isFileRequest ? fileLimiter.allow(now: requestClock()) : limiter.allow(now: requestClock())
-                guard allowed else {
-                    metrics.rateLimited.increment()
-                    outbox.send(.error(HushError(.rateLimited, "too many requests; slow down"), id: Self.peekID(plaintext)))
-                    continue
-                }
-                guard let decoded else {
-                    outbox.send(.error(HushError(.tooLarge, "request larger than \(limits.maxRequestBytes) bytes"), id: nil))
-                    continue
-                }
-                let request: WireMessage
-                switch decoded {
-                case .success(let message): request = message
-                case .failure(let error):
-                    outbox.send(.error(error, id: Self.peekID(plaintext)))
-                    continue
-                }
-                for reply in await relay.handle(request, from: key, outbox: outbox) { outbox.send(reply) }
+                // Only the frame's bytes and the handling task live across the awaits here: a
+                // task keeps the memory of its deepest await chain while it lives, and this one
+                // lives as long as the connection.
+                guard let handling = try admit(frame, box: box, outbox: outbox, key: key,
+                                               limiter: &limiter, fileLimiter: &fileLimiter) else { continue }
+                await withTaskCancellationHandler { await handling.value } onCancel: { handling.cancel() }
             }
         } catch {
             // An invalid frame or a transport error ends this connection only.
             metrics.closed.increment()
             logger.debug("connection closed", metadata: ["reason": "\(error)"])
         }
+    }
+
+    /// Opens, decodes and meters one request frame, answering a refused one itself; returns the
+    /// task that handles an admitted one and queues its replies. The relay's work runs in that
+    /// short-lived task so that its call chain's memory goes when it ends, instead of staying
+    /// with the connection's long-lived reader. Not inlined: its locals (a decoded request is
+    /// large) would otherwise become part of the reader's frame.
+    @inline(never)
+    private func admit(_ frame: WebSocketMessage, box: SharedSession, outbox: Outbox, key: String,
+                       limiter: inout RateLimiter, fileLimiter: inout RateLimiter) throws -> Task<Void, Never>? {
+        guard case .binary(let buffer) = frame,
+              case .data(let plaintext) = try box.receive(Array(buffer.readableBytesView)) else {
+            throw HushError(.badRequest, "not a Secure Session data message")
+        }
+        let decoded: Result<WireMessage, HushError>? = plaintext.count <= limits.maxRequestBytes
+            ? Result { () throws(HushError) in try WireMessage.decode(plaintext) } : nil
+        let isFileRequest = ["file_put", "file_get"].contains(try? decoded?.get().type)
+        let allowed = isFileRequest ? fileLimiter.allow(now: requestClock()) : limiter.allow(now: requestClock())
+        guard allowed else {
+            metrics.rateLimited.increment()
+            outbox.send(.error(HushError(.rateLimited, "too many requests; slow down"), id: Self.peekID(plaintext)))
+            return nil
+        }
+        guard let decoded else {
+            outbox.send(.error(HushError(.tooLarge, "request larger than \(limits.maxRequestBytes) bytes"), id: nil))
+            return nil
+        }
+        switch decoded {
+        case .success(let request):
+            return Task { [relay] in
+                for reply in await relay.handle(request, from: key, outbox: outbox) { outbox.send(reply) }
+            }
+        case .failure(let error):
+            outbox.send(.error(error, id: Self.peekID(plaintext)))
+            return nil
+        }
+    }
+
+    /// Runs `work` in a task of its own, which frees its memory when it ends (see `admit`).
+    private static func shortLived<T: Sendable>(_ work: @escaping @Sendable () async -> T) async -> T {
+        await Task { await work() }.value
     }
 
     private func writeLoop(outbox: Outbox, box: SharedSession, outbound: WebSocketOutboundWriter, key: String) async {

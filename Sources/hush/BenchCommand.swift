@@ -1,10 +1,11 @@
 import ArgumentParser
 import Foundation
+import HushServer
 import HushTerminal
 
 /// `hush bench …`: load generators.
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Measure a running Hush server.", subcommands: [Relay.self, Files.self])
+    static let configuration = CommandConfiguration(abstract: "Measure a running Hush server.", subcommands: [Relay.self, Files.self, Connections.self])
 
     struct Relay: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -94,6 +95,49 @@ struct Bench: AsyncParsableCommand {
                 config.files = files
                 config.serverPID = serverPid
                 let report = try await FileBenchRunner.run(config) { line in
+                    FileHandle.standardError.write(Data((line + "\n").utf8))
+                }
+                printOut(json ? Format.jsonLine(report) : report.table)
+            }
+        }
+    }
+
+    struct Connections: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Hold N idle established connections: handshake rate, server memory per connection, probe round trip.",
+            discussion: """
+                Opens connections in steps (each: WebSocket, Secure Session handshake with a fresh key, `hello` \
+                answered) and holds them idle. At each level: handshakes per second while opening, the server's \
+                resident memory per connection above the baseline (with --server-pid), and the `hello` round trip \
+                of one more probe connection. Then it closes them all and reads the server's memory again. Every \
+                connection comes from this address: start the server with --max-connections-per-address and \
+                --max-connections above --count (the bench prints the flags), and an open-file limit that fits.
+                """)
+
+        @Option(help: "Server URL.") var server: String
+        @Option(help: "Connections to hold at the end.") var count: Int
+        @Option(help: ArgumentHelp("Open connections at each step, comma separated, ascending (default 1000, 2000, 5000, 10000, … below --count, then --count).",
+                                   valueName: "n,n,…")) var levels: String?
+        @Option(help: "Probe `hello` round trips per level.") var probes = 10
+        @Option(help: "Handshakes in flight while opening.") var concurrency = 32
+        @Option(help: ArgumentHelp("The server's process id on this machine: report its memory and descriptors.", valueName: "pid"))
+        var serverPid: Int32?
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func run() async throws {
+            try await reportingErrors {
+                var steps = ConnectionBenchConfig.defaultLevels(count: count)
+                if let levels {
+                    let parsed = levels.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+                    guard !parsed.isEmpty, parsed.allSatisfy({ $0 != nil }) else { throw ChatError("--levels: numbers separated by commas") }
+                    steps = parsed.compactMap { $0 }
+                    guard steps.last == count else { throw ChatError("--levels must end at --count") }
+                }
+                var config = ConnectionBenchConfig(server: server, levels: steps)
+                config.probes = probes
+                config.concurrency = concurrency
+                config.serverPID = serverPid
+                let report = try await ConnectionBenchRunner.run(config, descriptors: DescriptorLimit.raiseToHard()) { line in
                     FileHandle.standardError.write(Data((line + "\n").utf8))
                 }
                 printOut(json ? Format.jsonLine(report) : report.table)
