@@ -65,12 +65,14 @@ public actor RoomClient {
     public private(set) var wrapRequired = false
     /// Membership pushes handled so far (`refresh` compares it around its `hello`).
     private var membershipPushes = 0
-    /// Owner: runs before the first answer to each joiner, e.g. the rotation of a room whose new
-    /// members read only what comes after they join (§6.6 `history`), made by the caller so that
-    /// the new key is saved before it is sent.
-    private var beforeFirstAnswer: (@Sendable () async throws -> Void)?
+    /// Owner of a room whose new members read only what comes after they join (§6.6
+    /// `history`): rotates before the first answer to each joiner, with this write-ahead for
+    /// the new key (`rotate(prepare:)`). Nil: answers with the current key.
+    private var rotateBeforeAnswering: RotationPrepare?
 
-    public func beforeAnsweringAJoiner(_ hook: (@Sendable () async throws -> Void)?) { beforeFirstAnswer = hook }
+    public typealias RotationPrepare = @Sendable (_ epoch: Int, _ key: [UInt8]) async throws -> Void
+
+    public func rotateBeforeAnsweringJoiners(prepare: RotationPrepare?) { rotateBeforeAnswering = prepare }
     /// Owner: outstanding invite tokens by invite id, the join requests answered, and the
     /// invites whose joiner this client admitted (for a key store to keep in step).
     private var tokens: [[UInt8]: [UInt8]] = [:]
@@ -650,11 +652,14 @@ public actor RoomClient {
         try await resumeWithSummary(state, on: server, inviteTokens: inviteTokens, joinRequests: joinRequests).client
     }
 
+    /// `rotateBeforeAnsweringJoiners`: set before the first push can arrive (§6.6 `history`).
     public static func resumeWithSummary(_ state: RoomState, on server: ServerInfo, inviteTokens: [[UInt8]] = [],
-                                         joinRequests: [JoinRequest] = []) async throws -> (client: RoomClient, summary: RoomSummary?) {
+                                         joinRequests: [JoinRequest] = [], rotateBeforeAnsweringJoiners: RotationPrepare? = nil)
+        async throws -> (client: RoomClient, summary: RoomSummary?) {
         let connection = try await HushConnection.open(server: server, key: state.me)
         let client = RoomClient(server: server, state: state, connection: connection)
         await client.restore(inviteTokens: inviteTokens, joinRequests: joinRequests)
+        await client.rotateBeforeAnsweringJoiners(prepare: rotateBeforeAnsweringJoiners)
         let summary = try await client.reconnect(using: connection)
         return (client, summary)
     }
@@ -723,9 +728,12 @@ public actor RoomClient {
                   let blob = push.joiningKey?.bytes, await token(of: inviteID) != nil else { return }
             let firstAnswer = joinRequests[inviteID]?.joiner != joiner
             joinRequests[inviteID] = JoinRequest(inviteID: inviteID, joiner: joiner, joiningKey: blob)
-            if firstAnswer, let beforeFirstAnswer {
+            if firstAnswer, let prepare = rotateBeforeAnswering {
                 do {
-                    try await beforeFirstAnswer()
+                    _ = try await rotate(prepare: prepare)
+                } catch let error as HushError where error.code == .epochMismatch {
+                    // Another client of this owner rotated first (it read the same request):
+                    // the key is fresh either way.
                 } catch {
                     // Unanswered for now: the request is listed again at the next `hello`.
                     joinRequests[inviteID] = nil

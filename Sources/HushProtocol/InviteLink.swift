@@ -72,7 +72,7 @@ public struct InviteLink: Codable, Sendable, Equatable {
     }
 
     /// 16 random bytes in unpadded base64url, as the server makes room ids.
-    static func isRoomID(_ text: String) -> Bool {
+    public static func isRoomID(_ text: String) -> Bool {
         text.utf8.count == 22 && text.utf8.allSatisfy { byte in
             (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
                 || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")

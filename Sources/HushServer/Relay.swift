@@ -53,35 +53,35 @@ public struct Relay: Sendable {
             reply.rotateEvery = rotateEvery
             return reply
         case "invite":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             guard inviteID.count == 32 else { throw HushError(.badRequest, "inviteId must be 32 bytes") }
             try await store.addInvite(room: room, by: key, inviteID: inviteID, expiresAt: try field(request.expiresAt, "expiresAt"),
                                       now: nowSeconds, limits: limits)
             return reply("invited", room: room, inviteID: inviteID)
         case "join":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let joiningKey = try bytes(request.joiningKey, "joiningKey", max: limits.maxSmallBlobBytes)
             _ = try await store.requestJoin(room: room, inviteID: inviteID, joiner: key, joiningKey: joiningKey,
                                             now: nowSeconds, limits: limits, announce: announce(outbox, RoomPushes.joinRequested))
             return reply("join_pending", room: room, inviteID: inviteID)
         case "join_response":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let sealed = try bytes(request.sealed, "sealed", max: limits.maxSmallBlobBytes)
             _ = try await store.respondJoin(room: room, inviteID: inviteID, by: key, sealed: sealed, now: nowSeconds,
                                             announce: announce(outbox, RoomPushes.joinResponded))
             return reply("join_response_sent", room: room, inviteID: inviteID)
         case "join_confirm":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let sealed = try bytes(request.sealed, "sealed", max: limits.maxSmallBlobBytes)
             _ = try await store.confirmJoin(room: room, inviteID: inviteID, by: key, sealed: sealed, now: nowSeconds,
                                             announce: announce(outbox, RoomPushes.joinConfirmed))
             return reply("join_confirm_sent", room: room, inviteID: inviteID)
         case "add_member":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             let member = try keyField(request.key, "key")
             let signature = try bytes(request.signature, "signature", max: limits.maxSmallBlobBytes)
@@ -94,7 +94,7 @@ public struct Relay: Sendable {
             reply.key = member
             return reply
         case "invites":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             var reply = WireMessage(type: "invites")
             reply.room = room
             reply.invites = try await store.invites(room: room, by: key, now: nowSeconds).map {
@@ -102,13 +102,13 @@ public struct Relay: Sendable {
             }
             return reply
         case "revoke_invite":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             let inviteID = try bytes(request.inviteId, "inviteId", max: 32)
             _ = try await store.revokeInvite(room: room, inviteID: inviteID, by: key,
                                              announce: announce(outbox, RoomPushes.inviteRevoked))
             return reply("invite_revoked", room: room, inviteID: inviteID)
         case "send":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             let payload = try bytes(request.payload, "payload", max: limits.maxPayloadBytes)
             let epoch = try field(request.epoch, "epoch")
             let messageID = try bytes(request.messageId, "messageId", max: limits.maxMessageIDBytes)
@@ -122,7 +122,7 @@ public struct Relay: Sendable {
             reply.seq = outcome.message.seq
             return reply
         case "file_put":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             let file = try fileID(request.file)
             let index = try field(request.index, "index")
             let data = try bytes(request.data, "data", max: limits.maxFileChunkBytes)
@@ -135,7 +135,7 @@ public struct Relay: Sendable {
             reply.complete = stored.isComplete
             return reply
         case "file_get":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             let file = try fileID(request.file)
             let index = try field(request.index, "index")
             let chunk = try await store.fileChunk(room: room, file: file, index: index, for: key)
@@ -147,7 +147,7 @@ public struct Relay: Sendable {
             reply.data = Base64Bytes(chunk.data)
             return reply
         case "rotate":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             let payload = try request.payload.map { b throws(HushError) in try bytes(b, "payload", max: limits.maxPayloadBytes) }
             for wrap in request.wraps ?? [] {
                 _ = try keyField(wrap.key, "wraps[].key")
@@ -163,7 +163,7 @@ public struct Relay: Sendable {
             reply.epoch = outcome.room.epoch
             return reply
         case "history":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             let page = try await store.history(room: room, for: key, after: request.after, limit: request.limit, limits: limits)
             var reply = WireMessage(type: "history")
             reply.room = room
@@ -172,7 +172,7 @@ public struct Relay: Sendable {
             reply.expiredThrough = page.expiredThrough
             return reply
         case "remove_member":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             let member = try keyField(request.key, "key")
             let signature = try bytes(request.signature, "signature", max: limits.maxSmallBlobBytes)
             let outcome = try await store.removeMember(room: room, key: member, signature: signature, by: key,
@@ -185,7 +185,7 @@ public struct Relay: Sendable {
             reply.until = outcome.until
             return reply
         case "leave":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             // A missing signature is a departure nobody can verify: refused like a forged one.
             let signature = request.signature?.bytes ?? []
             guard signature.count <= limits.maxSmallBlobBytes else { throw HushError(.tooLarge, "signature is too large") }
@@ -196,7 +196,7 @@ public struct Relay: Sendable {
             reply.room = room
             return reply
         case "delete_room":
-            let room = try field(request.room, "room")
+            let room = try roomField(request.room)
             _ = try await store.deleteRoom(room: room, by: key, announce: announce(outbox) { keys in RoomPushes.roomDeleted(room, keys: keys) })
             return RoomPushes.roomDeletedMessage(room)
         default:
@@ -247,6 +247,14 @@ public struct Relay: Sendable {
 
     private func field<T>(_ value: T?, _ name: String) throws(HushError) -> T {
         guard let value else { throw HushError(.badRequest, "missing field \(name)") }
+        return value
+    }
+
+    /// A room id as the server makes them (22 characters of unpadded base64url, §1), checked
+    /// before any lookup: anything else is `bad_request`, never a query with odd bytes in it.
+    private func roomField(_ value: String?) throws(HushError) -> String {
+        let value = try field(value, "room")
+        guard InviteLink.isRoomID(value) else { throw HushError(.badRequest, "room is not a room id") }
         return value
     }
 

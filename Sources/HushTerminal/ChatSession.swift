@@ -44,11 +44,14 @@ public actor ChatSession {
         await client.findInvitesWith { [store, room = record.room] in
             ((try? store.load().find(room))?.invites ?? []).map(\.token.bytes)
         }
-        // New members read only what comes after they join: a fresh key (saved first, as every
-        // rotation here) before each joiner's first answer.
-        if record.role == .owner, record.history == .joined {
-            await client.beforeAnsweringAJoiner { [weak self] in _ = try await self?.rotate() }
-        }
+    }
+
+    /// Owner of a room whose new members read only what comes after they join (§6.6): the
+    /// write-ahead of the rotation its client makes before each joiner's first answer (the key
+    /// saved as every rotation here). Nil for other rooms.
+    static func rotationBeforeAnswering(_ record: StoredRoom, store: KeyStoreFile) -> RoomClient.RotationPrepare? {
+        guard record.role == .owner, record.history == .joined else { return nil }
+        return { [room = record.room] epoch, key in try savePending(store: store, room: room, epoch: epoch, key: key) }
     }
 
     /// What new members of this room may read (§6.6).
@@ -73,6 +76,7 @@ public actor ChatSession {
                                 rotateEvery: rotateEvery ?? Limits.standard.defaultRotateEvery)
         record.absorb(state)
         record.history = history == .joined ? .joined : nil
+        await client.rotateBeforeAnsweringJoiners(prepare: rotationBeforeAnswering(record, store: store))
         try store.update(create: true) { (store: inout KeyStore) throws in
             guard !store.rooms.contains(where: { $0.name == name }) else {
                 throw ChatError("a room named \(name) already exists in this key store")
@@ -99,7 +103,8 @@ public actor ChatSession {
         let opened: (client: RoomClient, summary: RoomSummary?)
         do {
             opened = try await RoomClient.resumeWithSummary(try record.roomState(), on: server, inviteTokens: record.openInviteTokens,
-                                                            joinRequests: record.liveJoinRequests)
+                                                            joinRequests: record.liveJoinRequests,
+                                                            rotateBeforeAnsweringJoiners: rotationBeforeAnswering(record, store: store))
         } catch let error as HushError where error.code == .removed {
             try? markClosed(store: store, room: record.room)
             throw ChatError("you were removed from \(record.name) (or left it); it is closed now")
@@ -117,7 +122,8 @@ public actor ChatSession {
             record.pendingRotation = nil
             await client.disconnect()
             (client, _) = try await RoomClient.resumeWithSummary(try record.roomState(), on: server, inviteTokens: record.openInviteTokens,
-                                                                 joinRequests: record.liveJoinRequests)
+                                                                 joinRequests: record.liveJoinRequests,
+                                                                 rotateBeforeAnsweringJoiners: rotationBeforeAnswering(record, store: store))
         }
         record.rotateEvery = summary.rotateEvery
         let session = await ChatSession(store: store, client: client, record: record, summary: summary)
@@ -462,10 +468,14 @@ public actor ChatSession {
 
     private func savePending(epoch: Int, key: [UInt8]) throws {
         record.pendingRotation = StoredRoom.PendingRotation(epoch: epoch, key: Base64Bytes(key))
-        let pending = record.pendingRotation
+        try Self.savePending(store: store, room: record.room, epoch: epoch, key: key)
+    }
+
+    /// Write-ahead of a rotation: its key is in the key store before the rotation is sent.
+    static func savePending(store: KeyStoreFile, room: String, epoch: Int, key: [UInt8]) throws {
         try store.update { (store: inout KeyStore) throws in
-            var saved = try store.find(self.record.room)
-            saved.pendingRotation = pending
+            var saved = try store.find(room)
+            saved.pendingRotation = StoredRoom.PendingRotation(epoch: epoch, key: Base64Bytes(key))
             store.upsert(saved)
         }
     }

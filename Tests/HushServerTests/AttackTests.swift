@@ -176,6 +176,11 @@ import ThemisKit
             outsider.sendPlaintext(Array("{not json".utf8))
             #expect(try await next(outsider.pushes) { _ in true }.code == "bad_request")
             #expect(try await errorCode(outsider, WireMessage(type: "no_such_type")) == .badRequest)
+            // A room id that is not one (odd bytes, another length) is refused before any lookup.
+            for notARoom in ["", "short", String(f.room.dropLast()) + "\u{0}", f.room + "A", String(f.room.dropLast()) + "="] {
+                #expect(try await errorCode(await f.member.rawConnection, .request("history", room: notARoom)) == .badRequest,
+                        "\(notARoom.debugDescription)")
+            }
             // Payload above 64 KiB inside a valid frame.
             var big = WireMessage.request("send", room: f.room)
             big.payload = Base64Bytes(Array(repeating: 7, count: 70 * 1024))
