@@ -197,7 +197,7 @@ public enum RoomPayload {
         // spaces; its length is the sender's to choose and never checked.
         let content: RoomContent
         guard header.v == 1, (0...RoomState.maxSeq).contains(header.epoch), (1...RoomState.maxSeq).contains(header.counter),
-              (0...Int64(RoomState.maxSeq)).contains(header.ts), header.pad.map { Padding.isValidPad($0) } ?? true else { throw .malformed }
+              (0...Int64(RoomState.maxSeq)).contains(header.ts), (header.pad.map(Padding.isValidPad) ?? true) else { throw .malformed }
         switch header.kind {
         case nil: content = .chat(try parse(ChatMessage.self, inner))
         case "name": content = .name(try parse(NameMessage.self, inner))
