@@ -21,8 +21,8 @@ public struct InviteLink: Codable, Sendable, Equatable {
     /// owner: shown beside the owner's fingerprint, never instead of it.
     public var roomName: String?
     public var ownerName: String?
-    /// `HistoryForNewMembers`' raw value; absent (the default) unless `joined`.
-    public var history: String?
+    /// Absent (the default, `rotation`) unless `joined`; a word it does not know fails decoding.
+    public var history: HistoryForNewMembers?
 
     public init(room: String, token: [UInt8], owner: String, server: String, roomName: String? = nil, ownerName: String? = nil,
                 history: HistoryForNewMembers = .rotation) {
@@ -32,10 +32,10 @@ public struct InviteLink: Codable, Sendable, Equatable {
         self.server = server
         self.roomName = roomName
         self.ownerName = ownerName
-        self.history = history == .joined ? history.rawValue : nil
+        self.history = history == .joined ? history : nil
     }
 
-    public var historyForNewMembers: HistoryForNewMembers { history.flatMap(HistoryForNewMembers.init(rawValue:)) ?? .rotation }
+    public var historyForNewMembers: HistoryForNewMembers { history ?? .rotation }
 
     /// The invite id registered on the server: SHA-256 of the token.
     public var inviteID: [UInt8] { InviteLink.inviteID(token: token.bytes) }
@@ -63,8 +63,7 @@ public struct InviteLink: Codable, Sendable, Equatable {
               let invite = try? JSONDecoder().decode(InviteLink.self, from: Data(bytes)), invite.v == 1,
               invite.token.bytes.count == 32, isRoomID(invite.room), isFingerprint(invite.server),
               (try? KeyID.key(fromJSON: invite.owner)) != nil,
-              [invite.roomName, invite.ownerName].allSatisfy({ $0.map(RoomState.isCanonicalName) ?? true }),
-              invite.history.map({ HistoryForNewMembers(rawValue: $0) != nil }) ?? true
+              [invite.roomName, invite.ownerName].allSatisfy({ $0.map(RoomState.isCanonicalName) ?? true })
         else { throw invalid }
         var server = String(link[..<hash])
         if server.hasSuffix("/") { server.removeLast() }

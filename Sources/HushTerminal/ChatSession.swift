@@ -28,8 +28,6 @@ public actor ChatSession {
     /// The outbox is being sent, and who waits for that to end.
     private var sendingQueued = false
     private var queueWaiters: [CheckedContinuation<Void, Never>] = []
-    /// Seqs of queued lines sent by this process, for the `send` that queued them.
-    private var deliveredNow: [Base64Bytes: Int] = [:]
     private var deliveredHandler: (@Sendable (StoredRoom.QueuedLine, Int, Bool) async -> Void)?
 
     init(store: KeyStoreFile, client: RoomClient, record: StoredRoom, summary: RoomSummary?) async {
@@ -205,9 +203,9 @@ public actor ChatSession {
 
     // MARK: actions
 
-    /// What became of a line: committed at `seq`, or waiting in the outbox for the connection.
+    /// What became of a line: committed, or waiting in the outbox for the connection.
     public enum Sending: Sendable, Equatable {
-        case sent(seq: Int)
+        case sent
         case queued
     }
 
@@ -231,8 +229,8 @@ public actor ChatSession {
             store.upsert(saved)
         }
         try await sendQueued()
-        if let seq = deliveredNow.removeValue(forKey: line.id) { return .sent(seq: seq) }
-        return .queued
+        // Still in the outbox: the connection is gone (a refusal would have thrown).
+        return try store.load().find(record.room).outbox?.contains(where: { $0.id == line.id }) == true ? .queued : .sent
     }
 
     /// Hears each queued line once the server committed it (with `shown` true when it had
@@ -268,8 +266,6 @@ public actor ChatSession {
             }
             try dequeue(line.id)
             let shown = seq <= shownThrough && !ownSeqs.contains(seq)
-            deliveredNow[line.id] = seq
-            if deliveredNow.count > StoredRoom.maxOutbox { deliveredNow.removeAll() }
             try await madeOwnMessage(seq)
             await deliveredHandler?(line, seq, shown)
         }

@@ -12,14 +12,19 @@ import ThemisKit
         try? JSONDecoder().decode(Format.JSONEvent.self, from: Data(line.utf8))
     }
 
+    /// `hush chat new ARGUMENTS`, which must succeed: the invite link it prints.
+    static func newRoom(_ arguments: [String], environment: [String: String]) async throws -> String {
+        let created = try await HushProcess.run(["chat", "new"] + arguments, environment: environment)
+        #expect(created.status == 0, "\(created.stderr)")
+        return try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+    }
+
     /// A `hush serve` process of its own (so that a test can kill and restart it on its data and
     /// port) and a room `lobby` created there by a terminal key store in `folder`.
     static func roomOnItsOwnServer(in folder: TempFolder) async throws -> (server: ServeProcess, env: [String: String], link: String) {
         let server = try await ServeProcess.start(data: URL(fileURLWithPath: folder.path("server")))
         let env = ["HUSH_STORE": folder.path("owner/keystore.hush"), "HUSH_PASSPHRASE": "owner's passphrase"]
-        let created = try await HushProcess.run(["chat", "new", "lobby", "--server", server.url], environment: env)
-        #expect(created.status == 0, "\(created.stderr)")
-        let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+        let link = try await Self.newRoom(["lobby", "--server", server.url], environment: env)
         return (server, env, link)
     }
 
@@ -218,10 +223,7 @@ import ThemisKit
             let folder = try TempFolder()
             defer { folder.remove() }
             let env = ["HUSH_STORE": folder.path("owner.hush"), "HUSH_PASSPHRASE": "owner pass"]
-            let created = try await HushProcess.run(["chat", "new", "burst", "--server", server.url, "--rotate-every", "4"],
-                                                    environment: env)
-            #expect(created.status == 0, "\(created.stderr)")
-            let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+            let link = try await Self.newRoom(["burst", "--server", server.url, "--rotate-every", "4"], environment: env)
             let follower = try HushProcess(["chat", "read", "burst", "--follow", "--json"], environment: env)
             defer { follower.process.terminate() }
             let alice = try await RoomClient.join(link: link)
@@ -297,9 +299,7 @@ import ThemisKit
             let folder = try TempFolder()
             defer { folder.remove() }
             let env = ["HUSH_STORE": folder.path("owner.hush"), "HUSH_PASSPHRASE": "owner pass"]
-            let created = try await HushProcess.run(["chat", "new", "club", "--server", server.url], environment: env)
-            #expect(created.status == 0, "\(created.stderr)")
-            let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+            let link = try await Self.newRoom(["club", "--server", server.url], environment: env)
             let follower = try HushProcess(["chat", "read", "club", "--follow", "--json"], environment: env)
             defer { follower.process.terminate() }
             let alice = try await RoomClient.join(link: link)
@@ -438,8 +438,7 @@ import ThemisKit
             let folder = try TempFolder()
             defer { folder.remove() }
             let env = ["HUSH_STORE": folder.path("owner.hush"), "HUSH_PASSPHRASE": "owner pass"]
-            let created = try await HushProcess.run(["chat", "new", "lobby", "--server", server.url], environment: env)
-            let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+            let link = try await Self.newRoom(["lobby", "--server", server.url], environment: env)
             #expect(try await HushProcess.run(["chat", "name", "lobby", "Olivia"], environment: env).status == 0)
             #expect(try await HushProcess.run(["chat", "rotate", "lobby"], environment: env).status == 0)
 
@@ -493,10 +492,7 @@ import ThemisKit
             defer { folder.remove() }
             for (history, readsEarlier) in [("joined", false), ("rotation", true)] {
                 let env = ["HUSH_STORE": folder.path("\(history).hush"), "HUSH_PASSPHRASE": "owner pass"]
-                let created = try await HushProcess.run(["chat", "new", "club", "--server", server.url, "--history", history],
-                                                        environment: env)
-                #expect(created.status == 0, "\(created.stderr)")
-                let link = try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
+                let link = try await Self.newRoom(["club", "--server", server.url, "--history", history], environment: env)
                 #expect(try InviteLink.parse(link).invite.historyForNewMembers.rawValue == history)
                 #expect(try await HushProcess.run(["chat", "send", "club", "before the join"], environment: env).status == 0)
 
