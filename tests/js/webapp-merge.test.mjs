@@ -65,30 +65,37 @@ test('write-ahead rotation: an owner that lost the reply of its wrapped rotation
 
 test('names survive a reload whose history no longer holds them (retention), the latest by seq', async () => {
   const [state] = await roomPair();
+  const [bob, carol] = ['B', 'C'].map((c) => c.repeat(60)); // key-shaped, as kept names' keys must be
   await composeName(state, 'Alice', 1);
   recordSent(state, state.counter, 3, 'Alice');
-  state.names.bob = { name: 'Bob', seq: 5 };
+  state.names[bob] = { name: 'Bob', seq: 5 };
   const saved = structuredClone(durable(state));
-  assert.deepEqual(saved.keptNames, { [state.me]: { name: 'Alice', seq: 3 }, bob: { name: 'Bob', seq: 5 } });
+  assert.deepEqual(saved.keptNames, { [state.me]: { name: 'Alice', seq: 3 }, [bob]: { name: 'Bob', seq: 5 } });
 
   // After a reload, history starts after both name messages: the kept names are shown.
   const reloaded = restoreRoomState(structuredClone(saved));
   assert.equal(nameOf(reloaded, state.me), 'Alice');
-  assert.equal(nameOf(reloaded, 'bob'), 'Bob');
-  assert.equal(nameOf(reloaded, 'carol'), null);
+  assert.equal(nameOf(reloaded, bob), 'Bob');
+  assert.equal(nameOf(reloaded, carol), null);
   // A name read again from history wins only when it is newer.
-  reloaded.names.bob = { name: 'Robert', seq: 9 };
-  assert.equal(nameOf(reloaded, 'bob'), 'Robert');
-  reloaded.names.carol = { name: 'Alice', seq: 11 };
-  assert.ok(sharesName(reloaded, 'carol') && sharesName(reloaded, state.me), 'a kept name counts for the same-name mark');
+  reloaded.names[bob] = { name: 'Robert', seq: 9 };
+  assert.equal(nameOf(reloaded, bob), 'Robert');
+  reloaded.names[carol] = { name: 'Alice', seq: 11 };
+  assert.ok(sharesName(reloaded, carol) && sharesName(reloaded, state.me), 'a kept name counts for the same-name mark');
   // Two tabs' kept names merge to the latest of each key.
   const merged = mergeDurable(saved, durable(reloaded));
-  assert.deepEqual(merged.keptNames.bob, { name: 'Robert', seq: 9 });
+  assert.deepEqual(merged.keptNames[bob], { name: 'Robert', seq: 9 });
   assert.deepEqual(merged.keptNames[state.me], { name: 'Alice', seq: 3 });
 
   // A damaged store entry is dropped, never shown.
-  const damaged = { ...saved, keptNames: { x: { name: ' untrimmed', seq: 4 }, y: { name: 'Y', seq: 0 }, z: 'Zed', w: { name: 'W', seq: 2 } } };
-  assert.deepEqual(restoreRoomState(damaged).keptNames, { w: { name: 'W', seq: 2 } });
+  const [x, y, z, w] = ['X', 'Y', 'Z', 'W'].map((c) => c.repeat(60));
+  const damaged = { ...saved, keptNames: JSON.parse(JSON.stringify({
+    [x]: { name: ' untrimmed', seq: 4 }, [y]: { name: 'Y', seq: 0 }, [z]: 'Zed', [w]: { name: 'W', seq: 2 }, short: { name: 'S', seq: 2 },
+  }).replace('"short"', '"__proto__"')) };
+  assert.equal(Object.keys(damaged.keptNames).length, 5, 'the damaged store holds an own "__proto__" entry');
+  const restored = restoreRoomState(damaged).keptNames;
+  assert.deepEqual(restored, { [w]: { name: 'W', seq: 2 } });
+  assert.equal(Object.getPrototypeOf(restored), Object.prototype, 'a key named __proto__ changes nothing');
   assert.deepEqual(restoreRoomState({ ...saved, keptNames: [1] }).keptNames, {});
 });
 

@@ -52,12 +52,16 @@ function latestNames(a, b) {
   return merged;
 }
 
-/** Kept names as read from the key store: only well-formed entries (canonical names, seqs). */
+/** A public key as the wire carries it: the 45-byte container in base64 (never `__proto__` and the like). */
+const KEY_B64 = /^[A-Za-z0-9+/]{60}$/;
+
+/** Kept names as read from the key store: only well-formed entries (keys, canonical names, seqs). */
 function checkKeptNames(kept) {
   if (kept === null || typeof kept !== 'object' || Array.isArray(kept)) return {};
   const checked = {};
   for (const [key, entry] of Object.entries(kept)) {
-    if (entry !== null && typeof entry === 'object' && isCanonicalName(entry.name) && Number.isSafeInteger(entry.seq) && entry.seq >= 1) {
+    if (KEY_B64.test(key) && entry !== null && typeof entry === 'object' && isCanonicalName(entry.name) &&
+        Number.isSafeInteger(entry.seq) && entry.seq >= 1) {
       checked[key] = { name: entry.name, seq: entry.seq, ...(Number.isSafeInteger(entry.epoch) ? { epoch: entry.epoch } : {}) };
     }
   }

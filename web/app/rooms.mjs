@@ -44,12 +44,6 @@ class Slots {
 
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/**
- * What a room's new members may read (§6.6): 'rotation', messages since the last key rotation
- * before they joined (rooms made before this setting), or 'joined', only what comes after.
- */
-export const historyOf = (record) => (record.history === 'joined' ? 'joined' : 'rotation');
-
 /** A message from someone (chat or file), as opposed to system lines. */
 const isMessage = (item) => item.kind === 'chat' || item.kind === 'file';
 /** The Blob type of a file's contents: its own only for the images shown inline, never anything the browser would run. */
@@ -266,6 +260,12 @@ export class RoomClient {
   }
 
   get isOwner() { return this.state ? isOwner(this.state) : false; }
+  /**
+   * What this room's new members may read (§6.6): 'rotation', messages since the last key
+   * rotation before they joined (also rooms made before this setting), or 'joined', only what
+   * comes after.
+   */
+  get historyForNewMembers() { return this.record.history === 'joined' ? 'joined' : 'rotation'; }
   get myKey() { return this.state ? this.state.me : this.record.join.publicKey; }
 
   /**
@@ -542,7 +542,7 @@ export class RoomClient {
       if (invite.answered && invite.joiner === key && invite.epoch === this.state.epoch) return;
       // New members read only what is sent after they are let in (§6.6 `history`): a fresh key
       // before the first answer to this joiner, so it never holds one that sealed earlier messages.
-      if (historyOf(this.record) === 'joined' && invite.joiner !== key) await this.rotateNow(false);
+      if (this.historyForNewMembers === 'joined' && invite.joiner !== key) await this.rotateNow(false);
       let answer;
       try {
         answer = await respondToJoin(this.state, invite, { joiner: key, joiningKey });
@@ -944,7 +944,7 @@ export class RoomClient {
       // The invite proposes this room's name and says the owner's (§6.6): the joiner sees who invited them.
       const made = await makeInvite(this.state, {
         baseUrl: this.app.server.baseUrl, serverFingerprint: this.app.server.fingerprint,
-        roomName: canonicalName(this.record.name), ownerName: nameOf(this.state, this.state.me), history: historyOf(this.record),
+        roomName: canonicalName(this.record.name), ownerName: nameOf(this.state, this.state.me), history: this.historyForNewMembers,
       });
       const expiresAt = Math.floor(Date.now() / 1000) + INVITE_LIFETIME_S;
       await this.save((record) => { record.invites[made.inviteId] = { token: made.token, expiresAt }; });

@@ -227,7 +227,7 @@ export function renderRoom(room, onDiscard, files) {
   if (mine) meta.push(`you are “${mine}”`);
   if (record.phase === 'joining') meta.push('joining');
   // Said plainly to whoever writes here (§6.6 `history`).
-  meta.push(record.history === 'joined' ? 'people who join later read only what comes after they join'
+  meta.push(room.historyForNewMembers === 'joined' ? 'people who join later read only what comes after they join'
     : 'people who join later can read messages since the last key rotation');
   $('room-meta').textContent = meta.join(' · ');
   const active = record.status === 'active';
