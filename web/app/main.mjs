@@ -139,6 +139,8 @@ async function showLock() {
   $('password').autocomplete = exists ? 'current-password' : 'new-password';
   $('unlock-button').textContent = exists ? 'Unlock' : 'Create key store';
   $('lock-form').dataset.mode = exists ? 'unlock' : 'create';
+  // Disabled in the HTML: before this, a press would submit the bare form (refused by the CSP) and do nothing.
+  $('unlock-button').disabled = false;
   $('password').focus();
 }
 
