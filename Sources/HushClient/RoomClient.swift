@@ -150,18 +150,25 @@ public actor RoomClient {
 
     /// Registers a fresh invite and returns its link.
     /// `roomName`: proposed to the joiner as the room's name (§6.6); the owner's own name in
-    /// the room goes with it when it has one.
+    /// the room goes with it when it has one. `page`: the origin whose copy of the web client
+    /// (`hush web export`) the link opens; the link then names this relay, which must be an origin.
     public func invite(expiresIn seconds: Int64 = 24 * 3600, roomName: String? = nil,
-                       history: HistoryForNewMembers = .rotation) async throws -> String {
+                       history: HistoryForNewMembers = .rotation, page: WebOrigin? = nil) async throws -> String {
+        var relay: WebOrigin?
+        if let page, page.description != server.baseURL {
+            do { relay = try WebOrigin(server.baseURL) } catch {
+                throw HushError(.badRequest, "a link for another page names this relay, and \(server.baseURL) is not an origin (no path)")
+            }
+        }
         let invite = joins.makeInvite(owner: state.owner, serverFingerprint: server.fingerprint, roomName: roomName,
-                                      ownerName: state.name(of: KeyID.json(state.owner)), history: history)
+                                      ownerName: state.name(of: KeyID.json(state.owner)), history: history, relay: relay)
         var request = WireMessage(type: "invite")
         request.room = room
         request.inviteId = Base64Bytes(invite.inviteID)
         request.expiresAt = Int64(Date().timeIntervalSince1970) + seconds
         try await connection.request(request)
         tokens[invite.inviteID] = invite.token.bytes
-        return invite.link(serverURL: server.baseURL)
+        return invite.link(serverURL: page?.description ?? server.baseURL)
     }
 
     /// Owner: the room's unexpired invites and the joins through them.
@@ -246,8 +253,8 @@ public actor RoomClient {
     /// Joins through an invite link: pins the server key from the invite, runs the join and
     /// returns once the owner has admitted this key. The owner may be offline meanwhile.
     public static func join(link: String, timeout: Duration = .seconds(30)) async throws -> RoomClient {
-        let (serverURL, invite) = try InviteLink.parse(link)
-        let server = try await ServerInfo.fetch(serverURL, expectedFingerprint: invite.server)
+        let (pageURL, invite) = try InviteLink.parse(link)
+        let server = try await ServerInfo.fetch(invite.relayURL(pageURL: pageURL), expectedFingerprint: invite.server)
         return try await join(flow: try JoinerFlow(invite: invite), server: server, timeout: timeout)
     }
 

@@ -7,7 +7,8 @@ public enum HistoryForNewMembers: String, Codable, Sendable {
     case rotation, joined
 }
 
-/// The out-of-band invite: `<server URL>/#<b64url(JSON)>` (docs/PROTOCOL.md §6.6).
+/// The out-of-band invite: `<page URL>/#<b64url(JSON)>` (docs/PROTOCOL.md §6.6). The page is
+/// the relay itself unless the invite names its `relay` (a page that only hosts the code).
 public struct InviteLink: Codable, Sendable, Equatable {
     public var v = 1
     public var room: String
@@ -23,9 +24,12 @@ public struct InviteLink: Codable, Sendable, Equatable {
     public var ownerName: String?
     /// Absent (the default, `rotation`) unless `joined`; a word it does not know fails decoding.
     public var history: HistoryForNewMembers?
+    /// The relay's origin (a `WebOrigin`) when the page that made the link is not the relay,
+    /// such as a copy written by `hush web export`; absent otherwise.
+    public var relay: String?
 
     public init(room: String, token: [UInt8], owner: String, server: String, roomName: String? = nil, ownerName: String? = nil,
-                history: HistoryForNewMembers = .rotation) {
+                history: HistoryForNewMembers = .rotation, relay: WebOrigin? = nil) {
         self.room = room
         self.token = Base64Bytes(token)
         self.owner = owner
@@ -33,7 +37,11 @@ public struct InviteLink: Codable, Sendable, Equatable {
         self.roomName = roomName
         self.ownerName = ownerName
         self.history = history == .joined ? history : nil
+        self.relay = relay?.description
     }
+
+    /// The relay to talk to: the one the invite names, else the page that showed the link.
+    public func relayURL(pageURL: String) -> String { relay ?? pageURL }
 
     public var historyForNewMembers: HistoryForNewMembers { history ?? .rotation }
 
@@ -53,7 +61,7 @@ public struct InviteLink: Codable, Sendable, Equatable {
     public static let maxFragmentLength = 2048
 
     /// Parses a link strictly (§6.6, the same rule as the web client's `parseInviteFragment`,
-    /// pinned by Tests/Fixtures/invite-links.json); returns the server URL and the invite.
+    /// pinned by Tests/Fixtures/invite-links.json); returns the page's URL and the invite.
     public static func parse(_ link: String) throws(HushError) -> (serverURL: String, invite: InviteLink) {
         guard link.utf8.count <= maxLinkLength else { throw HushError(.tooLarge, "an invite link is at most \(maxLinkLength) characters") }
         let invalid = HushError(.badRequest, "not a Hush invite link")
@@ -63,7 +71,8 @@ public struct InviteLink: Codable, Sendable, Equatable {
               let invite = try? JSONDecoder().decode(InviteLink.self, from: Data(bytes)), invite.v == 1,
               invite.token.bytes.count == 32, isRoomID(invite.room), isFingerprint(invite.server),
               (try? KeyID.key(fromJSON: invite.owner)) != nil,
-              [invite.roomName, invite.ownerName].allSatisfy({ $0.map(RoomState.isCanonicalName) ?? true })
+              [invite.roomName, invite.ownerName].allSatisfy({ $0.map(RoomState.isCanonicalName) ?? true }),
+              invite.relay.map({ (try? WebOrigin($0)) != nil }) ?? true
         else { throw invalid }
         var server = String(link[..<hash])
         if server.hasSuffix("/") { server.removeLast() }

@@ -44,10 +44,11 @@ public struct OwnerJoins: Sendable {
 
     /// Makes a fresh invite; register `invite.inviteID` on the server and hand out the link.
     public mutating func makeInvite(owner: ThemisPublicKey, serverFingerprint: String, roomName: String? = nil,
-                                    ownerName: String? = nil, history: HistoryForNewMembers = .rotation) -> InviteLink {
+                                    ownerName: String? = nil, history: HistoryForNewMembers = .rotation,
+                                    relay: WebOrigin? = nil) -> InviteLink {
         let invite = InviteLink(room: room, token: RoomPayload.randomBytes(32), owner: KeyID.json(owner), server: serverFingerprint,
                                 roomName: roomName.flatMap(RoomState.canonicalName), ownerName: ownerName.flatMap(RoomState.canonicalName),
-                                history: history)
+                                history: history, relay: relay)
         tokens[invite.inviteID] = invite.token.bytes
         return invite
     }

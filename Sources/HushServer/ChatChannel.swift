@@ -31,6 +31,7 @@ struct ChatChannel: ServerChildChannel {
 
     let base: HTTP1WebSocketUpgradeChannel
     let admission: ConnectionAdmission
+    let origins: OriginGate
     let heapTrimmer: HeapTrimmer
     let requestHeadTimeout: TimeAmount
     let metrics: ServerMetrics
@@ -48,10 +49,13 @@ struct ChatChannel: ServerChildChannel {
             channel.closeFuture.whenComplete { [admission, heapTrimmer] _ in
                 heapTrimmer.connectionClosed(open: admission.release(address))
             }
-            value = base.setup(channel: channel, logger: logger).flatMapThrowing { [requestHeadTimeout, metrics] value in
+            value = base.setup(channel: channel, logger: logger).flatMapThrowing { [requestHeadTimeout, metrics, origins] value in
                 // Behind NIO's upgrade handler, so that it sees the request head and parse errors.
                 try channel.pipeline.syncOperations.addHandler(RequestHeadDeadline(timeout: requestHeadTimeout,
                                                                                    closed: metrics.closed))
+                // Before it, so that a refused page never reaches the upgrade.
+                let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+                try channel.pipeline.syncOperations.addHandler(OriginCheck(gate: origins, refused: metrics.closed), position: .after(decoder))
                 return .admitted(value)
             }
         }
@@ -197,6 +201,40 @@ private final class Refusal: ChannelInboundHandler {
         for (name, value) in headersOfShortResponse() { text += "\(name): \(value)\r\n" }
         text += "\r\n"
         context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: text))).assumeIsolated()
+            .whenComplete { _ in context.close(promise: nil) }
+    }
+}
+
+/// Answers a WebSocket upgrade from a page the relay does not admit (`OriginGate`) `403` with the
+/// security headers, and closes it. It sits before NIO's upgrade handler, which would otherwise
+/// ask Hummingbird and answer a refusal with a bare `400`, and leaves after the first request
+/// head: only a connection's first request can be an upgrade.
+private final class OriginCheck: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let gate: OriginGate
+    /// Counts the connections this handler closes.
+    private let refused: Counter
+    private var answered = false
+
+    init(gate: OriginGate, refused: Counter) {
+        self.gate = gate
+        self.refused = refused
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { return }  // the rest of a refused request
+        guard case .head(let head) = unwrapInboundIn(data), head.headers.contains(name: "upgrade"),
+              gate.verdict(origin: head.headers.first(name: "origin"), host: head.headers.first(name: "host")) == .refused else {
+            context.fireChannelRead(data)
+            return context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+        answered = true
+        refused.increment()
+        let response = HTTPResponseHead(version: .http1_1, status: .forbidden, headers: HTTPHeaders(headersOfShortResponse()))
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated()
             .whenComplete { _ in context.close(promise: nil) }
     }
 }

@@ -27,6 +27,8 @@ public struct ServerConfiguration: Sendable {
     public var connections = ConnectionLimits()
     /// How long history is kept (off by default).
     public var retention = Retention()
+    /// Page origins besides the relay's own whose browsers may use it (`OriginGate`).
+    public var allowedOrigins: Set<WebOrigin> = []
 
     public init(dataDirectory: URL) { self.dataDirectory = dataDirectory }
 }
@@ -70,6 +72,9 @@ public struct HushServer: Sendable {
                                      pendingFileLifetime: configuration.limits.pendingFileLifetime, clock: configuration.clock)
     }
 
+    /// The web client `hush serve` serves without `--web-root`: the repository's `web/`.
+    public static var defaultWebRoot: URL { WebRoutes.defaultWebRoot }
+
     /// The Hummingbird application of the chat port; `onListening` receives the actually bound port.
     public func application(logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in })
         -> some ApplicationProtocol {
@@ -80,7 +85,8 @@ public struct HushServer: Sendable {
         router.add(middleware: SecurityHeadersMiddleware(headers: WebRoutes.securityHeaders(webRoot: webRoot)))
         // Request counts and durations through swift-metrics; `hush serve` exports them on its metrics listener.
         router.add(middleware: MetricsMiddleware())
-        WebRoutes(identity: identity, webRoot: webRoot).add(to: router)
+        let origins = OriginGate(allowed: configuration.allowedOrigins)
+        WebRoutes(identity: identity, webRoot: webRoot, origins: origins).add(to: router)
         let relay = Relay(store: store, hub: hub, limits: limits, metrics: metrics, clock: configuration.clock)
         let connection = SessionConnection(identity: identity, relay: relay, hub: hub, limits: limits,
                                            metrics: metrics, requestClock: configuration.requestClock, logger: logger)
@@ -102,7 +108,8 @@ public struct HushServer: Sendable {
         let server = HTTPServerBuilder { responder in
             ChatChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: wsResponder,
                                                            configuration: channelConfiguration),
-                        admission: admission, heapTrimmer: heapTrimmer, requestHeadTimeout: headTimeout, metrics: metrics)
+                        admission: admission, origins: origins, heapTrimmer: heapTrimmer, requestHeadTimeout: headTimeout,
+                        metrics: metrics)
         }
         return Application(
             router: router,

@@ -8,6 +8,7 @@ import HushProtocol
 struct WebRoutes: Sendable {
     let identity: ServerIdentity
     let webRoot: URL
+    let origins: OriginGate
 
     /// Headers on every response (docs/CODE_TRUST.md). Trusted Types are required: no string
     /// reaches an HTML or script sink, and the one policy (`hush-worker`) admits only the
@@ -40,9 +41,17 @@ struct WebRoutes: Sendable {
     ]
 
     func add(to router: Router<BasicRequestContext>) {
-        router.get("/.well-known/hush") { _, _ in
-            respond(Array(RoomPayload.json(identity.wellKnown)), type: "application/json")
+        router.get("/.well-known/hush") { request, _ in
+            var response = respond(Array(RoomPayload.json(identity.wellKnown)), type: "application/json")
+            // Copies of the web client on allowed origins read the relay's key from here (§2).
+            if case .allowed(let origin) = origins.verdict(origin: request.headers[.origin], host: request.head.authority) {
+                response.headers[.accessControlAllowOrigin] = origin
+            }
+            response.headers[.vary] = "Origin"
+            return response
         }
+        // A request to /ws that is not a WebSocket upgrade (refused pages never get here: `OriginCheck`).
+        router.get("/ws") { _, _ -> Response in throw HTTPError(.upgradeRequired, message: "/ws takes WebSocket connections.") }
         router.get("/healthz") { _, _ in respond(Array("ok\n".utf8), type: "text/plain; charset=utf-8") }
         router.get("/") { _, _ in index() }
         router.get("/**") { request, _ in try file(at: request.uri.path) }

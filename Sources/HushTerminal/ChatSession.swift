@@ -141,8 +141,8 @@ public actor ChatSession {
     /// `hush chat join`: runs or resumes a join. `progress` hears "waiting for the owner".
     public static func join(store: KeyStoreFile, link: String, name: String?, timeout: Duration?,
                             waiting: @escaping @Sendable () -> Void) async throws -> ChatSession {
-        let (serverURL, invite) = try InviteLink.parse(link)
-        let server = try await ServerInfo.fetch(serverURL, expectedFingerprint: invite.server)
+        let (pageURL, invite) = try InviteLink.parse(link)
+        let server = try await ServerInfo.fetch(invite.relayURL(pageURL: pageURL), expectedFingerprint: invite.server)
         // Reuse a saved join of this very invite (same token), else start a new one.
         let record: StoredRoom = try store.update(create: true) { (store: inout KeyStore) throws -> StoredRoom in
             if let existing = store.rooms.first(where: { $0.room == invite.room }) {
@@ -486,9 +486,9 @@ public actor ChatSession {
     }
 
     /// Owner: a one-time invite link, its token saved.
-    public func invite(expiresIn seconds: Int64 = 24 * 3600) async throws -> String {
+    public func invite(expiresIn seconds: Int64 = 24 * 3600, page: WebOrigin? = nil) async throws -> String {
         guard isOwner else { throw ChatError("only the room's owner can invite") }
-        let link = try await client.invite(expiresIn: seconds, roomName: record.name, history: historyForNewMembers)
+        let link = try await client.invite(expiresIn: seconds, roomName: record.name, history: historyForNewMembers, page: page)
         let token = try InviteLink.parse(link).invite.token.bytes
         record.addInvite(token: token, expiresAt: Int64(Date().timeIntervalSince1970) + seconds)
         try await persist(force: true)

@@ -58,11 +58,14 @@ extension Chat {
         @OptionGroup var options: StoreOption
         @Argument(help: "Room name or id.") var room: String
         @Option(help: "Hours the link stays valid (max 720).") var expires: Double = 24
+        @Option(help: "The origin of a copy of the web client (`hush web export`) the link opens, e.g. https://chat.example; the link then names the relay.")
+        var page: String?
 
         func run() async throws {
             try await reportingErrors {
+                let page = try page.map { text throws(HushError) in try WebOrigin(text) }
                 try await withSession(store: options.store, room: room) { session in
-                    let link = try await session.invite(expiresIn: try inviteSeconds(expires))
+                    let link = try await session.invite(expiresIn: try inviteSeconds(expires), page: page)
                     printOut(link)
                 }
             }

@@ -23,6 +23,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Folder of the web client (env HUSH_WEB_ROOT; default: the repository's web/).")
     var webRoot: String?
 
+    @Option(help: "An origin whose pages may use this relay from a browser besides its own, such as a copy written by `hush web export` (https://chat.example); repeat it for more (env HUSH_ALLOW_ORIGINS, separated by spaces or commas).")
+    var allowOrigin: [String] = []
+
     @Option(help: "Requests per second per connection (burst: twice that); 0 turns the limit off, and the file-chunk budget with it. For benchmarks only; default 20 (docs/PROTOCOL.md §7).")
     var rateLimit: Double?
 
@@ -78,6 +81,19 @@ struct Serve: AsyncParsableCommand {
         }
         _ = try Self.parseAddress(metricsAddress)
         _ = try databaseLocation
+        _ = try allowedOrigins
+    }
+
+    /// `--allow-origin`, else `HUSH_ALLOW_ORIGINS`.
+    var allowedOrigins: Set<WebOrigin> {
+        get throws {
+            let texts = allowOrigin.isEmpty
+                ? (ProcessInfo.processInfo.environment["HUSH_ALLOW_ORIGINS"] ?? "").split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init)
+                : allowOrigin
+            return Set(try texts.map { text in
+                do { return try WebOrigin(text) } catch { throw ValidationError("--allow-origin \(text): \(error)") }
+            })
+        }
     }
 
     /// The PostgreSQL database, or nil for SQLite.
@@ -131,6 +147,7 @@ struct Serve: AsyncParsableCommand {
         configuration.host = host
         configuration.port = port
         configuration.serverKeyFile = (serverKey ?? ProcessInfo.processInfo.environment["HUSH_SERVER_KEY"]).map { URL(fileURLWithPath: $0) }
+        configuration.allowedOrigins = try allowedOrigins
         configuration.webRoot = (webRoot ?? ProcessInfo.processInfo.environment["HUSH_WEB_ROOT"]).map { URL(fileURLWithPath: $0) }
         let metrics = ServerMetrics()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))

@@ -6,13 +6,14 @@ import FoundationNetworking
 #endif
 import HushClient
 import HushProtocol
+import HushServer
 import ThemisKit
 
 /// `hush web`: releases of the web client (docs/CODE_TRUST.md).
 struct Web: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Sign and verify releases of the web client.",
-        subcommands: [WebSign.self, WebVerify.self])
+        abstract: "Sign, verify and export releases of the web client.",
+        subcommands: [WebSign.self, WebVerify.self, WebExport.self])
 }
 
 /// A manifest and the Secure Message that signs it, checked against the release key.
@@ -125,6 +126,79 @@ struct WebVerify: AsyncParsableCommand {
         let release = try SignedRelease.open(signed: signed)
         guard release.manifestBytes == bytes else { throw CLIError("\(signature) signs another manifest than \(manifest)") }
         return release
+    }
+}
+
+/// `hush web export DIR --relay ORIGIN`: the signed release as plain files, so that a community
+/// can serve the code from an origin its members trust more than the relay (docs/CODE_TRUST.md).
+struct WebExport: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Write the web client, checked against the signed release, to a folder any static web server can serve.",
+        discussion: """
+            The copy talks to the relay --relay names, which must allow the copy's origin: hush serve --allow-origin ORIGIN. \
+            Serve the folder at the root of its origin, over https or on localhost: browsers run the service worker that pins \
+            the code only there, so a copy opened as files (file://) does not run.
+            """)
+
+    @Argument(help: "A folder that does not exist yet, or is empty.")
+    var folder: String
+
+    @Option(help: "The relay's origin, e.g. https://relay.example.org (no path).")
+    var relay: String
+
+    @Option(help: "The web client to copy (env HUSH_WEB_ROOT; default: the repository's web/, as hush serve finds it).")
+    var webRoot: String?
+
+    func run() async throws {
+        try await reportingErrors {
+            let relay = try WebOrigin(relay)
+            let release = try SignedRelease.builtIn()
+            let source = (webRoot ?? ProcessInfo.processInfo.environment["HUSH_WEB_ROOT"]).map { URL(fileURLWithPath: $0) }
+                ?? HushServer.defaultWebRoot
+            // Every file must be the signed release's: browsers pin what the copy serves.
+            var files: [(path: String, bytes: [UInt8])] = []
+            for (path, digest) in release.manifest.files.sorted(by: { $0.key < $1.key }) {
+                let file = source.path + path
+                let bytes = try BoundedFile.read(file, maxBytes: WebCodeCheck.maxFileBytes)
+                guard Data(SHA256.hash(data: bytes)).map({ String(format: "%02x", $0) }).joined() == digest else {
+                    throw CLIError("\(file) is not the file of signed release \(release.manifest.release); nothing was written")
+                }
+                files.append((path, bytes))
+            }
+            files.append(("/manifest.json", release.manifestBytes))
+            files.append(("/manifest.sig", release.signedBytes))
+            files.append(("/relay.json", Array(RoomPayload.json(["relay": relay.description]))))
+            try write(files)
+            printOut("exported release \(release.manifest.release) (\(files.count) files) to \(folder) for the relay \(relay)")
+            printOut("serve it at the root of an https origin (or localhost), and run the relay with --allow-origin set to that origin")
+        }
+    }
+
+    /// Writes into a staging folder beside the target and renames it into place, so that a
+    /// failure leaves no half copy behind.
+    func write(_ files: [(path: String, bytes: [UInt8])]) throws {
+        let manager = FileManager.default
+        let target = URL(fileURLWithPath: folder).standardizedFileURL
+        if let existing = try? manager.contentsOfDirectory(atPath: target.path) {
+            guard existing.isEmpty else { throw CLIError("\(folder) is not empty; nothing was written") }
+        } else if manager.fileExists(atPath: target.path) {
+            throw CLIError("\(folder) exists and is not a folder; nothing was written")
+        }
+        let staging = target.deletingLastPathComponent()
+            .appendingPathComponent(".\(target.lastPathComponent).export-\(UInt32.random(in: .min ... .max))")
+        do {
+            for (path, bytes) in files {
+                let url = staging.appendingPathComponent(String(path.dropFirst()))
+                try manager.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try Data(bytes).write(to: url)
+            }
+            try? manager.removeItem(at: target)  // the empty folder, if there is one
+            try manager.moveItem(at: staging, to: target)
+        } catch {
+            try? manager.removeItem(at: staging)
+            throw CLIError("cannot write \(folder): \(error.localizedDescription)")
+        }
     }
 }
 

@@ -291,6 +291,33 @@ import ThemisKit
         }
     }
 
+    /// `hush chat invite --page`: a link for a copy of the web client elsewhere (`hush web
+    /// export`) opens that page and names the relay, and a client joins through it at the relay.
+    @Test func anInviteForAnotherPageNamesTheRelay() async throws {
+        try await withTestServer { server in
+            let folder = try TempFolder()
+            defer { folder.remove() }
+            let env = ["HUSH_STORE": folder.path("owner.hush"), "HUSH_PASSPHRASE": "owner pass"]
+            let created = try await HushProcess.run(["chat", "new", "club", "--server", server.url], environment: env)
+            #expect(created.status == 0, "\(created.stderr)")
+            let refused = try await HushProcess.run(["chat", "invite", "club", "--page", "https://chat.example/"], environment: env)
+            #expect(refused.status == 1 && refused.stderr.contains("not an origin"), "\(refused.stderr)")
+
+            let invited = try await HushProcess.run(["chat", "invite", "club", "--page", "https://chat.example"], environment: env)
+            let link = try #require(invited.stdout.split(separator: "\n").first { $0.hasPrefix("https://chat.example/#") }.map(String.init),
+                                    "\(invited.stdout) \(invited.stderr)")
+            #expect(try InviteLink.parse(link).invite.relay == server.url)
+            let owner = try KeyStoreFile(path: env["HUSH_STORE"]!, passphrase: env["HUSH_PASSPHRASE"]!).load().find("club").myKey
+            try await waitUntil("the inviting process's connection is gone") { server.server.hub.connectionCount(of: owner) == 0 }
+            let follower = try HushProcess(["chat", "read", "club", "--follow", "--json"], environment: env)
+            defer { follower.process.terminate() }
+            try await waitUntil("the follower is connected") { server.server.hub.connectionCount(of: owner) == 1 }
+            let joiner = try await RoomClient.join(link: link, timeout: .seconds(60))
+            let fingerprint = Format.fingerprint(ofKey: await joiner.key)
+            _ = try await follower.line { Self.event($0)?.type == "member_joined" && Self.event($0)?.from == fingerprint }
+        }
+    }
+
     /// `hush chat remove` in another process while the owner's `read --follow` runs: the
     /// follower reads the wrapped rotation made for it (the owner's own wrap) and every message
     /// after it, instead of "rotation not readable by this key" and silence.

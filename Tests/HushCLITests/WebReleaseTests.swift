@@ -102,6 +102,62 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: folder.path("manifest.sig")))
     }
 
+    static func export(_ folder: String, relay: String = "https://relay.example", webRoot: URL = repositoryWeb) async throws
+        -> (status: Int32, stdout: String, stderr: String) {
+        try await HushProcess.run(["web", "export", folder, "--relay", relay, "--web-root", webRoot.path], environment: [:])
+    }
+
+    /// `hush web export`: the signed release byte for byte, its signature, and relay.json.
+    @Test func exportWritesTheSignedReleaseAndItsRelay() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let result = try await Self.export(folder.path("copy"), relay: "http://127.0.0.1:8080")
+        #expect(result.status == 0, "\(result.stderr)")
+        let manifest = try Self.manifest()
+        for path in manifest.files.keys.sorted() + ["/manifest.json", "/manifest.sig"] {
+            let exported = try Data(contentsOf: URL(fileURLWithPath: folder.path("copy") + path))
+            #expect(exported == (try Data(contentsOf: URL(fileURLWithPath: Self.repositoryWeb.path + path))), "\(path)")
+        }
+        let relay = try Data(contentsOf: URL(fileURLWithPath: folder.path("copy/relay.json")))
+        #expect(String(decoding: relay, as: UTF8.self) == #"{"relay":"http://127.0.0.1:8080"}"#)
+        // Nothing else: no staging folder left beside it, no file the release does not have.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.url.path) == ["copy"])
+        var written: [String] = []
+        let files = FileManager.default.enumerator(atPath: folder.path("copy"))
+        while let path = files?.nextObject() as? String {
+            if files?.fileAttributes?[.type] as? FileAttributeType == .typeRegular { written.append(path) }
+        }
+        #expect(written.count == manifest.files.count + 3, "\(written)")
+    }
+
+    /// A web root that is not the signed release, a folder in use or a relay that is not an
+    /// origin: refused, and nothing written.
+    @Test func exportRefusesAndWritesNothing() async throws {
+        let folder = try TempFolder()
+        defer { folder.remove() }
+        let changed = folder.url.appendingPathComponent("web")
+        try FileManager.default.copyItem(at: Self.repositoryWeb, to: changed)
+        try "/* changed */".write(to: changed.appendingPathComponent("app/ui.mjs"), atomically: true, encoding: .utf8)
+        let fromChanged = try await Self.export(folder.path("copy"), webRoot: changed)
+        #expect(fromChanged.status == 1)
+        #expect(fromChanged.stderr.contains("app/ui.mjs is not the file of signed release"), "\(fromChanged.stderr)")
+
+        for relay in ["https://relay.example/", "https://Relay.example", "relay.example", "https://relay.example:443"] {
+            let result = try await Self.export(folder.path("copy"), relay: relay)
+            #expect(result.status == 1, "\(relay)")
+            #expect(result.stderr.contains("not an origin"), "\(relay): \(result.stderr)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.url.path) == ["web"])
+
+        try FileManager.default.createDirectory(atPath: folder.path("used"), withIntermediateDirectories: false)
+        try "mine".write(toFile: folder.path("used/notes.txt"), atomically: true, encoding: .utf8)
+        let intoUsed = try await Self.export(folder.path("used"))
+        #expect(intoUsed.status == 1)
+        #expect(intoUsed.stderr.contains("is not empty"), "\(intoUsed.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path("used")) == ["notes.txt"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.url.path).sorted() == ["used", "web"])
+    }
+
     /// Pages, not-found answers and the 400 of a malformed request carry the same headers.
     @Test func headersOnPagesErrorsAndRefusals() async throws {
         let importMapHash = try #require(try Self.manifest().scriptHashes.first)

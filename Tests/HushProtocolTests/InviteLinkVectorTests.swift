@@ -10,6 +10,7 @@ import Testing
             let server, room, owner, fingerprint, token: String
             let roomName, ownerName: String?
             let history: String
+            let relay: String?
         }
         let name: String
         let link: String
@@ -43,6 +44,8 @@ import Testing
         #expect(Base64.encode(invite.token.bytes) == expect.token)
         #expect(invite.roomName == expect.roomName && invite.ownerName == expect.ownerName)
         #expect(invite.historyForNewMembers.rawValue == expect.history)
+        #expect(invite.relay == expect.relay)
+        #expect(invite.relayURL(pageURL: server) == expect.relay ?? expect.server)
         // Written again by this client, the link reads back the same.
         #expect(try InviteLink.parse(invite.link(serverURL: server)).invite == invite)
     }

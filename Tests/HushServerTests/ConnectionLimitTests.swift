@@ -164,17 +164,17 @@ import ThemisKit
     @Test func securityHeadersOnErrors() async throws {
         try await withTestServer { server in
             let requests = [
-                "GET /missing.js HTTP/1.1\r\nHost: hush\r\nConnection: close\r\n\r\n",  // thrown by the file route
-                "GET /metrics HTTP/1.1\r\nHost: hush\r\nConnection: close\r\n\r\n",
-                "POST /healthz HTTP/1.1\r\nHost: hush\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",  // no route
-                "GET /ws HTTP/1.1\r\nHost: hush\r\nConnection: close\r\n\r\n",  // not an upgrade
+                ("GET /missing.js HTTP/1.1\r\nHost: hush\r\nConnection: close\r\n\r\n", 404),  // thrown by the file route
+                ("GET /metrics HTTP/1.1\r\nHost: hush\r\nConnection: close\r\n\r\n", 404),
+                ("POST /healthz HTTP/1.1\r\nHost: hush\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 404),  // no route
+                ("GET /ws HTTP/1.1\r\nHost: hush\r\nConnection: close\r\n\r\n", 426),  // not an upgrade
             ]
-            for request in requests {
+            for (request, status) in requests {
                 let socket = try await RawSocket.connect(port: server.port)
                 try await socket.send(request)
                 let response = try #require(RawResponse(await socket.read(timeout: .seconds(20)).bytes))
                 socket.close()
-                #expect(response.status == 404, "\(request.prefix(30))")
+                #expect(response.status == status, "\(request.prefix(30))")
                 #expect(response.headers["content-security-policy"]?.contains("default-src 'self'") == true, "\(request.prefix(30))")
                 #expect(response.headers["x-content-type-options"] == "nosniff", "\(request.prefix(30))")
                 #expect(response.headers["referrer-policy"] == "no-referrer", "\(request.prefix(30))")

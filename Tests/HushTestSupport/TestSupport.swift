@@ -32,7 +32,7 @@ public struct TestServer: Sendable {
     public static func start(limits: Limits = .standard, connections: ConnectionLimits = ConnectionLimits(),
                              dataDirectory: URL? = nil, clock: ManualClock? = nil, requestClock: StepClock? = nil,
                              retention: Retention = Retention(), store: StoreChoice = .sqlite,
-                             database: PostgresLocation? = nil) async throws -> TestServer {
+                             database: PostgresLocation? = nil, allowedOrigins: Set<WebOrigin> = []) async throws -> TestServer {
         let directory = dataDirectory ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("hush-test-\(UUID().uuidString)")
         var configuration = ServerConfiguration(dataDirectory: directory)
@@ -40,6 +40,7 @@ public struct TestServer: Sendable {
         configuration.limits = limits
         configuration.connections = connections
         configuration.retention = retention
+        configuration.allowedOrigins = allowedOrigins
         configuration.webRoot = directory.appendingPathComponent("web")
         if let clock { configuration.clock = { clock.now } }
         if let requestClock { configuration.requestClock = { requestClock.read() } }
@@ -95,9 +96,10 @@ public struct TestServer: Sendable {
 public func withTestServer<T: Sendable>(limits: Limits = .standard, connections: ConnectionLimits = ConnectionLimits(),
                                         clock: ManualClock? = nil, requestClock: StepClock? = nil,
                                         retention: Retention = Retention(), store: StoreChoice = .sqlite,
+                                        allowedOrigins: Set<WebOrigin> = [],
                                         _ body: (TestServer) async throws -> T) async throws -> T {
     try await using(try await TestServer.start(limits: limits, connections: connections, clock: clock, requestClock: requestClock,
-                                               retention: retention, store: store),
+                                               retention: retention, store: store, allowedOrigins: allowedOrigins),
                     stop: { await $0.stop() }, body)
 }
 

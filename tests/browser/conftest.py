@@ -48,8 +48,9 @@ class HushServer:
     """`hush serve` with a fresh data folder; the first start picks a free port, later starts reuse
     it (and the data), as a restarted server would. Its output goes to a log file."""
 
-    def __init__(self, web=REPO / "web"):
+    def __init__(self, web=REPO / "web", args=()):
         self.web = web
+        self.args = list(args)
         self.binary = os.environ.get("HUSH_BIN", str(REPO / ".build/debug/hush"))
         self.data = tempfile.mkdtemp(prefix="hush-browser-data-")
         self.port = 0
@@ -63,7 +64,7 @@ class HushServer:
         with open(log, "w") as out:
             self.proc = subprocess.Popen(
                 [self.binary, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", self.data,
-                 "--web-root", str(self.web)], stdout=out, stderr=subprocess.STDOUT)
+                 "--web-root", str(self.web), *self.args], stdout=out, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while time.time() < deadline and self.proc.poll() is None:
             match = re.search(r"Hush is listening on (http://\S+)", log.read_text())

@@ -34,6 +34,7 @@ for (const entry of cases) {
     assert.equal(invite.roomName, entry.expect.roomName);
     assert.equal(invite.ownerName, entry.expect.ownerName);
     assert.equal(invite.history, entry.expect.history);
+    assert.equal(invite.relay, entry.expect.relay);
     // Written again by this client, the link reads back the same.
     const again = inviteLink(entry.expect.server, invite);
     assert.deepEqual(parseLink(again), invite);

@@ -175,6 +175,16 @@ test('invite links are parsed strictly', async () => {
   }
 });
 
+test('an invite made on a page that is not the relay names the relay, and only then', async () => {
+  const owner = await ownerRoom();
+  const fragment = (link) => link.split('#')[1];
+  const onRelay = await makeInvite(owner, { baseUrl: 'https://relay.example', serverFingerprint: FP });
+  assert.equal(parseInviteFragment(fragment(onRelay.link)).relay, null);
+  const exported = await makeInvite(owner, { baseUrl: 'https://code.example', serverFingerprint: FP, relay: 'https://relay.example:8443' });
+  assert.ok(exported.link.startsWith('https://code.example/#'));
+  assert.equal(parseInviteFragment(fragment(exported.link)).relay, 'https://relay.example:8443');
+});
+
 // Found by tests/js/fuzz-app.test.mjs: hostile `hello` and departure entries (from a server).
 // Scenario 03: bob left at seq 3; his message at seq 4 must stay refused.
 async function departedBob() {

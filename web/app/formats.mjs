@@ -227,20 +227,37 @@ export async function inviteId(token) {
  * §6.6; `roomName` and `ownerName` (canonical names, §6.7) are left out when null, `history` when
  * it is 'rotation' (the default).
  */
-export function inviteLink(baseUrl, { room, token, owner, server, roomName = null, ownerName = null, history = 'rotation' }) {
+export function inviteLink(baseUrl, { room, token, owner, server, roomName = null, ownerName = null, history = 'rotation', relay = null }) {
   const body = json({
-    ...(history === 'joined' ? { history } : {}), owner, ...(ownerName !== null ? { ownerName } : {}), room,
-    ...(roomName !== null ? { roomName } : {}), server, token: bytesToBase64(token), v: 1,
+    ...(history === 'joined' ? { history } : {}), owner, ...(ownerName !== null ? { ownerName } : {}),
+    ...(relay !== null ? { relay } : {}), room, ...(roomName !== null ? { roomName } : {}), server,
+    token: bytesToBase64(token), v: 1,
   });
   return `${baseUrl.replace(/\/+$/, '')}/#${bytesToBase64Url(body)}`;
 }
 
 const ROOM_ID = /^[A-Za-z0-9_-]{22}$/;
 const FINGERPRINT = /^[0-9a-f]{4}( [0-9a-f]{4}){4}$/;
+const LABEL = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?';
+const ORIGIN = new RegExp(`^(https?)://(?:${LABEL}(?:\\.${LABEL})*|\\[[0-9a-f:.]{2,45}\\])(?::([1-9][0-9]{0,4}))?$`);
+
+/**
+ * Whether `value` is an origin as a browser writes it, such as an invite's relay (§6.6 `relay`):
+ * http(s), a lowercase host or [IPv6], a port only when not the scheme's default; no path, user,
+ * query or fragment; at most 255 characters. Swift: `WebOrigin`.
+ */
+export function isWebOrigin(value) {
+  if (typeof value !== 'string' || value.length > 255) return false;
+  const match = ORIGIN.exec(value);
+  if (!match) return false;
+  if (match[2] === undefined) return true;
+  const port = Number(match[2]);
+  return port <= 65535 && port !== (match[1] === 'https' ? 443 : 80);
+}
 
 /**
  * The fragment of an invite link (without '#') → {room, token, owner, server, roomName, ownerName,
- * history} (the names null when absent, history 'rotation' or 'joined'); throws Error.
+ * history, relay} (the names and relay null when absent, history 'rotation' or 'joined'); throws Error.
  */
 export function parseInviteFragment(fragment) {
   const fail = () => { throw new Error('This is not a valid Hush invite link.'); };
@@ -257,9 +274,11 @@ export function parseInviteFragment(fragment) {
   // What new members may read (§6.6): absent, null or 'rotation' is the default.
   const history = body.history === undefined || body.history === null || body.history === 'rotation' ? 'rotation'
     : body.history === 'joined' ? 'joined' : fail();
+  // The relay, when the page that shows the link only hosts the code (§6.6): absent, null or an origin.
+  const relay = body.relay === undefined || body.relay === null ? null : isWebOrigin(body.relay) ? body.relay : fail();
   let token, owner;
   try { token = b64(body.token, 32); owner = keyBytes(body.owner); } catch { fail(); }
   // The owner's key in its one canonical form (45-byte container, canonical base64), as on the wire.
   if (token.length !== 32 || owner.length !== 45 || bytesToBase64(owner) !== body.owner) fail();
-  return { room: body.room, token, owner: body.owner, server: body.server, roomName, ownerName, history };
+  return { room: body.room, token, owner: body.owner, server: body.server, roomName, ownerName, history, relay };
 }

@@ -10,12 +10,13 @@ import { newRoomState, currentKey, signMembership } from './room.mjs';
 /**
  * Owner: a fresh one-time invite. Register `inviteId` on the server, keep `token`, hand out `link`.
  * `roomName`, `ownerName`: canonical names (§6.7) the link proposes to the joiner, or null;
- * `history`: what new members may read (§6.6), 'rotation' or 'joined'.
+ * `history`: what new members may read (§6.6), 'rotation' or 'joined'; `relay`: the relay's origin
+ * when `baseUrl` (the page) is not the relay, else null.
  */
-export async function makeInvite(state, { baseUrl, serverFingerprint, roomName = null, ownerName = null, history = 'rotation' }) {
+export async function makeInvite(state, { baseUrl, serverFingerprint, roomName = null, ownerName = null, history = 'rotation', relay = null }) {
   const token = randomBytes(32);
   const id = bytesToBase64(await inviteId(token));
-  const link = inviteLink(baseUrl, { room: state.room, token, owner: state.owner, server: serverFingerprint, roomName, ownerName, history });
+  const link = inviteLink(baseUrl, { room: state.room, token, owner: state.owner, server: serverFingerprint, roomName, ownerName, history, relay });
   return { inviteId: id, token: bytesToBase64(token), link };
 }
 

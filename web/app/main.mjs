@@ -4,7 +4,7 @@
 import { base64ToBytes, bytesToBase64Url, fingerprint, parsePublicKey } from '../themis/index.mjs';
 import { KeyStore, WrongPassword, persistenceState, requestPersistence, MAX_FILE_BYTES } from './store.mjs';
 import { RoomClient, MAX_TEXT_CHARS } from './rooms.mjs';
-import { parseInviteFragment, keyBytes } from './formats.mjs';
+import { parseInviteFragment, keyBytes, isWebOrigin } from './formats.mjs';
 import { $, renderConnection, renderRoomList, renderRoom, renderMembers, renderInvites, renderQr, atBottom, toast } from './ui.mjs';
 import { loadSettings, saveSettings, idleExpired } from './settings.mjs';
 import { clock } from './clock.mjs';
@@ -30,23 +30,54 @@ const app = {
 
 // ---- server identity (pinned: rooms remember the key they were made with) ----
 
+/**
+ * The relay this page talks to and its key. A page served by a relay talks to its own origin; a
+ * copy written by `hush web export` finds no /.well-known/hush beside it and talks to the relay its
+ * relay.json names (docs/PROTOCOL.md §2), which must list this page's origin in --allow-origin.
+ */
 async function readServer() {
-  // index.html is served byte for byte as released (its hash is in the signed manifest), so the
-  // server's key comes from /.well-known/hush rather than from the page.
-  const response = await fetch('/.well-known/hush', { cache: 'no-store', credentials: 'omit' });
-  const text = await response.text();
-  if (!response.ok || text.length > 4096) throw new Error('no /.well-known/hush');
-  const known = JSON.parse(text);
+  let relay = location.origin;
+  let known = await readWellKnown(relay).catch(() => null);
+  if (!known) {
+    relay = await readRelayFile();
+    known = await readWellKnown(relay).catch(() => {
+      throw new Error(`The relay ${relay} cannot be reached from this page: it is down, or it does not allow pages from ${location.origin} (hush serve --allow-origin).`);
+    });
+    if (!known) throw new Error(`${relay} is not a Hush relay (it has no /.well-known/hush).`);
+  }
   const keyB64 = String(known.publicKey);
   const key = base64ToBytes(keyB64);
   parsePublicKey(key);
   if (known.serverId !== bytesToBase64Url(key)) throw new Error('the server id is not its key');
-  const ws = new URL('/ws', location.href);
-  ws.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = new URL('/ws', relay);
+  ws.protocol = ws.protocol === 'https:' ? 'wss:' : 'ws:';
   return {
     id: known.serverId, key, keyB64, fingerprint: await fingerprint(key), protocol: known.protocol,
-    wsUrl: ws.href, baseUrl: location.origin,
+    wsUrl: ws.href, baseUrl: location.origin, relay,
+    // Invites name the relay (§6.6) only when this page is not the relay itself.
+    linkRelay: relay === location.origin ? null : relay,
   };
+}
+
+/** `/.well-known/hush` of `origin` (null when it has none); index.html is served byte for byte as released, so the key comes from here. */
+async function readWellKnown(origin) {
+  const response = await fetch(`${origin}/.well-known/hush`, { cache: 'no-store', credentials: 'omit' });
+  if (response.status === 404) return null;
+  const text = await response.text();
+  if (!response.ok || text.length > 4096) throw new Error('no /.well-known/hush');
+  return JSON.parse(text);
+}
+
+/** relay.json beside index.html, `{"relay": ORIGIN}`: what `hush web export --relay` writes. */
+async function readRelayFile() {
+  const missing = new Error('This page must be opened from a Hush relay (hush serve), or from a copy made by hush web export --relay.');
+  const response = await fetch('relay.json', { cache: 'no-store', credentials: 'omit' }).catch(() => null);
+  if (!response?.ok) throw missing;
+  const text = await response.text();
+  let relay;
+  try { relay = text.length <= 512 ? JSON.parse(text).relay : undefined; } catch { /* refused below */ }
+  if (!isWebOrigin(relay)) throw new Error('relay.json beside this page does not name a relay origin (https://host[:port]).');
+  return relay;
 }
 
 // ---- rendering, batched per frame ----
@@ -258,6 +289,13 @@ async function showJoin() {
   if (app.server.protocol !== PROTOCOL_VERSION) {
     $('join-check').textContent = '';
     return joinError(`This server speaks another version of the Hush protocol (${Number(app.server.protocol)}; this page speaks ${PROTOCOL_VERSION}); nothing was sent.`);
+  }
+  // The invite's relay (§6.6): the one it names, else the page that showed the link (this one).
+  const inviteRelay = invite.relay ?? location.origin;
+  if (inviteRelay !== app.server.relay) {
+    $('join-check').textContent = '';
+    return joinError(`This invite is for the relay at ${inviteRelay}, and this page talks to ${app.server.relay}, so nothing was sent.`,
+      'Open the link as the sender gave it, or ask them for a link made on this page.');
   }
   if (app.server.fingerprint !== invite.server) {
     $('join-check').textContent = '';
@@ -687,8 +725,8 @@ async function start() {
   try {
     app.server = await readServer();
     $('server-fp').textContent = app.server.fingerprint;
-  } catch {
-    document.body.textContent = 'This page must be opened from a Hush server (hush serve).';
+  } catch (error) {
+    document.body.textContent = error.message;
     return;
   }
   const verdict = await checkCode(codeChanged);

@@ -80,7 +80,7 @@ const JOIN_ERRORS = {
 };
 
 /**
- * @param {object} app {store, server: {id, key, keyB64, fingerprint, wsUrl, baseUrl},
+ * @param {object} app {store, server: {id, key, keyB64, fingerprint, wsUrl, baseUrl, relay, linkRelay},
  *   changed(room), isViewing(room) → bool}
  */
 export class RoomClient {
@@ -943,7 +943,7 @@ export class RoomClient {
     return this.serial(async () => {
       // The invite proposes this room's name and says the owner's (§6.6): the joiner sees who invited them.
       const made = await makeInvite(this.state, {
-        baseUrl: this.app.server.baseUrl, serverFingerprint: this.app.server.fingerprint,
+        baseUrl: this.app.server.baseUrl, relay: this.app.server.linkRelay, serverFingerprint: this.app.server.fingerprint,
         roomName: canonicalName(this.record.name), ownerName: nameOf(this.state, this.state.me), history: this.historyForNewMembers,
       });
       const expiresAt = Math.floor(Date.now() / 1000) + INVITE_LIFETIME_S;
