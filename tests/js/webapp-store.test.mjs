@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bytesToBase64, generateKeyPair } from '../../web/themis/index.mjs';
-import { KeyStore, WrongPassword, StoreReplaced, versionOf } from '../../web/app/store.mjs';
+import { KeyStore, WrongPassword, StoreReplaced, versionOf, PASSPHRASE_ITERATIONS } from '../../web/app/store.mjs';
 import { newRoomState, durable, compose } from '../../web/app/room.mjs';
 
 const PASSWORD = 'correct horse battery';
@@ -116,4 +116,16 @@ test('a record from before versions opens and takes version 1 on its first write
   await tab.update((data) => { data.rooms.x = {}; });
   assert.equal(versionOf(backend.shared.record), 1);
   await assert.rejects(KeyStore.create(PASSWORD, backend), /already exists/);
+});
+
+test('a new store key is sealed with 600,000 PBKDF2 rounds, written in the cell header', async () => {
+  const backend = memoryBackend();
+  await KeyStore.create(PASSWORD, backend);
+  const lock = Uint8Array.from(Buffer.from((await backend.read()).lock, 'base64'));
+  // Passphrase Seal: the KDF context (LE32 rounds, LE16 salt length) follows the 44-byte token head.
+  const rounds = lock[48] | (lock[49] << 8) | (lock[50] << 16) | (lock[51] << 24);
+  assert.equal(PASSPHRASE_ITERATIONS, 600000);
+  assert.equal(rounds, PASSPHRASE_ITERATIONS);
+  await KeyStore.unlock(PASSWORD, backend);
+  await assert.rejects(KeyStore.unlock('not the password', backend), WrongPassword);
 });

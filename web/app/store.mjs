@@ -17,6 +17,8 @@ const RECORD = 'main';
 const LOCK = 'hush-keystore';
 const CHANNEL = 'hush-keystore';
 const CONTEXT = utf8Encode('hush-keystore-v1');
+/** PBKDF2-SHA256 rounds sealing a new store key (OWASP's figure, as the Swift store); the cell's header carries the count, so stores sealed with fewer still open. */
+export const PASSPHRASE_ITERATIONS = 600000;
 const MAX_ATTEMPTS = 8;
 export const MAX_FILE_BYTES = 16 * 1024 * 1024;
 
@@ -137,7 +139,7 @@ export class KeyStore {
   /** First visit: a new, empty store sealed with `password`. */
   static async create(password, backend = browserBackend) {
     const storeKey = crypto.getRandomValues(new Uint8Array(32));
-    const lock = bytesToBase64(await SecureCellSeal.withPassphrase(password).encrypt(storeKey, CONTEXT));
+    const lock = bytesToBase64(await SecureCellSeal.withPassphrase(password, { iterations: PASSPHRASE_ITERATIONS }).encrypt(storeKey, CONTEXT));
     const data = emptyData();
     const record = { format: 'hush-keystore', v: 1, lock, data: await sealData(data, storeKey), version: 1 };
     const written = await backend.exclusive(() => backend.writeIf(null, record));
