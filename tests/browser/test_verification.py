@@ -1,6 +1,7 @@
-"""Verification in Chromium: both people see the same safety number for their two keys, the
+"""Verification in Chromium and Firefox: both people see the same safety number for their two keys, the
 owner marks the member's key verified (kept in the key store across a reload), the mark shows
 beside that member's messages and in the members panel, and can be taken back."""
+import pytest
 
 
 def verified_in_bubbles(person):
@@ -8,12 +9,13 @@ def verified_in_bubbles(person):
         .filter(e => e.querySelector('[data-testid=verified]')).map(e => e.querySelector('.text').textContent)""")
 
 
-def test_safety_number_and_verified_mark(server, people):
-    owner = people("owner")
+@pytest.mark.parametrize("kind", ["chrome", "firefox"])
+def test_safety_number_and_verified_mark(server, people, kind):
+    owner = people("owner", kind)
     owner.open(server)
     owner.unlock("owner-password-1")
     owner.create_room("Trust")
-    member = people("member")
+    member = people("member", kind)
     member.open(owner.invite())
     member.unlock("member-password-1")
     member.join("Trust")
@@ -34,8 +36,9 @@ def test_safety_number_and_verified_mark(server, people):
     owner.wait("the verified mark", lambda: verified_in_bubbles(owner) == ["it is me"])
     assert owner.js("return document.querySelector('[data-testid=verify-member]').getAttribute('aria-pressed')") == "true"
     assert owner.js("return document.querySelectorAll('[data-testid=member] [data-testid=verified]').length") == 1
+    owner.screenshot(f"verified-mark-{kind}.png")
 
-    owner.open(owner.driver.d.current_url.split("#")[0])
+    owner.open(owner.js("return location.href").split("#")[0])
     owner.unlock("owner-password-1")
     owner.open_room("Trust")
     owner.wait("the mark after a reload", lambda: verified_in_bubbles(owner) == ["it is me"])
