@@ -186,6 +186,15 @@ private func headersOfShortResponse() -> [(String, String)] {
         + WebRoutes.securityHeaders().map { ($0.name.canonicalName, $0.value) }
 }
 
+/// Writes a response without a body (HTTP parts, for a handler behind the HTTP codec), then
+/// closes the connection.
+private func answerAndClose(_ context: ChannelHandlerContext, status: HTTPResponseStatus) {
+    let head = HTTPResponseHead(version: .http1_1, status: status, headers: HTTPHeaders(headersOfShortResponse()))
+    context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
+    context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).assumeIsolated()
+        .whenComplete { _ in context.close(promise: nil) }
+}
+
 /// Answers a connection over a cap and closes it at once, so that it holds its descriptor only
 /// for that one write.
 private final class Refusal: ChannelInboundHandler {
@@ -232,10 +241,7 @@ private final class OriginCheck: ChannelInboundHandler, RemovableChannelHandler 
         }
         answered = true
         refused.increment()
-        let response = HTTPResponseHead(version: .http1_1, status: .forbidden, headers: HTTPHeaders(headersOfShortResponse()))
-        context.write(wrapOutboundOut(.head(response)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated()
-            .whenComplete { _ in context.close(promise: nil) }
+        answerAndClose(context, status: .forbidden)
     }
 }
 
@@ -296,10 +302,7 @@ private final class RequestHeadDeadline: ChannelInboundHandler, RemovableChannel
         guard !answered else { return }
         answered = true
         closed.increment()
-        let head = HTTPResponseHead(version: .http1_1, status: .badRequest, headers: HTTPHeaders(headersOfShortResponse()))
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated()
-            .whenComplete { _ in context.close(promise: nil) }
+        answerAndClose(context, status: .badRequest)
     }
 
     private func arm(_ context: ChannelHandlerContext) {

@@ -19,6 +19,19 @@ import ThemisKit
         return try #require(created.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init))
     }
 
+    /// Room `club` made by a terminal key store in `folder`, and its owner's `read --follow`
+    /// connected (the creating process's connection gone). The caller terminates the follower.
+    static func clubWithFollowingOwner(on server: TestServer, in folder: TempFolder) async throws
+        -> (env: [String: String], follower: HushProcess) {
+        let env = ["HUSH_STORE": folder.path("owner.hush"), "HUSH_PASSPHRASE": "owner pass"]
+        _ = try await newRoom(["club", "--server", server.url], environment: env)
+        let owner = try KeyStoreFile(path: env["HUSH_STORE"]!, passphrase: env["HUSH_PASSPHRASE"]!).load().find("club").myKey
+        try await waitUntil("the creating process's connection is gone") { server.server.hub.connectionCount(of: owner) == 0 }
+        let follower = try HushProcess(["chat", "read", "club", "--follow", "--json"], environment: env)
+        try await waitUntil("the follower is connected") { server.server.hub.connectionCount(of: owner) == 1 }
+        return (env, follower)
+    }
+
     /// A `hush serve` process of its own (so that a test can kill and restart it on its data and
     /// port) and a room `lobby` created there by a terminal key store in `folder`.
     static func roomOnItsOwnServer(in folder: TempFolder) async throws -> (server: ServeProcess, env: [String: String], link: String) {
@@ -273,14 +286,8 @@ import ThemisKit
         try await withTestServer { server in
             let folder = try TempFolder()
             defer { folder.remove() }
-            let env = ["HUSH_STORE": folder.path("owner.hush"), "HUSH_PASSPHRASE": "owner pass"]
-            let created = try await HushProcess.run(["chat", "new", "club", "--server", server.url], environment: env)
-            #expect(created.status == 0, "\(created.stderr)")
-            let owner = try KeyStoreFile(path: env["HUSH_STORE"]!, passphrase: env["HUSH_PASSPHRASE"]!).load().find("club").myKey
-            try await waitUntil("the creating process's connection is gone") { server.server.hub.connectionCount(of: owner) == 0 }
-            let follower = try HushProcess(["chat", "read", "club", "--follow", "--json"], environment: env)
+            let (env, follower) = try await Self.clubWithFollowingOwner(on: server, in: folder)
             defer { follower.process.terminate() }
-            try await waitUntil("the follower is connected") { server.server.hub.connectionCount(of: owner) == 1 }
 
             let invited = try await HushProcess.run(["chat", "invite", "club"], environment: env)
             let link = try #require(invited.stdout.split(separator: "\n").first { $0.hasPrefix("http://") }.map(String.init),
@@ -297,9 +304,8 @@ import ThemisKit
         try await withTestServer { server in
             let folder = try TempFolder()
             defer { folder.remove() }
-            let env = ["HUSH_STORE": folder.path("owner.hush"), "HUSH_PASSPHRASE": "owner pass"]
-            let created = try await HushProcess.run(["chat", "new", "club", "--server", server.url], environment: env)
-            #expect(created.status == 0, "\(created.stderr)")
+            let (env, follower) = try await Self.clubWithFollowingOwner(on: server, in: folder)
+            defer { follower.process.terminate() }
             let refused = try await HushProcess.run(["chat", "invite", "club", "--page", "https://chat.example/"], environment: env)
             #expect(refused.status == 1 && refused.stderr.contains("not an origin"), "\(refused.stderr)")
 
@@ -307,11 +313,6 @@ import ThemisKit
             let link = try #require(invited.stdout.split(separator: "\n").first { $0.hasPrefix("https://chat.example/#") }.map(String.init),
                                     "\(invited.stdout) \(invited.stderr)")
             #expect(try InviteLink.parse(link).invite.relay == server.url)
-            let owner = try KeyStoreFile(path: env["HUSH_STORE"]!, passphrase: env["HUSH_PASSPHRASE"]!).load().find("club").myKey
-            try await waitUntil("the inviting process's connection is gone") { server.server.hub.connectionCount(of: owner) == 0 }
-            let follower = try HushProcess(["chat", "read", "club", "--follow", "--json"], environment: env)
-            defer { follower.process.terminate() }
-            try await waitUntil("the follower is connected") { server.server.hub.connectionCount(of: owner) == 1 }
             let joiner = try await RoomClient.join(link: link, timeout: .seconds(60))
             let fingerprint = Format.fingerprint(ofKey: await joiner.key)
             _ = try await follower.line { Self.event($0)?.type == "member_joined" && Self.event($0)?.from == fingerprint }

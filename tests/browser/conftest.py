@@ -44,6 +44,17 @@ def png(width, height, level=6):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows), level)) + chunk(b"IEND", b"")
 
 
+def end_process(proc):
+    """SIGTERM, then SIGKILL if it is still there after 10 s; returns once it has exited."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class HushServer:
     """`hush serve` with a fresh data folder; the first start picks a free port, later starts reuse
     it (and the data), as a restarted server would. Its output goes to a log file."""
@@ -77,13 +88,8 @@ class HushServer:
         raise RuntimeError(f"hush serve did not start: {log.read_text()}")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            end_process(self.proc)
 
     def remove(self):
         self.stop()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HushServer
+from conftest import HushServer, end_process
 
 
 class StaticServer:
@@ -30,12 +30,7 @@ class StaticServer:
         self.origin = f"http://127.0.0.1:{match.group(1)}"
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc)
 
 
 @pytest.fixture
