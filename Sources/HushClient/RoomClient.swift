@@ -26,6 +26,9 @@ public actor RoomClient {
         case chat(seq: Int, from: String, ts: Int64, text: String)
         /// Owner: a key asked to join through one of this owner's invites (and was answered).
         case joinRequested(key: String)
+        /// Owner: a join request this key cannot read (the link's owner key was altered on the
+        /// way); its invite was revoked, so the joiner stops waiting (§4.3).
+        case joinRefused(key: String)
         /// A send is held until the owner's rotation after a departure (`rotation_pending`).
         case sendHeld
         /// A key set its display name (docs/PROTOCOL.md §6.7); `previous` is the name it had.
@@ -304,7 +307,7 @@ public actor RoomClient {
                             throw HushError(ErrorCode(rawValue: reply.code ?? "") ?? .internal, reply.message ?? "")
                         }
                     case "join_revoked" where push.room == invite.room && push.inviteId?.bytes == invite.inviteID:
-                        throw ClientError.rejected("the owner revoked this invite")
+                        throw ClientError.rejected("the owner ended this join: they revoked the invite, or their client could not read your request, which happens when the link was altered on the way (its owner key is not the room owner's); ask the owner for a new link, through a channel you trust")
                     case "member_joined" where push.key == KeyID.json(flow.me.publicKey):
                         guard var state, let signature = push.signature?.bytes,
                               state.admit(key: KeyID.json(flow.me.publicKey), signature: signature)
@@ -733,7 +736,8 @@ public actor RoomClient {
         case "join_request":
             guard state.isOwner, let inviteID = push.inviteId?.bytes, let joiner = push.key,
                   let blob = push.joiningKey?.bytes, await token(of: inviteID) != nil else { return }
-            let firstAnswer = joinRequests[inviteID]?.joiner != joiner
+            let earlier = joinRequests[inviteID]
+            let firstAnswer = earlier?.joiner != joiner
             joinRequests[inviteID] = JoinRequest(inviteID: inviteID, joiner: joiner, joiningKey: blob)
             if firstAnswer, let prepare = rotateBeforeAnswering {
                 do {
@@ -747,15 +751,26 @@ public actor RoomClient {
                     return
                 }
             }
-            await respond(inviteID: inviteID, joiner: joiner)
-            sink.yield(.joinRequested(key: joiner))
+            do {
+                try await respond(inviteID: inviteID, joiner: joiner)
+                sink.yield(.joinRequested(key: joiner))
+            } catch is OwnerJoins.UnreadableRequest {
+                // A request this invite's readable one already stands for is not the joiner's.
+                if let earlier {
+                    joinRequests[inviteID] = earlier
+                    return
+                }
+                await refuseUnreadableJoin(inviteID: inviteID, joiner: joiner)
+            } catch {
+                return
+            }
         case "join_confirm":
             guard state.isOwner, let inviteID = push.inviteId?.bytes, let joiner = push.key, let sealed = push.sealed?.bytes,
                   let token = await token(of: inviteID) else { return }
             guard let signature = try? joins.admit(inviteID: inviteID, joiner: joiner, sealed: sealed, state: state) else {
                 // The confirmation was sealed under an older room key: the room rotated after
                 // the response. Answer again with the current key (§4.3).
-                await respond(inviteID: inviteID, joiner: joiner)
+                try? await respond(inviteID: inviteID, joiner: joiner)
                 return
             }
             var request = WireMessage(type: "add_member")
@@ -766,7 +781,7 @@ public actor RoomClient {
             guard let reply = try? await exchangeThroughRateLimit(request) else { return }
             if reply.type == "error" {
                 joins.remember(token: token)
-                if reply.code == ErrorCode.epochChanged.rawValue { await respond(inviteID: inviteID, joiner: joiner) }
+                if reply.code == ErrorCode.epochChanged.rawValue { try? await respond(inviteID: inviteID, joiner: joiner) }
                 return
             }
             tokens[inviteID] = nil
@@ -778,15 +793,28 @@ public actor RoomClient {
     }
 
     /// Sends (or re-sends) the `join_response` for a stored join request, under the current key.
-    private func respond(inviteID: [UInt8], joiner: String) async {
-        guard let stored = joinRequests[inviteID], stored.joiner == joiner,
-              let sealed = try? joins.respond(inviteID: inviteID, joiner: joiner, joiningKeyBlob: stored.joiningKey, state: state)
-        else { return }
+    /// Throws `OwnerJoins.UnreadableRequest` for a request this key cannot read.
+    private func respond(inviteID: [UInt8], joiner: String) async throws {
+        guard let stored = joinRequests[inviteID], stored.joiner == joiner else { return }
+        let sealed = try joins.respond(inviteID: inviteID, joiner: joiner, joiningKeyBlob: stored.joiningKey, state: state)
         var request = WireMessage(type: "join_response")
         request.room = room
         request.inviteId = Base64Bytes(inviteID)
         request.sealed = Base64Bytes(sealed)
         _ = try? await exchangeThroughRateLimit(request)
+    }
+
+    /// A join request this owner cannot read can never complete: its invite is revoked, so the
+    /// joiner hears `join_revoked` instead of waiting for ever (§4.3).
+    private func refuseUnreadableJoin(inviteID: [UInt8], joiner: String) async {
+        joinRequests[inviteID] = nil
+        var request = WireMessage(type: "revoke_invite")
+        request.room = room
+        request.inviteId = Base64Bytes(inviteID)
+        guard let reply = try? await exchangeThroughRateLimit(request),
+              reply.type != "error" || reply.code == ErrorCode.unknownInvite.rawValue else { return }
+        tokens[inviteID] = nil
+        sink.yield(.joinRefused(key: joiner))
     }
 
     /// `exchange`, sent again while the server answers `rate_limited`: a burst of joins can

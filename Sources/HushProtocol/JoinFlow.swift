@@ -37,6 +37,10 @@ public struct JoinerFlow: Sendable {
 
 /// The owner's side of joins: remembers the tokens it handed out.
 public struct OwnerJoins: Sendable {
+    /// `respond` found a joining key this owner's key does not open: the link the joiner used
+    /// named another owner key (altered on the way), so the join can never complete (§4.3).
+    public struct UnreadableRequest: Error {}
+
     public let room: String
     private var tokens: [[UInt8]: [UInt8]] = [:]
 
@@ -59,7 +63,9 @@ public struct OwnerJoins: Sendable {
     public func respond(inviteID: [UInt8], joiner: String, joiningKeyBlob: [UInt8], state: RoomState) throws -> [UInt8] {
         guard let token = tokens[inviteID] else { throw HushError(.unknownInvite, "no token for this invite") }
         let joinerKey = try KeyID.key(fromJSON: joiner)
-        let joiningKey = try SecureMessage.decrypt(joiningKeyBlob, by: state.me, from: joinerKey)
+        guard let joiningKey = try? SecureMessage.decrypt(joiningKeyBlob, by: state.me, from: joinerKey) else {
+            throw UnreadableRequest()
+        }
         return try RoomPayload.sealJoinGrant(room: room, epoch: state.epoch, roomKey: state.currentKey,
                                              joiningKey: joiningKey, token: token)
     }

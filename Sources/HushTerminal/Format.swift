@@ -84,6 +84,8 @@ public enum Format {
         case .memberRemoved(let key): return "* \(who(key)) was removed by the owner"
         case .memberGone(let key): return "* \(who(key)) is gone (the departure signature does not verify)"
         case .joinRequested(let key): return "* \(short(key)) asked to join; answered with the room key"
+        case .joinRefused(let key):
+            return "! a join request (\(short(key))) could not be read: the invite link it came from was altered (its owner key is not yours). That invite is revoked; make a new one and send it through a channel you trust."
         case .rotationDue(let count): return "* \(count) messages since the last rotation: rotating the room key"
         case .sendHeld: return "* a member left: your message waits for the owner's key rotation"
         case .rejected(let seq, let reason): return "! message #\(seq) dropped: \(reason)"
@@ -176,6 +178,7 @@ public enum Format {
         case .memberRemoved(let key): return JSONEvent(type: "member_removed", from: fingerprint(ofKey: key), key: key)
         case .memberGone(let key): return JSONEvent(type: "member_gone", from: fingerprint(ofKey: key), key: key)
         case .joinRequested(let key): return JSONEvent(type: "join_requested", from: fingerprint(ofKey: key), key: key)
+        case .joinRefused(let key): return JSONEvent(type: "join_refused", from: fingerprint(ofKey: key), key: key)
         case .rotationDue(let count): return JSONEvent(type: "rotation_due", count: count)
         case .sendHeld: return JSONEvent(type: "send_held")
         case .rejected(let seq, let reason): return JSONEvent(type: "rejected", seq: seq, reason: reason.rawValue)

@@ -26,6 +26,26 @@ import ThemisKit
         }
     }
 
+    /// A link whose owner key was altered on the way: the owner's client cannot read the join
+    /// request, revokes the invite and says so, and the joiner hears it at once instead of
+    /// waiting for ever (§4.3).
+    @Test func aJoinThroughALinkWithAnAlteredOwnerKeyEndsForTheJoiner() async throws {
+        try await withTestServer { server in
+            let owner = try await RoomClient.create(server: try await server.info())
+            let members = await owner.members
+            let parsed = try InviteLink.parse(try await owner.invite())
+            var altered = parsed.invite
+            altered.owner = KeyID.json(ThemisPrivateKey().publicKey)
+            let error = await #expect(throws: ClientError.self) {
+                _ = try await RoomClient.join(link: altered.link(serverURL: parsed.serverURL), timeout: .seconds(60))
+            }
+            #expect(String(describing: error).contains("altered on the way"), "\(String(describing: error))")
+            _ = try await next(owner.events) { if case .joinRefused = $0 { true } else { false } }
+            #expect(await owner.members == members)
+            #expect(try await owner.openInvites().isEmpty)
+        }
+    }
+
     @Test(arguments: StoreChoice.all) func twoMembersJoinChatAndReadHistory(store: StoreChoice) async throws {
         try await withTestServer(store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
