@@ -307,7 +307,7 @@ public actor RoomClient {
                             throw HushError(ErrorCode(rawValue: reply.code ?? "") ?? .internal, reply.message ?? "")
                         }
                     case "join_revoked" where push.room == invite.room && push.inviteId?.bytes == invite.inviteID:
-                        throw ClientError.rejected("the owner ended this join: they revoked the invite, or their client could not read your request, which happens when the link was altered on the way (its owner key is not the room owner's); ask the owner for a new link, through a channel you trust")
+                        throw ClientError.joinEnded
                     case "member_joined" where push.key == KeyID.json(flow.me.publicKey):
                         guard var state, let signature = push.signature?.bytes,
                               state.admit(key: KeyID.json(flow.me.publicKey), signature: signature)

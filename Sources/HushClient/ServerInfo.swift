@@ -55,4 +55,8 @@ public enum ClientError: Error, Sendable, Equatable {
     case timedOut
     case unexpectedReply(String)
     case rejected(String)
+
+    /// The owner ended a join (`join_revoked`). The joiner cannot tell a revoked invite from a
+    /// request the owner could not read, so the message names both.
+    public static let joinEnded = ClientError.rejected("the owner ended this join: they revoked the invite, or their client could not read your request, which happens when the link was altered on the way (its owner key is not the room owner's); ask the owner for a new link, through a channel you trust")
 }

@@ -376,7 +376,7 @@ import Testing
             revoke.room = room
             revoke.inviteId = Base64Bytes(revoked.inviteID)
             try await owner.request(revoke)
-            await #expect(throws: ClientError.rejected("the owner revoked this invite")) { _ = try await waiting.value }
+            await #expect(throws: ClientError.joinEnded) { _ = try await waiting.value }
             #expect(try await errorCode(owner, revoke) == .unknownInvite)
 
             // Past its `expiresAt` the pending join is over: no step of it goes on, and it is gone
