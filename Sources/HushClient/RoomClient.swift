@@ -1,7 +1,7 @@
 import Foundation
 import HushProtocol
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 import ThemisKit
 
 /// A room as one key sees it, over one connection: the owner's and the members' operations,
@@ -865,21 +865,21 @@ private extension RoomState.Reading {
 
 /// Sealed chunks as they arrive from concurrent requests, each at its index.
 private final class ChunkTable: Sendable {
-    private let table: Mutex<[[UInt8]?]>
-    init(count: Int) { table = Mutex(Array(repeating: nil, count: count)) }
-    func set(_ index: Int, _ data: [UInt8]) { table.withLock { $0[index] = data } }
+    private let table: NIOLockedValueBox<[[UInt8]?]>
+    init(count: Int) { table = NIOLockedValueBox(Array(repeating: nil, count: count)) }
+    func set(_ index: Int, _ data: [UInt8]) { table.withLockedValue { $0[index] = data } }
     /// The chunks in order, up to the first one missing.
-    var chunks: [[UInt8]] { table.withLock { Array($0.prefix { $0 != nil }.compactMap { $0 }) } }
+    var chunks: [[UInt8]] { table.withLockedValue { Array($0.prefix { $0 != nil }.compactMap { $0 }) } }
 }
 
 /// A count of requests allowed in flight; `acquire` waits (in order) for a free one.
 private final class RequestSlots: Sendable {
-    private let state: Mutex<(free: Int, waiting: [CheckedContinuation<Void, Never>])>
-    init(count: Int) { state = Mutex((count, [])) }
+    private let state: NIOLockedValueBox<(free: Int, waiting: [CheckedContinuation<Void, Never>])>
+    init(count: Int) { state = NIOLockedValueBox((count, [])) }
 
     func acquire() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let granted = state.withLock { state in
+            let granted = state.withLockedValue { state in
                 guard state.free > 0 else {
                     state.waiting.append(continuation)
                     return false
@@ -893,7 +893,7 @@ private final class RequestSlots: Sendable {
 
     /// Hands the slot to the first waiter, or frees it.
     func release() {
-        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let next = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
             guard !state.waiting.isEmpty else {
                 state.free += 1
                 return nil

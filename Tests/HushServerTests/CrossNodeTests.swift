@@ -81,7 +81,7 @@ struct CrossNodeTests {
             #expect(try await next(bob.events) { $0 == .removed } == .removed)
             let bobConnection = await bob.rawConnection
             try await waitUntil("Bob's connection on node B is closed") { bobConnection.isClosed }
-            #expect(await nodeB.server.hub.connectionCount(of: bobKey) == 0)
+            #expect(nodeB.server.hub.connectionCount(of: bobKey) == 0)
             // Carol, on node B, hears of it and follows the wrapped rotation that comes after.
             #expect(try await next(carol.events) { $0 == .memberRemoved(key: bobKey) } == .memberRemoved(key: bobKey))
             #expect(try await next(carol.events, where: ProtocolV2Tests.isRotation) == .rotated(seq: 1, epoch: 1))
