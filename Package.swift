@@ -84,6 +84,7 @@ let package = Package(
                 "HushClient",
                 "HushProtocol",
                 "ThemisKit",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
@@ -118,7 +119,8 @@ let package = Package(
         ),
         // The shared room scenario vectors (Tests/Fixtures/room-scenarios) against `RoomState`;
         // the web client runs the same files (tests/js/scenarios.test.mjs).
-        .testTarget(name: "HushProtocolTests", dependencies: ["HushProtocol", "ThemisKit", "FuzzTargets"]),
+        .testTarget(name: "HushProtocolTests", dependencies: ["HushProtocol", "ThemisKit", "FuzzTargets",
+                                                           .product(name: "Crypto", package: "swift-crypto")]),
         // The decoders under fuzzing and what must hold for every input (docs/FUZZING.md). The
         // test suite runs their seeds and kept crash inputs; scripts/fuzz drives them with libFuzzer.
         .target(
@@ -139,6 +141,7 @@ let package = Package(
                 "HushClient",
                 "HushProtocol",
                 "ThemisKit",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 // Tests look into the database file as another process would.
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HushClient
 import HushProtocol
@@ -140,10 +141,10 @@ enum HushTargets {
         var record = StoredRoom(room: "Jd7NeG0366hu3LTUT1LpWA", name: "lobby", server: "http://127.0.0.1:8080",
                                 serverKey: KeyID.json(owner.publicKey), role: .owner, status: .active,
                                 privateKey: owner, owner: KeyID.json(owner.publicKey), rotateEvery: 5)
-        record.absorb(RoomState(room: record.room, owner: owner.publicKey, me: owner, epoch: 0, roomKey: Array(repeating: 1, count: 32)))
+        record.absorb(RoomState(room: record.room, owner: owner.publicKey, me: owner, epoch: 0, roomKey: SymmetricKey(data: Array(repeating: UInt8(1), count: 32))))
         var store = KeyStore()
         store.upsert(record)
-        let storeKey = Array(repeating: UInt8(5), count: 32)
+        let storeKey = SymmetricKey(data: Array(repeating: UInt8(5), count: 32))
         let sealedKey = try KeyStoreFile.sealStoreKey(storeKey, passphrase: keyStorePassphrase, iterations: 3)
         return [try KeyStoreFile.seal(store, storeKey: storeKey, sealedKey: sealedKey),
                 try KeyStoreFile.seal(KeyStore(), storeKey: storeKey, sealedKey: sealedKey)]
@@ -155,7 +156,7 @@ enum HushTargets {
 /// departed member. Built once per process.
 enum RoomFixture {
     static let scenarioFile = "room-scenarios/05-rotation-wrapped.json"
-    static let joiningKey = Array(repeating: UInt8(3), count: 32)
+    static let joiningKey = SymmetricKey(data: Array(repeating: UInt8(3), count: 32))
     static let token = Array(repeating: UInt8(4), count: 32)
 
     /// The scenario's private keys by name ("owner", "bob", …).
@@ -178,7 +179,7 @@ enum RoomFixture {
             preconditionFailure("\(scenarioFile) has no room, me, owner or start")
         }
         let keys = Dictionary(uniqueKeysWithValues: keyTexts.compactMap { epoch, text in
-            Int(epoch).flatMap { epoch in Base64.decode(text).map { (epoch, $0) } }
+            Int(epoch).flatMap { epoch in Base64.decode(text).map { (epoch, SymmetricKey(data: $0)) } }
         })
         var state = RoomState(room: room, owner: owner.publicKey, me: mine, epoch: epoch, keys: keys, lastSeq: 0,
                               sentCounter: 0, accepted: [:])
@@ -211,7 +212,7 @@ enum FileFixture {
               let file = object["file"] as? [String: Any], let id = (file["id"] as? String).flatMap(Base64.decode),
               let key = (file["key"] as? String).flatMap(Base64.decode), let size = file["size"] as? Int,
               let sha256 = (file["sha256"] as? String).flatMap(Base64.decode),
-              let described = try? RoomFile(id: id, key: key, size: size, sha256: sha256, name: "fuzz.bin", type: RoomFile.unknownType)
+              let described = try? RoomFile(id: id, key: SymmetricKey(data: key), size: size, sha256: sha256, name: "fuzz.bin", type: RoomFile.unknownType)
         else { return nil }
         return (room, described)
     }()

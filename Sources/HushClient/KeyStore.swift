@@ -78,8 +78,8 @@ public struct StoredRoom: Codable, Sendable, Equatable {
     /// A joiner's saved join: the invite and `J` (§6.2).
     public struct PendingJoin: Codable, Sendable, Equatable {
         public var invite: InviteLink
-        public var joiningKey: Base64Bytes
-        public init(invite: InviteLink, joiningKey: Base64Bytes) {
+        public var joiningKey: Base64Key
+        public init(invite: InviteLink, joiningKey: Base64Key) {
             self.invite = invite
             self.joiningKey = joiningKey
         }
@@ -122,8 +122,8 @@ public struct StoredRoom: Codable, Sendable, Equatable {
 
     public struct PendingRotation: Codable, Sendable, Equatable {
         public var epoch: Int
-        public var key: Base64Bytes
-        public init(epoch: Int, key: Base64Bytes) {
+        public var key: Base64Key
+        public init(epoch: Int, key: Base64Key) {
             self.epoch = epoch
             self.key = key
         }
@@ -141,7 +141,7 @@ public struct StoredRoom: Codable, Sendable, Equatable {
     public var owner: String
     public var epoch: Int
     /// Room keys by epoch (decimal string → 32 bytes).
-    public var keys: [String: Base64Bytes]
+    public var keys: [String: Base64Key]
     public var members: [MemberEntry]
     public var lastSeq: Int
     public var sentCounter: Int
@@ -196,12 +196,12 @@ public struct StoredRoom: Codable, Sendable, Equatable {
         }
         guard epoch >= 0, lastSeq >= 0, sentCounter >= 0, rotateEvery >= 1 else { throw .corrupt("\(label): negative counters") }
         for (epochText, key) in keys {
-            guard let value = Int(epochText), value >= 0, key.bytes.count == 32 else { throw .corrupt("\(label): bad room key entry") }
+            guard let value = Int(epochText), value >= 0, key.symmetricKey.bitCount == 256 else { throw .corrupt("\(label): bad room key entry") }
         }
         if status != .joining, keys[String(epoch)] == nil { throw .corrupt("\(label): no key for the current epoch") }
         if status == .joining, join == nil { throw .corrupt("\(label): a join without its invite") }
-        if let join, join.joiningKey.bytes.count != 32 { throw .corrupt("\(label): bad joining key") }
-        if let pendingRotation, pendingRotation.key.bytes.count != 32 { throw .corrupt("\(label): bad pending rotation") }
+        if let join, join.joiningKey.symmetricKey.bitCount != 256 { throw .corrupt("\(label): bad joining key") }
+        if let pendingRotation, pendingRotation.key.symmetricKey.bitCount != 256 { throw .corrupt("\(label): bad pending rotation") }
         guard invites.allSatisfy({ $0.token.bytes.count == 32 }) else { throw .corrupt("\(label): bad invite token") }
         guard (replayFloors ?? []).allSatisfy({ $0.counter >= 0 && $0.seq >= 0 }) else { throw .corrupt("\(label): bad replay floor") }
         let queued = outbox ?? []
@@ -241,8 +241,8 @@ public struct StoredRoom: Codable, Sendable, Equatable {
 
     /// The live room state this record describes (members admitted again by their signatures).
     public func roomState() throws -> RoomState {
-        var keys: [Int: [UInt8]] = [:]
-        for (epochText, key) in self.keys { if let value = Int(epochText) { keys[value] = key.bytes } }
+        var keys: [Int: SymmetricKey] = [:]
+        for (epochText, key) in self.keys { if let value = Int(epochText) { keys[value] = key.symmetricKey } }
         var state = RoomState(room: room, owner: try ownerKey, me: try key, epoch: epoch, keys: keys, lastSeq: lastSeq,
                               sentCounter: sentCounter, accepted: acceptedTable, replayFloors: floorTable)
         for member in members { state.admit(key: member.key, signature: member.signature.bytes) }
@@ -267,7 +267,7 @@ public struct StoredRoom: Codable, Sendable, Equatable {
     /// the terminal showed everything up to it, so `lastSeq`, from which its next `read`
     /// starts, goes no further (the state's own sends can be past messages not shown yet).
     public mutating func absorb(_ state: RoomState, memberSignatures: [MemberEntry]? = nil, shownThrough: Int? = nil) {
-        for (epoch, key) in state.keys { keys[String(epoch)] = Base64Bytes(key) }
+        for (epoch, key) in state.keys { keys[String(epoch)] = Base64Key(key) }
         epoch = max(epoch, state.epoch)
         lastSeq = max(lastSeq, min(state.lastSeq, shownThrough ?? state.lastSeq))
         sentCounter = max(sentCounter, state.sentCounter)
@@ -388,7 +388,7 @@ public struct KeyStoreFile: Sendable {
     }
 
     final class UnlockedKey: Sendable {
-        let value = NIOLockedValueBox<(sealed: [UInt8], key: [UInt8])?>(nil)
+        let value = NIOLockedValueBox<(sealed: [UInt8], key: SymmetricKey)?>(nil)
     }
 
     /// `--store`, else `HUSH_STORE`, else `~/.hush/keystore.hush`.
@@ -404,29 +404,29 @@ public struct KeyStoreFile: Sendable {
     // MARK: pure sealing
 
     /// A new store key sealed with `passphrase` (runs PBKDF2 once).
-    public static func sealStoreKey(_ key: [UInt8], passphrase: String,
+    public static func sealStoreKey(_ key: SymmetricKey, passphrase: String,
                                     iterations: UInt32 = passphraseIterations) throws -> [UInt8] {
-        try SecureCell.PassphraseSeal(passphrase: passphrase).encrypt(key, context: storeKeyContext, iterations: iterations)
+        try SecureCell.PassphraseSeal(passphrase: passphrase).encrypt(key.bytes, context: storeKeyContext, iterations: iterations)
     }
 
     /// The file: header, the sealed store key, the JSON sealed with the store key.
-    public static func seal(_ store: KeyStore, storeKey: [UInt8], sealedKey: [UInt8]) throws -> [UInt8] {
+    public static func seal(_ store: KeyStore, storeKey: SymmetricKey, sealedKey: [UInt8]) throws -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = try encoder.encode(store)
-        let data = try SecureCell.Seal(key: SymmetricKey(data: storeKey)).encrypt(json, context: dataContext)
+        let data = try SecureCell.Seal(key: storeKey).encrypt(json, context: dataContext)
         let length = UInt32(sealedKey.count)
         return magic + [UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)]
             + sealedKey + data
     }
 
     /// Opens a file; `unlock` turns its sealed store key into the key (the passphrase's work).
-    static func open(_ bytes: [UInt8], unlock: ([UInt8]) throws(KeyStoreError) -> [UInt8]) throws(KeyStoreError) -> KeyStore {
+    static func open(_ bytes: [UInt8], unlock: ([UInt8]) throws(KeyStoreError) -> SymmetricKey) throws(KeyStoreError) -> KeyStore {
         let (sealedKey, data) = try split(bytes)
         let storeKey = try unlock(sealedKey)
         let json: [UInt8]
         do {
-            json = try SecureCell.Seal(key: SymmetricKey(data: storeKey)).decrypt(data, context: dataContext)
+            json = try SecureCell.Seal(key: storeKey).decrypt(data, context: dataContext)
         } catch {
             throw .corrupt("the sealed content does not open with its store key (\(error))")
         }
@@ -450,15 +450,15 @@ public struct KeyStoreFile: Sendable {
     /// Opens a file with the passphrase alone (either format).
     public static func open(_ bytes: [UInt8], passphrase: String) throws(KeyStoreError) -> KeyStore {
         if bytes.starts(with: legacyMagic) { return try openLegacy(bytes, passphrase: passphrase) }
-        return try open(bytes) { (sealed: [UInt8]) throws(KeyStoreError) -> [UInt8] in
+        return try open(bytes) { (sealed: [UInt8]) throws(KeyStoreError) -> SymmetricKey in
             try openStoreKey(sealed, passphrase: passphrase)
         }
     }
 
-    static func openStoreKey(_ sealed: [UInt8], passphrase: String) throws(KeyStoreError) -> [UInt8] {
+    static func openStoreKey(_ sealed: [UInt8], passphrase: String) throws(KeyStoreError) -> SymmetricKey {
         let key = try openPassphraseCell(sealed, passphrase: passphrase, context: storeKeyContext)
         guard key.count == 32 else { throw .corrupt("the store key is not 32 bytes") }
-        return key
+        return SymmetricKey(data: key)
     }
 
     static func openPassphraseCell(_ sealed: some Collection<UInt8>, passphrase: String,
@@ -510,7 +510,7 @@ public struct KeyStoreFile: Sendable {
     public func load() throws(KeyStoreError) -> KeyStore {
         let bytes = try readBounded()
         if bytes.starts(with: Self.legacyMagic) { return try Self.openLegacy(bytes, passphrase: passphrase) }
-        return try Self.open(bytes) { (sealed: [UInt8]) throws(KeyStoreError) -> [UInt8] in
+        return try Self.open(bytes) { (sealed: [UInt8]) throws(KeyStoreError) -> SymmetricKey in
             if let known = unlocked.value.withLockedValue({ $0 }), constantTimeEquals(known.sealed, sealed) { return known.key }
             let key = try Self.openStoreKey(sealed, passphrase: passphrase)
             unlocked.value.withLockedValue { $0 = (sealed, key) }
@@ -537,7 +537,7 @@ public struct KeyStoreFile: Sendable {
     func write(_ store: KeyStore) throws {
         let current = try unlocked.value.withLockedValue { known in
             if let known { return known }
-            let key = RoomPayload.randomBytes(32)
+            let key = SymmetricKey(size: .bits256)
             let fresh = (sealed: try Self.sealStoreKey(key, passphrase: passphrase), key: key)
             known = fresh
             return fresh

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HushProtocol
 import Logging
@@ -73,7 +74,7 @@ public actor RoomClient {
     /// the new key (`rotate(prepare:)`). Nil: answers with the current key.
     private var rotateBeforeAnswering: RotationPrepare?
 
-    public typealias RotationPrepare = @Sendable (_ epoch: Int, _ key: [UInt8]) async throws -> Void
+    public typealias RotationPrepare = @Sendable (_ epoch: Int, _ key: SymmetricKey) async throws -> Void
 
     public func rotateBeforeAnsweringJoiners(prepare: RotationPrepare?) { rotateBeforeAnswering = prepare }
     /// Owner: outstanding invite tokens by invite id, the join requests answered, and the
@@ -201,7 +202,7 @@ public actor RoomClient {
     /// `prepare` sees the new epoch and key before the request leaves (a key store saves it
     /// there, so that a crash right after the server accepted it cannot lose the key).
     @discardableResult
-    public func rotate(prepare: (@Sendable (_ epoch: Int, _ key: [UInt8]) async throws -> Void)? = nil) async throws -> Int {
+    public func rotate(prepare: (@Sendable (_ epoch: Int, _ key: SymmetricKey) async throws -> Void)? = nil) async throws -> Int {
         var refreshed = false
         while true {
             var request = WireMessage(type: "rotate")
@@ -233,7 +234,7 @@ public actor RoomClient {
     }
 
     /// Removes a member with a signed request, then rotates with per-member wraps.
-    public func remove(_ member: String, prepare: (@Sendable (_ epoch: Int, _ key: [UInt8]) async throws -> Void)? = nil) async throws {
+    public func remove(_ member: String, prepare: (@Sendable (_ epoch: Int, _ key: SymmetricKey) async throws -> Void)? = nil) async throws {
         var request = WireMessage(type: "remove_member")
         request.room = room
         request.key = member

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// Base64 forms used on the wire (docs/PROTOCOL.md §1).
@@ -43,4 +44,26 @@ public struct Base64Bytes: Codable, Sendable, Hashable {
         var container = encoder.singleValueContainer()
         try container.encode(Base64.encode(bytes))
     }
+}
+
+/// A secret key that travels in JSON (a join grant, a rotation, the key store's plaintext) as
+/// standard base64, and is held in between as a swift-crypto `SymmetricKey`, whose storage is
+/// zeroed when it is released, and whose `==` takes the same time wherever the keys differ.
+public struct Base64Key: Codable, Sendable, Equatable {
+    public var symmetricKey: SymmetricKey
+    public init(_ key: SymmetricKey) { symmetricKey = key }
+
+    public init(from decoder: any Decoder) throws {
+        symmetricKey = SymmetricKey(data: try Base64Bytes(from: decoder).bytes)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try Base64Bytes(symmetricKey.bytes).encode(to: encoder)
+    }
+}
+
+extension SymmetricKey {
+    /// A copy of the key's bytes, for the few places that must hand them on as bytes: a
+    /// Secure Message to the owner (§6.2) and base64 in JSON. Keep the copy short-lived.
+    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
 }

@@ -1,3 +1,4 @@
+import Crypto
 import ThemisKit
 
 /// The joiner's side of a join (docs/PROTOCOL.md §4.3, §6.2): pure steps, no I/O.
@@ -5,12 +6,12 @@ public struct JoinerFlow: Sendable {
     public let invite: InviteLink
     public let me: ThemisPrivateKey
     public let owner: ThemisPublicKey
-    private let joiningKey: [UInt8]
+    private let joiningKey: SymmetricKey
 
     /// `joiningKey` is `J` of §6.2: fresh by default; pass the saved one to resume a join.
     public init(invite: InviteLink, me: ThemisPrivateKey = ThemisPrivateKey(),
-                joiningKey: [UInt8] = RoomPayload.randomBytes(32)) throws(HushError) {
-        guard joiningKey.count == 32 else { throw HushError(.badRequest, "the joining key is 32 bytes") }
+                joiningKey: SymmetricKey = SymmetricKey(size: .bits256)) throws(HushError) {
+        guard joiningKey.bitCount == 256 else { throw HushError(.badRequest, "the joining key is 32 bytes") }
         self.invite = invite
         self.me = me
         self.joiningKey = joiningKey
@@ -18,19 +19,19 @@ public struct JoinerFlow: Sendable {
     }
 
     /// `J`, for saving a join that is still waiting for the owner (keep it secret).
-    public var joiningKeySecret: [UInt8] { joiningKey }
+    public var joiningKeySecret: SymmetricKey { joiningKey }
 
     /// The `joiningKey` field of the `join` request.
     public func joiningKeyBlob() throws(ThemisError) -> [UInt8] {
-        try SecureMessage.encrypt(joiningKey, from: me, to: owner)
+        try SecureMessage.encrypt(joiningKey.bytes, from: me, to: owner)
     }
 
     /// Opens the owner's `join_response`; returns the room state and the `join_confirm` blob.
     public func accept(sealed: [UInt8]) throws -> (state: RoomState, confirmation: [UInt8]) {
         let grant = try RoomPayload.openJoinGrant(sealed, joiningKey: joiningKey, token: invite.token.bytes, room: invite.room)
-        let state = RoomState(room: invite.room, owner: owner, me: me, epoch: grant.epoch, roomKey: grant.key.bytes)
+        let state = RoomState(room: invite.room, owner: owner, me: me, epoch: grant.epoch, roomKey: grant.key.symmetricKey)
         let confirmation = try RoomPayload.sealConfirmation(
-            room: invite.room, joiner: KeyID.json(me.publicKey), roomKey: grant.key.bytes, token: invite.token.bytes)
+            room: invite.room, joiner: KeyID.json(me.publicKey), roomKey: grant.key.symmetricKey, token: invite.token.bytes)
         return (state, confirmation)
     }
 }
@@ -67,7 +68,7 @@ public struct OwnerJoins: Sendable {
             throw UnreadableRequest()
         }
         return try RoomPayload.sealJoinGrant(room: room, epoch: state.epoch, roomKey: state.currentKey,
-                                             joiningKey: joiningKey, token: token)
+                                             joiningKey: SymmetricKey(data: joiningKey), token: token)
     }
 
     /// Checks a `join_confirm`; on success returns the membership signature for `add_member`.

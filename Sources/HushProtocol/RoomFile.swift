@@ -56,7 +56,7 @@ public struct RoomFile: Sendable, Equatable {
     public static let unknownType = "application/octet-stream"
 
     public let id: [UInt8]
-    public let key: [UInt8]
+    public let key: SymmetricKey
     public let size: Int
     public let sha256: [UInt8]
     public let name: String
@@ -68,10 +68,10 @@ public struct RoomFile: Sendable, Equatable {
 
     public var chunks: Int { Self.chunkCount(size: size) }
 
-    public init(id: [UInt8], key: [UInt8], size: Int, sha256: [UInt8], name: String, type: String,
+    public init(id: [UInt8], key: SymmetricKey, size: Int, sha256: [UInt8], name: String, type: String,
                 preview: [UInt8]? = nil) throws(FileError) {
         guard id.count == Self.idBytes else { throw .badID }
-        guard key.count == Self.keyBytes else { throw .badKey }
+        guard key.bitCount == Self.keyBytes * 8 else { throw .badKey }
         guard (0...Self.maxSize).contains(size) else { throw .badSize }
         guard sha256.count == SHA256.byteCount else { throw .badHash }
         guard Self.isValidName(name) else { throw .badName }
@@ -154,7 +154,7 @@ public struct RoomFile: Sendable, Equatable {
     }
 
     /// Seals one chunk's plaintext as it is (exactly `chunkSize` bytes in a well-formed file).
-    public static func sealChunk(_ plaintext: [UInt8], key: [UInt8], context: [UInt8]) throws(ThemisError) -> [UInt8] {
+    public static func sealChunk(_ plaintext: [UInt8], key: SymmetricKey, context: [UInt8]) throws(ThemisError) -> [UInt8] {
         try RoomPayload.cell(key).encrypt(plaintext, context: context)
     }
 
@@ -170,7 +170,7 @@ public struct RoomFile: Sendable, Equatable {
     public static func seal(_ bytes: [UInt8], room: String, name: String, type: String,
                             preview: [UInt8]? = nil) throws -> (file: RoomFile, chunks: [[UInt8]]) {
         guard bytes.count <= maxSize else { throw FileError.tooLarge }
-        let file = try RoomFile(id: RoomPayload.randomBytes(idBytes), key: RoomPayload.randomBytes(keyBytes), size: bytes.count,
+        let file = try RoomFile(id: RoomPayload.randomBytes(idBytes), key: SymmetricKey(size: .bits256), size: bytes.count,
                                 sha256: SHA256Digest.of(bytes), name: name, type: type, preview: preview)
         let chunks = try (0..<file.chunks).map { index in
             try sealChunk(chunk(index, of: bytes), key: file.key, context: chunkContext(room: room, id: file.id, index: index, count: file.chunks))
@@ -218,7 +218,7 @@ extension RoomFile: Codable {
         guard chunks == Self.chunkCount(size: size) else { throw FileError.badChunkCount }
         // Present means a string of base64: `null` is not absent, as in the web client.
         let preview = fields.contains(.preview) ? try fields.decode(Base64Bytes.self, forKey: .preview).bytes : nil
-        try self.init(id: try fields.decode(Base64Bytes.self, forKey: .id).bytes, key: try fields.decode(Base64Bytes.self, forKey: .key).bytes,
+        try self.init(id: try fields.decode(Base64Bytes.self, forKey: .id).bytes, key: try fields.decode(Base64Key.self, forKey: .key).symmetricKey,
                       size: size, sha256: try fields.decode(Base64Bytes.self, forKey: .sha256).bytes,
                       name: try fields.decode(String.self, forKey: .name), type: try fields.decode(String.self, forKey: .type),
                       preview: preview)
@@ -227,7 +227,7 @@ extension RoomFile: Codable {
     public func encode(to encoder: any Encoder) throws {
         var fields = encoder.container(keyedBy: CodingKeys.self)
         try fields.encode(Base64Bytes(id), forKey: .id)
-        try fields.encode(Base64Bytes(key), forKey: .key)
+        try fields.encode(Base64Key(key), forKey: .key)
         try fields.encode(chunks, forKey: .chunks)
         try fields.encode(size, forKey: .size)
         try fields.encode(Base64Bytes(sha256), forKey: .sha256)

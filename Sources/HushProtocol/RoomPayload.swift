@@ -88,13 +88,13 @@ public struct RoomKeyGrant: Codable, Sendable, Equatable {
     public var type: String?
     public var room: String
     public var epoch: Int
-    public var key: Base64Bytes
+    public var key: Base64Key
 
-    public init(type: String?, room: String, epoch: Int, key: [UInt8]) {
+    public init(type: String?, room: String, epoch: Int, key: SymmetricKey) {
         self.type = type
         self.room = room
         self.epoch = epoch
-        self.key = Base64Bytes(key)
+        self.key = Base64Key(key)
     }
 }
 
@@ -121,15 +121,15 @@ public enum RoomPayload {
 
     /// A Secure Cell under `key`; a key that Secure Cell refuses (empty, say) is an error,
     /// never a trap, whoever sent it.
-    static func cell(_ key: [UInt8]) throws(ThemisError) -> SecureCell.Seal {
-        try SecureCell.Seal(key: SymmetricKey(data: key))
+    static func cell(_ key: SymmetricKey) throws(ThemisError) -> SecureCell.Seal {
+        try SecureCell.Seal(key: key)
     }
 
     /// Every room key is 32 random bytes (§6): a grant or rotation carrying another length is
     /// refused before the key is installed or saved.
     public static let roomKeyBytes = 32
 
-    public static func newRoomKey() -> [UInt8] { randomBytes(roomKeyBytes) }
+    public static func newRoomKey() -> SymmetricKey { SymmetricKey(size: SymmetricKeySize(bitCount: roomKeyBytes * 8)) }
 
     public static func randomBytes(_ count: Int) -> [UInt8] {
         var generator = SystemRandomNumberGenerator()
@@ -140,20 +140,20 @@ public enum RoomPayload {
 
     /// Seals a chat, name or file message: its inner JSON padded to a bucket (`Padding`, §6.1),
     /// signed by the sender, sealed under the epoch's key.
-    static func sealRoomMessage(_ inner: [UInt8], room: String, epoch: Int, roomKey: [UInt8], signer: ThemisPrivateKey) throws -> [UInt8] {
+    static func sealRoomMessage(_ inner: [UInt8], room: String, epoch: Int, roomKey: SymmetricKey, signer: ThemisPrivateKey) throws -> [UInt8] {
         let signed = try SecureMessage.sign(try Padding.pad(inner), with: signer)
         return try cell(roomKey).encrypt(signed, context: Statement.roomContext(room: room, epoch: epoch))
     }
 
-    public static func seal(_ message: ChatMessage, roomKey: [UInt8], signer: ThemisPrivateKey) throws -> [UInt8] {
+    public static func seal(_ message: ChatMessage, roomKey: SymmetricKey, signer: ThemisPrivateKey) throws -> [UInt8] {
         try sealRoomMessage(json(message), room: message.room, epoch: message.epoch, roomKey: roomKey, signer: signer)
     }
 
-    public static func seal(_ message: NameMessage, roomKey: [UInt8], signer: ThemisPrivateKey) throws -> [UInt8] {
+    public static func seal(_ message: NameMessage, roomKey: SymmetricKey, signer: ThemisPrivateKey) throws -> [UInt8] {
         try sealRoomMessage(json(message), room: message.room, epoch: message.epoch, roomKey: roomKey, signer: signer)
     }
 
-    public static func seal(_ message: FileMessage, roomKey: [UInt8], signer: ThemisPrivateKey) throws -> [UInt8] {
+    public static func seal(_ message: FileMessage, roomKey: SymmetricKey, signer: ThemisPrivateKey) throws -> [UInt8] {
         try sealRoomMessage(json(message), room: message.room, epoch: message.epoch, roomKey: roomKey, signer: signer)
     }
 
@@ -184,7 +184,7 @@ public enum RoomPayload {
         }
     }
 
-    public static func open(_ payload: [UInt8], roomKey: [UInt8], room: String, epoch: Int,
+    public static func open(_ payload: [UInt8], roomKey: SymmetricKey, room: String, epoch: Int,
                             sender: ThemisPublicKey) throws(PayloadError) -> RoomContent {
         guard let signed = try? cell(roomKey).decrypt(payload, context: Statement.roomContext(room: room, epoch: epoch))
         else { throw .undecryptable }
@@ -210,12 +210,12 @@ public enum RoomPayload {
 
     // MARK: rotations
 
-    public static func signRotation(room: String, epoch: Int, key: [UInt8], owner: ThemisPrivateKey) throws(ThemisError) -> [UInt8] {
+    public static func signRotation(room: String, epoch: Int, key: SymmetricKey, owner: ThemisPrivateKey) throws(ThemisError) -> [UInt8] {
         try SecureMessage.sign(json(RoomKeyGrant(type: "rotation", room: room, epoch: epoch, key: key)), with: owner)
     }
 
     /// Plain rotation: the signed grant sealed under the previous epoch's key.
-    public static func sealRotation(_ signed: [UInt8], oldKey: [UInt8], room: String, oldEpoch: Int) throws(ThemisError) -> [UInt8] {
+    public static func sealRotation(_ signed: [UInt8], oldKey: SymmetricKey, room: String, oldEpoch: Int) throws(ThemisError) -> [UInt8] {
         try cell(oldKey).encrypt(signed, context: Statement.roomContext(room: room, epoch: oldEpoch))
     }
 
@@ -224,8 +224,8 @@ public enum RoomPayload {
         try SecureMessage.encrypt(signed, from: owner, to: member)
     }
 
-    public static func openRotation(payload: [UInt8], oldKey: [UInt8], room: String, newEpoch: Int,
-                                    owner: ThemisPublicKey) throws(PayloadError) -> [UInt8] {
+    public static func openRotation(payload: [UInt8], oldKey: SymmetricKey, room: String, newEpoch: Int,
+                                    owner: ThemisPublicKey) throws(PayloadError) -> SymmetricKey {
         guard newEpoch >= 1,
               let signed = try? cell(oldKey).decrypt(payload, context: Statement.roomContext(room: room, epoch: newEpoch - 1))
         else { throw .undecryptable }
@@ -233,39 +233,39 @@ public enum RoomPayload {
     }
 
     public static func openRotation(wrap: [UInt8], me: ThemisPrivateKey, room: String, newEpoch: Int,
-                                    owner: ThemisPublicKey) throws(PayloadError) -> [UInt8] {
+                                    owner: ThemisPublicKey) throws(PayloadError) -> SymmetricKey {
         guard let signed = try? SecureMessage.decrypt(wrap, by: me, from: owner) else { throw .undecryptable }
         return try verifyRotation(signed, room: room, newEpoch: newEpoch, owner: owner)
     }
 
-    static func verifyRotation(_ signed: [UInt8], room: String, newEpoch: Int, owner: ThemisPublicKey) throws(PayloadError) -> [UInt8] {
+    static func verifyRotation(_ signed: [UInt8], room: String, newEpoch: Int, owner: ThemisPublicKey) throws(PayloadError) -> SymmetricKey {
         guard let inner = try? SecureMessage.verify(signed, with: owner) else { throw .badSignature }
         let grant = try parse(RoomKeyGrant.self, inner)
         guard grant.type == "rotation" else { throw .malformed }
         guard grant.room == room, grant.epoch == newEpoch else { throw .wrongRoomOrEpoch }
-        guard grant.key.bytes.count == roomKeyBytes else { throw .malformed }
-        return grant.key.bytes
+        guard grant.key.symmetricKey.bitCount == roomKeyBytes * 8 else { throw .malformed }
+        return grant.key.symmetricKey
     }
 
     // MARK: joins
 
-    public static func sealJoinGrant(room: String, epoch: Int, roomKey: [UInt8], joiningKey: [UInt8], token: [UInt8]) throws(ThemisError) -> [UInt8] {
+    public static func sealJoinGrant(room: String, epoch: Int, roomKey: SymmetricKey, joiningKey: SymmetricKey, token: [UInt8]) throws(ThemisError) -> [UInt8] {
         try cell(joiningKey).encrypt(json(RoomKeyGrant(type: nil, room: room, epoch: epoch, key: roomKey)), context: token)
     }
 
-    public static func openJoinGrant(_ sealed: [UInt8], joiningKey: [UInt8], token: [UInt8], room: String) throws(PayloadError) -> RoomKeyGrant {
+    public static func openJoinGrant(_ sealed: [UInt8], joiningKey: SymmetricKey, token: [UInt8], room: String) throws(PayloadError) -> RoomKeyGrant {
         guard let inner = try? cell(joiningKey).decrypt(sealed, context: token) else { throw .undecryptable }
         let grant = try parse(RoomKeyGrant.self, inner)
         guard grant.room == room, grant.epoch >= 0 else { throw .wrongRoomOrEpoch }
-        guard grant.key.bytes.count == roomKeyBytes else { throw .malformed }
+        guard grant.key.symmetricKey.bitCount == roomKeyBytes * 8 else { throw .malformed }
         return grant
     }
 
-    public static func sealConfirmation(room: String, joiner: String, roomKey: [UInt8], token: [UInt8]) throws(ThemisError) -> [UInt8] {
+    public static func sealConfirmation(room: String, joiner: String, roomKey: SymmetricKey, token: [UInt8]) throws(ThemisError) -> [UInt8] {
         try cell(roomKey).encrypt(Statement.confirmation(room: room, key: joiner), context: token)
     }
 
-    public static func checkConfirmation(_ sealed: [UInt8], room: String, joiner: String, roomKey: [UInt8], token: [UInt8]) -> Bool {
+    public static func checkConfirmation(_ sealed: [UInt8], room: String, joiner: String, roomKey: SymmetricKey, token: [UInt8]) -> Bool {
         guard let inner = try? cell(roomKey).decrypt(sealed, context: token) else { return false }
         return constantTimeEquals(inner, Statement.confirmation(room: room, key: joiner))
     }

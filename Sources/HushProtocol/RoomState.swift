@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import ThemisKit
 
@@ -92,7 +93,7 @@ public struct RoomState: Sendable {
     public let owner: ThemisPublicKey
     public let me: ThemisPrivateKey
     public private(set) var epoch: Int
-    public private(set) var keys: [Int: [UInt8]]
+    public private(set) var keys: [Int: SymmetricKey]
     /// Non-owner keys admitted by a verified membership signature.
     public private(set) var members: Set<String> = []
     /// Keys that were admitted and then left or were removed: their messages with
@@ -124,7 +125,7 @@ public struct RoomState: Sendable {
         }
     }
 
-    public init(room: String, owner: ThemisPublicKey, me: ThemisPrivateKey, epoch: Int, roomKey: [UInt8]) {
+    public init(room: String, owner: ThemisPublicKey, me: ThemisPrivateKey, epoch: Int, roomKey: SymmetricKey) {
         self.room = room
         self.owner = owner
         self.me = me
@@ -135,7 +136,7 @@ public struct RoomState: Sendable {
     /// Restores a saved state (a key store): the keys of every epoch, the last seen sequence
     /// number, this key's message counter and the accepted (sender, counter) → seq table.
     /// Members are not restored: admit them again through their membership signatures.
-    public init(room: String, owner: ThemisPublicKey, me: ThemisPrivateKey, epoch: Int, keys: [Int: [UInt8]],
+    public init(room: String, owner: ThemisPublicKey, me: ThemisPrivateKey, epoch: Int, keys: [Int: SymmetricKey],
                 lastSeq: Int, sentCounter: Int, accepted: [String: [Int: Int]], replayFloors: [String: ReplayFloor] = [:]) {
         precondition(keys[epoch] != nil, "the key of the current epoch is required")
         self.room = room
@@ -195,7 +196,7 @@ public struct RoomState: Sendable {
 
     public var isOwner: Bool { me.publicKey == owner }
     public var myKey: String { KeyID.json(me.publicKey) }
-    public var currentKey: [UInt8] { keys[epoch]! }
+    public var currentKey: SymmetricKey { keys[epoch]! }
 
     /// Admits a member if the owner's signature over it verifies. The owner is never a member.
     @discardableResult
@@ -403,7 +404,7 @@ public struct RoomState: Sendable {
 
     public struct Rotation: Sendable {
         public let epoch: Int
-        public let key: [UInt8]
+        public let key: SymmetricKey
         public let payload: [UInt8]?
         public let wraps: [Wrap]?
     }
@@ -500,7 +501,7 @@ public struct RoomState: Sendable {
         // Epoch 0 is the room's first key, never the result of a rotation.
         guard envelope.epoch >= 1 else { return reject(.malformed) }
         if keys[envelope.epoch] != nil { return .rotated(seq: envelope.seq, epoch: envelope.epoch) }
-        let newKey: [UInt8]
+        let newKey: SymmetricKey
         do {
             if let wrap = envelope.wrap?.bytes {
                 newKey = try RoomPayload.openRotation(wrap: wrap, me: me, room: room, newEpoch: envelope.epoch, owner: owner)

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HushClient
 import HushProtocol
@@ -156,13 +157,13 @@ public actor ChatSession {
             var record = StoredRoom(room: invite.room, name: store.freeName(name ?? invite.roomName ?? "room-" + String(invite.room.prefix(6))),
                                     server: server.baseURL, serverKey: server.wellKnown.publicKey, role: .member,
                                     status: .joining, privateKey: key, owner: invite.owner, rotateEvery: Limits.standard.defaultRotateEvery)
-            record.join = StoredRoom.PendingJoin(invite: invite, joiningKey: Base64Bytes(flow.joiningKeySecret))
+            record.join = StoredRoom.PendingJoin(invite: invite, joiningKey: Base64Key(flow.joiningKeySecret))
             record.history = invite.historyForNewMembers == .joined ? .joined : nil
             store.upsert(record)
             return record
         }
         guard let pending = record.join else { throw ChatError("the saved join is incomplete") }
-        let flow = try JoinerFlow(invite: pending.invite, me: try record.key, joiningKey: pending.joiningKey.bytes)
+        let flow = try JoinerFlow(invite: pending.invite, me: try record.key, joiningKey: pending.joiningKey.symmetricKey)
         let accepted = record.keys.isEmpty ? nil : try record.roomState()
         let client: RoomClient
         do {
@@ -462,16 +463,16 @@ public actor ChatSession {
         return seq > shownThrough && !own
     }
 
-    private func savePending(epoch: Int, key: [UInt8]) throws {
-        record.pendingRotation = StoredRoom.PendingRotation(epoch: epoch, key: Base64Bytes(key))
+    private func savePending(epoch: Int, key: SymmetricKey) throws {
+        record.pendingRotation = StoredRoom.PendingRotation(epoch: epoch, key: Base64Key(key))
         try Self.savePending(store: store, room: record.room, epoch: epoch, key: key)
     }
 
     /// Write-ahead of a rotation: its key is in the key store before the rotation is sent.
-    static func savePending(store: KeyStoreFile, room: String, epoch: Int, key: [UInt8]) throws {
+    static func savePending(store: KeyStoreFile, room: String, epoch: Int, key: SymmetricKey) throws {
         try store.update { (store: inout KeyStore) throws in
             var saved = try store.find(room)
-            saved.pendingRotation = StoredRoom.PendingRotation(epoch: epoch, key: Base64Bytes(key))
+            saved.pendingRotation = StoredRoom.PendingRotation(epoch: epoch, key: Base64Key(key))
             store.upsert(saved)
         }
     }

@@ -44,7 +44,7 @@ import Testing
             let shared = try await owner.history(after: seq - 1).compactMap { event -> RoomFile? in if case .file(_, _, _, let file) = event { file } else { nil } }
             #expect(shared.count == 1)
             for output in [read.stdout, read.stderr, json.stdout, json.stderr] {
-                #expect(!shared.contains { output.contains(Base64.encode($0.key)) })
+                #expect(!shared.contains { output.contains(Base64.encode($0.key.bytes)) })
             }
             let out = folder.url.appendingPathComponent("out")
             try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)

@@ -30,7 +30,7 @@ import ThemisKit
         #expect(loaded.rooms == [record])
         let state = try loaded.rooms[0].roomState()
         #expect(state.room == record.room && state.epoch == 0 && state.isOwner)
-        #expect(state.currentKey == record.keys["0"]?.bytes)
+        #expect(state.currentKey == record.keys["0"]?.symmetricKey)
         // The file never holds the plaintext.
         let bytes = try Data(contentsOf: URL(fileURLWithPath: file.path))
         #expect(bytes.range(of: Data(record.room.utf8)) == nil)
@@ -86,9 +86,9 @@ import ThemisKit
 
     /// A file of the current format around `json`, with a cheap store-key seal.
     static func sealed(_ json: String, passphrase: String = "pw") throws -> [UInt8] {
-        let key = RoomPayload.randomBytes(32)
+        let key = SymmetricKey(size: .bits256)
         let sealedKey = try KeyStoreFile.sealStoreKey(key, passphrase: passphrase, iterations: 1000)
-        let data = try SecureCell.Seal(key: SymmetricKey(data: key)).encrypt(Array(json.utf8), context: KeyStoreFile.dataContext)
+        let data = try SecureCell.Seal(key: key).encrypt(Array(json.utf8), context: KeyStoreFile.dataContext)
         let length = UInt32(sealedKey.count)
         return KeyStoreFile.magic + [UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF)]
             + sealedKey + data
@@ -110,7 +110,7 @@ import ThemisKit
         // A room with a wrong-sized room key or an unknown field is refused.
         var store = KeyStore()
         var room = Self.sampleRoom()
-        room.keys["0"] = Base64Bytes([1, 2, 3])
+        room.keys["0"] = Base64Key(SymmetricKey(data: [1, 2, 3]))
         store.rooms = [room]
         #expect(throws: KeyStoreError.self) { try KeyStoreFile.open(try Self.sealed(store), passphrase: "pw") }
         var duplicate = KeyStore()
@@ -245,7 +245,7 @@ import ThemisKit
                               lastSeq: 2, sentCounter: 1, accepted: ["k": [1: 3]])
         _ = older
         record.absorb(stale)
-        #expect(record.epoch == 1 && record.lastSeq == 9 && record.sentCounter == 4 && record.keys["1"]?.bytes == key1)
+        #expect(record.epoch == 1 && record.lastSeq == 9 && record.sentCounter == 4 && record.keys["1"]?.symmetricKey == key1)
         let restored = try record.roomState()
         #expect(restored.sentCounter == 4 && restored.acceptedCounters["k"]?[2] == 5 && restored.keys[1] == key1)
     }

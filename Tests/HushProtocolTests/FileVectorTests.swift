@@ -27,7 +27,7 @@ import Testing
             let size = entry["size"]?.int ?? described["size"]?.int ?? -1
             let hash = try #require((entry["sha256"] ?? described["sha256"])?.string.flatMap(Base64.decode))
             let file = try RoomFile(id: try #require(described["id"]?.string.flatMap(Base64.decode)),
-                                    key: try #require(described["key"]?.string.flatMap(Base64.decode)),
+                                    key: SymmetricKey(data: try #require(described["key"]?.string.flatMap(Base64.decode))),
                                     size: size, sha256: hash, name: "vector.bin", type: RoomFile.unknownType)
             let chunks = try (entry["chunks"]?.array ?? []).map { chunk -> [UInt8] in
                 if let label = chunk.string { return try #require(sealed[label], "\(name): no sealed \(label)") }
@@ -114,7 +114,7 @@ import Testing
         try write([
             "description": .string(Self.description),
             "room": .string(room),
-            "file": ["id": b64(file.id), "key": b64(file.key), "size": .int(file.size), "sha256": b64(file.sha256)],
+            "file": ["id": b64(file.id), "key": b64(file.key.bytes), "size": .int(file.size), "sha256": b64(file.sha256)],
             "sealed": .object(sealed.mapValues(b64)),
             "cases": .array(cases),
             "messages": .array(try descriptions()),

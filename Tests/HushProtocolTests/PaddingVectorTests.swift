@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 @testable import HushProtocol
 import Testing
@@ -25,7 +26,7 @@ import ThemisKit
 
     /// The inner JSON inside a sealed room payload: unsealed, then read out of Secure Message's
     /// signed layout (a 12-byte header whose second field is the message's length).
-    static func inner(of payload: [UInt8], roomKey: [UInt8], room: String, epoch: Int) throws -> [UInt8] {
+    static func inner(of payload: [UInt8], roomKey: SymmetricKey, room: String, epoch: Int) throws -> [UInt8] {
         let signed = try RoomPayload.cell(roomKey).decrypt(payload, context: Statement.roomContext(room: room, epoch: epoch))
         let length = signed[4..<8].reversed().reduce(0) { $0 << 8 | Int($1) }
         return Array(signed[12..<(12 + length)])
@@ -118,7 +119,7 @@ import ThemisKit
         let messages = try #require(sealed["messages"]?.array)
         #expect(messages.count >= 4)
         for entry in messages {
-            let roomKey = try #require(entry["roomKey"]?.string.flatMap(Base64.decode))
+            let roomKey = SymmetricKey(data: try #require(entry["roomKey"]?.string.flatMap(Base64.decode)))
             let payload = try #require(entry["payload"]?.string.flatMap(Base64.decode))
             let sender = try ThemisPublicKey(containerBytes: try #require(entry["sender"]?.string.flatMap(Base64.decode)))
             guard case .chat(let message) = try RoomPayload.open(payload, roomKey: roomKey, room: room, epoch: epoch, sender: sender) else {
@@ -150,7 +151,7 @@ import ThemisKit
             let payload = try RoomPayload.seal(ChatMessage(room: room, epoch: epoch, counter: index + 1, ts: 1_700_000_000_000, text: text),
                                                roomKey: roomKey, signer: sender)
             let bucket = try PaddingVectorTests.inner(of: payload, roomKey: roomKey, room: room, epoch: epoch).count
-            return ["text": .string(text), "bucket": .int(bucket), "roomKey": .string(Base64.encode(roomKey)),
+            return ["text": .string(text), "bucket": .int(bucket), "roomKey": .string(Base64.encode(roomKey.bytes)),
                     "sender": .string(KeyID.json(sender.publicKey)), "payload": .string(Base64.encode(payload))]
         }
         let encoder = JSONEncoder()

@@ -49,13 +49,13 @@ import ThemisKit
     }
 
     @Test func theDescriptionRules() throws {
-        let id = RoomPayload.randomBytes(16), key = RoomPayload.randomBytes(32), hash = RoomPayload.randomBytes(32)
-        func make(id: [UInt8] = id, key: [UInt8] = key, size: Int = 10, sha256: [UInt8] = hash, name: String = "a.txt",
+        let id = RoomPayload.randomBytes(16), key = SymmetricKey(size: .bits256), hash = RoomPayload.randomBytes(32)
+        func make(id: [UInt8] = id, key: SymmetricKey = key, size: Int = 10, sha256: [UInt8] = hash, name: String = "a.txt",
                   type: String = "text/plain", preview: [UInt8]? = nil) throws(FileError) -> RoomFile {
             try RoomFile(id: id, key: key, size: size, sha256: sha256, name: name, type: type, preview: preview)
         }
         #expect(throws: FileError.badID) { try make(id: Array(id.prefix(15))) }
-        #expect(throws: FileError.badKey) { try make(key: key + [0]) }
+        #expect(throws: FileError.badKey) { try make(key: SymmetricKey(data: key.bytes + [0])) }
         #expect(throws: FileError.badSize) { try make(size: -1) }
         #expect(throws: FileError.badSize) { try make(size: RoomFile.maxSize + 1) }
         #expect(throws: FileError.badHash) { try make(sha256: []) }
@@ -69,7 +69,7 @@ import ThemisKit
     @Test func aPrintedFileNeverShowsItsKey() throws {
         let (file, _) = try RoomFile.seal([1, 2, 3], room: room, name: "a.txt", type: "text/plain")
         for printed in [String(describing: file), String(reflecting: file), "\([file])"] {
-            #expect(!printed.contains(Base64.encode(file.key)) && printed.contains("a.txt"))
+            #expect(!printed.contains(Base64.encode(file.key.bytes)) && printed.contains("a.txt"))
         }
     }
 

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HushProtocol
 import Testing
@@ -54,10 +55,10 @@ struct ScenarioRun {
             guard let bytes = text.string.flatMap(Base64.decode) else { throw fail("key of \(name) is not b64") }
             keys[name] = try ThemisPrivateKey(containerBytes: bytes)
         }
-        var roomKeys: [Int: [UInt8]] = [:]
+        var roomKeys: [Int: SymmetricKey] = [:]
         for (epoch, text) in epochKeys {
             guard let epoch = Int(epoch), let key = text.string.flatMap(Base64.decode) else { throw fail("bad start key \(epoch)") }
-            roomKeys[epoch] = key
+            roomKeys[epoch] = SymmetricKey(data: key)
         }
         guard let owner = keys["owner"], let mine = keys[me], roomKeys[epoch] != nil else { throw fail("no owner, me or current key") }
         names = Dictionary(uniqueKeysWithValues: keys.map { (KeyID.json($0.value.publicKey), $0.key) })
@@ -172,7 +173,7 @@ struct ScenarioRun {
 
     var snapshot: JSONValue {
         ["epoch": .int(state.epoch), "lastSeq": .int(state.lastSeq), "counter": .int(state.sentCounter),
-         "keys": .object(Dictionary(uniqueKeysWithValues: state.keys.map { (String($0.key), .string(Base64.encode($0.value))) })),
+         "keys": .object(Dictionary(uniqueKeysWithValues: state.keys.map { (String($0.key), .string(Base64.encode($0.value.bytes))) })),
          "members": .array(state.members.map(name).sorted().map(JSONValue.string)),
          "former": .object(Dictionary(uniqueKeysWithValues: state.former.map { key, former in
              (name(key), ["until": .int(former.until), "departure": former.departure.map { .string($0.rawValue) } ?? .null] as JSONValue)

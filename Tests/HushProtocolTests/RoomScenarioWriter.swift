@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 @testable import HushProtocol
 import Testing
@@ -158,8 +159,8 @@ import ThemisKit
                  expect: rejected(4, .badSignature)),
             step("a rotation from the owner's key but signed by carol", envelope: try toEpoch2(5, cast.grant(epoch: 2, key: k2, signer: "carol")),
                  expect: rejected(5, .badSignature)),
-            step("a 16-byte key", envelope: try toEpoch2(6, cast.grant(epoch: 2, key: Array(repeating: 7, count: 16))), expect: rejected(6, .malformed)),
-            step("a 33-byte key is refused and not installed", envelope: try toEpoch2(7, cast.grant(epoch: 2, key: Array(repeating: 7, count: 33))),
+            step("a 16-byte key", envelope: try toEpoch2(6, cast.grant(epoch: 2, key: SymmetricKey(data: Array(repeating: UInt8(7), count: 16)))), expect: rejected(6, .malformed)),
+            step("a 33-byte key is refused and not installed", envelope: try toEpoch2(7, cast.grant(epoch: 2, key: SymmetricKey(data: Array(repeating: UInt8(7), count: 33)))),
                  expect: rejected(7, .malformed), state: atEpoch1),
             step("a rotation to epoch 0", envelope: try cast.plainRotation(seq: 8, epoch: 0, grant: cast.grant(epoch: 0, key: k2), under: k0),
                  expect: rejected(8, .malformed)),
@@ -195,7 +196,7 @@ import ThemisKit
             step("a wrap from the owner of a grant signed by carol", envelope: try wrapped(4, 2, cast.grant(epoch: 2, key: k2, signer: "carol"), "bob", "owner"),
                  expect: rejected(4, .badSignature)),
             step("a wrap made by carol", envelope: try wrapped(5, 2, cast.grant(epoch: 2, key: k2), "bob", "carol"), expect: rejected(5, .undecryptable)),
-            step("a wrapped 31-byte key", envelope: try wrapped(6, 2, cast.grant(epoch: 2, key: Array(repeating: 1, count: 31)), "bob", "owner"),
+            step("a wrapped 31-byte key", envelope: try wrapped(6, 2, cast.grant(epoch: 2, key: SymmetricKey(data: Array(repeating: UInt8(1), count: 31))), "bob", "owner"),
                  expect: rejected(6, .malformed)),
             step("the epoch-1 grant wrapped again as epoch 2", envelope: try wrapped(7, 2, cast.grant(epoch: 1, key: k1), "bob", "owner"),
                  expect: rejected(7, .wrongRoom), state: cast.state(epoch: 1, keys: [0: k0, 1: k1], lastSeq: 7, members: ["bob", "carol"])),
@@ -448,7 +449,7 @@ struct Cast {
     static func ts(_ seq: Int) -> Int { 1_760_000_000_000 + seq }
 
     func pub(_ name: String) -> String { KeyID.json(keys[name]!.publicKey) }
-    func roomKey() -> [UInt8] { RoomPayload.newRoomKey() }
+    func roomKey() -> SymmetricKey { RoomPayload.newRoomKey() }
 
     func sign(_ statement: [UInt8], by signer: String) -> JSONValue {
         .string(Base64.encode(try! SecureMessage.sign(statement, with: keys[signer]!)))
@@ -489,31 +490,31 @@ struct Cast {
     }
 
     /// An honest chat message, sealed the way `RoomState.compose` seals it.
-    func message(seq: Int, from: String, epoch: Int, key: [UInt8], counter: Int, text: String) throws -> JSONValue {
+    func message(seq: Int, from: String, epoch: Int, key: SymmetricKey, counter: Int, text: String) throws -> JSONValue {
         let message = ChatMessage(room: room, epoch: epoch, counter: counter, ts: Int64(Cast.ts(seq)), text: text)
         return envelope(seq: seq, from: from, epoch: epoch, payload: try RoomPayload.seal(message, roomKey: key, signer: keys[from]!))
     }
 
     /// An honest name message (§6.7), sealed the way `RoomState.composeName` seals it.
-    func nameMessage(seq: Int, from: String, epoch: Int, key: [UInt8], counter: Int, name: String) throws -> JSONValue {
+    func nameMessage(seq: Int, from: String, epoch: Int, key: SymmetricKey, counter: Int, name: String) throws -> JSONValue {
         let message = NameMessage(room: room, epoch: epoch, counter: counter, ts: Int64(Cast.ts(seq)), name: name)
         return envelope(seq: seq, from: from, epoch: epoch, payload: try RoomPayload.seal(message, roomKey: key, signer: keys[from]!))
     }
 
     /// Any inner bytes, signed by `signer` (nil: not signed) and sealed under `key` with `context`.
-    func sealed(seq: Int, epoch: Int, inner: [UInt8], signer: String?, key: [UInt8], context: (room: String, epoch: Int)) throws -> JSONValue {
+    func sealed(seq: Int, epoch: Int, inner: [UInt8], signer: String?, key: SymmetricKey, context: (room: String, epoch: Int)) throws -> JSONValue {
         let signed = try signer.map { try SecureMessage.sign(inner, with: keys[$0]!) } ?? inner
         let payload = try RoomPayload.cell(key).encrypt(signed, context: Statement.roomContext(room: context.room, epoch: context.epoch))
         return envelope(seq: seq, from: signer ?? "carol", epoch: epoch, payload: payload)
     }
 
     /// A signed rotation grant (§6.3), of any content.
-    func grant(epoch: Int, key: [UInt8], room: String? = nil, type: String = "rotation", signer: String = "owner") throws -> [UInt8] {
-        let grant: JSONValue = ["v": 1, "type": .string(type), "room": .string(room ?? self.room), "epoch": .int(epoch), "key": .string(Base64.encode(key))]
+    func grant(epoch: Int, key: SymmetricKey, room: String? = nil, type: String = "rotation", signer: String = "owner") throws -> [UInt8] {
+        let grant: JSONValue = ["v": 1, "type": .string(type), "room": .string(room ?? self.room), "epoch": .int(epoch), "key": .string(Base64.encode(key.bytes))]
         return try SecureMessage.sign(Array(grant.description.utf8), with: keys[signer]!)
     }
 
-    func plainRotation(seq: Int, epoch: Int, grant: [UInt8], under oldKey: [UInt8], from: String = "owner") throws -> JSONValue {
+    func plainRotation(seq: Int, epoch: Int, grant: [UInt8], under oldKey: SymmetricKey, from: String = "owner") throws -> JSONValue {
         let payload = try RoomPayload.sealRotation(grant, oldKey: oldKey, room: room, oldEpoch: max(epoch - 1, 0))
         return envelope(seq: seq, kind: "rotation", from: from, epoch: epoch, payload: payload)
     }
@@ -525,18 +526,18 @@ struct Cast {
     }
 
     /// The expected state: names for keys, b64 for room keys.
-    func state(epoch: Int, keys roomKeys: [Int: [UInt8]], lastSeq: Int, counter: Int = 0, members: [String],
+    func state(epoch: Int, keys roomKeys: [Int: SymmetricKey], lastSeq: Int, counter: Int = 0, members: [String],
                former: [String: (until: Int, departure: String?)] = [:]) -> JSONValue {
         ["epoch": .int(epoch), "lastSeq": .int(lastSeq), "counter": .int(counter),
-         "keys": .object(Dictionary(uniqueKeysWithValues: roomKeys.map { (String($0.key), .string(Base64.encode($0.value))) })),
+         "keys": .object(Dictionary(uniqueKeysWithValues: roomKeys.map { (String($0.key), .string(Base64.encode($0.value.bytes))) })),
          "members": .array(members.sorted().map(JSONValue.string)),
          "former": .object(former.mapValues { ["until": .int($0.until), "departure": $0.departure.map(JSONValue.string) ?? .null] })]
     }
 
-    func scenario(_ name: String, _ about: String, me: String, epoch: Int, keys roomKeys: [Int: [UInt8]], members: [String],
+    func scenario(_ name: String, _ about: String, me: String, epoch: Int, keys roomKeys: [Int: SymmetricKey], members: [String],
                   former: [JSONValue] = [], replayWindow: Int? = nil, steps: [JSONValue], state: JSONValue) -> JSONValue {
         var start: JSONValue = ["epoch": .int(epoch),
-                                "keys": .object(Dictionary(uniqueKeysWithValues: roomKeys.map { (String($0.key), .string(Base64.encode($0.value))) })),
+                                "keys": .object(Dictionary(uniqueKeysWithValues: roomKeys.map { (String($0.key), .string(Base64.encode($0.value.bytes))) })),
                                 "members": .array(members.map { member($0) }), "formerMembers": .array(former)]
         if let replayWindow { start = start.with("replayWindow", .int(replayWindow)) }
         return ["name": .string(name), "about": .string(about), "room": .string(room), "me": .string(me),

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HushClient
 import HushProtocol
@@ -11,7 +12,7 @@ import ThemisKit
     static let room = "room-under-test"
 
     /// An owner's plain rotation to `epoch` carrying `key`, sealed under `oldKey`.
-    static func rotation(owner: ThemisPrivateKey, oldKey: [UInt8], epoch: Int, key: [UInt8], seq: Int) throws -> Envelope {
+    static func rotation(owner: ThemisPrivateKey, oldKey: SymmetricKey, epoch: Int, key: SymmetricKey, seq: Int) throws -> Envelope {
         let signed = try RoomPayload.signRotation(room: room, epoch: epoch, key: key, owner: owner)
         let payload = try RoomPayload.sealRotation(signed, oldKey: oldKey, room: room, oldEpoch: epoch - 1)
         return Envelope(room: room, seq: seq, kind: "rotation", from: KeyID.json(owner.publicKey), epoch: epoch, at: 1,
@@ -23,7 +24,7 @@ import ThemisKit
         let roomKey = RoomPayload.newRoomKey()
         var member = RoomState(room: Self.room, owner: owner.publicKey, me: ThemisPrivateKey(), epoch: 0, roomKey: roomKey)
         for (seq, key) in ([[], Array(repeating: 7, count: 16), Array(repeating: 7, count: 33)] as [[UInt8]]).enumerated() {
-            let verdict = member.receive(try Self.rotation(owner: owner, oldKey: roomKey, epoch: 1, key: key, seq: seq + 1))
+            let verdict = member.receive(try Self.rotation(owner: owner, oldKey: roomKey, epoch: 1, key: SymmetricKey(data: key), seq: seq + 1))
             #expect(verdict.isRejected)
             #expect(member.keys.count == 1 && member.epoch == 0)
         }

@@ -58,7 +58,7 @@ import ThemisKit
             get.index = 1
             let sealed = try #require(try await owner.rawConnection.request(get).data?.bytes)
             #expect(stored.contains { $0.contains(sealed[1000..<1064]) }, "the sealed chunks are on disk")
-            for probe in [Array(name.utf8), Array(type.utf8), line, file.key, Array(Base64.encode(file.key).utf8)] {
+            for probe in [Array(name.utf8), Array(type.utf8), line, file.key.bytes, Array(Base64.encode(file.key.bytes).utf8)] {
                 #expect(!stored.contains { $0.contains(probe) }, "found \(probe.count) bytes the server must not hold")
             }
         }
