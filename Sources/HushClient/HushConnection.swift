@@ -101,11 +101,17 @@ public final class HushConnection: Sendable {
             while let frame = try await frames.next() {
                 guard case .binary(let buffer) = frame,
                       case .data(let plaintext) = try box.receive(Array(buffer.readableBytesView)) else { throw ClientError.unexpectedReply("not a data message") }
-                let message = try WireMessage.decode(plaintext)
-                if let id = message.id, let waiter = pending.withLockedValue({ $0.waiters.removeValue(forKey: id) }) {
-                    waiter.resume(returning: message)
-                } else {
-                    pushSink.yield(message)
+                switch try ServerFrame(plaintext) {
+                case .message(let message):
+                    if let id = message.id, let waiter = pending.withLockedValue({ $0.waiters.removeValue(forKey: id) }) {
+                        waiter.resume(returning: message)
+                    } else {
+                        pushSink.yield(message)
+                    }
+                case .refused(let id):
+                    if let id, let waiter = pending.withLockedValue({ $0.waiters.removeValue(forKey: id) }) {
+                        waiter.resume(throwing: ClientError.unexpectedReply("a reply of the wrong shape"))
+                    }
                 }
             }
         }

@@ -52,7 +52,9 @@ public struct WireMessage: Codable, Sendable, Equatable {
     public var more: Bool?
     /// `history`: retention deleted the room's chat messages up to this sequence number (§4.7).
     public var expiredThrough: Int?
-    public var messages: [Envelope]?
+    /// `history`: one entry of the wrong shape (only a hostile server sends one) is dropped
+    /// alone, as the web client drops it, and the rest of the page is read.
+    @SkippingMalformed public var messages: [Envelope]? = nil
     public var rooms: [RoomSummary]?
     public var joins: [JoinSummary]?
     /// `invites` reply: the room's open invites and the joins through them.
@@ -83,6 +85,67 @@ public struct WireMessage: Codable, Sendable, Equatable {
         } catch {
             throw HushError(.badRequest, "not a valid request object")
         }
+    }
+}
+
+/// What a client makes of one decrypted frame from the server (docs/PROTOCOL.md §4.4): a
+/// message, or a JSON object with a string `type` whose other fields have the wrong shape
+/// (only a hostile server sends one), refused alone with the id of the request it claims to
+/// answer, so that the request fails at once and the connection goes on. A frame that is no
+/// JSON object with a string `type` is no message at all: `init` throws, and the connection ends.
+public enum ServerFrame: Sendable, Equatable {
+    case message(WireMessage)
+    case refused(requestID: String?)
+
+    public init(_ plaintext: [UInt8]) throws(HushError) {
+        if let message = try? WireMessage.decode(plaintext) {
+            self = .message(message)
+            return
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(plaintext)) as? [String: Any], object["type"] is String else {
+            throw HushError(.badRequest, "the server sent a frame that is no message object")
+        }
+        self = .refused(requestID: object["id"] as? String)
+    }
+}
+
+/// A list in which an element that does not decode is dropped, not the whole message.
+@propertyWrapper
+public struct SkippingMalformed<Element: Codable & Sendable & Equatable>: Codable, Sendable, Equatable {
+    public var wrappedValue: [Element]?
+    public init(wrappedValue: [Element]?) { self.wrappedValue = wrappedValue }
+
+    public init(from decoder: any Decoder) throws {
+        var list = try decoder.unkeyedContainer()
+        var kept: [Element] = []
+        while !list.isAtEnd {
+            if let element = try? list.decode(Element.self) {
+                kept.append(element)
+            } else {
+                _ = try list.decode(Skipped.self)  // a failed decode does not move the container on
+            }
+        }
+        wrappedValue = kept
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try wrappedValue.encode(to: encoder)
+    }
+
+    private struct Skipped: Decodable { init(from decoder: any Decoder) throws {} }
+}
+
+extension KeyedDecodingContainer {
+    /// Absent or `null`: nil, as for any optional field.
+    public func decode<Element>(_ type: SkippingMalformed<Element>.Type, forKey key: Key) throws -> SkippingMalformed<Element> {
+        try decodeIfPresent(type, forKey: key) ?? SkippingMalformed(wrappedValue: nil)
+    }
+}
+
+extension KeyedEncodingContainer {
+    /// nil is left out, as for any optional field.
+    public mutating func encode<Element>(_ value: SkippingMalformed<Element>, forKey key: Key) throws {
+        if value.wrappedValue != nil { try encodeIfPresent(value, forKey: key) }
     }
 }
 
