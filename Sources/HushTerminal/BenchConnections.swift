@@ -15,6 +15,10 @@ public struct ConnectionBenchConfig: Sendable, Codable, Equatable {
     public var concurrency = 32
     /// The server's process id (same machine): its resident memory and open sockets.
     public var serverPID: Int32?
+    /// Read the server's memory this long after its connections are gone, to see what it gives
+    /// back late (Hush trims the heap once more 35 s after a crowd left); nil: once it stops
+    /// falling, at most 15 s.
+    public var settleSeconds: Double?
 
     public init(server: String, levels: [Int]) {
         self.server = server
@@ -30,6 +34,7 @@ public struct ConnectionBenchConfig: Sendable, Codable, Equatable {
     public static let maxCount = 100_000
     public static let maxProbes = 1000
     public static let maxConcurrency = 1000
+    public static let maxSettleSeconds = 600.0
     /// Descriptors this process keeps beyond the connections (the probe, the runtime, stdio).
     public static let descriptorReserve = 64
     /// Probes go out this far apart, well inside a connection's request budget (20/s), so that
@@ -46,6 +51,9 @@ public struct ConnectionBenchConfig: Sendable, Codable, Equatable {
         guard (1...Self.maxProbes).contains(probes) else { throw ChatError("--probes must be 1…\(Self.maxProbes)") }
         guard (1...Self.maxConcurrency).contains(concurrency) else { throw ChatError("--concurrency must be 1…\(Self.maxConcurrency)") }
         guard (1...Int32.max).contains(serverPID ?? 1) else { throw ChatError("--server-pid must be a process id") }
+        guard (0...Self.maxSettleSeconds).contains(settleSeconds ?? 0) else {
+            throw ChatError("--settle must be 0…\(Int(Self.maxSettleSeconds)) seconds")
+        }
     }
 
     /// What the server must allow: every connection comes from this one address, the probe too.
@@ -115,7 +123,8 @@ public struct ConnectionBenchReport: Codable, Sendable, Equatable {
             lines.append("")
             lines.append(Format.table(["server", "RSS", "sockets"], [
                 ["baseline (probe open)", mib(baseline.residentBytes), String(baseline.sockets)],
-                ["after close (\(f(closeSeconds)) s)", mib(afterClose.residentBytes), String(afterClose.sockets)],
+                [config.settleSeconds.map { "after close (\(f(closeSeconds)) s) + \(f($0)) s" } ?? "after close (\(f(closeSeconds)) s)",
+                 mib(afterClose.residentBytes), String(afterClose.sockets)],
             ]))
             if let ratio = afterCloseRatio { lines.append(String(format: "after close / baseline: %.2f×", ratio)) }
         }
@@ -203,11 +212,12 @@ public enum ConnectionBenchRunner {
             try await Task.sleep(for: .milliseconds(100))
         }
         let closeSeconds = Double(BenchRunner.nanos() - closeStart) / 1e9
-        // A server may give memory back after its connections have gone: read it once it
-        // stops falling (1 s apart, at most `settleWait`).
+        // A server may give memory back after its connections have gone: read it after the
+        // settling time asked for, or else once it stops falling (1 s apart, at most `settleWait`).
+        if let settle = config.settleSeconds { try await Task.sleep(for: .seconds(settle)) }
         var afterClose = usage()
         let settled = ContinuousClock.now + settleWait
-        while let last = afterClose, ContinuousClock.now < settled {
+        while config.settleSeconds == nil, let last = afterClose, ContinuousClock.now < settled {
             try await Task.sleep(for: .seconds(1))
             guard let now = usage(), now.residentBytes < last.residentBytes - last.residentBytes / 100 else { break }
             afterClose = now

@@ -122,6 +122,8 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Handshakes in flight while opening.") var concurrency = 32
         @Option(help: ArgumentHelp("The server's process id on this machine: report its memory and descriptors.", valueName: "pid"))
         var serverPid: Int32?
+        @Option(help: ArgumentHelp("Read the server's memory this long after its connections are gone (default: once it stops falling, at most 15 s).",
+                                   valueName: "seconds")) var settle: Double?
         @Flag(help: "Print the report as JSON.") var json = false
 
         func run() async throws {
@@ -137,6 +139,7 @@ struct Bench: AsyncParsableCommand {
                 config.probes = probes
                 config.concurrency = concurrency
                 config.serverPID = serverPid
+                config.settleSeconds = settle
                 let report = try await ConnectionBenchRunner.run(config, descriptors: DescriptorLimit.raiseToHard()) { line in
                     FileHandle.standardError.write(Data((line + "\n").utf8))
                 }

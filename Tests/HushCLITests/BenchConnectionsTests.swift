@@ -13,6 +13,7 @@ import Testing
             config.probes = 3
             config.concurrency = 4
             config.serverPID = server.process.processIdentifier
+            config.settleSeconds = 0.2
             let report = try await ConnectionBenchRunner.run(config, descriptors: DescriptorLimit.raiseToHard())
             let baseline = try #require(report.baseline)
             #expect(baseline.residentBytes > 0)
@@ -31,7 +32,7 @@ import Testing
             let afterClose = try #require(report.afterClose)
             #expect(afterClose.sockets <= baseline.sockets && afterClose.residentBytes > 0)
             #expect(report.afterCloseRatio != nil)
-            #expect(report.table.contains("KiB per connection") && report.table.contains("after close"))
+            #expect(report.table.contains("KiB per connection") && report.table.contains("after close") && report.table.contains("+ 0.2 s"))
             #expect(try JSONDecoder().decode(ConnectionBenchReport.self, from: Data(Format.jsonLine(report).utf8)) == report)
         }
     }
@@ -46,6 +47,10 @@ import Testing
         var config = ConnectionBenchConfig(server: "http://127.0.0.1:1", levels: [20])
         config.probes = 0
         #expect(throws: ChatError.self) { try config.validate() }
+        config.probes = 1
+        config.settleSeconds = -1
+        #expect(throws: ChatError.self) { try config.validate() }
+        config.settleSeconds = nil
         #expect(config.serverArguments == "--max-connections-per-address 21 --max-connections 21")
         // More connections than descriptors: refused before any connection is made.
         config.probes = 1
