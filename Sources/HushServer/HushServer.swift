@@ -43,6 +43,8 @@ public struct HushServer: Sendable {
     public let hub: Hub
     /// Deletes expired history; `hush serve` runs it periodically, tests call `sweep()`.
     public let retention: RetentionSweeper
+    /// A WebSocket ping after this long without a frame, so that dead peers are noticed.
+    static let autoPingPeriod: Duration = .seconds(30)
 
     /// A server on SQLite in the data folder.
     public init(configuration: ServerConfiguration, metrics: ServerMetrics = ServerMetrics()) throws {
@@ -96,14 +98,15 @@ public struct HushServer: Sendable {
         }
         let wsResponder = wsRouter.buildResponder()
         var wsConfiguration = WebSocketServerConfiguration(maxFrameSize: limits.maxFrameBytes)
-        wsConfiguration.autoPing = .enabled(timePeriod: .seconds(30))
+        wsConfiguration.autoPing = .enabled(timePeriod: Self.autoPingPeriod)
         let headTimeout = TimeAmount(configuration.connections.requestHeadTimeout)
         // The idle timeout covers a kept-alive connection between requests; `ChatChannel` covers
         // the first request head, which Hummingbird's upgrade channel leaves without a deadline.
         let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(http1: .init(idleTimeout: headTimeout),
                                                                               ws: wsConfiguration)
         let admission = ConnectionAdmission(limits: configuration.connections)
-        let heapTrimmer = HeapTrimmer()
+        // Past the longest timer a closed connection leaves armed (`HeapTrimmer`).
+        let heapTrimmer = HeapTrimmer(settleDelay: Self.autoPingPeriod + .seconds(5))
         let metrics = metrics
         let server = HTTPServerBuilder { responder in
             ChatChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: wsResponder,
