@@ -196,12 +196,12 @@ public struct StoredRoom: Codable, Sendable, Equatable {
         }
         guard epoch >= 0, lastSeq >= 0, sentCounter >= 0, rotateEvery >= 1 else { throw .corrupt("\(label): negative counters") }
         for (epochText, key) in keys {
-            guard let value = Int(epochText), value >= 0, key.symmetricKey.bitCount == 256 else { throw .corrupt("\(label): bad room key entry") }
+            guard let value = Int(epochText), value >= 0, key.symmetricKey.byteCount == RoomPayload.roomKeyBytes else { throw .corrupt("\(label): bad room key entry") }
         }
         if status != .joining, keys[String(epoch)] == nil { throw .corrupt("\(label): no key for the current epoch") }
         if status == .joining, join == nil { throw .corrupt("\(label): a join without its invite") }
-        if let join, join.joiningKey.symmetricKey.bitCount != 256 { throw .corrupt("\(label): bad joining key") }
-        if let pendingRotation, pendingRotation.key.symmetricKey.bitCount != 256 { throw .corrupt("\(label): bad pending rotation") }
+        if let join, join.joiningKey.symmetricKey.byteCount != JoinerFlow.joiningKeyBytes { throw .corrupt("\(label): bad joining key") }
+        if let pendingRotation, pendingRotation.key.symmetricKey.byteCount != RoomPayload.roomKeyBytes { throw .corrupt("\(label): bad pending rotation") }
         guard invites.allSatisfy({ $0.token.bytes.count == 32 }) else { throw .corrupt("\(label): bad invite token") }
         guard (replayFloors ?? []).allSatisfy({ $0.counter >= 0 && $0.seq >= 0 }) else { throw .corrupt("\(label): bad replay floor") }
         let queued = outbox ?? []

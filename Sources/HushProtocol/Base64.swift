@@ -66,4 +66,7 @@ extension SymmetricKey {
     /// A copy of the key's bytes, for the few places that must hand them on as bytes: a
     /// Secure Message to the owner (§6.2) and base64 in JSON. Keep the copy short-lived.
     public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    /// The key's length in bytes, for the length rules of room, joining and file keys.
+    public var byteCount: Int { bitCount / 8 }
 }

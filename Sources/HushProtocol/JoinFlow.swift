@@ -8,10 +8,13 @@ public struct JoinerFlow: Sendable {
     public let owner: ThemisPublicKey
     private let joiningKey: SymmetricKey
 
+    /// `J` of §6.2 is 32 random bytes.
+    public static let joiningKeyBytes = 32
+
     /// `joiningKey` is `J` of §6.2: fresh by default; pass the saved one to resume a join.
     public init(invite: InviteLink, me: ThemisPrivateKey = ThemisPrivateKey(),
-                joiningKey: SymmetricKey = SymmetricKey(size: .bits256)) throws(HushError) {
-        guard joiningKey.bitCount == 256 else { throw HushError(.badRequest, "the joining key is 32 bytes") }
+                joiningKey: SymmetricKey = SymmetricKey(size: SymmetricKeySize(bitCount: joiningKeyBytes * 8))) throws(HushError) {
+        guard joiningKey.byteCount == Self.joiningKeyBytes else { throw HushError(.badRequest, "the joining key is 32 bytes") }
         self.invite = invite
         self.me = me
         self.joiningKey = joiningKey

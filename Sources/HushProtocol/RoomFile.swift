@@ -71,7 +71,7 @@ public struct RoomFile: Sendable, Equatable {
     public init(id: [UInt8], key: SymmetricKey, size: Int, sha256: [UInt8], name: String, type: String,
                 preview: [UInt8]? = nil) throws(FileError) {
         guard id.count == Self.idBytes else { throw .badID }
-        guard key.bitCount == Self.keyBytes * 8 else { throw .badKey }
+        guard key.byteCount == Self.keyBytes else { throw .badKey }
         guard (0...Self.maxSize).contains(size) else { throw .badSize }
         guard sha256.count == SHA256.byteCount else { throw .badHash }
         guard Self.isValidName(name) else { throw .badName }
@@ -170,7 +170,7 @@ public struct RoomFile: Sendable, Equatable {
     public static func seal(_ bytes: [UInt8], room: String, name: String, type: String,
                             preview: [UInt8]? = nil) throws -> (file: RoomFile, chunks: [[UInt8]]) {
         guard bytes.count <= maxSize else { throw FileError.tooLarge }
-        let file = try RoomFile(id: RoomPayload.randomBytes(idBytes), key: SymmetricKey(size: .bits256), size: bytes.count,
+        let file = try RoomFile(id: RoomPayload.randomBytes(idBytes), key: SymmetricKey(size: SymmetricKeySize(bitCount: keyBytes * 8)), size: bytes.count,
                                 sha256: SHA256Digest.of(bytes), name: name, type: type, preview: preview)
         let chunks = try (0..<file.chunks).map { index in
             try sealChunk(chunk(index, of: bytes), key: file.key, context: chunkContext(room: room, id: file.id, index: index, count: file.chunks))

@@ -243,7 +243,7 @@ public enum RoomPayload {
         let grant = try parse(RoomKeyGrant.self, inner)
         guard grant.type == "rotation" else { throw .malformed }
         guard grant.room == room, grant.epoch == newEpoch else { throw .wrongRoomOrEpoch }
-        guard grant.key.symmetricKey.bitCount == roomKeyBytes * 8 else { throw .malformed }
+        guard grant.key.symmetricKey.byteCount == roomKeyBytes else { throw .malformed }
         return grant.key.symmetricKey
     }
 
@@ -257,7 +257,7 @@ public enum RoomPayload {
         guard let inner = try? cell(joiningKey).decrypt(sealed, context: token) else { throw .undecryptable }
         let grant = try parse(RoomKeyGrant.self, inner)
         guard grant.room == room, grant.epoch >= 0 else { throw .wrongRoomOrEpoch }
-        guard grant.key.symmetricKey.bitCount == roomKeyBytes * 8 else { throw .malformed }
+        guard grant.key.symmetricKey.byteCount == roomKeyBytes else { throw .malformed }
         return grant
     }
 

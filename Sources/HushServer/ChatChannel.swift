@@ -160,9 +160,7 @@ final class HeapTrimmer: Sendable {
     }
 
     static func runLater(_ delay: Duration, _ job: @escaping @Sendable () -> Void) {
-        let (seconds, attoseconds) = delay.components
-        let milliseconds = Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
-        DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + .milliseconds(milliseconds), execute: job)
+        DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + .nanoseconds(Int(delay / .nanoseconds(1))), execute: job)
     }
 
     /// A trim is due once at least as many connections have closed since the last one as are

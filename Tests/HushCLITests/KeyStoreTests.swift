@@ -112,7 +112,20 @@ import ThemisKit
         var room = Self.sampleRoom()
         room.keys["0"] = Base64Key(SymmetricKey(data: [1, 2, 3]))
         store.rooms = [room]
-        #expect(throws: KeyStoreError.self) { try KeyStoreFile.open(try Self.sealed(store), passphrase: "pw") }
+        #expect(throws: KeyStoreError.corrupt("room lobby: bad room key entry")) { try KeyStoreFile.open(try Self.sealed(store), passphrase: "pw") }
+        // So is a pending rotation's key or a joining key `J` of another length than 32 bytes.
+        for length in [0, 31, 33] {
+            var rotating = Self.sampleRoom()
+            rotating.pendingRotation = StoredRoom.PendingRotation(epoch: 1, key: Base64Key(SymmetricKey(data: [UInt8](repeating: 7, count: length))))
+            store.rooms = [rotating]
+            #expect(throws: KeyStoreError.corrupt("room lobby: bad pending rotation")) { try KeyStoreFile.open(try Self.sealed(store), passphrase: "pw") }
+            var joining = Self.sampleRoom()
+            let invite = InviteLink(room: joining.room, token: RoomPayload.randomBytes(32), owner: joining.owner, server: "ab")
+            joining.join = StoredRoom.PendingJoin(invite: invite,
+                                                  joiningKey: Base64Key(SymmetricKey(data: [UInt8](repeating: 7, count: length))))
+            store.rooms = [joining]
+            #expect(throws: KeyStoreError.corrupt("room lobby: bad joining key")) { try KeyStoreFile.open(try Self.sealed(store), passphrase: "pw") }
+        }
         var duplicate = KeyStore()
         duplicate.rooms = [Self.sampleRoom(name: "a"), Self.sampleRoom(name: "a")]
         #expect(throws: KeyStoreError.corrupt("a room name appears twice")) {
