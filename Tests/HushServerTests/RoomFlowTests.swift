@@ -50,7 +50,10 @@ import ThemisKit
             let owner = try await RoomClient.create(server: try await server.info())
             let link = try await owner.invite()
             let alice = try await RoomClient.join(link: link)
-            #expect(await owner.members.contains(await alice.key))
+            // The owner counts Alice once the reply to its add_member arrives, which the server
+            // sends after Alice's push: her join may complete first.
+            let aliceKey = await alice.key
+            try await waitUntil("the owner lists Alice") { await owner.members.contains(aliceKey) }
             #expect(await alice.room == owner.room)
 
             let seq = try await owner.send("hello alice")
