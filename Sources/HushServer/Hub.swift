@@ -25,42 +25,75 @@ public struct EncodedMessage: Sendable {
     }
 }
 
-/// A connection's bounded outgoing queue. A reader too slow to drain it is disconnected:
-/// when the queue is full the connection is closed rather than buffered without limit.
+/// A connection's bounded outgoing queue, filled from any thread and drained by the
+/// connection's writer on its event loop (`FrameWriter`). Whatever arrives before the writer
+/// runs goes out together. A reader too slow to drain it is disconnected: when the queue is
+/// full the connection is closed rather than buffered without limit.
 public final class Outbox: Sendable {
     public let id: UInt64
     public let key: String
-    private let continuation: AsyncStream<Outgoing>.Continuation
-    public let stream: AsyncStream<Outgoing>
-    private let overflowed = Atomic<Bool>(false)
+    private let capacity: Int
+    private let queue = NIOLockedValueBox(Queue())
+    /// Asks the writer to drain; called once per batch, by the send that starts it.
+    private let wake: @Sendable (Outbox) -> Void
     private let retired = Atomic<Bool>(false)
 
-    init(id: UInt64, key: String, capacity: Int) {
+    private struct Queue {
+        var items: [Outgoing] = []
+        /// A drain is due: later sends only add to the batch.
+        var wakePending = false
+        var overflowed = false
+        /// Closed, overflowed or unregistered: nothing more is queued.
+        var finished = false
+    }
+
+    init(id: UInt64, key: String, capacity: Int, wake: @escaping @Sendable (Outbox) -> Void) {
         self.id = id
         self.key = key
-        (stream, continuation) = AsyncStream.makeStream(of: Outgoing.self, bufferingPolicy: .bufferingOldest(capacity))
+        self.capacity = capacity
+        self.wake = wake
     }
 
     public func send(_ message: WireMessage) { send(EncodedMessage(message)) }
 
-    public func send(_ message: EncodedMessage) {
-        if case .dropped = continuation.yield(.message(message)) {
-            overflowed.store(true, ordering: .relaxed)
-            continuation.finish()
+    public func send(_ message: EncodedMessage) { enqueue(.message(message)) }
+
+    public func close(reason: String) { enqueue(.close(reason: reason)) }
+
+    private func enqueue(_ item: Outgoing) {
+        let wakes = queue.withLockedValue { queue -> Bool in
+            guard !queue.finished else { return false }
+            defer { queue.wakePending = true }
+            if case .message = item, queue.items.count >= capacity {
+                queue.overflowed = true
+                queue.finished = true
+                // Even past a pending drain: a writer waiting for the socket must hear it too.
+                return true
+            }
+            queue.items.append(item)
+            if case .close = item { queue.finished = true }
+            return !queue.wakePending
+        }
+        if wakes { wake(self) }
+    }
+
+    /// Everything queued so far, in order; the next send wakes the writer again.
+    public func take() -> [Outgoing] {
+        queue.withLockedValue { queue in
+            defer {
+                queue.items = []
+                queue.wakePending = false
+            }
+            return queue.items
         }
     }
 
-    public func close(reason: String) {
-        continuation.yield(.close(reason: reason))
-        continuation.finish()
-    }
-
-    public var didOverflow: Bool { overflowed.load(ordering: .relaxed) }
+    public var didOverflow: Bool { queue.withLockedValue { $0.overflowed } }
     /// The key left or was removed while this connection was open: every later request is
     /// refused without asking the store (a new connection of the key is refused at connect).
     public var isRetired: Bool { retired.load(ordering: .acquiring) }
     func retire() { retired.store(true, ordering: .releasing) }
-    func finish() { continuation.finish() }
+    func finish() { queue.withLockedValue { $0.finished = true } }
 }
 
 /// Who is online on this node: established connections by key. Pushes reach it from this
@@ -72,8 +105,10 @@ public final class Hub: Sendable {
 
     public init(capacity: Int) { self.capacity = capacity }
 
-    public func register(key: String) -> Outbox {
-        let outbox = Outbox(id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, key: key, capacity: capacity)
+    /// `wake` is how the connection's writer hears that its outbox has something to send.
+    public func register(key: String, wake: @escaping @Sendable (Outbox) -> Void = { _ in }) -> Outbox {
+        let outbox = Outbox(id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, key: key, capacity: capacity,
+                            wake: wake)
         connections.withLockedValue { $0[key, default: [:]][outbox.id] = outbox }
         return outbox
     }

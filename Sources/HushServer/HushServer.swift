@@ -92,11 +92,6 @@ public struct HushServer: Sendable {
         let relay = Relay(store: store, hub: hub, limits: limits, metrics: metrics, clock: configuration.clock)
         let connection = SessionConnection(identity: identity, relay: relay, hub: hub, limits: limits,
                                            metrics: metrics, requestClock: configuration.requestClock, logger: logger)
-        let wsRouter = Router(context: BasicWebSocketRequestContext.self)
-        wsRouter.ws("/ws") { inbound, outbound, _ in
-            await connection.run(inbound: inbound, outbound: outbound)
-        }
-        let wsResponder = wsRouter.buildResponder()
         var wsConfiguration = WebSocketServerConfiguration(maxFrameSize: limits.maxFrameBytes)
         wsConfiguration.autoPing = .enabled(timePeriod: Self.autoPingPeriod)
         let headTimeout = TimeAmount(configuration.connections.requestHeadTimeout)
@@ -109,8 +104,15 @@ public struct HushServer: Sendable {
         let heapTrimmer = HeapTrimmer(settleDelay: Self.autoPingPeriod + .seconds(5))
         let metrics = metrics
         let server = HTTPServerBuilder { responder in
-            ChatChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: wsResponder,
-                                                           configuration: channelConfiguration),
+            // `/ws` upgrades straight to the connection, which also gets its channel (`FrameWriter`).
+            ChatChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: channelConfiguration) { request, channel, _ in
+                guard request.method == .get, request.path?.split(separator: "?", maxSplits: 1).first == "/ws" else {
+                    return .dontUpgrade
+                }
+                return .upgrade([:]) { inbound, outbound, _ in
+                    await connection.run(inbound: inbound, outbound: outbound, channel: channel)
+                }
+            },
                         admission: admission, origins: origins, heapTrimmer: heapTrimmer, requestHeadTimeout: headTimeout,
                         metrics: metrics)
         }

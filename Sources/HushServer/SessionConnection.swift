@@ -3,6 +3,7 @@ import HushProtocol
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import NIOWebSocket
 import ThemisKit
 
 /// One WebSocket at `/ws`: the Secure Session handshake, then requests in and replies and
@@ -16,9 +17,11 @@ struct SessionConnection: Sendable {
     let requestClock: @Sendable () -> ContinuousClock.Instant
     let logger: Logger
 
-    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
+    /// Serves one upgraded connection; `channel` is its NIO channel, which the writer of its
+    /// replies and pushes works on directly (`FrameWriter`).
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: any Channel) async {
         var frames = inbound.messages(maxSize: limits.maxFrameBytes).makeAsyncIterator()
-        guard let (session, key) = await handshake(&frames, outbound) else {
+        guard let (session, key, lastHandshakeMessage) = await handshake(&frames, outbound) else {
             metrics.closed.increment()
             try? await outbound.close(.policyViolation, reason: "handshake failed")
             return
@@ -26,27 +29,35 @@ struct SessionConnection: Sendable {
         let keyID = KeyID.json(key)
         let box = SharedSession(session)
         if await Self.shortLived({ [relay] in (try? await relay.store.isRetired(keyID)) == true }) {
+            if let lastHandshakeMessage { try? await outbound.write(.binary(ByteBuffer(bytes: lastHandshakeMessage))) }
             if let frame = try? box.wrap(WireMessage.error(HushError(.removed, "this key was removed from its room"), id: nil).encoded()) {
                 try? await outbound.write(.binary(ByteBuffer(bytes: frame)))
             }
             try? await outbound.close(.policyViolation, reason: "removed")
             return
         }
-        let outbox = hub.register(key: keyID)
+        let closed = metrics.closed
+        guard let (writer, outbox) = try? await FrameWriter.install(
+            on: channel, session: box, lastHandshakeMessage: lastHandshakeMessage,
+            register: { [hub] wake in hub.register(key: keyID, wake: wake) },
+            close: { reason in
+                if reason == FrameWriter.slowReader { closed.increment() }
+                Task { try? await outbound.close(.policyViolation, reason: reason) }
+            }) else { return }
         metrics.connections.increment()
         defer { metrics.connections.decrement() }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await writeLoop(outbox: outbox, box: box, outbound: outbound, key: keyID) }
-            await readLoop(&frames, box: box, outbox: outbox, key: keyID)
-            hub.unregister(outbox)
-            await group.waitForAll()
+        await readLoop(&frames, box: box, outbox: outbox, key: keyID)
+        hub.unregister(outbox)
+        for (room, seq) in await writer.delivered() {
+            try? await relay.store.saveDelivered(room: room, key: keyID, seq: seq)
         }
         try? await outbound.close(.normalClosure, reason: nil)
     }
 
-    /// Runs the handshake under a deadline; returns the session and the peer's proven key.
+    /// Runs the handshake under a deadline; returns the session, the peer's proven key and the
+    /// server's last handshake message, which `run` sends once the connection is online.
     private func handshake(_ frames: inout WebSocketInboundMessageStream.AsyncIterator,
-                           _ outbound: WebSocketOutboundWriter) async -> (SecureSession, ThemisPublicKey)? {
+                           _ outbound: WebSocketOutboundWriter) async -> (SecureSession, ThemisPublicKey, [UInt8]?)? {
         var session = SecureSession(id: Array(identity.serverID.utf8), privateKey: identity.privateKey,
                                     peerKeyLookup: { KeyID.key(fromSessionID: $0) })
         let deadline = Task { [limits] in
@@ -61,9 +72,8 @@ struct SessionConnection: Sendable {
                 case .reply(let bytes):
                     try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
                 case .established(let reply):
-                    if let reply { try await outbound.write(.binary(ByteBuffer(bytes: reply))) }
                     guard let key = session.peerPublicKey else { return nil }
-                    return (session, key)
+                    return (session, key, reply)
                 case .data:
                     return nil
                 }
@@ -136,32 +146,124 @@ struct SessionConnection: Sendable {
         await Task { await work() }.value
     }
 
-    private func writeLoop(outbox: Outbox, box: SharedSession, outbound: WebSocketOutboundWriter, key: String) async {
-        var delivered: [String: Int] = [:]
-        drain: for await item in outbox.stream {
-            switch item {
-            case .message(let message):
-                guard let frame = try? box.wrap(message.json) else { continue }
-                do {
-                    try await outbound.write(.binary(ByteBuffer(bytes: frame)))
-                } catch {
-                    break drain
-                }
-                if let (room, seq) = message.delivery { delivered[room] = max(delivered[room] ?? 0, seq) }
-            case .close(let reason):
-                try? await outbound.close(.policyViolation, reason: reason)
-            }
-        }
-        if outbox.didOverflow {
-            metrics.closed.increment()
-            try? await outbound.close(.policyViolation, reason: "slow reader")
-        }
-        for (room, seq) in delivered { try? await relay.store.saveDelivered(room: room, key: key, seq: seq) }
-    }
-
     /// The request id of a request we refuse without decoding it fully, when it has one.
     static func peekID(_ plaintext: [UInt8]) -> String? {
         struct IDOnly: Decodable { var id: String? }
         return (try? JSONDecoder().decode(IDOnly.self, from: Data(plaintext)))?.id
+    }
+}
+
+/// Writes a connection's replies and pushes on its channel's event loop, straight from its
+/// `Outbox`: a batch is wrapped and written frame by frame and flushed once (one `writev`),
+/// with no task between the relay and the socket. While the socket cannot take more, the
+/// outbox fills; when it overflows, the connection is closed ("slow reader").
+final class FrameWriter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    static let slowReader = "slow reader"
+
+    private let session: SharedSession
+    private let close: @Sendable (String) -> Void
+    private var context: ChannelHandlerContext?
+    /// The outbox waiting for the socket to take more.
+    private var waiting: Outbox?
+    private var closed = false
+    /// The highest `message` push written per room, saved as delivered when the connection ends.
+    private var deliveredSeq: [String: Int] = [:]
+
+    private init(session: SharedSession, close: @escaping @Sendable (String) -> Void) {
+        self.session = session
+        self.close = close
+    }
+
+    /// A handle that other threads use: it only ever touches the writer on its event loop.
+    struct Handle: Sendable {
+        let writer: NIOLoopBound<FrameWriter>
+
+        /// Called by `Outbox` when a batch starts, from any thread.
+        func wake(_ outbox: Outbox) {
+            writer.eventLoop.execute { writer.value.drain(outbox) }
+        }
+
+        /// What was written, by room; the connection is over.
+        func delivered() async -> [String: Int] {
+            (try? await writer.eventLoop.submit { writer.value.finish() }.get()) ?? [:]
+        }
+    }
+
+    /// Adds a writer at the end of the upgraded WebSocket pipeline, puts the connection online
+    /// with `register` and sends the server's last handshake message, in one event-loop turn:
+    /// the client is established only once every later push reaches this connection, and no
+    /// push can go out before that message. `close` is called once, with the reason, when an
+    /// outbox closes the connection or overflows.
+    static func install(on channel: any Channel, session: SharedSession, lastHandshakeMessage: [UInt8]?,
+                        register: @escaping @Sendable (_ wake: @escaping @Sendable (Outbox) -> Void) -> Outbox,
+                        close: @escaping @Sendable (String) -> Void) async throws -> (Handle, Outbox) {
+        try await channel.eventLoop.submit {
+            let writer = FrameWriter(session: session, close: close)
+            try channel.pipeline.syncOperations.addHandler(writer)
+            let handle = Handle(writer: NIOLoopBound(writer, eventLoop: channel.eventLoop))
+            let outbox = register { handle.wake($0) }
+            if let lastHandshakeMessage, let context = writer.context {
+                context.writeAndFlush(writer.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary,
+                                                                            data: ByteBuffer(bytes: lastHandshakeMessage))),
+                                      promise: nil)
+            }
+            return (handle, outbox)
+        }.get()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    /// The async channel before this handler forwards every frame it read; the reader has it.
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let waiting {
+            self.waiting = nil
+            drain(waiting)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    fileprivate func drain(_ outbox: Outbox) {
+        guard !closed, let context else { return }
+        if outbox.didOverflow {
+            shut(Self.slowReader, context: context)
+            return
+        }
+        guard context.channel.isWritable else {
+            waiting = outbox
+            return
+        }
+        for item in outbox.take() {
+            switch item {
+            case .message(let message):
+                guard let frame = try? session.wrap(message.json) else { continue }
+                context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: frame))),
+                              promise: nil)
+                if let (room, seq) = message.delivery { deliveredSeq[room] = max(deliveredSeq[room] ?? 0, seq) }
+            case .close(let reason):
+                shut(reason, context: context)
+                return
+            }
+        }
+        context.flush()
+    }
+
+    /// Sends what was written, then has the WebSocket layer close with `reason` (its close
+    /// frame follows these frames on the same event loop).
+    private func shut(_ reason: String, context: ChannelHandlerContext) {
+        closed = true
+        context.flush()
+        close(reason)
+    }
+
+    private func finish() -> [String: Int] {
+        closed = true
+        return deliveredSeq
     }
 }

@@ -45,6 +45,21 @@ import ThemisKit
         }
     }
 
+    /// §3: the server puts a connection online before its last handshake message, so a client
+    /// is never established while pushes for its key still go nowhere. Asked at once, with no
+    /// request made: the server registered it before the client could finish the handshake.
+    @Test func aConnectionIsOnlineAsSoonAsItsHandshakeCompletes() async throws {
+        try await withTestServer { server in
+            let info = try await server.info()
+            for _ in 0..<20 {
+                let key = ThemisPrivateKey()
+                let connection = try await HushConnection.open(server: info, key: key)
+                #expect(server.server.hub.connectionCount(of: KeyID.json(key.publicKey)) == 1)
+                connection.close()
+            }
+        }
+    }
+
     @Test(arguments: StoreChoice.all) func twoMembersJoinChatAndReadHistory(store: StoreChoice) async throws {
         try await withTestServer(store: store) { server in
             let owner = try await RoomClient.create(server: try await server.info())
