@@ -35,7 +35,7 @@ public final class Outbox: Sendable {
     private let capacity: Int
     private let queue = NIOLockedValueBox(Queue())
     /// Asks the writer to drain; called once per batch, by the send that starts it.
-    private let wake: @Sendable (Outbox) -> Void
+    private let wake: @Sendable () -> Void
     private let retired = Atomic<Bool>(false)
 
     private struct Queue {
@@ -47,7 +47,7 @@ public final class Outbox: Sendable {
         var finished = false
     }
 
-    init(id: UInt64, key: String, capacity: Int, wake: @escaping @Sendable (Outbox) -> Void) {
+    init(id: UInt64, key: String, capacity: Int, wake: @escaping @Sendable () -> Void) {
         self.id = id
         self.key = key
         self.capacity = capacity
@@ -74,7 +74,7 @@ public final class Outbox: Sendable {
             if case .close = item { queue.finished = true }
             return !queue.wakePending
         }
-        if wakes { wake(self) }
+        if wakes { wake() }
     }
 
     /// Everything queued so far, in order; the next send wakes the writer again.
@@ -106,7 +106,7 @@ public final class Hub: Sendable {
     public init(capacity: Int) { self.capacity = capacity }
 
     /// `wake` is how the connection's writer hears that its outbox has something to send.
-    public func register(key: String, wake: @escaping @Sendable (Outbox) -> Void = { _ in }) -> Outbox {
+    public func register(key: String, wake: @escaping @Sendable () -> Void = {}) -> Outbox {
         let outbox = Outbox(id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, key: key, capacity: capacity,
                             wake: wake)
         connections.withLockedValue { $0[key, default: [:]][outbox.id] = outbox }

@@ -166,8 +166,8 @@ final class FrameWriter: ChannelInboundHandler, RemovableChannelHandler {
     private let session: SharedSession
     private let close: @Sendable (String) -> Void
     private var context: ChannelHandlerContext?
-    /// The outbox waiting for the socket to take more.
-    private var waiting: Outbox?
+    /// Set in `install`, in the same event-loop turn as the registration that creates it.
+    private var outbox: Outbox?
     private var closed = false
     /// The highest `message` push written per room, saved as delivered when the connection ends.
     private var deliveredSeq: [String: Int] = [:]
@@ -182,8 +182,8 @@ final class FrameWriter: ChannelInboundHandler, RemovableChannelHandler {
         let writer: NIOLoopBound<FrameWriter>
 
         /// Called by `Outbox` when a batch starts, from any thread.
-        func wake(_ outbox: Outbox) {
-            writer.eventLoop.execute { writer.value.drain(outbox) }
+        func wake() {
+            writer.eventLoop.execute { writer.value.drain() }
         }
 
         /// What was written, by room; the connection is over.
@@ -198,17 +198,16 @@ final class FrameWriter: ChannelInboundHandler, RemovableChannelHandler {
     /// push can go out before that message. `close` is called once, with the reason, when an
     /// outbox closes the connection or overflows.
     static func install(on channel: any Channel, session: SharedSession, lastHandshakeMessage: [UInt8]?,
-                        register: @escaping @Sendable (_ wake: @escaping @Sendable (Outbox) -> Void) -> Outbox,
+                        register: @escaping @Sendable (_ wake: @escaping @Sendable () -> Void) -> Outbox,
                         close: @escaping @Sendable (String) -> Void) async throws -> (Handle, Outbox) {
         try await channel.eventLoop.submit {
             let writer = FrameWriter(session: session, close: close)
             try channel.pipeline.syncOperations.addHandler(writer)
             let handle = Handle(writer: NIOLoopBound(writer, eventLoop: channel.eventLoop))
-            let outbox = register { handle.wake($0) }
+            let outbox = register { handle.wake() }
+            writer.outbox = outbox
             if let lastHandshakeMessage, let context = writer.context {
-                context.writeAndFlush(writer.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary,
-                                                                            data: ByteBuffer(bytes: lastHandshakeMessage))),
-                                      promise: nil)
+                context.writeAndFlush(writer.binaryFrame(lastHandshakeMessage), promise: nil)
             }
             return (handle, outbox)
         }.get()
@@ -219,32 +218,33 @@ final class FrameWriter: ChannelInboundHandler, RemovableChannelHandler {
     /// The async channel before this handler forwards every frame it read; the reader has it.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    /// Also drops the outbox, whose wake closure holds this writer: the cycle ends with the channel.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        outbox = nil
+    }
 
+    /// A drain that found the socket full left the batch queued; this one sends it.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, let waiting {
-            self.waiting = nil
-            drain(waiting)
-        }
+        if context.channel.isWritable { drain() }
         context.fireChannelWritabilityChanged()
     }
 
-    fileprivate func drain(_ outbox: Outbox) {
-        guard !closed, let context else { return }
+    private func drain() {
+        guard !closed, let context, let outbox else { return }
         if outbox.didOverflow {
             shut(Self.slowReader, context: context)
             return
         }
-        guard context.channel.isWritable else {
-            waiting = outbox
-            return
-        }
-        for item in outbox.take() {
+        // Left queued (and the outbox not woken again) until the socket can take more.
+        guard context.channel.isWritable else { return }
+        let items = outbox.take()
+        guard !items.isEmpty else { return }
+        for item in items {
             switch item {
             case .message(let message):
                 guard let frame = try? session.wrap(message.json) else { continue }
-                context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: frame))),
-                              promise: nil)
+                context.write(binaryFrame(frame), promise: nil)
                 if let (room, seq) = message.delivery { deliveredSeq[room] = max(deliveredSeq[room] ?? 0, seq) }
             case .close(let reason):
                 shut(reason, context: context)
@@ -262,8 +262,13 @@ final class FrameWriter: ChannelInboundHandler, RemovableChannelHandler {
         close(reason)
     }
 
+    private func binaryFrame(_ bytes: [UInt8]) -> NIOAny {
+        wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: bytes)))
+    }
+
     private func finish() -> [String: Int] {
         closed = true
+        outbox = nil
         return deliveredSeq
     }
 }
