@@ -6,35 +6,62 @@ import Darwin
 import Dispatch
 import HTTPTypes
 import HummingbirdCore
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOWebSocket
 import Prometheus
 import NIOConcurrencyHelpers
 
-/// The chat port's connections: Hummingbird's HTTP/1 + WebSocket upgrade channel behind the
-/// connection caps and the request-head deadline of `ConnectionLimits`.
-struct ChatChannel: ServerChildChannel {
+/// The chat port's connections: HTTP/1 through Hummingbird, and `/ws` upgraded to a
+/// `SessionHandler` on NIO's WebSocket pipeline, behind the connection caps and the
+/// request-head deadline of `ConnectionLimits`.
+struct ChatChannel: ServerChildChannel, HTTPChannelHandler {
     enum Value: ServerChildChannelValue {
-        case admitted(HTTP1WebSocketUpgradeChannel.Value)
+        case admitted(EventLoopFuture<FirstRequest>, any Channel)
         /// Over a cap: the `Refusal` handler answers and closes it; nothing else to do.
         case refused(any Channel)
 
         var channel: any Channel {
             switch self {
-            case .admitted(let value): value.channel
-            case .refused(let channel): channel
+            case .admitted(_, let channel), .refused(let channel): channel
             }
         }
     }
 
-    let base: HTTP1WebSocketUpgradeChannel
+    /// What a connection became after its first request head.
+    enum FirstRequest: Sendable {
+        /// Upgraded at `/ws`: its `SessionHandler` serves it; no task waits on it.
+        case session
+        case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        /// An upgrade anywhere but `/ws`: answered `400`.
+        case refusedUpgrade(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+    }
+
+    let responder: HTTPChannelHandler.Responder
+    let session: SessionConnection
+    /// Covers a kept-alive HTTP connection between requests.
+    let idleTimeout: TimeAmount
     let admission: ConnectionAdmission
     let origins: OriginGate
     let heapTrimmer: HeapTrimmer
     let requestHeadTimeout: TimeAmount
     let metrics: ServerMetrics
+
+    init(responder: @escaping HTTPChannelHandler.Responder, session: SessionConnection, idleTimeout: TimeAmount,
+         admission: ConnectionAdmission, origins: OriginGate, heapTrimmer: HeapTrimmer, requestHeadTimeout: TimeAmount,
+         metrics: ServerMetrics) {
+        self.responder = Self.redirectingLateUpgrades(responder)
+        self.session = session
+        self.idleTimeout = idleTimeout
+        self.admission = admission
+        self.origins = origins
+        self.heapTrimmer = heapTrimmer
+        self.requestHeadTimeout = requestHeadTimeout
+        self.metrics = metrics
+    }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let value: EventLoopFuture<Value>
@@ -49,14 +76,15 @@ struct ChatChannel: ServerChildChannel {
             channel.closeFuture.whenComplete { [admission, heapTrimmer] _ in
                 heapTrimmer.connectionClosed(open: admission.release(address))
             }
-            value = base.setup(channel: channel, logger: logger).flatMapThrowing { [requestHeadTimeout, metrics, origins] value in
+            value = channel.eventLoop.makeCompletedFuture {
+                let firstRequest = try configurePipeline(channel, logger: logger)
                 // Behind NIO's upgrade handler, so that it sees the request head and parse errors.
                 try channel.pipeline.syncOperations.addHandler(RequestHeadDeadline(timeout: requestHeadTimeout,
                                                                                    closed: metrics.closed))
                 // Before it, so that a refused page never reaches the upgrade.
                 let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
                 try channel.pipeline.syncOperations.addHandler(OriginCheck(gate: origins, refused: metrics.closed), position: .after(decoder))
-                return .admitted(value)
+                return .admitted(firstRequest, channel)
             }
         }
         // NIO leaves a channel whose setup failed open and unregistered: closing it is ours to do.
@@ -64,15 +92,82 @@ struct ChatChannel: ServerChildChannel {
         return value
     }
 
+    /// NIO's HTTP/1 pipeline with its upgrade handler: a `GET /ws` upgrade gets the WebSocket
+    /// codec and a `SessionHandler`; anything else goes on as HTTP through Hummingbird.
+    private func configurePipeline(_ channel: any Channel, logger: Logger) throws -> EventLoopFuture<FirstRequest> {
+        let upgradeAsked = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
+        let upgrader = NIOTypedWebSocketServerUpgrader<FirstRequest>(
+            maxFrameSize: session.limits.maxFrameBytes,
+            shouldUpgrade: { channel, head in
+                upgradeAsked.value = true
+                let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first
+                return channel.eventLoop.makeSucceededFuture(head.method == .GET && path == "/ws" ? HTTPHeaders() : nil)
+            },
+            upgradePipelineHandler: { [session] channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(session.makeHandler())
+                    return .session
+                }
+            })
+        let upgrade = NIOTypedHTTPServerUpgradeConfiguration(upgraders: [upgrader]) { [idleTimeout] channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                try channel.pipeline.syncOperations.addHandler(
+                    HTTPConnectionStateHandler(idleTimeout: Duration(idleTimeout), logger: logger))
+                let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                    wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                return upgradeAsked.value ? .refusedUpgrade(http) : .http(http)
+            }
+        }
+        var configuration = NIOUpgradableHTTPServerPipelineConfiguration(upgradeConfiguration: upgrade)
+        // As Hummingbird's own HTTP/1 channel: it pipelines, handles errors and validates headers itself.
+        configuration.enablePipelining = false
+        configuration.enableErrorHandling = false
+        configuration.enableResponseHeaderValidation = false
+        let decoder = HTTP1Channel.Configuration.DecoderConfiguration()
+        configuration.decoderConfiguration.maxHeaderFieldSize = decoder.maxHeaderFieldSize
+        configuration.decoderConfiguration.maxHeaderListSize = decoder.maxHeaderListSize
+        configuration.decoderConfiguration.maxHeaderFieldCount = decoder.maxHeaderFieldCount
+        return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+    }
+
     func handle(value: Value, logger: Logger) async {
-        guard case .admitted(let value) = value else { return }
+        guard case .admitted(let firstRequest, _) = value else { return }
         // This logger only reports how the upgrade decision ended; every connection closed
         // before its request head (by its peer or by `RequestHeadDeadline`) is an error line
-        // there, which a slowloris would turn into a flood. The WebSocket and HTTP handlers log
-        // through their own loggers.
+        // there, which a slowloris would turn into a flood.
         var quiet = logger
         quiet.logLevel = .critical
-        await base.handle(value: value, logger: quiet)
+        switch try? await firstRequest.get() {
+        case .http(let http):
+            await handleHTTP(asyncChannel: http, logger: quiet)
+        case .refusedUpgrade(let http):
+            try? await http.executeThenClose { _, outbound in
+                try await outbound.write(contentsOf: [.head(HTTPResponse(status: .badRequest, headerFields: Self.shortResponseFields)),
+                                                      .end(nil)])
+            }
+        case .session, nil:
+            break
+        }
+    }
+
+    private static let shortResponseFields = HTTPFields(headersOfShortResponse().compactMap { name, value in
+        HTTPField.Name(name).map { HTTPField(name: $0, value: value) }
+    })
+
+    /// NIO can upgrade only a connection's first request: a later upgrade request on a
+    /// kept-alive connection is sent to the same address on a new connection.
+    private static func redirectingLateUpgrades(_ responder: @escaping HTTPChannelHandler.Responder) -> HTTPChannelHandler.Responder {
+        struct ClosingAfterRedirect: Error {}
+        return { request, responseWriter, channel in
+            guard request.headers[.upgrade]?.lowercased() == "websocket" else {
+                return try await responder(request, responseWriter, channel)
+            }
+            let location = request.uri.query.map { "\(request.uri.path)?\($0)" } ?? request.uri.path
+            try await responseWriter.writeResponse(HTTPResponse(status: .temporaryRedirect,
+                                                                headerFields: [.connection: "close", .location: location]))
+            throw ClosingAfterRedirect()
+        }
     }
 }
 
@@ -131,10 +226,11 @@ final class ConnectionAdmission: Sendable {
 /// above its trim threshold (and `scripts/serve` raises that threshold to 128 MiB), so a
 /// server would otherwise keep its peak connection memory for good.
 ///
-/// Some of a closed connection's memory comes free only later: a timer it had armed (the
-/// WebSocket autoping) keeps its task until the time it was set for. So one more trim runs a
-/// `settleDelay` after the last due one: 10,000 connections closing left 4.6× the idle
-/// baseline resident after the due trims, and a trim a minute later brought it to 3.4×.
+/// Some of what a crowd leaving frees comes after the last due trim: connections still
+/// waiting for their peer's close frame, the work a close starts (saving what was delivered)
+/// and the last closes, fewer than `minimumCloses`. So one more trim runs a `settleDelay`
+/// after the last due one: 10,000 connections closing left 1.31× the idle baseline resident
+/// 5 s after their sockets were gone, and 1.20× after it.
 final class HeapTrimmer: Sendable {
     /// Closes since the last trim below which one is not worth a walk of the heap (a closed
     /// connection frees tens of KiB).

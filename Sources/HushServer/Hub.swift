@@ -26,7 +26,7 @@ public struct EncodedMessage: Sendable {
 }
 
 /// A connection's bounded outgoing queue, filled from any thread and drained by the
-/// connection's writer on its event loop (`FrameWriter`). Whatever arrives before the writer
+/// connection's handler on its event loop (`SessionHandler`). Whatever arrives before the writer
 /// runs goes out together. A reader too slow to drain it is disconnected: when the queue is
 /// full the connection is closed rather than buffered without limit.
 public final class Outbox: Sendable {

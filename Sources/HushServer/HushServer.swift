@@ -1,7 +1,6 @@
 import Foundation
 import Hummingbird
 import HummingbirdCore
-import HummingbirdWebSocket
 import HushProtocol
 import Logging
 import NIOCore
@@ -43,8 +42,10 @@ public struct HushServer: Sendable {
     public let hub: Hub
     /// Deletes expired history; `hush serve` runs it periodically, tests call `sweep()`.
     public let retention: RetentionSweeper
-    /// A WebSocket ping after this long without a frame, so that dead peers are noticed.
-    static let autoPingPeriod: Duration = .seconds(30)
+    /// A WebSocket ping this often, so that dead peers are noticed.
+    static let pingPeriod: Duration = .seconds(30)
+    /// How long a close waits for the peer's close frame.
+    static let closeTimeout: TimeAmount = .seconds(10)
 
     /// A server on SQLite in the data folder.
     public init(configuration: ServerConfiguration, metrics: ServerMetrics = ServerMetrics()) throws {
@@ -90,31 +91,19 @@ public struct HushServer: Sendable {
         let origins = OriginGate(allowed: configuration.allowedOrigins)
         WebRoutes(identity: identity, webRoot: webRoot, origins: origins).add(to: router)
         let relay = Relay(store: store, hub: hub, limits: limits, metrics: metrics, clock: configuration.clock)
-        let connection = SessionConnection(identity: identity, relay: relay, hub: hub, limits: limits,
-                                           metrics: metrics, requestClock: configuration.requestClock, logger: logger)
-        var wsConfiguration = WebSocketServerConfiguration(maxFrameSize: limits.maxFrameBytes)
-        wsConfiguration.autoPing = .enabled(timePeriod: Self.autoPingPeriod)
+        let session = SessionConnection(identity: identity, relay: relay, hub: hub, limits: limits, metrics: metrics,
+                                        requestClock: configuration.requestClock, logger: logger,
+                                        pingPeriod: TimeAmount(Self.pingPeriod), closeTimeout: Self.closeTimeout)
         let headTimeout = TimeAmount(configuration.connections.requestHeadTimeout)
-        // The idle timeout covers a kept-alive connection between requests; `ChatChannel` covers
-        // the first request head, which Hummingbird's upgrade channel leaves without a deadline.
-        let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(http1: .init(idleTimeout: headTimeout),
-                                                                              ws: wsConfiguration)
         let admission = ConnectionAdmission(limits: configuration.connections)
-        // Past the longest timer a closed connection leaves armed (`HeapTrimmer`).
-        let heapTrimmer = HeapTrimmer(settleDelay: Self.autoPingPeriod + .seconds(5))
+        // Past the longest a closing connection waits for its peer (`HeapTrimmer`).
+        let heapTrimmer = HeapTrimmer(settleDelay: Duration(Self.closeTimeout) + .seconds(5))
         let metrics = metrics
         let server = HTTPServerBuilder { responder in
-            // `/ws` upgrades straight to the connection, which also gets its channel (`FrameWriter`).
-            ChatChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: channelConfiguration) { request, channel, _ in
-                guard request.method == .get, request.path?.split(separator: "?", maxSplits: 1).first == "/ws" else {
-                    return .dontUpgrade
-                }
-                return .upgrade([:]) { inbound, outbound, _ in
-                    await connection.run(inbound: inbound, outbound: outbound, channel: channel)
-                }
-            },
-                        admission: admission, origins: origins, heapTrimmer: heapTrimmer, requestHeadTimeout: headTimeout,
-                        metrics: metrics)
+            // The idle timeout covers a kept-alive connection between requests; `ChatChannel` covers
+            // the first request head.
+            ChatChannel(responder: responder, session: session, idleTimeout: headTimeout, admission: admission,
+                        origins: origins, heapTrimmer: heapTrimmer, requestHeadTimeout: headTimeout, metrics: metrics)
         }
         return Application(
             router: router,
