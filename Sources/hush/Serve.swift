@@ -50,6 +50,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds a connection has to send its request head (and between requests).")
     var requestHeadTimeout: Double = 10
 
+    @Option(help: "Seconds a WebSocket has, from its upgrade, to complete the Secure Session handshake.")
+    var handshakeTimeout: Double = Limits.standard.handshakeTimeout / .seconds(1)
+
     @Option(help: "Seconds to wait for connections to close after SIGTERM/SIGINT before cutting them.")
     var shutdownTimeout: Double = 10
 
@@ -69,8 +72,8 @@ struct Serve: AsyncParsableCommand {
         guard maxConnectionsPerAddress > 0, maxConnections ?? 1 > 0 else {
             throw ValidationError("--max-connections and --max-connections-per-address must be positive")
         }
-        guard requestHeadTimeout > 0, shutdownTimeout > 0 else {
-            throw ValidationError("--request-head-timeout and --shutdown-timeout must be positive")
+        guard requestHeadTimeout > 0, handshakeTimeout > 0, shutdownTimeout > 0 else {
+            throw ValidationError("--request-head-timeout, --handshake-timeout and --shutdown-timeout must be positive")
         }
         // Upper ends keep the byte and millisecond arithmetic far from overflow.
         guard (1...Self.maxBytes).contains(roomQuotaBytes), (1...Self.maxBytes).contains(maxStorageBytes ?? 1) else {
@@ -125,6 +128,7 @@ struct Serve: AsyncParsableCommand {
         }
         configuration.connections.maxConnectionsPerAddress = maxConnectionsPerAddress
         configuration.connections.requestHeadTimeout = .seconds(requestHeadTimeout)
+        configuration.limits.handshakeTimeout = .seconds(handshakeTimeout)
         let metricsListener = try Self.parseAddress(metricsAddress)
         if let rateLimit {
             guard rateLimit >= 0 else { throw ValidationError("--rate-limit must be 0 (off) or positive") }

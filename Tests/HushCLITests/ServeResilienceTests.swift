@@ -139,6 +139,27 @@ enum RawWebSocket {
 
     /// On SIGTERM a connection that has not sent its request head is closed at once: the
     /// shutdown does not wait out its request-head timeout.
+    /// `--handshake-timeout` bounds how long a WebSocket may take to complete its handshake
+    /// (test servers otherwise allow 60 s, far beyond this test's 20 s read).
+    @Test func aSilentWebSocketIsClosedAtTheHandshakeTimeout() async throws {
+        try await ServeProcess.with(arguments: ["--handshake-timeout", "0.3"]) { server in
+            let silent = try await RawSocket.connect(port: server.port)
+            defer { silent.close() }
+            try await silent.send(RawWebSocket.upgradeRequest)
+            func closeFrame(_ bytes: [UInt8]) -> (opcode: UInt8, payload: [UInt8], length: Int)? {
+                let text = String(decoding: bytes, as: UTF8.self)
+                guard text.hasPrefix("HTTP/1.1 101"), let end = text.range(of: "\r\n\r\n") else { return nil }
+                return RawWebSocket.parse(Array(bytes.dropFirst(text[..<end.upperBound].utf8.count)))
+            }
+            let read = await silent.read(timeout: .seconds(20)) { closeFrame($0) != nil }
+            let frame = try #require(closeFrame(read.bytes), "no close frame within 20 s: \(read.bytes.count) bytes")
+            #expect(frame.opcode == 8 && Array(frame.payload.prefix(2)) == [0x03, 0xF0])  // 1008
+            #expect(String(decoding: frame.payload.dropFirst(2), as: UTF8.self) == "handshake timeout")
+        }
+        let refused = try await HushProcess.run(["serve", "--port", "0", "--handshake-timeout", "0"], environment: [:])
+        #expect(refused.status != 0 && refused.stderr.contains("--handshake-timeout"), "\(refused.stderr)")
+    }
+
     @Test func sigtermClosesConnectionsWithoutRequestAtOnce() async throws {
         try await ServeProcess.with(arguments: ["--request-head-timeout", "120", "--shutdown-timeout", "120"]) { server in
             let idle = try await RawSocket.connect(port: server.port)

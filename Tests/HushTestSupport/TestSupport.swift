@@ -15,6 +15,11 @@ import ThemisKit
 
 /// A real server in this process on 127.0.0.1, port 0, over a temporary data folder, on SQLite
 /// there or on PostgreSQL (a database of its own in the test cluster, or one it shares).
+/// The handshake deadline of test servers, unless a test sets its own: the server's timer is
+/// exact, while a test's clients share a few threads with every other test running at once
+/// (ten times slower under ThreadSanitizer), so 10 s could end a handshake that is only late.
+public let testHandshakeTimeout: Duration = .seconds(60)
+
 public struct TestServer: Sendable {
     public let url: String
     public let server: HushServer
@@ -38,6 +43,9 @@ public struct TestServer: Sendable {
         var configuration = ServerConfiguration(dataDirectory: directory)
         configuration.port = 0
         configuration.limits = limits
+        if limits.handshakeTimeout == Limits.standard.handshakeTimeout {
+            configuration.limits.handshakeTimeout = testHandshakeTimeout
+        }
         configuration.connections = connections
         configuration.retention = retention
         configuration.allowedOrigins = allowedOrigins
@@ -240,12 +248,14 @@ public final class ServeProcess: @unchecked Sendable {
         try process.run()
     }
 
-    /// Starts `hush serve --port <port> --data <data>` (port 0: a free one) plus `arguments`,
+    /// Starts `hush serve --port <port> --data <data>` (port 0: a free one) plus `arguments`
+    /// (with the handshake deadline of `testHandshakeTimeout` unless they set one),
     /// and returns once its banner says where it listens (and where its metrics are, when
     /// asked for). A server that does not start within 30 s is stopped, and that is an error.
     public static func start(data: URL? = nil, port: Int = 0, arguments: [String] = [],
                              descriptors: Int? = nil) async throws -> ServeProcess {
-        let server = try ServeProcess(data: data, port: port, arguments: arguments, descriptors: descriptors)
+        let deadline = arguments.contains("--handshake-timeout") ? [] : ["--handshake-timeout", "\(testHandshakeTimeout / .seconds(1))"]
+        let server = try ServeProcess(data: data, port: port, arguments: deadline + arguments, descriptors: descriptors)
         let wantsMetrics = arguments.contains("--metrics-address")
         // Each time it prints, read the banner again; its output ending (it exited) or 30 s
         // without the banner is a failed start.
