@@ -83,7 +83,9 @@ public enum SecureMessage {
         guard try reader.readLE32() == signedType else { throw .unsupportedAlgorithm }
         let messageCount = Int(try reader.readLE32())
         let signatureCount = Int(try reader.readLE32())
-        guard messageCount > 0, signatureCount > 0 else { throw .emptyInput }
+        guard messageCount > 0 else { throw .emptyInput }
+        // An empty signature is a signature that does not verify (as the JS client says).
+        guard signatureCount > 0 else { throw .invalidSignature }
         let message = try reader.read(messageCount)
         let signatureBytes = try reader.read(signatureCount)
         guard let signature = try? P256.Signing.ECDSASignature(derRepresentation: signatureBytes),

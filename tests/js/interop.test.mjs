@@ -505,6 +505,12 @@ test('Secure Message: tampered, misdirected or wrongly-signed messages are rejec
   for (const i of spots(swiftSigned.length)) {
     cases.push({ what: `Swift signed @${i}`, kind: 'sig', bytes: tamper(swiftSigned, i), expect: signedExpect(i), jsKeys: [bob.publicKey], swKeys: [bob.publicKey] });
   }
+  // An empty signature (its length field zeroed) fails as a signature on both sides.
+  for (const [what, signed, key] of [['JS', jsSigned, alice.publicKey], ['Swift', swiftSigned, bob.publicKey]]) {
+    const bytes = signed.slice();
+    bytes.fill(0, 8, 12);
+    cases.push({ what: `${what} signed, empty signature`, kind: 'sig', bytes, expect: 'auth', jsKeys: [key], swKeys: [key] });
+  }
   cases.push({ what: 'JS signed, other key', kind: 'sig', bytes: jsSigned, expect: 'auth', jsKeys: [mallory.publicKey], swKeys: [mallory.publicKey] });
   cases.push({ what: 'Swift signed, other key', kind: 'sig', bytes: swiftSigned, expect: 'auth', jsKeys: [alice.publicKey], swKeys: [alice.publicKey] });
 
