@@ -553,3 +553,87 @@ public func rawGet(_ path: String, port: Int, from source: String? = nil) async 
     return RawResponse(await socket.read(timeout: .seconds(20)).bytes)
 }
 
+/// A WebSocket client written byte by byte, to behave as no library would.
+public enum RawWebSocket {
+    public static let upgradeRequest = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+    public static let binary: UInt8 = 0x2, continuation: UInt8 = 0x0, close: UInt8 = 0x8, ping: UInt8 = 0x9, pong: UInt8 = 0xA
+
+    /// A client frame: masked, as a client must send it, unless a test breaks that rule.
+    public static func frame(opcode: UInt8, _ payload: [UInt8], fin: Bool = true, masked: Bool = true) -> [UInt8] {
+        let maskBit: UInt8 = masked ? 0x80 : 0
+        var frame: [UInt8] = [(fin ? 0x80 : 0) | opcode]
+        switch payload.count {
+        case ..<126: frame.append(maskBit | UInt8(payload.count))
+        case ..<65536: frame += [maskBit | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+        default: frame.append(maskBit | 127); frame += (0..<8).reversed().map { UInt8((payload.count >> ($0 * 8)) & 0xFF) }
+        }
+        guard masked else { return frame + payload }
+        let mask = (0..<4).map { _ in UInt8.random(in: 0...255) }
+        frame += mask
+        frame += payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        return frame
+    }
+
+    /// The first whole server frame in `bytes` (opcode, payload) and its length, or nil.
+    public static func parse(_ bytes: [UInt8]) -> (opcode: UInt8, payload: [UInt8], length: Int)? {
+        guard bytes.count >= 2 else { return nil }
+        var length = Int(bytes[1] & 0x7F)
+        var offset = 2
+        if length == 126 {
+            guard bytes.count >= 4 else { return nil }
+            length = Int(bytes[2]) << 8 | Int(bytes[3])
+            offset = 4
+        } else if length == 127 {
+            guard bytes.count >= 10 else { return nil }
+            length = bytes[2..<10].reduce(0) { $0 << 8 | Int($1) }
+            offset = 10
+        }
+        guard bytes.count >= offset + length else { return nil }
+        return (bytes[0] & 0x0F, Array(bytes[offset..<offset + length]), offset + length)
+    }
+
+    /// Upgrades, completes the Secure Session handshake and gets `hello` answered, then returns
+    /// the socket: from then on the caller decides whether to read.
+    public static func establishedPeer(port: Int, server: ServerInfo) async throws -> RawSocket {
+        let socket = try await RawSocket.connect(port: port)
+        try await socket.send(upgradeRequest)
+        var buffer = await socket.read(timeout: .seconds(20), until: hasResponseHead).bytes
+        let head = String(decoding: buffer, as: UTF8.self)
+        guard head.hasPrefix("HTTP/1.1 101"), let end = head.range(of: "\r\n\r\n") else {
+            throw RawSocketError("no upgrade: \(head)")
+        }
+        buffer.removeFirst(head[..<end.upperBound].utf8.count)
+        func nextFrame() async throws -> [UInt8] {
+            buffer += await socket.read(timeout: .seconds(20)) { parse(buffer + $0) != nil }.bytes
+            guard let (opcode, payload, length) = parse(buffer) else {
+                throw RawSocketError("no whole frame within 20 s (\(buffer.count) bytes read)")
+            }
+            guard opcode == 2 else {
+                throw RawSocketError("frame with opcode \(opcode), not binary: \(String(decoding: payload.prefix(120), as: UTF8.self))")
+            }
+            buffer.removeFirst(length)
+            return payload
+        }
+        let key = ThemisPrivateKey()
+        let serverID = Array(server.wellKnown.serverId.utf8)
+        let serverKey = server.publicKey
+        var session = SecureSession(id: KeyID.sessionID(key.publicKey), privateKey: key,
+                                    peerKeyLookup: { $0 == serverID ? serverKey : nil })
+        try await socket.send(frame(opcode: 2, try session.connectRequest()))
+        while !session.isEstablished {
+            switch try session.receive(try await nextFrame()) {
+            case .reply(let bytes): try await socket.send(frame(opcode: 2, bytes))
+            case .established(let reply): if let reply { try await socket.send(frame(opcode: 2, reply)) }
+            case .data: throw RawSocketError("data before the handshake ended")
+            }
+        }
+        var hello = WireMessage(type: "hello")
+        hello.id = "1"
+        try await socket.send(frame(opcode: 2, try session.wrap(hello.encoded())))
+        guard case .data(let plaintext) = try session.receive(try await nextFrame()),
+              try WireMessage.decode(plaintext).type == "hello" else { throw RawSocketError("no hello reply") }
+        return socket
+    }
+}
